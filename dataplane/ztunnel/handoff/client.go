@@ -1,0 +1,86 @@
+package handoff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	pb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
+)
+
+// DefaultAckTimeout bounds how long the client waits for ztunnel's answer to one message.
+const DefaultAckTimeout = 10 * time.Second
+
+// RefusedError is ztunnel's refusal of a message (a non-empty Ack.error).
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return "ztunnel refused: " + e.Reason }
+
+// Client is the node agent's side of the hand-off: one connection to ztunnel. Its methods
+// send one message each and wait for the Ack; they are safe for concurrent use.
+type Client struct {
+	mu         sync.Mutex
+	conn       *net.UnixConn
+	AckTimeout time.Duration
+}
+
+// Dial connects to ztunnel's hand-off socket at path and exchanges Hello.
+func Dial(ctx context.Context, path string) (*Client, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unixpacket", path)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to ztunnel hand-off socket %s: %w", path, err)
+	}
+	cl := &Client{conn: c.(*net.UnixConn), AckTimeout: DefaultAckTimeout}
+	if err := cl.send(Hello(), NoFD); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return cl, nil
+}
+
+// AddWorkload hands a pod's netns to ztunnel. netnsFD stays owned by the caller.
+func (c *Client) AddWorkload(w *pb.AddWorkload, netnsFD int) error {
+	if netnsFD < 0 {
+		return errors.New("AddWorkload needs the pod's netns file descriptor")
+	}
+	return c.send(Add(w), netnsFD)
+}
+
+// KeepWorkload asks ztunnel, during a snapshot, to keep a pod whose netns it already holds.
+func (c *Client) KeepWorkload(uid string) error { return c.send(Keep(uid), NoFD) }
+
+// DelWorkload tells ztunnel to stop serving a pod.
+func (c *Client) DelWorkload(uid string) error { return c.send(Del(uid), NoFD) }
+
+// SnapshotSent ends the replay; ztunnel drops the workloads not named since Dial.
+func (c *Client) SnapshotSent() error { return c.send(SnapshotSent(), NoFD) }
+
+// Close closes the connection. ztunnel keeps its workloads until the next snapshot.
+func (c *Client) Close() error { return c.conn.Close() }
+
+func (c *Client) send(msg *pb.Message, fd int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.conn.SetDeadline(time.Now().Add(c.AckTimeout)); err != nil {
+		return err
+	}
+	if err := WriteMessage(c.conn, msg, fd); err != nil {
+		return err
+	}
+	reply, _, err := ReadMessage(c.conn)
+	if err != nil {
+		return fmt.Errorf("waiting for ztunnel's ack of %s: %w", payloadName(msg), err)
+	}
+	ack := reply.GetAck()
+	if ack == nil {
+		return fmt.Errorf("ztunnel answered %s with %s instead of an ack", payloadName(msg), payloadName(reply))
+	}
+	if ack.GetError() != "" {
+		return &RefusedError{Reason: ack.GetError()}
+	}
+	return nil
+}
