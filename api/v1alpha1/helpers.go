@@ -17,43 +17,14 @@ limitations under the License.
 package v1alpha1
 
 import (
-	"fmt"
-	"regexp"
 	"strings"
 	"time"
 )
-
-var spiffeIDRegexp = regexp.MustCompile(SPIFFEIDPattern)
 
 // SPIFFEIdentity formats the identity of a service account:
 // spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>.
 func SPIFFEIdentity(trustDomain, namespace, serviceAccount string) string {
 	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + serviceAccount
-}
-
-// Identity is a parsed SPIFFE workload identity.
-type Identity struct {
-	TrustDomain    string
-	Namespace      string
-	ServiceAccount string
-}
-
-// String formats the identity as a SPIFFE id.
-func (id Identity) String() string {
-	return SPIFFEIdentity(id.TrustDomain, id.Namespace, id.ServiceAccount)
-}
-
-// ParseSPIFFEID parses spiffe://<td>/ns/<ns>/sa/<sa>, the only identity
-// form the mesh issues. It accepts exactly what the CRD accepts.
-func ParseSPIFFEID(s string) (Identity, error) {
-	if !spiffeIDRegexp.MatchString(s) {
-		return Identity{}, fmt.Errorf("%q is not a SPIFFE id of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>", s)
-	}
-	// The regexp guarantees exactly this shape: td "/ns/" ns "/sa/" sa.
-	rest := strings.TrimPrefix(s, "spiffe://")
-	td, rest, _ := strings.Cut(rest, "/ns/")
-	ns, sa, _ := strings.Cut(rest, "/sa/")
-	return Identity{TrustDomain: td, Namespace: ns, ServiceAccount: sa}, nil
 }
 
 // Split returns the namespace and name of a <namespace>/<name> reference.
