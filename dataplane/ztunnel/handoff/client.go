@@ -84,3 +84,12 @@ func (c *Client) send(msg *pb.Message, fd int) error {
 	}
 	return nil
 }
+
+// dialRaw connects without sending Hello (tests of the server's ordering rules).
+func (c *Client) dialRaw(path string) (*Client, error) {
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn, AckTimeout: DefaultAckTimeout}, nil
+}
