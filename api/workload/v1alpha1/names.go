@@ -3,7 +3,7 @@
 // sides must agree on: type URLs, resource names, metadata keys.
 package workloadv1alpha1
 
-import "strings"
+import "github.com/ambientmesh/ambient-operator/internal/spiffe"
 
 // Type URLs of the workload API resources, as used in delta ADS requests and responses.
 const (
@@ -39,23 +39,20 @@ func ServiceResourceName(namespace, hostname string) string { return namespace +
 // AuthorizationResourceName is the xDS name of an Authorization: "<namespace>/<name>".
 func AuthorizationResourceName(namespace, name string) string { return namespace + "/" + name }
 
-// SpiffeID builds "spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>".
+// SpiffeID builds "spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>" (no validation;
+// see internal/spiffe for the strict parser).
 func SpiffeID(trustDomain, namespace, serviceAccount string) string {
-	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + serviceAccount
+	return spiffe.ID{TrustDomain: trustDomain, Namespace: namespace, ServiceAccount: serviceAccount}.String()
 }
 
-// ParseSpiffeID splits a workload SPIFFE id into trust domain, namespace and service account.
-// ok is false when id does not have the form spiffe://<td>/ns/<ns>/sa/<sa>.
+// ParseSpiffeID splits a workload SPIFFE id into trust domain, namespace and service account,
+// with internal/spiffe's strict rules. ok is false for anything else.
 func ParseSpiffeID(id string) (trustDomain, namespace, serviceAccount string, ok bool) {
-	rest, found := strings.CutPrefix(id, "spiffe://")
-	if !found {
+	parsed, err := spiffe.Parse(id)
+	if err != nil {
 		return "", "", "", false
 	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 5 || parts[0] == "" || parts[1] != "ns" || parts[2] == "" || parts[3] != "sa" || parts[4] == "" {
-		return "", "", "", false
-	}
-	return parts[0], parts[2], parts[4], true
+	return parsed.TrustDomain, parsed.Namespace, parsed.ServiceAccount, true
 }
 
 // Identity returns the workload's SPIFFE id, using defaultTrustDomain when the workload
@@ -66,4 +63,13 @@ func (w *Workload) Identity(defaultTrustDomain string) string {
 		td = defaultTrustDomain
 	}
 	return SpiffeID(td, w.GetNamespace(), w.GetServiceAccount())
+}
+
+// IdentityID is Identity as a validated spiffe.ID.
+func (w *Workload) IdentityID(defaultTrustDomain string) (spiffe.ID, error) {
+	td := w.GetTrustDomain()
+	if td == "" {
+		td = defaultTrustDomain
+	}
+	return spiffe.New(td, w.GetNamespace(), w.GetServiceAccount())
 }
