@@ -44,7 +44,9 @@ type Policy struct {
 	Namespace string
 	Scope     pb.AuthorizationScope
 	Action    pb.AuthorizationAction
-	rules     []rule
+	// Source is the resource the policy was compiled from (for dumps).
+	Source *pb.Authorization
+	rules  []rule
 }
 
 type rule struct {
@@ -60,7 +62,7 @@ func Compile(a *pb.Authorization) (*Policy, error) {
 	if err := pb.ValidateAuthorization(name, a); err != nil {
 		return nil, fmt.Errorf("authorization %s: %w", name, err)
 	}
-	p := &Policy{Name: name, Namespace: a.GetNamespace(), Scope: a.GetScope(), Action: a.GetAction()}
+	p := &Policy{Name: name, Namespace: a.GetNamespace(), Scope: a.GetScope(), Action: a.GetAction(), Source: a}
 	for _, r := range a.GetRules() {
 		p.rules = append(p.rules, rule{
 			principals:    r.GetPrincipals(),

@@ -61,21 +61,37 @@ func TestEvaluate(t *testing.T) {
 			conn(frontend, "10.0.0.1", 80), false, "", "none of the 1"},
 		{"empty rule matches everything", func(t *testing.T) []*Policy { return []*Policy{policy(t, "d", deny, &pb.Rule{})} },
 			conn(Conn{}.Principal, "10.0.0.1", 80), false, "shop/d", ""},
-		{"namespace rule", func(t *testing.T) []*Policy { return []*Policy{policy(t, "a", allow, &pb.Rule{Namespaces: []string{"billing"}})} },
+		{"namespace rule", func(t *testing.T) []*Policy {
+			return []*Policy{policy(t, "a", allow, &pb.Rule{Namespaces: []string{"billing"}})}
+		},
 			conn(billing, "10.0.0.1", 80), true, "shop/a", ""},
-		{"plaintext has no namespace", func(t *testing.T) []*Policy { return []*Policy{policy(t, "a", allow, &pb.Rule{Namespaces: []string{"billing"}})} },
+		{"plaintext has no namespace", func(t *testing.T) []*Policy {
+			return []*Policy{policy(t, "a", allow, &pb.Rule{Namespaces: []string{"billing"}})}
+		},
 			conn(spiffe.ID{}, "10.0.0.1", 80), false, "", ""},
-		{"not_namespaces", func(t *testing.T) []*Policy { return []*Policy{policy(t, "d", deny, &pb.Rule{NotNamespaces: []string{"shop"}})} },
+		{"not_namespaces", func(t *testing.T) []*Policy {
+			return []*Policy{policy(t, "d", deny, &pb.Rule{NotNamespaces: []string{"shop"}})}
+		},
 			conn(billing, "10.0.0.1", 80), false, "shop/d", ""},
-		{"not_namespaces spares own namespace", func(t *testing.T) []*Policy { return []*Policy{policy(t, "d", deny, &pb.Rule{NotNamespaces: []string{"shop"}})} },
+		{"not_namespaces spares own namespace", func(t *testing.T) []*Policy {
+			return []*Policy{policy(t, "d", deny, &pb.Rule{NotNamespaces: []string{"shop"}})}
+		},
 			conn(frontend, "10.0.0.1", 80), true, "", ""},
-		{"ip block", func(t *testing.T) []*Policy { return []*Policy{policy(t, "a", allow, &pb.Rule{IpBlocks: []string{"10.1.0.0/16"}})} },
+		{"ip block", func(t *testing.T) []*Policy {
+			return []*Policy{policy(t, "a", allow, &pb.Rule{IpBlocks: []string{"10.1.0.0/16"}})}
+		},
 			conn(spiffe.ID{}, "10.1.2.3", 80), true, "shop/a", ""},
-		{"ip block miss", func(t *testing.T) []*Policy { return []*Policy{policy(t, "a", allow, &pb.Rule{IpBlocks: []string{"10.1.0.0/16"}})} },
+		{"ip block miss", func(t *testing.T) []*Policy {
+			return []*Policy{policy(t, "a", allow, &pb.Rule{IpBlocks: []string{"10.1.0.0/16"}})}
+		},
 			conn(spiffe.ID{}, "10.2.2.3", 80), false, "", ""},
-		{"v4-mapped source matches v4 block", func(t *testing.T) []*Policy { return []*Policy{policy(t, "a", allow, &pb.Rule{IpBlocks: []string{"10.1.2.3"}})} },
+		{"v4-mapped source matches v4 block", func(t *testing.T) []*Policy {
+			return []*Policy{policy(t, "a", allow, &pb.Rule{IpBlocks: []string{"10.1.2.3"}})}
+		},
 			conn(spiffe.ID{}, "::ffff:10.1.2.3", 80), true, "shop/a", ""},
-		{"not ports", func(t *testing.T) []*Policy { return []*Policy{policy(t, "a", allow, &pb.Rule{NotPorts: []uint32{22}})} },
+		{"not ports", func(t *testing.T) []*Policy {
+			return []*Policy{policy(t, "a", allow, &pb.Rule{NotPorts: []uint32{22}})}
+		},
 			conn(frontend, "10.0.0.1", 22), false, "", ""},
 		{"fields AND within a rule", func(t *testing.T) []*Policy {
 			return []*Policy{policy(t, "a", allow, &pb.Rule{Principals: []string{frontend.String()}, Ports: []uint32{443}})}
@@ -83,12 +99,16 @@ func TestEvaluate(t *testing.T) {
 		{"rules OR within a policy", func(t *testing.T) []*Policy {
 			return []*Policy{policy(t, "a", allow, &pb.Rule{Ports: []uint32{443}}, &pb.Rule{Principals: []string{frontend.String()}})}
 		}, conn(frontend, "10.0.0.1", 80), true, "shop/a", ""},
-		{"wildcard any authenticated", func(t *testing.T) []*Policy { return []*Policy{policy(t, "a", allow, &pb.Rule{Principals: []string{"*"}})} },
+		{"wildcard any authenticated", func(t *testing.T) []*Policy {
+			return []*Policy{policy(t, "a", allow, &pb.Rule{Principals: []string{"*"}})}
+		},
 			conn(spiffe.ID{}, "10.0.0.1", 80), false, "", ""},
 		{"prefix wildcard", func(t *testing.T) []*Policy {
 			return []*Policy{policy(t, "a", allow, &pb.Rule{Principals: []string{"spiffe://cluster.local/ns/billing/*"}})}
 		}, conn(billing, "10.0.0.1", 80), true, "shop/a", ""},
-		{"suffix wildcard", func(t *testing.T) []*Policy { return []*Policy{policy(t, "a", allow, &pb.Rule{Principals: []string{"*/sa/frontend"}})} },
+		{"suffix wildcard", func(t *testing.T) []*Policy {
+			return []*Policy{policy(t, "a", allow, &pb.Rule{Principals: []string{"*/sa/frontend"}})}
+		},
 			conn(frontend, "10.0.0.1", 80), true, "shop/a", ""},
 		{"audit does not decide", func(t *testing.T) []*Policy { return []*Policy{policy(t, "au", audit, &pb.Rule{})} },
 			conn(frontend, "10.0.0.1", 80), true, "", ""},
