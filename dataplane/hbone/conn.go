@@ -1,0 +1,186 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+)
+
+// Conn is the client end of one tunneled stream: a net.Conn to the target,
+// carried in an HTTP/2 CONNECT stream over a pooled mTLS connection.
+//
+// CloseWrite ends the upload (END_STREAM); the server then closes the write
+// side of its upstream connection, and Read keeps returning what the target
+// sends until it closes too. Close resets the stream (RST_STREAM) if it is
+// still open. Read deadlines behave as in net.Conn; a write deadline that
+// passes while a Write is blocked resets the stream, like crypto/tls.
+type Conn struct {
+	target   netip.AddrPort
+	via      netip.AddrPort
+	peer     spiffe.ID
+	local    net.Addr
+	body     io.ReadCloser // response body: the download direction
+	upload   *io.PipeWriter
+	cancel   context.CancelFunc
+	pc       *poolConn
+	rd       *deadlineReader
+	wmu      sync.Mutex
+	wdl      *deadline
+	closeMu  sync.Mutex
+	closed   bool
+	wclosed  bool
+	closeErr error
+}
+
+func newConn(pc *poolConn, d *DialRequest, resp *http.Response, upload *io.PipeWriter, cancel context.CancelFunc) *Conn {
+	c := &Conn{
+		target: d.Target,
+		via:    d.Via,
+		peer:   d.Peer,
+		local:  pc.localAddr,
+		body:   resp.Body,
+		upload: upload,
+		cancel: cancel,
+		pc:     pc,
+		rd:     newDeadlineReader(resp.Body),
+	}
+	c.wdl = newDeadline(c.onWriteDeadline)
+	return c
+}
+
+// Read reads what the target sent.
+func (c *Conn) Read(p []byte) (int, error) {
+	n, err := c.rd.Read(p)
+	return n, c.mapReadErr(err)
+}
+
+func (c *Conn) readDirect(p []byte) (int, error) {
+	n, err := c.rd.readDirect(p)
+	return n, c.mapReadErr(err)
+}
+
+func (c *Conn) mapReadErr(err error) error {
+	if err == nil || err == io.EOF || errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	c.closeMu.Lock()
+	closed := c.closed
+	c.closeMu.Unlock()
+	if closed {
+		return ErrStreamClosed
+	}
+	return fmt.Errorf("hbone: stream to %s via %s: %w", c.target, c.via, err)
+}
+
+// Write sends p to the target. It returns once the HTTP/2 transport has taken
+// all of p (flow control applies back-pressure here).
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if isClosed(c.wdl.wait()) {
+		return 0, os.ErrDeadlineExceeded
+	}
+	n, err := c.upload.Write(p)
+	if err != nil {
+		err = c.mapWriteErr(err)
+	}
+	return n, err
+}
+
+func (c *Conn) mapWriteErr(err error) error {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	switch {
+	case c.closeErr != nil:
+		return c.closeErr
+	case c.closed:
+		return ErrStreamClosed
+	case err == io.ErrClosedPipe && c.wclosed:
+		return fmt.Errorf("hbone: write after CloseWrite: %w", net.ErrClosed)
+	case err == io.ErrClosedPipe:
+		// The transport closed the body reader: the stream was reset or the
+		// server finished its response before reading all of the upload.
+		return fmt.Errorf("hbone: stream to %s via %s was closed by the peer: %w", c.target, c.via, net.ErrClosed)
+	}
+	return fmt.Errorf("hbone: stream to %s via %s: %w", c.target, c.via, err)
+}
+
+// onWriteDeadline runs when the write deadline passes: a Write blocked at
+// that moment cannot be resumed, so the stream is reset (like crypto/tls).
+func (c *Conn) onWriteDeadline() {
+	if c.wmu.TryLock() {
+		c.wmu.Unlock() // no Write in progress: only later Writes fail
+		return
+	}
+	c.abort(os.ErrDeadlineExceeded)
+}
+
+// CloseWrite ends the upload direction: the server sees EOF and half-closes
+// its upstream connection. Reading continues until the target closes.
+func (c *Conn) CloseWrite() error {
+	c.closeMu.Lock()
+	if c.closed || c.wclosed {
+		c.closeMu.Unlock()
+		return nil
+	}
+	c.wclosed = true
+	c.closeMu.Unlock()
+	return c.upload.Close()
+}
+
+// Close closes both directions; an unfinished stream is reset.
+func (c *Conn) Close() error {
+	c.abort(nil)
+	return nil
+}
+
+func (c *Conn) abort(cause error) {
+	c.closeMu.Lock()
+	if c.closed {
+		c.closeMu.Unlock()
+		return
+	}
+	c.closed = true
+	if cause != nil {
+		c.closeErr = cause
+	}
+	c.closeMu.Unlock()
+	c.upload.CloseWithError(ErrStreamClosed)
+	c.body.Close() // sends RST_STREAM(CANCEL) unless the server already ended the stream
+	c.cancel()
+}
+
+// LocalAddr is the local address of the underlying HBONE TCP connection.
+func (c *Conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr is the tunnel's target (the :authority), not the HBONE endpoint.
+func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.target) }
+
+// Via is the HBONE endpoint the stream goes through.
+func (c *Conn) Via() netip.AddrPort { return c.via }
+
+// PeerIdentity is the verified identity of the HBONE endpoint.
+func (c *Conn) PeerIdentity() spiffe.ID { return c.peer }
+
+// SetDeadline sets both deadlines.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline makes a blocked or later Read return os.ErrDeadlineExceeded
+// after t; no data is lost.
+func (c *Conn) SetReadDeadline(t time.Time) error { c.rd.dl.set(t); return nil }
+
+// SetWriteDeadline makes later Writes fail after t, and resets the stream if
+// a Write is blocked when t passes.
+func (c *Conn) SetWriteDeadline(t time.Time) error { c.wdl.set(t); return nil }

@@ -1,0 +1,350 @@
+package hbone
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/net/http2"
+
+	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+)
+
+// Handler decides what to do with one CONNECT request. Typical flow:
+// authorize req.Peer (return Reject(403, ...) to deny), dial the upstream
+// (return Reject(503, ...) or any error on failure: the status is
+// StatusCode(err)), then req.Accept() — which answers 200 — and Join the
+// stream with the upstream connection. Returning nil after Accept ends the
+// stream cleanly; returning an error after Accept resets it. ctx is done when
+// the stream is over (client reset, connection lost, server closed).
+type Handler interface {
+	ServeHBONE(ctx context.Context, req *Request) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, req *Request) error
+
+// ServeHBONE calls f.
+func (f HandlerFunc) ServeHBONE(ctx context.Context, req *Request) error { return f(ctx, req) }
+
+// Request is an authenticated, validated CONNECT.
+type Request struct {
+	Peer       spiffe.ID      // the client's verified identity
+	Identity   spiffe.ID      // the local identity that answered the handshake
+	Target     netip.AddrPort // the :authority: where the client wants to go
+	Header     http.Header    // request headers (Forwarded, baggage, traceparent, ...)
+	RemoteAddr net.Addr       // TCP address of the HBONE client
+	LocalAddr  net.Addr       // TCP address the client connected to
+	stream     *Stream
+}
+
+// Accept answers 200 and returns the stream. Call it once the upstream is
+// connected, at most once.
+func (r *Request) Accept() (*Stream, error) { return r.stream.accept() }
+
+// ServerConfig configures a Server. Identity, Certs, Roots and Handler are required.
+type ServerConfig struct {
+	// Identity is the local identity whose certificate the server presents
+	// (one Server per pod: the ztunnel opens 15008 in each pod's netns).
+	Identity spiffe.ID
+	Certs    CertSource
+	Roots    RootsSource
+	Handler  Handler
+	// MaxConcurrentStreams per connection (default 100). Clients open more
+	// connections when it is reached.
+	MaxConcurrentStreams uint32
+	// HandshakeTimeout bounds the TLS handshake (default 10s).
+	HandshakeTimeout time.Duration
+	// IdleTimeout sends GOAWAY on connections without streams for this long
+	// (default: never; clients expire idle connections).
+	IdleTimeout time.Duration
+	// PingInterval / PingTimeout detect dead clients (defaults 30s / 15s;
+	// negative PingInterval disables).
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+	// MaxReadFrameSize is the largest DATA frame accepted (default 1 MiB).
+	MaxReadFrameSize uint32
+	// StreamWindow and ConnWindow are the HTTP/2 receive windows (defaults
+	// 4 MiB and 16 MiB): large enough to keep a fast stream busy.
+	StreamWindow int32
+	ConnWindow   int32
+	Logger       logr.Logger
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("hbone: server closed")
+
+// Server terminates HBONE: mTLS + HTTP/2, CONNECT requests to Handler.
+type Server struct {
+	cfg    ServerConfig
+	tls    *tls.Config
+	h2     *http2.Server
+	hs     *http.Server // only carries x/net's graceful-shutdown hook
+	log    logr.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	shutdown  bool
+	idle      chan struct{} // closed when conns becomes empty during shutdown
+}
+
+// NewServer validates cfg and returns a Server.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Identity.IsZero() || cfg.Certs == nil || cfg.Roots == nil || cfg.Handler == nil {
+		return nil, errors.New("hbone: ServerConfig: Identity, Certs, Roots and Handler are required")
+	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = 100
+	}
+	cfg.HandshakeTimeout = orDefault(cfg.HandshakeTimeout, 10*time.Second)
+	cfg.PingInterval = orDefault(cfg.PingInterval, 30*time.Second)
+	cfg.PingTimeout = orDefault(cfg.PingTimeout, 15*time.Second)
+	if cfg.MaxReadFrameSize == 0 {
+		cfg.MaxReadFrameSize = 1 << 20
+	}
+	if cfg.StreamWindow == 0 {
+		cfg.StreamWindow = 4 << 20
+	}
+	if cfg.ConnWindow == 0 {
+		cfg.ConnWindow = 16 << 20
+	}
+	if cfg.Logger.GetSink() == nil {
+		cfg.Logger = logr.Discard()
+	}
+	h2 := &http2.Server{
+		MaxConcurrentStreams:         cfg.MaxConcurrentStreams,
+		MaxReadFrameSize:             cfg.MaxReadFrameSize,
+		MaxUploadBufferPerStream:     cfg.StreamWindow,
+		MaxUploadBufferPerConnection: cfg.ConnWindow,
+		IdleTimeout:                  cfg.IdleTimeout,
+		PingTimeout:                  cfg.PingTimeout,
+	}
+	if cfg.PingInterval > 0 {
+		h2.ReadIdleTimeout = cfg.PingInterval
+	}
+	tlsConf := ServerTLSConfig(cfg.Identity, cfg.Certs, cfg.Roots)
+	hs := &http.Server{TLSConfig: tlsConf.Clone()}
+	if err := http2.ConfigureServer(hs, h2); err != nil {
+		return nil, fmt.Errorf("hbone: configure HTTP/2: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg: cfg, tls: tlsConf, h2: h2, hs: hs, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{},
+	}, nil
+}
+
+// Serve accepts connections on l until Shutdown or Close, and returns
+// ErrServerClosed then (or the accept error).
+func (s *Server) Serve(l net.Listener) error {
+	if !s.track(l, true) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer s.track(l, false)
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.isShutdown() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		go s.ServeConn(c)
+	}
+}
+
+// ServeConn serves one accepted TCP connection: TLS handshake, then HTTP/2
+// until the connection ends. It closes c.
+func (s *Server) ServeConn(c net.Conn) {
+	if !s.trackConn(c, true) {
+		c.Close()
+		return
+	}
+	defer s.trackConn(c, false)
+	tc := tls.Server(c, s.tls)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		s.log.V(1).Info("HBONE handshake failed", "remote", c.RemoteAddr().String(), "error", err.Error())
+		c.Close()
+		return
+	}
+	cs := tc.ConnectionState()
+	peer, err := PeerIdentity(&cs)
+	if err != nil { // VerifyConnection already checked it; never expected
+		c.Close()
+		return
+	}
+	info := &connInfo{peer: peer, remote: c.RemoteAddr(), local: c.LocalAddr()}
+	connCtx := context.WithValue(s.ctx, connInfoKey{}, info)
+	s.h2.ServeConn(tc, &http2.ServeConnOpts{Context: connCtx, BaseConfig: s.hs, Handler: http.HandlerFunc(s.serveHTTP)})
+	c.Close()
+}
+
+// connInfo is what every request of one connection shares. x/net/http2
+// leaves Request.TLS nil for CONNECT (it has no :scheme), so the verified
+// identity travels in the connection's context instead.
+type connInfo struct {
+	peer          spiffe.ID
+	remote, local net.Addr
+}
+
+type connInfoKey struct{}
+
+// Shutdown stops accepting, asks clients to go away (GOAWAY: no new
+// streams) and waits until open streams finish or ctx is done, then closes
+// what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	s.idle = make(chan struct{})
+	if len(s.conns) == 0 {
+		close(s.idle)
+	}
+	idle := s.idle
+	s.mu.Unlock()
+	s.hs.Shutdown(ctx) // runs x/net's hook: GOAWAY on every HTTP/2 connection
+	select {
+	case <-idle:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close closes listeners and connections at once (streams are reset).
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.shutdown = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	return nil
+}
+
+func (s *Server) isShutdown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutdown
+}
+
+func (s *Server) track(l net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.shutdown {
+			return false
+		}
+		s.listeners[l] = struct{}{}
+	} else {
+		delete(s.listeners, l)
+	}
+	return true
+}
+
+func (s *Server) trackConn(c net.Conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.shutdown {
+			return false
+		}
+		s.conns[c] = struct{}{}
+		return true
+	}
+	delete(s.conns, c)
+	if s.shutdown && len(s.conns) == 0 && s.idle != nil && !isClosed(s.idle) {
+		close(s.idle)
+	}
+	return true
+}
+
+// serveHTTP validates one request and runs the Handler for it.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	req, code, err := s.parseRequest(r)
+	if err != nil {
+		writeRefusal(w, code, err.Error())
+		return
+	}
+	st := newStream(w, r, req)
+	req.stream = st
+	result := make(chan error, 1)
+	// The handler runs on its own goroutine so that CloseWrite can end the
+	// response stream at once: x/net/http2 only sends END_STREAM when this
+	// function returns.
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error(fmt.Errorf("panic: %v", p), "HBONE handler panicked", "target", req.Target.String())
+				result <- fmt.Errorf("hbone: handler panicked: %v", p)
+			}
+		}()
+		result <- s.cfg.Handler.ServeHBONE(r.Context(), req)
+	}()
+	select {
+	case err := <-result:
+		st.finish(err)
+	case <-st.ended:
+		st.finish(nil)
+	}
+}
+
+// parseRequest checks method and authority and reads the peer identity.
+func (s *Server) parseRequest(r *http.Request) (*Request, int, error) {
+	if r.Method != http.MethodConnect {
+		return nil, http.StatusMethodNotAllowed, fmt.Errorf("hbone: method %s not allowed, only CONNECT", r.Method)
+	}
+	if r.Header.Get(":protocol") != "" {
+		return nil, http.StatusBadRequest, errors.New("hbone: extended CONNECT (:protocol) is not supported")
+	}
+	target, err := ParseAuthority(r.Host)
+	if err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	info, ok := r.Context().Value(connInfoKey{}).(*connInfo)
+	if !ok {
+		return nil, http.StatusForbidden, errors.New("hbone: connection has no verified peer")
+	}
+	req := &Request{Peer: info.peer, Identity: s.cfg.Identity, Target: target, Header: r.Header,
+		RemoteAddr: info.remote, LocalAddr: info.local}
+	return req, 0, nil
+}
+
+func writeRefusal(w http.ResponseWriter, code int, reason string) {
+	if len(reason) > maxReasonLen {
+		reason = reason[:maxReasonLen]
+	}
+	if code == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", http.MethodConnect)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	w.Write([]byte(reason))
+}
