@@ -4,7 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
-		"sync"
+	"sync"
 	"sync/atomic"
 )
 
@@ -143,4 +143,3 @@ func isPlainTCP(c net.Conn) bool {
 	_, ok := c.(*net.TCPConn)
 	return ok
 }
-

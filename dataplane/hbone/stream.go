@@ -30,9 +30,9 @@ type Stream struct {
 	wdl    *deadline
 	target net.Addr
 
-	wmu   sync.Mutex // serializes Write (and waits for it in Close/finish)
-	mu    sync.Mutex // guards the fields below and every use of rc
-	state streamState
+	wmu      sync.Mutex // serializes Write (and waits for it in Close/finish)
+	mu       sync.Mutex // guards the fields below and every use of rc
+	state    streamState
 	ended    chan struct{} // closed by CloseWrite/Close: the handler must return now
 	accepted bool          // 200 was sent
 	done     bool          // serveHTTP returned: w and rc are dead
