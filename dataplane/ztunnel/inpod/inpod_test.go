@@ -1,0 +1,268 @@
+package inpod
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+
+	handoffpb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/nstest"
+)
+
+// threadsOutsideHostNetns lists this process's threads whose netns is not the host's.
+func threadsOutsideHostNetns(t *testing.T) []string {
+	t.Helper()
+	host, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, _ := filepath.Glob("/proc/self/task/*/ns/net")
+	var bad []string
+	for _, p := range tasks {
+		if ns, err := os.Readlink(p); err == nil && ns != host {
+			bad = append(bad, p+"="+ns)
+		}
+	}
+	return bad
+}
+
+func TestDoReturnsThreadsToHostNetns(t *testing.T) {
+	nstest.RequireRoot(t)
+	pod := nstest.New(t, "zpod")
+	ns, err := OpenNetNS(pod.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := ns.Do(func() error {
+				got, err := os.Readlink("/proc/thread-self/ns/net")
+				if err != nil {
+					return err
+				}
+				if want := fmt.Sprintf("net:[%d]", ns.Inode()); got != want {
+					return fmt.Errorf("inside Do the thread is in %s, want %s", got, want)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if bad := threadsOutsideHostNetns(t); len(bad) > 0 {
+		t.Fatalf("threads left in a pod netns: %v", bad)
+	}
+}
+
+func TestNewNetNSRejectsOtherFiles(t *testing.T) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewNetNS(f); err == nil || !strings.Contains(err.Error(), "not a namespace file") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// echoPods is a PodHandler that echoes on the outbound listener and reports what the
+// original destination of each connection was.
+type echoPods struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (e *echoPods) ServePod(ctx context.Context, pod *Pod) {
+	var conns sync.WaitGroup
+	go func() {
+		for {
+			c, err := pod.Outbound.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				defer c.Close()
+				dst, ok, err := OriginalDst(c)
+				e.mu.Lock()
+				e.seen = append(e.seen, fmt.Sprintf("%s %v %v", dst, ok, err))
+				e.mu.Unlock()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	<-ctx.Done()
+	conns.Wait()
+}
+
+func TestManagerListensInPodNetnsWithCapture(t *testing.T) {
+	nstest.RequireRoot(t)
+	for _, backend := range []string{rules.BackendIPTables, rules.BackendNFTables} {
+		t.Run(backend, func(t *testing.T) {
+			pod := nstest.New(t, "zpod")
+			peer := nstest.New(t, "zpeer")
+			nstest.Veth(t, pod, "10.251.0.2/24", peer, "10.251.0.1/24")
+			r, err := rules.New(backend)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Install(pod.Path, rules.DefaultPodConfig()); err != nil {
+				t.Fatal(err)
+			}
+
+			h := &echoPods{}
+			m := NewManager(h, DefaultPorts, testr.New(t))
+			defer m.Close()
+			f, err := os.Open(pod.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Add(&handoffpb.AddWorkload{Uid: "u1", Name: "p", Namespace: "ns", ServiceAccount: "sa"}, f); err != nil {
+				t.Fatal(err)
+			}
+			// The app in the pod connects to some outside address: the capture sends it to our
+			// 15001 listener in the pod, which sees the original destination.
+			podNS, err := OpenNetNS(pod.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer podNS.Close()
+			if out := appRoundTrip(t, podNS, "10.251.0.1:8080", "hello"); out != "hello" {
+				t.Fatalf("captured echo returned %q", out)
+			}
+			h.mu.Lock()
+			seen := strings.Join(h.seen, ";")
+			h.mu.Unlock()
+			if seen != "10.251.0.1:8080 true <nil>" {
+				t.Fatalf("original destination seen: %q", seen)
+			}
+			// Nothing listens on the host's 15001 because of us.
+			if c, err := net.DialTimeout("tcp", "127.0.0.1:15001", 200*time.Millisecond); err == nil {
+				c.Close()
+				t.Fatal("a listener leaked into the host netns")
+			}
+			if bad := threadsOutsideHostNetns(t); len(bad) > 0 {
+				t.Fatalf("threads left in a pod netns: %v", bad)
+			}
+			// Replaying the same pod (same netns) keeps the listeners; deleting closes them.
+			f2, _ := os.Open(pod.Path)
+			if err := m.Add(&handoffpb.AddWorkload{Uid: "u1", Name: "p", Namespace: "ns", ServiceAccount: "sa"}, f2); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Del("u1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := appDial(podNS, "127.0.0.1:15001"); err == nil {
+				t.Fatal("15001 still open in the pod after delete")
+			}
+		})
+	}
+}
+
+func TestDialerMarksItsSockets(t *testing.T) {
+	nstest.RequireRoot(t)
+	pod := nstest.New(t, "zpod")
+	peer := nstest.New(t, "zpeer")
+	nstest.Veth(t, pod, "10.252.0.2/24", peer, "10.252.0.1/24")
+	// Inside the pod, only marked packets may leave towards port 9000.
+	pod.Run(t, "iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "9000", "-m", "mark", "!", "--mark", "0x539", "-j", "REJECT")
+	peerNS, err := OpenNetNS(peer.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peerNS.Close()
+	ln, err := peerNS.Listen(9000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("served"))
+			c.Close()
+		}
+	}()
+	ns, err := OpenNetNS(pod.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := ns.DialTCP(ctx, netip.MustParseAddrPort("10.252.0.1:9000"))
+	if err != nil {
+		t.Fatalf("marked dial from the pod netns: %v", err)
+	}
+	defer c.Close()
+	got, _ := io.ReadAll(c)
+	if strings.TrimSpace(string(got)) != "served" {
+		t.Fatalf("read %q", got)
+	}
+	// An unmarked socket from the same netns is rejected by the rule, proving the mark matters.
+	err = ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", "10.252.0.1:9000", time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err == nil {
+		t.Fatal("an unmarked dial went through: the test rule does not check the mark")
+	}
+}
+
+// appDial connects from inside ns like an application would (no mark).
+func appDial(ns *NetNS, addr string) error {
+	return ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
+
+// appRoundTrip sends msg from inside ns to addr, half-closes, and returns the reply.
+func appRoundTrip(t *testing.T, ns *NetNS, addr, msg string) string {
+	t.Helper()
+	var c net.Conn
+	if err := ns.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("app dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(got)
+}

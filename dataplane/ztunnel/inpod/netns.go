@@ -1,0 +1,216 @@
+// Package inpod runs ztunnel's sockets inside enrolled pods' network namespaces: the
+// listeners on 15001 (outbound capture), 15006 (inbound plaintext capture) and 15008
+// (inbound HBONE), and the upstream dials, marked with SO_MARK so that the pod's capture
+// rules let them through.
+package inpod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// ProxyMark is the SO_MARK on ztunnel's own sockets (the in-pod rules skip it).
+const ProxyMark = 0x539
+
+// hostNetns is the netns ztunnel started in; threads return to it after working in a pod.
+var hostNetns = func() *os.File {
+	f, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		return nil
+	}
+	return f
+}()
+
+// NetNS is an open network namespace.
+type NetNS struct {
+	file *os.File
+}
+
+// NewNetNS takes ownership of f, an open netns file (from the hand-off or /var/run/netns).
+func NewNetNS(f *os.File) (*NetNS, error) {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("netns fd: %w", err)
+	}
+	if st.Type != unix.NSFS_MAGIC {
+		return nil, errors.New("netns fd: not a namespace file")
+	}
+	return &NetNS{file: f}, nil
+}
+
+// OpenNetNS opens a netns by path (e.g. /var/run/netns/<name>).
+func OpenNetNS(path string) (*NetNS, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := NewNetNS(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return ns, nil
+}
+
+// Inode identifies the namespace (two fds of one netns have the same inode).
+func (n *NetNS) Inode() uint64 {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(n.file.Fd()), &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// Close releases the namespace file.
+func (n *NetNS) Close() error { return n.file.Close() }
+
+// Do runs fn on an OS thread switched into the namespace. Sockets fn creates belong to the
+// namespace for their whole life, wherever they are used later. fn must not start
+// goroutines that expect to run in the namespace.
+//
+// fn runs on a goroutine of its own, locked to its thread. The thread is switched back to
+// the host namespace afterwards and unlocked; if switching back fails, the goroutine exits
+// still locked, and the Go runtime then destroys the thread, so no thread is ever left in a
+// pod's namespace.
+func (n *NetNS) Do(fn func() error) error {
+	if hostNetns == nil {
+		return errors.New("cannot open this process's network namespace")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(int(n.file.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread() // still in the host namespace
+			errc <- fmt.Errorf("entering pod netns: %w", err)
+			return
+		}
+		err := fn()
+		if unix.Setns(int(hostNetns.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// Listen opens a TCP listener on port (all addresses) inside the namespace, with
+// SO_REUSEPORT so that a new ztunnel can listen beside an old one that drains.
+func (n *NetNS) Listen(port uint16) (net.Listener, error) {
+	var ln net.Listener
+	err := n.Do(func() error {
+		// Queued connections of a closed SO_REUSEPORT listener move to the others instead of
+		// being reset: what a restart needs to refuse nothing. Best effort (kernel ≥ 5.14).
+		_ = os.WriteFile("/proc/sys/net/ipv4/tcp_migrate_req", []byte("1"), 0o644)
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			return setsockopt(c, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}}
+		var err error
+		ln, err = lc.Listen(context.Background(), "tcp", fmt.Sprintf(":%d", port))
+		return err
+	})
+	return ln, err
+}
+
+// Dialer dials from inside the namespace with SO_MARK ProxyMark.
+func (n *NetNS) Dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var conn net.Conn
+		err := n.Do(func() error {
+			var err error
+			conn, err = markedDialer().DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
+	}
+}
+
+// DialTCP dials addr from inside the namespace with SO_MARK ProxyMark.
+func (n *NetNS) DialTCP(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	return n.Dialer()(ctx, "tcp", addr.String())
+}
+
+func markedDialer() *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return setsockopt(c, unix.SOL_SOCKET, unix.SO_MARK, ProxyMark)
+	}}
+}
+
+func setsockopt(c syscall.RawConn, level, opt, value int) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// OriginalDst returns the destination a REDIRECTed connection was addressed to
+// (SO_ORIGINAL_DST), or ok=false when the connection was not redirected.
+func OriginalDst(c net.Conn) (addr netip.AddrPort, ok bool, err error) {
+	tc, isTCP := c.(*net.TCPConn)
+	if !isTCP {
+		return netip.AddrPort{}, false, fmt.Errorf("original destination: %T is not a TCP connection", c)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return netip.AddrPort{}, false, err
+	}
+	local := tc.LocalAddr().(*net.TCPAddr).AddrPort()
+	var serr error
+	cerr := rc.Control(func(fd uintptr) {
+		if local.Addr().Unmap().Is4() {
+			addr, serr = originalDst4(int(fd))
+		} else {
+			addr, serr = originalDst6(int(fd))
+		}
+	})
+	if cerr != nil {
+		return netip.AddrPort{}, false, cerr
+	}
+	if errors.Is(serr, unix.ENOENT) {
+		return netip.AddrPort{}, false, nil // no NAT entry: a direct connection
+	}
+	if serr != nil {
+		return netip.AddrPort{}, false, fmt.Errorf("SO_ORIGINAL_DST: %w", serr)
+	}
+	return addr, true, nil
+}
+
+func originalDst4(fd int) (netip.AddrPort, error) {
+	var sa unix.RawSockaddrInet4
+	size := uint32(unsafe.Sizeof(sa))
+	if err := getsockopt(fd, unix.SOL_IP, unix.SO_ORIGINAL_DST, unsafe.Pointer(&sa), &size); err != nil {
+		return netip.AddrPort{}, err
+	}
+	port := uint16(sa.Port>>8) | uint16(sa.Port<<8)
+	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port), nil
+}
+
+func originalDst6(fd int) (netip.AddrPort, error) {
+	var sa unix.RawSockaddrInet6
+	size := uint32(unsafe.Sizeof(sa))
+	if err := getsockopt(fd, unix.SOL_IPV6, ip6tSoOriginalDst, unsafe.Pointer(&sa), &size); err != nil {
+		return netip.AddrPort{}, err
+	}
+	port := uint16(sa.Port>>8) | uint16(sa.Port<<8)
+	return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port), nil
+}
+
+func getsockopt(fd, level, opt int, val unsafe.Pointer, size *uint32) error {
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(val), uintptr(unsafe.Pointer(size)), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// ip6tSoOriginalDst is IP6T_SO_ORIGINAL_DST from linux/netfilter_ipv6/ip6_tables.h.
+const ip6tSoOriginalDst = 80
