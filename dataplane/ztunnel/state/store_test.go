@@ -10,7 +10,6 @@ import (
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 )
 
-
 func TestInvalidUpdateKeepsLastGood(t *testing.T) {
 	s := New()
 	good, _ := anypb.New(&pb.Workload{Uid: "a", Namespace: "shop", Addresses: []string{"10.0.0.1"}})
