@@ -1,0 +1,111 @@
+package translate
+
+import (
+	corev1 "k8s.io/api/core/v1"
+
+	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+)
+
+// IsMeshService reports whether a Service becomes a workload API Service: it needs a
+// selector (its endpoints are the pods it selects) and a virtual IP to capture.
+// ExternalName and headless Services have no VIP for ztunnel to route.
+func IsMeshService(svc *corev1.Service) bool {
+	if len(svc.Spec.Selector) == 0 || svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return false
+	}
+	return len(vips(svc)) > 0
+}
+
+// Hostname is the Service's cluster DNS name, <name>.<namespace>.svc.<cluster domain>.
+func Hostname(mesh Mesh, svc *corev1.Service) string {
+	return svc.Name + "." + svc.Namespace + ".svc." + mesh.ClusterDomain
+}
+
+// ServiceName is the xDS resource name of a Kubernetes Service.
+func ServiceName(mesh Mesh, svc *corev1.Service) string {
+	return pb.ServiceResourceName(svc.Namespace, Hostname(mesh, svc))
+}
+
+// Service translates one Kubernetes Service; nil when it is not a mesh service.
+// Endpoints are not listed here: each Workload names its Services (see workload.proto).
+func Service(mesh Mesh, svc *corev1.Service, ns *corev1.Namespace, waypoints map[string]WaypointInfo) *pb.Service {
+	if !IsMeshService(svc) {
+		return nil
+	}
+	out := &pb.Service{
+		Name:      svc.Name,
+		Namespace: svc.Namespace,
+		Hostname:  Hostname(mesh, svc),
+		Vips:      vips(svc),
+	}
+	for _, sp := range svc.Spec.Ports {
+		if !isTCP(sp.Protocol) {
+			continue
+		}
+		out.Ports = append(out.Ports, &pb.Port{ServicePort: uint32(sp.Port), TargetPort: numericTargetPort(sp)})
+	}
+	out.Waypoint = serviceWaypoint(svc, ns, waypoints)
+	return out
+}
+
+func vips(svc *corev1.Service) []string {
+	var out []string
+	for _, ip := range svc.Spec.ClusterIPs {
+		if ip != "" && ip != corev1.ClusterIPNone {
+			out = append(out, ip)
+		}
+	}
+	if len(out) == 0 && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
+		out = append(out, svc.Spec.ClusterIP)
+	}
+	return out
+}
+
+// numericTargetPort is the target port when every endpoint shares it; 0 for a named
+// target port, which each Workload resolves for itself.
+func numericTargetPort(sp corev1.ServicePort) uint32 {
+	if sp.TargetPort.StrVal != "" {
+		return 0
+	}
+	if sp.TargetPort.IntVal == 0 {
+		return uint32(sp.Port)
+	}
+	return uint32(sp.TargetPort.IntVal)
+}
+
+// serviceWaypoint: the Service's ambientmesh.dev/use-waypoint label, else its namespace's;
+// only a waypoint for service traffic with an address counts. A waypoint's own Service
+// never points at a waypoint.
+func serviceWaypoint(svc *corev1.Service, ns *corev1.Namespace, waypoints map[string]WaypointInfo) *pb.GatewayAddress {
+	if svc.Labels[meshv1.LabelWaypoint] != "" {
+		return nil
+	}
+	name := useWaypoint(svc.Labels, ns)
+	wp, ok := waypoints[name]
+	if name == "" || !ok || wp.Address == "" {
+		return nil
+	}
+	if wp.For != meshv1.WaypointForService && wp.For != meshv1.WaypointForAll {
+		return nil
+	}
+	return &pb.GatewayAddress{Address: wp.Address, Identity: wp.Identity}
+}
+
+// ResolveWaypoint finds where a Waypoint is reached: the cluster IP of its Service (the one
+// labelled ambientmesh.dev/waypoint=<name>; nil while the operator has not created it) and
+// the identity of its service account (the proxy pods' account; serviceAccount when no
+// pod is known yet, which the operator names after the Waypoint).
+func ResolveWaypoint(mesh Mesh, wp *meshv1.Waypoint, svc *corev1.Service, serviceAccount string) WaypointInfo {
+	info := WaypointInfo{Name: wp.Name, For: wp.Spec.EffectiveFor()}
+	if serviceAccount == "" {
+		serviceAccount = wp.Name
+	}
+	info.Identity = pb.SpiffeID(mesh.TrustDomain, wp.Namespace, serviceAccount)
+	if svc != nil {
+		if ips := vips(svc); len(ips) > 0 {
+			info.Address = ips[0]
+		}
+	}
+	return info
+}
