@@ -188,8 +188,12 @@ func TestGoldenEnrollmentMoves(t *testing.T) {
 		name   string
 		mutate func(*State)
 	}{
-		{"opt web-2 out with the pod label", func(st *State) { podByName(t, st, "shop", "web-2").Labels[meshv1.LabelDataplaneMode] = meshv1.DataplaneModeNone }},
-		{"opt batch-1 in with the pod label", func(st *State) { podByName(t, st, "batch", "batch-1").Labels[meshv1.LabelDataplaneMode] = meshv1.DataplaneModeAmbient }},
+		{"opt web-2 out with the pod label", func(st *State) {
+			podByName(t, st, "shop", "web-2").Labels[meshv1.LabelDataplaneMode] = meshv1.DataplaneModeNone
+		}},
+		{"opt batch-1 in with the pod label", func(st *State) {
+			podByName(t, st, "batch", "batch-1").Labels[meshv1.LabelDataplaneMode] = meshv1.DataplaneModeAmbient
+		}},
 		{"unlabel the shop namespace", func(st *State) { delete(nsByName(t, st, "shop").Labels, meshv1.LabelDataplaneMode) }},
 		{"relabel web-1 so the Service no longer selects it", func(st *State) { podByName(t, st, "shop", "web-1").Labels["app"] = "other" }},
 	}
