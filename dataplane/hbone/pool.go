@@ -160,6 +160,15 @@ func (p *Pool) Dial(ctx context.Context, d DialRequest) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// x/net/http2 sizes a stream's upload frames from the server's SETTINGS
+	// when the stream starts: on a brand-new connection wait for them, or a
+	// bulk upload would be cut into 16 KiB frames for its whole life.
+	select {
+	case <-pc.settled:
+	case <-ctx.Done():
+		pc.cc.RoundTrip(new(http.Request)) // releases the reservation (documented x/net idiom)
+		return nil, fmt.Errorf("hbone: dial %s via %s: %w", d.Target, d.Via, context.Cause(ctx))
+	}
 	return p.openStream(ctx, pc, &d)
 }
 
@@ -286,13 +295,16 @@ func (p *Pool) connect(ctx context.Context, key poolKey, d *DialRequest) (*poolC
 	if err != nil {
 		return nil, fmt.Errorf("hbone: connect to %s: %w", d.Via, err)
 	}
-	tc := tls.Client(raw, ClientTLSConfig(d.Source, d.Peer, p.cfg.Certs, p.cfg.Roots))
+	cr := newCoalescingConn(raw)
+	tc := tls.Client(cr, ClientTLSConfig(d.Source, d.Peer, p.cfg.Certs, p.cfg.Roots))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("hbone: TLS handshake with %s (want %s): %w", d.Via, d.Peer, err)
 	}
 	pc := &poolConn{key: key, localAddr: raw.LocalAddr(), created: time.Now(), settled: make(chan struct{})}
-	cc, err := p.t.NewClientConn(&closeNotifyConn{Conn: tc, onClose: func() { pc.dead.Store(true) }})
+	// The transport closes the connection when it dies (error, idle
+	// expiry, GOAWAY completed): that is when the pool forgets it.
+	cc, err := p.t.NewClientConn(&batchedTLSConn{Conn: tc, raw: cr, onClose: func() { pc.dead.Store(true) }})
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("hbone: HTTP/2 with %s: %w", d.Via, err)
@@ -402,14 +414,3 @@ func (p *Pool) Close() error {
 	return nil
 }
 
-// closeNotifyConn tells the pool when the transport closes a connection. It
-// embeds *tls.Conn so the transport still sees ConnectionState.
-type closeNotifyConn struct {
-	*tls.Conn
-	onClose func()
-}
-
-func (c *closeNotifyConn) Close() error {
-	c.onClose()
-	return c.Conn.Close()
-}

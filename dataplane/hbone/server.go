@@ -177,7 +177,8 @@ func (s *Server) ServeConn(c net.Conn) {
 		return
 	}
 	defer s.trackConn(c, false)
-	tc := tls.Server(c, s.tls)
+	cr := newCoalescingConn(c)
+	tc := tls.Server(cr, s.tls)
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -194,7 +195,7 @@ func (s *Server) ServeConn(c net.Conn) {
 	}
 	info := &connInfo{peer: peer, remote: c.RemoteAddr(), local: c.LocalAddr()}
 	connCtx := context.WithValue(s.ctx, connInfoKey{}, info)
-	s.h2.ServeConn(tc, &http2.ServeConnOpts{Context: connCtx, BaseConfig: s.hs, Handler: http.HandlerFunc(s.serveHTTP)})
+	s.h2.ServeConn(&batchedTLSConn{Conn: tc, raw: cr}, &http2.ServeConnOpts{Context: connCtx, BaseConfig: s.hs, Handler: http.HandlerFunc(s.serveHTTP)})
 	c.Close()
 }
 
