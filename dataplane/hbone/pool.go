@@ -413,4 +413,3 @@ func (p *Pool) Close() error {
 	}
 	return nil
 }
-
