@@ -2,6 +2,7 @@ package hbone
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 )
@@ -78,6 +81,15 @@ func (c *Conn) mapReadErr(err error) error {
 	if closed {
 		return ErrStreamClosed
 	}
+	return c.wrapErr(err)
+}
+
+// wrapErr names the stream in err and says plainly when the peer reset it.
+func (c *Conn) wrapErr(err error) error {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		return fmt.Errorf("hbone: stream to %s via %s reset by the server (%s): %w", c.target, c.via, se.Code, err)
+	}
 	return fmt.Errorf("hbone: stream to %s via %s: %w", c.target, c.via, err)
 }
 
@@ -111,7 +123,7 @@ func (c *Conn) mapWriteErr(err error) error {
 		// server finished its response before reading all of the upload.
 		return fmt.Errorf("hbone: stream to %s via %s was closed by the peer: %w", c.target, c.via, net.ErrClosed)
 	}
-	return fmt.Errorf("hbone: stream to %s via %s: %w", c.target, c.via, err)
+	return c.wrapErr(err)
 }
 
 // onWriteDeadline runs when the write deadline passes: a Write blocked at
@@ -167,6 +179,10 @@ func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.target) 
 
 // Via is the HBONE endpoint the stream goes through.
 func (c *Conn) Via() netip.AddrPort { return c.via }
+
+// ConnectionState is the TLS state of the HBONE connection carrying the
+// stream (peer certificates, cipher suite, ...).
+func (c *Conn) ConnectionState() tls.ConnectionState { return c.pc.tlsState }
 
 // PeerIdentity is the verified identity of the HBONE endpoint.
 func (c *Conn) PeerIdentity() spiffe.ID { return c.peer }

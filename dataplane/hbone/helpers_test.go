@@ -70,6 +70,8 @@ func nextSerial() *big.Int {
 	return big.NewInt(1000 + serial.n)
 }
 
+type x509Cert = x509.Certificate
+
 type certOpt func(*x509.Certificate)
 
 func validity(from, to time.Time) certOpt {

@@ -85,10 +85,12 @@ type poolConn struct {
 	cc        *http2.ClientConn
 	dead      atomic.Bool // the transport closed the connection
 	localAddr net.Addr
+	tlsState  tls.ConnectionState
 	created   time.Time
 	// settled is closed once the server's SETTINGS (and so its stream
 	// limit) are known; before that only the creating request uses cc.
-	settled chan struct{}
+	settled   chan struct{}
+	settleErr error // set before settled is closed
 }
 
 func (pc *poolConn) isSettled() bool { return isClosed(pc.settled) }
@@ -168,6 +170,12 @@ func (p *Pool) Dial(ctx context.Context, d DialRequest) (*Conn, error) {
 	case <-ctx.Done():
 		pc.cc.RoundTrip(new(http.Request)) // releases the reservation (documented x/net idiom)
 		return nil, fmt.Errorf("hbone: dial %s via %s: %w", d.Target, d.Via, context.Cause(ctx))
+	}
+	if pc.settleErr != nil {
+		// With TLS 1.3 the server judges our certificate after our side of
+		// the handshake is done: its verdict (an alert) surfaces here.
+		pc.cc.RoundTrip(new(http.Request))
+		return nil, fmt.Errorf("hbone: connection to %s (%s) failed: %w", d.Via, d.Peer, pc.settleErr)
 	}
 	return p.openStream(ctx, pc, &d)
 }
@@ -279,7 +287,9 @@ func (p *Pool) settle(pc *poolConn) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.HandshakeTimeout)
 	defer cancel()
 	if err := pc.cc.Ping(ctx); err != nil {
+		pc.settleErr = err
 		pc.cc.SetDoNotReuse()
+		pc.cc.Close()
 	}
 }
 
@@ -301,7 +311,7 @@ func (p *Pool) connect(ctx context.Context, key poolKey, d *DialRequest) (*poolC
 		raw.Close()
 		return nil, fmt.Errorf("hbone: TLS handshake with %s (want %s): %w", d.Via, d.Peer, err)
 	}
-	pc := &poolConn{key: key, localAddr: raw.LocalAddr(), created: time.Now(), settled: make(chan struct{})}
+	pc := &poolConn{key: key, localAddr: raw.LocalAddr(), tlsState: tc.ConnectionState(), created: time.Now(), settled: make(chan struct{})}
 	// The transport closes the connection when it dies (error, idle
 	// expiry, GOAWAY completed): that is when the pool forgets it.
 	cc, err := p.t.NewClientConn(&batchedTLSConn{Conn: tc, raw: cr, onClose: func() { pc.dead.Store(true) }})

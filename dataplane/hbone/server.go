@@ -42,7 +42,10 @@ type Request struct {
 	Header     http.Header    // request headers (Forwarded, baggage, traceparent, ...)
 	RemoteAddr net.Addr       // TCP address of the HBONE client
 	LocalAddr  net.Addr       // TCP address the client connected to
-	stream     *Stream
+	// TLS is the connection's TLS state (the client's certificate chain is
+	// in PeerCertificates). Shared by all streams of the connection: read only.
+	TLS    *tls.ConnectionState
+	stream *Stream
 }
 
 // Accept answers 200 and returns the stream. Call it once the upstream is
@@ -193,7 +196,7 @@ func (s *Server) ServeConn(c net.Conn) {
 		c.Close()
 		return
 	}
-	info := &connInfo{peer: peer, remote: c.RemoteAddr(), local: c.LocalAddr()}
+	info := &connInfo{peer: peer, remote: c.RemoteAddr(), local: c.LocalAddr(), tls: &cs}
 	connCtx := context.WithValue(s.ctx, connInfoKey{}, info)
 	s.h2.ServeConn(&batchedTLSConn{Conn: tc, raw: cr}, &http2.ServeConnOpts{Context: connCtx, BaseConfig: s.hs, Handler: http.HandlerFunc(s.serveHTTP)})
 	c.Close()
@@ -205,6 +208,7 @@ func (s *Server) ServeConn(c net.Conn) {
 type connInfo struct {
 	peer          spiffe.ID
 	remote, local net.Addr
+	tls           *tls.ConnectionState
 }
 
 type connInfoKey struct{}
@@ -334,7 +338,7 @@ func (s *Server) parseRequest(r *http.Request) (*Request, int, error) {
 		return nil, http.StatusForbidden, errors.New("hbone: connection has no verified peer")
 	}
 	req := &Request{Peer: info.peer, Identity: s.cfg.Identity, Target: target, Header: r.Header,
-		RemoteAddr: info.remote, LocalAddr: info.local}
+		RemoteAddr: info.remote, LocalAddr: info.local, TLS: info.tls}
 	return req, 0, nil
 }
 

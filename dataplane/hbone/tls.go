@@ -121,13 +121,11 @@ func (s *CertStore) Certificate(ctx context.Context, id spiffe.ID) (*tls.Certifi
 // chain to roots and carry a SPIFFE URI SAN (any identity: authorization is
 // the handler's job; PeerIdentity reads it back).
 func ServerTLSConfig(local spiffe.ID, certs CertSource, roots RootsSource) *tls.Config {
-	return &tls.Config{
+	base := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		MaxVersion: tls.VersionTLS13,
 		NextProtos: []string{NextProtoH2},
-		// The chain is verified in VerifyConnection against the bundle of the
-		// moment, because tls.Config.ClientCAs cannot change after use.
-		ClientAuth: tls.RequireAnyClientCert,
+		ClientAuth: tls.RequireAndVerifyClientCert,
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return certs.Certificate(hello.Context(), local)
 		},
@@ -135,13 +133,28 @@ func ServerTLSConfig(local spiffe.ID, certs CertSource, roots RootsSource) *tls.
 			if cs.NegotiatedProtocol != NextProtoH2 {
 				return fmt.Errorf("hbone: client did not negotiate ALPN %q", NextProtoH2)
 			}
-			_, err := VerifyPeer(cs.PeerCertificates, roots.Roots(), x509.ExtKeyUsageClientAuth, time.Now())
+			_, err := PeerIdentity(&cs)
 			return err
 		},
 		// Full-size records from the first byte: HBONE connections are long
 		// lived and carry bulk data, so the small-record warm-up only costs.
 		DynamicRecordSizingDisabled: true,
 	}
+	// The trust bundle can change, and tls.Config.ClientCAs cannot once in
+	// use: each handshake gets a copy holding the bundle of the moment. Using
+	// crypto/tls's own chain verification also gives the client precise
+	// alerts (expired certificate, unknown CA).
+	cfg := base.Clone()
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool := roots.Roots()
+		if pool == nil {
+			return nil, errors.New("hbone: no trust bundle configured")
+		}
+		c := base.Clone()
+		c.ClientCAs = pool
+		return c, nil
+	}
+	return cfg
 }
 
 // ClientTLSConfig returns the TLS config of an HBONE client with identity
