@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sort"
 	"sync"
@@ -25,8 +26,16 @@ var DefaultPorts = Ports{Outbound: 15001, Inbound: 15006, HBONE: 15008}
 // Pod is an enrolled pod as handed over by the node agent, with its listeners.
 type Pod struct {
 	UID, Name, Namespace, ServiceAccount string
-	NetNS                                *NetNS
-	Outbound, Inbound, HBONE             net.Listener
+	// Net dials from the pod's network (marked, so the capture skips it) and reads original
+	// destinations of captured connections.
+	Net                      Network
+	Outbound, Inbound, HBONE net.Listener
+}
+
+// Network is what the data path needs from a pod's network namespace.
+type Network interface {
+	Dial(ctx context.Context, network, addr string) (net.Conn, error)
+	OriginalDst(c net.Conn) (netip.AddrPort, bool, error)
 }
 
 // PodHandler serves the listeners of a pod. ServePod runs until ctx ends (the pod was
@@ -38,6 +47,7 @@ type PodHandler interface {
 
 type podEntry struct {
 	pod    *Pod
+	netns  *NetNS
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -70,7 +80,7 @@ func (m *Manager) Add(w *handoffpb.AddWorkload, file *os.File) error {
 	old := m.pods[w.GetUid()]
 	accepting := m.accepting
 	m.mu.Unlock()
-	if old != nil && old.pod.NetNS.Inode() == ns.Inode() {
+	if old != nil && old.netns.Inode() == ns.Inode() {
 		ns.Close()
 		return nil
 	}
@@ -78,13 +88,13 @@ func (m *Manager) Add(w *handoffpb.AddWorkload, file *os.File) error {
 		ns.Close()
 		return errors.New("ztunnel is shutting down")
 	}
-	pod := &Pod{UID: w.GetUid(), Name: w.GetName(), Namespace: w.GetNamespace(), ServiceAccount: w.GetServiceAccount(), NetNS: ns}
-	if err := m.listen(pod); err != nil {
+	pod := &Pod{UID: w.GetUid(), Name: w.GetName(), Namespace: w.GetNamespace(), ServiceAccount: w.GetServiceAccount(), Net: ns}
+	if err := m.listen(pod, ns); err != nil {
 		ns.Close()
 		return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &podEntry{pod: pod, cancel: cancel, done: make(chan struct{})}
+	e := &podEntry{pod: pod, netns: ns, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(e.done)
 		m.Handler.ServePod(ctx, pod)
@@ -100,16 +110,16 @@ func (m *Manager) Add(w *handoffpb.AddWorkload, file *os.File) error {
 }
 
 // listen opens the three listeners in the pod's namespace.
-func (m *Manager) listen(pod *Pod) error {
+func (m *Manager) listen(pod *Pod, ns *NetNS) error {
 	var err error
-	if pod.Outbound, err = pod.NetNS.Listen(m.Ports.Outbound); err != nil {
+	if pod.Outbound, err = ns.Listen(m.Ports.Outbound); err != nil {
 		return fmt.Errorf("listening on %d: %w", m.Ports.Outbound, err)
 	}
-	if pod.Inbound, err = pod.NetNS.Listen(m.Ports.Inbound); err != nil {
+	if pod.Inbound, err = ns.Listen(m.Ports.Inbound); err != nil {
 		closeListeners(pod)
 		return fmt.Errorf("listening on %d: %w", m.Ports.Inbound, err)
 	}
-	if pod.HBONE, err = pod.NetNS.Listen(m.Ports.HBONE); err != nil {
+	if pod.HBONE, err = ns.Listen(m.Ports.HBONE); err != nil {
 		closeListeners(pod)
 		return fmt.Errorf("listening on %d: %w", m.Ports.HBONE, err)
 	}
@@ -130,7 +140,7 @@ func (m *Manager) stop(e *podEntry) {
 	closeListeners(e.pod)
 	e.cancel()
 	<-e.done
-	_ = e.pod.NetNS.Close()
+	_ = e.netns.Close()
 	m.Log.Info("stopped serving pod", "pod", e.pod.Namespace+"/"+e.pod.Name, "uid", e.pod.UID)
 }
 

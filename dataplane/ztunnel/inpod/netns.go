@@ -120,23 +120,24 @@ func (n *NetNS) Listen(port uint16) (net.Listener, error) {
 	return ln, err
 }
 
-// Dialer dials from inside the namespace with SO_MARK ProxyMark.
-func (n *NetNS) Dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var conn net.Conn
-		err := n.Do(func() error {
-			var err error
-			conn, err = markedDialer().DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}
+// Dial dials from inside the namespace with SO_MARK ProxyMark.
+func (n *NetNS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var conn net.Conn
+	err := n.Do(func() error {
+		var err error
+		conn, err = markedDialer().DialContext(ctx, network, addr)
+		return err
+	})
+	return conn, err
 }
 
 // DialTCP dials addr from inside the namespace with SO_MARK ProxyMark.
 func (n *NetNS) DialTCP(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-	return n.Dialer()(ctx, "tcp", addr.String())
+	return n.Dial(ctx, "tcp", addr.String())
 }
+
+// OriginalDst is the package function OriginalDst (Network interface).
+func (n *NetNS) OriginalDst(c net.Conn) (netip.AddrPort, bool, error) { return OriginalDst(c) }
 
 func markedDialer() *net.Dialer {
 	return &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {

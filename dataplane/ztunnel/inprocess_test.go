@@ -1,0 +1,574 @@
+package ztunnel_test
+
+// In-process tier: two ztunnels in this process, pods on distinct loopback addresses
+// (127.10.x.y), a test CA behind the real CertificateService gRPC API, and an in-process
+// go-control-plane delta ADS server. The kernel's capture is replaced by loopNet, which
+// hands the ztunnel the original destination the test chose; the netns tier covers the
+// real capture.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
+	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+)
+
+const token = "ztunnel-sa-token"
+
+var (
+	clientID = spiffe.MustNew("cluster.local", "shop", "client")
+	serverID = spiffe.MustNew("cluster.local", "shop", "server")
+)
+
+// loopNet is a pod network on a loopback address. Original destinations are registered by
+// the test app when it connects (loopNet.connect).
+type loopNet struct {
+	ip netip.Addr
+	mu sync.Mutex
+	od map[netip.AddrPort]chan netip.AddrPort
+}
+
+func newLoopNet(ip string) *loopNet {
+	return &loopNet{ip: netip.MustParseAddr(ip), od: map[netip.AddrPort]chan netip.AddrPort{}}
+}
+
+func (n *loopNet) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: n.ip.AsSlice()}}
+	return d.DialContext(ctx, network, addr)
+}
+
+func (n *loopNet) slot(client netip.AddrPort) chan netip.AddrPort {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ch := n.od[client]
+	if ch == nil {
+		ch = make(chan netip.AddrPort, 1)
+		n.od[client] = ch
+	}
+	return ch
+}
+
+func (n *loopNet) OriginalDst(c net.Conn) (netip.AddrPort, bool, error) {
+	client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	select {
+	case dst := <-n.slot(client):
+		return dst, true, nil
+	case <-time.After(2 * time.Second):
+		return netip.AddrPort{}, false, nil // a direct connection, not "captured"
+	}
+}
+
+// connect plays the app: it connects to the pod's capture port as if it had dialed dst.
+func (n *loopNet) connect(t *testing.T, capturePort uint16, dst string) net.Conn {
+	t.Helper()
+	c, err := n.Dial(context.Background(), "tcp", netip.AddrPortFrom(n.ip, capturePort).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.slot(c.LocalAddr().(*net.TCPAddr).AddrPort()) <- netip.MustParseAddrPort(dst)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+type mesh struct {
+	t      *testing.T
+	ca     *catest.Service
+	xds    *xdstest.Server
+	a, b   *ztunnel.Ztunnel
+	client *loopNet // pod "client" on ztunnel a
+	server *loopNet // pod "server" on ztunnel b
+	app    *echoApp
+}
+
+func ztunnelFor(t *testing.T, m *mesh, node string, lazy time.Duration) *ztunnel.Ztunnel {
+	t.Helper()
+	conn, err := grpc.NewClient(m.ca.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	z, err := ztunnel.New(ztunnel.Config{
+		Node:             node,
+		XDSAddress:       m.xds.Addr,
+		XDSDialOptions:   []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		CA:               pb.NewCertificateServiceClient(conn),
+		Token:            func() (string, error) { return token, nil },
+		AdminAddress:     "-",
+		MetricsAddress:   "-",
+		ReadinessAddress: "-",
+		LazyStartTimeout: lazy,
+		HandoverGrace:    10 * time.Millisecond,
+		DrainPeriod:      100 * time.Millisecond,
+		Log:              testr.NewWithOptions(t, testr.Options{Verbosity: 0}).WithName(node),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = z.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return z
+}
+
+// addPod serves a loopback pod on z.
+func addPod(t *testing.T, z *ztunnel.Ztunnel, uid, name, sa string, n *loopNet) {
+	t.Helper()
+	listen := func(port uint16) net.Listener {
+		l, err := net.Listen("tcp", netip.AddrPortFrom(n.ip, port).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	pod := &inpod.Pod{UID: uid, Name: name, Namespace: "shop", ServiceAccount: sa, Net: n,
+		Outbound: listen(15001), Inbound: listen(15006), HBONE: listen(15008)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); z.ServePod(ctx, pod) }()
+	t.Cleanup(func() {
+		pod.Outbound.Close()
+		pod.Inbound.Close()
+		pod.HBONE.Close()
+		cancel()
+		<-done
+	})
+}
+
+func workload(uid, name, sa, ip string) *pb.Workload {
+	return &pb.Workload{Uid: uid, Name: name, Namespace: "shop", ServiceAccount: sa, Node: "node", Addresses: []string{ip},
+		TunnelProtocol: pb.TunnelProtocol_TUNNEL_PROTOCOL_HBONE}
+}
+
+// newMesh: client pod 127.10.0.2 on ztunnel a, server pod 127.10.0.3 (app on :8080) on b.
+// withConfig=false leaves the xDS server without workloads (lazy start tests).
+func newMesh(t *testing.T, withConfig bool, lazy time.Duration) *mesh {
+	m := &mesh{t: t, client: newLoopNet("127.10.0.2"), server: newLoopNet("127.10.0.3")}
+	m.ca = &catest.Service{CA: catest.New(t), Token: token}
+	m.ca.Serve(t)
+	m.xds = xdstest.Start(t)
+	m.xds.Set(t, pb.TrustBundleTypeURL, map[string]proto.Message{"cluster.local": &pb.TrustBundle{TrustDomain: "cluster.local", Roots: []string{m.ca.CA.PEM}}})
+	if withConfig {
+		m.setWorkloads()
+	}
+	m.app = startEchoApp(t, "127.10.0.3:8080")
+	m.a = ztunnelFor(t, m, "node-a", lazy)
+	m.b = ztunnelFor(t, m, "node-b", lazy)
+	addPod(t, m.a, "client-uid", "client", "client", m.client)
+	addPod(t, m.b, "server-uid", "server", "server", m.server)
+	return m
+}
+
+func (m *mesh) setWorkloads() {
+	m.xds.Set(m.t, pb.WorkloadTypeURL, map[string]proto.Message{
+		"client-uid": workload("client-uid", "client", "client", "127.10.0.2"),
+		"server-uid": workload("server-uid", "server", "server", "127.10.0.3"),
+	})
+}
+
+func (m *mesh) setPolicy(name string, action pb.AuthorizationAction, rules ...*pb.Rule) {
+	m.xds.Set(m.t, pb.AuthorizationTypeURL, map[string]proto.Message{"shop/" + name: &pb.Authorization{
+		Name: name, Namespace: "shop", Scope: pb.AuthorizationScope_AUTHORIZATION_SCOPE_NAMESPACE, Action: action, Rules: rules}})
+}
+
+// echoApp is the server pod's application: it answers each line with "echo <line>" and
+// records the peer address of each connection.
+type echoApp struct {
+	mu    sync.Mutex
+	conns int
+}
+
+func startEchoApp(t *testing.T, addr string) *echoApp {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	app := &echoApp{}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			app.mu.Lock()
+			app.conns++
+			app.mu.Unlock()
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := c.Write([]byte("echo " + line)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return app
+}
+
+func (a *echoApp) connections() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.conns
+}
+
+// roundTrip writes a line and reads the answer.
+func roundTrip(c net.Conn, msg string) (string, error) {
+	if _, err := c.Write([]byte(msg + "\n")); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSuffix(line, "\n"), err
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ready(z *ztunnel.Ztunnel) bool { return z.Ready() == nil }
+
+// counter returns the value of a metric with the given labels (subset match).
+func counter(t *testing.T, z *ztunnel.Ztunnel, name string, labels map[string]string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	z.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil)) // flushes open connections' bytes
+	mfs, err := z.Metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if matches(m, labels) {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+func matches(m *dto.Metric, want map[string]string) bool {
+	got := map[string]string{}
+	for _, lp := range m.GetLabel() {
+		got[lp.GetName()] = lp.GetValue()
+	}
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestMTLSBetweenTwoZtunnels(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "both ztunnels ready", func() bool { return ready(m.a) && ready(m.b) })
+
+	c := m.client.connect(t, 15001, "127.10.0.3:8080")
+	got, err := roundTrip(c, "hello")
+	if err != nil || got != "echo hello" {
+		t.Fatalf("round trip through the mesh: %q, %v", got, err)
+	}
+	// The destination ztunnel saw the client's verified SPIFFE identity, over mTLS.
+	conns := adminJSON(t, m.b, "/connections")
+	if !strings.Contains(conns, `"sourceIdentity": "spiffe://cluster.local/ns/shop/sa/client"`) ||
+		!strings.Contains(conns, `"direction": "inbound"`) {
+		t.Fatalf("server ztunnel's connections: %s", conns)
+	}
+	dstLabels := map[string]string{"reporter": "destination", "source_principal": clientID.String(),
+		"destination_principal": serverID.String(), "destination_workload": "server", "connection_security_policy": "mutual_tls"}
+	if v := counter(t, m.b, "istio_tcp_connections_opened_total", dstLabels); v != 1 {
+		t.Fatalf("destination opened = %v", v)
+	}
+	if v := counter(t, m.a, "istio_tcp_connections_opened_total", map[string]string{"reporter": "source", "source_workload": "client", "destination_principal": serverID.String()}); v != 1 {
+		t.Fatalf("source opened = %v", v)
+	}
+	if v := counter(t, m.b, "istio_tcp_received_bytes_total", dstLabels); v != float64(len("hello\n")) {
+		t.Fatalf("received bytes (open connection) = %v, want %d", v, len("hello\n"))
+	}
+	c.Close()
+	waitFor(t, "closed counted", func() bool { return counter(t, m.b, "istio_tcp_connections_closed_total", dstLabels) == 1 })
+	if v := counter(t, m.b, "istio_tcp_sent_bytes_total", dstLabels); v != float64(len("echo hello\n")) {
+		t.Fatalf("sent bytes = %v", v)
+	}
+	certs := adminJSON(t, m.a, "/certs")
+	if !strings.Contains(certs, clientID.String()) || !strings.Contains(certs, `"serial"`) || !strings.Contains(certs, `"notAfter"`) {
+		t.Fatalf("certs dump: %s", certs)
+	}
+}
+
+func adminJSON(t *testing.T, z *ztunnel.Ztunnel, path string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	z.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
+	}
+	return rec.Body.String()
+}
+
+// refused asserts the app connection through the mesh fails without reaching the app.
+func refused(t *testing.T, m *mesh, c net.Conn) {
+	t.Helper()
+	before := m.app.connections()
+	got, err := roundTrip(c, "hello")
+	if err == nil {
+		t.Fatalf("connection was not refused: got %q", got)
+	}
+	if n := m.app.connections(); n != before {
+		t.Fatalf("the app received %d connection(s) it should not have", n-before)
+	}
+}
+
+func TestWrongSANRejected(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	// The control plane says the destination runs as "billing"; the pod actually presents
+	// the "server" identity: the client ztunnel must refuse to talk to it.
+	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"server-uid": workload("server-uid", "server", "billing", "127.10.0.3")})
+	waitFor(t, "config", func() bool { return m.a.Store.Workload("server-uid").GetServiceAccount() == "billing" })
+	refused(t, m, m.client.connect(t, 15001, "127.10.0.3:8080"))
+}
+
+func TestPlaintextTo15008Rejected(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	c, err := net.Dial("tcp", "127.10.0.3:15008")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "CONNECT 127.10.0.3:8080 HTTP/1.1\r\nHost: 127.10.0.3:8080\r\n\r\n")
+	reply, _ := io.ReadAll(c)
+	if strings.Contains(string(reply), "200") {
+		t.Fatalf("plaintext CONNECT accepted: %q", reply)
+	}
+	if m.app.connections() != 0 {
+		t.Fatal("plaintext CONNECT reached the app")
+	}
+}
+
+// hboneClient dials the server pod's 15008 directly with the given client certificate.
+func hboneClient(t *testing.T, m *mesh, cert *hbone.CertStore) error {
+	t.Helper()
+	pool, err := hbone.NewPool(hbone.PoolConfig{Certs: cert, Roots: hbone.NewBundle(m.ca.CA.Pool())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := pool.Dial(ctx, hbone.DialRequest{Source: clientID, Peer: serverID, Target: netip.MustParseAddrPort("127.10.0.3:8080")})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = roundTrip(c, "hi")
+	return err
+}
+
+func TestExpiredClientCertRejected(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	good := hbone.NewCertStore()
+	good.Put(clientID, m.ca.CA.Issue(t, clientID, time.Now().Add(-time.Minute), time.Hour))
+	if err := hboneClient(t, m, good); err != nil {
+		t.Fatalf("control: a valid certificate is refused: %v", err)
+	}
+	apps := m.app.connections()
+	expired := hbone.NewCertStore()
+	expired.Put(clientID, m.ca.CA.Issue(t, clientID, time.Now().Add(-2*time.Hour), time.Hour))
+	if err := hboneClient(t, m, expired); err == nil {
+		t.Fatal("an expired client certificate was accepted")
+	}
+	other := catest.New(t) // a certificate from a CA outside the trust bundle
+	foreign := hbone.NewCertStore()
+	foreign.Put(clientID, other.Issue(t, clientID, time.Now().Add(-time.Minute), time.Hour))
+	if err := hboneClient(t, m, foreign); err == nil {
+		t.Fatal("a certificate from an unknown CA was accepted")
+	}
+	if m.app.connections() != apps {
+		t.Fatal("a refused client reached the app")
+	}
+}
+
+func TestPolicyDenyAndAllow(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	// An ALLOW for another principal only: the client is denied (no ALLOW matches).
+	m.setPolicy("only-frontend", pb.AuthorizationAction_AUTHORIZATION_ACTION_ALLOW, &pb.Rule{Principals: []string{"spiffe://cluster.local/ns/shop/sa/frontend"}})
+	waitFor(t, "policy", func() bool { return len(m.b.Store.Snapshot().Authorizations) == 1 })
+	refused(t, m, m.client.connect(t, 15001, "127.10.0.3:8080"))
+
+	// Allowing the client's principal lets it through.
+	m.setPolicy("only-frontend", pb.AuthorizationAction_AUTHORIZATION_ACTION_ALLOW, &pb.Rule{Principals: []string{clientID.String()}})
+	waitFor(t, "policy update", func() bool {
+		return m.b.Store.Snapshot().Authorizations[0].GetRules()[0].GetPrincipals()[0] == clientID.String()
+	})
+	if got, err := roundTrip(m.client.connect(t, 15001, "127.10.0.3:8080"), "x"); err != nil || got != "echo x" {
+		t.Fatalf("allowed client: %q %v", got, err)
+	}
+	// A DENY on the port wins over the ALLOW.
+	m.setPolicy("no-8080", pb.AuthorizationAction_AUTHORIZATION_ACTION_DENY, &pb.Rule{Ports: []uint32{8080}})
+	waitFor(t, "deny policy", func() bool { return len(m.b.Store.Snapshot().Authorizations) == 2 })
+	refused(t, m, m.client.connect(t, 15001, "127.10.0.3:8080"))
+}
+
+func TestPolicyChangeClosesOpenConnection(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	c := m.client.connect(t, 15001, "127.10.0.3:8080")
+	if got, err := roundTrip(c, "before"); err != nil || got != "echo before" {
+		t.Fatalf("%q %v", got, err)
+	}
+	m.setPolicy("deny-client", pb.AuthorizationAction_AUTHORIZATION_ACTION_DENY, &pb.Rule{Principals: []string{clientID.String()}})
+	// The open connection is closed by the server's ztunnel: reads end, writes fail.
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	_, err := c.Read(buf)
+	if err == nil || errors.Is(err, errTimeout(err)) {
+		t.Fatalf("open connection not closed after the DENY (read: %v)", err)
+	}
+	if strings.Contains(adminJSON(t, m.b, "/connections"), "spiffe://cluster.local/ns/shop/sa/client") {
+		t.Fatal("denied connection still listed")
+	}
+}
+
+// errTimeout returns err itself when it is a timeout (so errors.Is matches), else nil.
+func errTimeout(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	return nil
+}
+
+func TestLazyStartHoldsConnectionsUntilConfigArrives(t *testing.T) {
+	m := newMesh(t, false, 5*time.Second)
+	c := m.client.connect(t, 15001, "127.10.0.3:8080")
+	if _, err := c.Write([]byte("early\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the connection is held, not refused
+	m.setWorkloads()
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "echo early\n" {
+		t.Fatalf("held connection after config arrived: %q %v", line, err)
+	}
+}
+
+func TestLazyStartWaitIsBounded(t *testing.T) {
+	m := newMesh(t, false, 500*time.Millisecond)
+	c := m.client.connect(t, 15001, "127.10.0.3:8080")
+	start := time.Now()
+	_, err := roundTrip(c, "x")
+	if err == nil {
+		t.Fatal("connection without configuration succeeded")
+	}
+	if waited := time.Since(start); waited < 400*time.Millisecond || waited > 5*time.Second {
+		t.Fatalf("refused after %v, want about the 500ms lazy-start bound", waited)
+	}
+}
+
+func TestPlaintextInboundOnlyWhenPermissive(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	outsider := newLoopNet("127.10.0.50") // a pod outside the mesh dials the server pod: captured on 15006
+	plain := func() net.Conn {
+		c, err := outsider.Dial(context.Background(), "tcp", "127.10.0.3:15006")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.server.slot(c.LocalAddr().(*net.TCPAddr).AddrPort()) <- netip.MustParseAddrPort("127.10.0.3:8080")
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	if got, err := roundTrip(plain(), "p"); err != nil || got != "echo p" {
+		t.Fatalf("PERMISSIVE (default) plaintext: %q %v", got, err)
+	}
+	open := plain()
+	if got, err := roundTrip(open, "p"); err != nil || got != "echo p" {
+		t.Fatalf("%q %v", got, err)
+	}
+	strict := workload("server-uid", "server", "server", "127.10.0.3")
+	strict.MtlsMode = pb.MTLSMode_MTLS_MODE_STRICT
+	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"server-uid": strict})
+	waitFor(t, "strict", func() bool { return m.b.Store.Workload("server-uid").GetMtlsMode() == pb.MTLSMode_MTLS_MODE_STRICT })
+	refused(t, m, plain())
+	// The plaintext connection opened under PERMISSIVE is closed by the switch to STRICT.
+	if _, err := roundTrip(open, "again"); err == nil {
+		t.Fatal("plaintext connection survived the switch to STRICT")
+	}
+	// mTLS still works.
+	if got, err := roundTrip(m.client.connect(t, 15001, "127.10.0.3:8080"), "m"); err != nil || got != "echo m" {
+		t.Fatalf("mTLS under STRICT: %q %v", got, err)
+	}
+}
+
+func TestServiceVIPAndPassthrough(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	svcName := "shop/echo.shop.svc.cluster.local"
+	server := workload("server-uid", "server", "server", "127.10.0.3")
+	server.Services = map[string]*pb.PortList{svcName: {Ports: []*pb.Port{{ServicePort: 80, TargetPort: 8080}}}}
+	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"server-uid": server})
+	m.xds.Set(t, pb.ServiceTypeURL, map[string]proto.Message{svcName: &pb.Service{Name: "echo", Namespace: "shop",
+		Hostname: "echo.shop.svc.cluster.local", Vips: []string{"10.96.7.7"}, Ports: []*pb.Port{{ServicePort: 80, TargetPort: 8080}}}})
+	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) && m.a.Store.ServiceByVIP(netip.MustParseAddr("10.96.7.7")) != nil })
+	c := m.client.connect(t, 15001, "10.96.7.7:80")
+	if got, err := roundTrip(c, "vip"); err != nil || got != "echo vip" {
+		t.Fatalf("through the VIP: %q %v", got, err)
+	}
+	if v := counter(t, m.a, "istio_tcp_connections_opened_total", map[string]string{"destination_service": "echo.shop.svc.cluster.local", "destination_workload": "server"}); v != 1 {
+		t.Fatalf("source metrics for the service: %v", v)
+	}
+	// A destination outside the mesh passes through as plain TCP.
+	outside := startEchoApp(t, "127.10.0.99:9000")
+	if got, err := roundTrip(m.client.connect(t, 15001, "127.10.0.99:9000"), "out"); err != nil || got != "echo out" {
+		t.Fatalf("passthrough: %q %v", got, err)
+	}
+	if outside.connections() != 1 {
+		t.Fatal("passthrough did not reach the outside app")
+	}
+}

@@ -1,0 +1,376 @@
+package ztunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/authz"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/metrics"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/routing"
+	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+)
+
+// ServePod serves one pod's listeners until ctx ends (inpod.PodHandler). On return every
+// connection of the pod is closed.
+func (z *Ztunnel) ServePod(ctx context.Context, pod *inpod.Pod) {
+	log := z.log.WithValues("pod", pod.Namespace+"/"+pod.Name)
+	id, err := spiffe.New(z.cfg.TrustDomain, pod.Namespace, pod.ServiceAccount)
+	if err != nil {
+		log.Error(err, "pod has no valid identity; not serving it")
+		<-ctx.Done()
+		return
+	}
+	z.Identity.Acquire(id)
+	defer z.Identity.Release(id)
+	p := &podServer{z: z, pod: pod, id: id}
+	srv, err := hbone.NewServer(hbone.ServerConfig{Identity: id, Certs: z.Identity, Roots: z.roots, Handler: p, Logger: log.WithName("hbone")})
+	if err != nil {
+		log.Error(err, "cannot serve HBONE")
+		<-ctx.Done()
+		return
+	}
+	var wg sync.WaitGroup
+	run := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
+	run(func() { _ = srv.Serve(pod.HBONE) })
+	run(func() { p.acceptLoop(pod.Outbound, &wg, p.serveOutbound) })
+	run(func() { p.acceptLoop(pod.Inbound, &wg, p.serveInboundPlaintext) })
+
+	select {
+	case <-ctx.Done():
+	case <-z.draining:
+		// Tell HBONE clients (GOAWAY) to open new connections, which our successor accepts;
+		// streams already open finish.
+		go func() { _ = srv.Shutdown(ctx) }()
+		<-ctx.Done()
+	}
+	_ = srv.Close()
+	z.conns.closePod(pod.UID)
+	wg.Wait()
+}
+
+// podServer handles one pod's connections.
+type podServer struct {
+	z   *Ztunnel
+	pod *inpod.Pod
+	id  spiffe.ID
+}
+
+func (p *podServer) acceptLoop(l net.Listener, wg *sync.WaitGroup, serve func(net.Conn)) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				p.z.log.Error(err, "accept failed", "pod", p.pod.Namespace+"/"+p.pod.Name, "listener", l.Addr().String())
+			}
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serve(c)
+		}()
+	}
+}
+
+// localWorkload waits (bounded) for the pod's workload configuration: lazy start.
+func (p *podServer) localWorkload(ctx context.Context) (*pb.Workload, error) {
+	for {
+		changed := p.z.Store.Changed()
+		if w := p.z.Store.Workload(p.pod.UID); w != nil {
+			return w, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no configuration for workload %s/%s (uid %s) from the control plane after %v",
+				p.pod.Namespace, p.pod.Name, p.pod.UID, p.z.cfg.LazyStartTimeout)
+		}
+	}
+}
+
+// reset closes a client connection with RST, so the app sees a refusal rather than an
+// orderly close.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+func podAddr(w *pb.Workload) netip.Addr {
+	for _, a := range w.GetAddresses() {
+		if addr, err := netip.ParseAddr(a); err == nil {
+			return addr
+		}
+	}
+	return netip.Addr{}
+}
+
+func remoteAddrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// serveOutbound proxies a connection the pod's app opened (captured on 15001).
+func (p *podServer) serveOutbound(c net.Conn) {
+	z := p.z
+	src := remoteAddrPort(c.RemoteAddr())
+	dst, ok, err := p.pod.Net.OriginalDst(c)
+	if err != nil || !ok {
+		z.accessLog(DirOutbound, p.pod, src, dst, "", "", 0, 0, 0, fmt.Errorf("no original destination (not a captured connection): %v", err))
+		reset(c)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), z.cfg.LazyStartTimeout)
+	up, d, local, err := p.dialOutbound(ctx, dst)
+	cancel()
+	if err != nil {
+		z.accessLog(DirOutbound, p.pod, src, dst, p.id.String(), d.Peer.String(), 0, 0, 0, err)
+		reset(c)
+		return
+	}
+	t := &conn{
+		direction: DirOutbound, podUID: p.pod.UID, pod: p.pod.Namespace + "/" + p.pod.Name,
+		src: src, dst: d.Target, srcID: p.id.String(), dstID: d.Peer.String(),
+		labels: outboundLabels(local, p.id, d), sides: []net.Conn{c, up},
+	}
+	z.conns.add(t)
+	err = hbone.Join(c, up, &t.stats)
+	reason := z.conns.remove(t)
+	z.accessLog(DirOutbound, p.pod, src, d.Target, t.srcID, t.dstID, t.stats.AToB.Load(), t.stats.BToA.Load(), time.Since(t.started), joinErr(err, reason))
+}
+
+// dialOutbound routes dst and connects: over HBONE (retried once on a fresh connection if
+// the pooled one went away, e.g. its server is restarting) or plain TCP.
+func (p *podServer) dialOutbound(ctx context.Context, dst netip.AddrPort) (net.Conn, routing.Decision, *pb.Workload, error) {
+	local, err := p.localWorkload(ctx)
+	if err != nil {
+		return nil, routing.Decision{}, nil, err
+	}
+	d, err := p.z.router.Outbound(local, dst)
+	if err != nil {
+		return nil, d, local, err
+	}
+	if d.Kind == routing.Passthrough {
+		up, err := p.pod.Net.Dial(ctx, "tcp", d.Dial.String())
+		return up, d, local, err
+	}
+	req := hbone.DialRequest{Source: p.id, Peer: d.Peer, Target: d.Target, Via: d.Dial, Dial: p.pod.Net.Dial, SourceAddr: podAddr(local)}
+	up, err := p.z.Pool.Dial(ctx, req)
+	var refused *hbone.StatusError
+	if err != nil && !errors.As(err, &refused) && ctx.Err() == nil {
+		up, err = p.z.Pool.Dial(ctx, req)
+	}
+	if err != nil {
+		return nil, d, local, err
+	}
+	return up, d, local, nil
+}
+
+func outboundLabels(local *pb.Workload, id spiffe.ID, d routing.Decision) metrics.Labels {
+	l := metrics.Labels{
+		Reporter:                 metrics.ReporterSource,
+		SourceWorkload:           workloadName(local),
+		SourceWorkloadNamespace:  local.GetNamespace(),
+		SourcePrincipal:          id.String(),
+		ConnectionSecurityPolicy: metrics.SecurityNone,
+	}
+	if d.Kind == routing.HBONE {
+		l.ConnectionSecurityPolicy = metrics.SecurityMutualTLS
+		l.DestinationPrincipal = d.Peer.String()
+	}
+	if d.Workload != nil {
+		l.DestinationWorkload = workloadName(d.Workload)
+		l.DestinationWorkloadNamespace = d.Workload.GetNamespace()
+	}
+	if d.Service != nil {
+		l.DestinationService = d.Service.GetHostname()
+	}
+	return l
+}
+
+func workloadName(w *pb.Workload) string {
+	if w.GetWorkloadName() != "" {
+		return w.GetWorkloadName()
+	}
+	return w.GetName()
+}
+
+// ServeHBONE handles an inbound CONNECT on the pod's 15008 (hbone.Handler).
+func (p *podServer) ServeHBONE(ctx context.Context, req *hbone.Request) error {
+	z := p.z
+	src := remoteAddrPort(req.RemoteAddr)
+	lctx, cancel := context.WithTimeout(ctx, z.cfg.LazyStartTimeout)
+	defer cancel()
+	local, err := p.localWorkload(lctx)
+	if err != nil {
+		z.accessLog(DirInbound, p.pod, src, req.Target, req.Peer.String(), p.id.String(), 0, 0, 0, err)
+		return hbone.Reject(http.StatusServiceUnavailable, "%v", err)
+	}
+	if err := routing.CheckInboundTarget(local, req.Target); err != nil {
+		z.accessLog(DirInbound, p.pod, src, req.Target, req.Peer.String(), p.id.String(), 0, 0, 0, err)
+		return hbone.Reject(http.StatusBadRequest, "%v", err)
+	}
+	srcIP := p.sourceIP(local, req, src.Addr())
+	check := func() (bool, string) {
+		return p.authorize(authz.Conn{SrcIP: srcIP, Principal: req.Peer, DstPort: req.Target.Port()}, false)
+	}
+	if ok, reason := check(); !ok {
+		z.accessLog(DirInbound, p.pod, src, req.Target, req.Peer.String(), p.id.String(), 0, 0, 0, errors.New(reason))
+		return hbone.Reject(http.StatusForbidden, "%s", reason)
+	}
+	up, err := p.pod.Net.Dial(lctx, "tcp", req.Target.String())
+	if err != nil {
+		z.accessLog(DirInbound, p.pod, src, req.Target, req.Peer.String(), p.id.String(), 0, 0, 0, err)
+		return hbone.Reject(http.StatusServiceUnavailable, "connecting to %s: %v", req.Target, err)
+	}
+	st, err := req.Accept()
+	if err != nil {
+		up.Close()
+		return err
+	}
+	t := &conn{
+		direction: DirInbound, podUID: p.pod.UID, pod: p.pod.Namespace + "/" + p.pod.Name,
+		src: netip.AddrPortFrom(srcIP, src.Port()), dst: req.Target, srcID: req.Peer.String(), dstID: p.id.String(),
+		labels: p.inboundLabels(local, req.Peer, metrics.SecurityMutualTLS), sides: []net.Conn{st, up}, recheck: check,
+	}
+	z.conns.add(t)
+	err = hbone.Join(st, up, &t.stats)
+	reason := z.conns.remove(t)
+	z.accessLog(DirInbound, p.pod, t.src, req.Target, t.srcID, t.dstID, t.stats.AToB.Load(), t.stats.BToA.Load(), time.Since(t.started), joinErr(err, reason))
+	return nil
+}
+
+// sourceIP is the client's address: the HBONE connection's source (ztunnels dial from the
+// client pod's own network), or, when the peer is this workload's waypoint, the address
+// the waypoint reports in Forwarded: for=.
+func (p *podServer) sourceIP(local *pb.Workload, req *hbone.Request, connIP netip.Addr) netip.Addr {
+	wp := local.GetWaypoint()
+	if wp == nil || wp.GetIdentity() != req.Peer.String() {
+		return connIP
+	}
+	for _, part := range strings.Split(req.Header.Get("Forwarded"), ";") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(part), "for="); ok {
+			v = strings.Trim(v, `"[]`)
+			if ap, err := netip.ParseAddrPort(v); err == nil {
+				return ap.Addr().Unmap()
+			}
+			if a, err := netip.ParseAddr(v); err == nil {
+				return a.Unmap()
+			}
+		}
+	}
+	return connIP
+}
+
+// authorize decides a connection to this pod under the current configuration.
+func (p *podServer) authorize(c authz.Conn, plaintext bool) (bool, string) {
+	local := p.z.Store.Workload(p.pod.UID)
+	if local == nil {
+		return false, "workload " + p.pod.Namespace + "/" + p.pod.Name + " is no longer in the configuration"
+	}
+	if plaintext && local.GetMtlsMode() == pb.MTLSMode_MTLS_MODE_STRICT {
+		return false, "plaintext refused: workload requires mTLS (STRICT)"
+	}
+	d := authz.Evaluate(p.z.Store.PoliciesFor(local), c)
+	if len(d.Audited) > 0 {
+		p.z.log.Info("audit", "policies", d.Audited, "src", c.SrcIP, "principal", c.Principal.String(), "dst.workload", p.pod.Namespace+"/"+p.pod.Name, "dst.port", c.DstPort, "allowed", d.Allowed)
+	}
+	return d.Allowed, d.Reason
+}
+
+func (p *podServer) inboundLabels(local *pb.Workload, peer spiffe.ID, security string) metrics.Labels {
+	l := metrics.Labels{
+		Reporter:                     metrics.ReporterDestination,
+		DestinationWorkload:          workloadName(local),
+		DestinationWorkloadNamespace: local.GetNamespace(),
+		DestinationPrincipal:         p.id.String(),
+		ConnectionSecurityPolicy:     security,
+	}
+	if !peer.IsZero() {
+		l.SourcePrincipal = peer.String()
+		l.SourceWorkloadNamespace = peer.Namespace
+	}
+	return l
+}
+
+// serveInboundPlaintext handles plaintext captured on 15006: allowed only in PERMISSIVE.
+func (p *podServer) serveInboundPlaintext(c net.Conn) {
+	z := p.z
+	src := remoteAddrPort(c.RemoteAddr())
+	dst, ok, err := p.pod.Net.OriginalDst(c)
+	if err != nil || !ok {
+		z.accessLog(DirInboundPlaintext, p.pod, src, dst, "", "", 0, 0, 0, fmt.Errorf("no original destination (not a captured connection): %v", err))
+		reset(c)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), z.cfg.LazyStartTimeout)
+	defer cancel()
+	local, err := p.localWorkload(ctx)
+	if err == nil {
+		err = routing.CheckInboundTarget(local, dst)
+	}
+	if err != nil {
+		z.accessLog(DirInboundPlaintext, p.pod, src, dst, "", p.id.String(), 0, 0, 0, err)
+		reset(c)
+		return
+	}
+	check := func() (bool, string) {
+		return p.authorize(authz.Conn{SrcIP: src.Addr(), DstPort: dst.Port()}, true)
+	}
+	if ok, reason := check(); !ok {
+		z.accessLog(DirInboundPlaintext, p.pod, src, dst, "", p.id.String(), 0, 0, 0, errors.New(reason))
+		reset(c)
+		return
+	}
+	up, err := p.pod.Net.Dial(ctx, "tcp", dst.String())
+	if err != nil {
+		z.accessLog(DirInboundPlaintext, p.pod, src, dst, "", p.id.String(), 0, 0, 0, err)
+		reset(c)
+		return
+	}
+	t := &conn{
+		direction: DirInboundPlaintext, podUID: p.pod.UID, pod: p.pod.Namespace + "/" + p.pod.Name,
+		src: src, dst: dst, dstID: p.id.String(),
+		labels: p.inboundLabels(local, spiffe.ID{}, metrics.SecurityNone), sides: []net.Conn{c, up}, recheck: check,
+	}
+	z.conns.add(t)
+	err = hbone.Join(c, up, &t.stats)
+	reason := z.conns.remove(t)
+	z.accessLog(DirInboundPlaintext, p.pod, src, dst, "", t.dstID, t.stats.AToB.Load(), t.stats.BToA.Load(), time.Since(t.started), joinErr(err, reason))
+}
+
+func joinErr(err error, closedReason string) error {
+	if closedReason != "" {
+		return errors.New("closed: " + closedReason)
+	}
+	return err
+}
+
+// accessLog writes one structured line per connection (or refusal).
+func (z *Ztunnel) accessLog(direction string, pod *inpod.Pod, src, dst netip.AddrPort, srcID, dstID string, received, sent int64, dur time.Duration, err error) {
+	kv := []any{
+		"direction", direction, "pod", pod.Namespace + "/" + pod.Name,
+		"src.addr", src.String(), "src.identity", srcID,
+		"dst.addr", dst.String(), "dst.identity", dstID,
+		"bytes_received", received, "bytes_sent", sent, "duration", dur.Round(time.Microsecond).String(),
+	}
+	if err != nil {
+		kv = append(kv, "error", err.Error())
+	}
+	z.log.WithName("access").Info("connection complete", kv...)
+}
