@@ -555,7 +555,9 @@ func TestServiceVIPAndPassthrough(t *testing.T) {
 	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"server-uid": server})
 	m.xds.Set(t, pb.ServiceTypeURL, map[string]proto.Message{svcName: &pb.Service{Name: "echo", Namespace: "shop",
 		Hostname: "echo.shop.svc.cluster.local", Vips: []string{"10.96.7.7"}, Ports: []*pb.Port{{ServicePort: 80, TargetPort: 8080}}}})
-	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) && m.a.Store.ServiceByVIP(netip.MustParseAddr("10.96.7.7")) != nil })
+	waitFor(t, "ready", func() bool {
+		return ready(m.a) && ready(m.b) && m.a.Store.ServiceByVIP(netip.MustParseAddr("10.96.7.7")) != nil
+	})
 	c := m.client.connect(t, 15001, "10.96.7.7:80")
 	if got, err := roundTrip(c, "vip"); err != nil || got != "echo vip" {
 		t.Fatalf("through the VIP: %q %v", got, err)
