@@ -1,0 +1,195 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+)
+
+// certManagerGroup is the API group of cert-manager's own issuers.
+const certManagerGroup = "cert-manager.io"
+
+// AmbientMeshDefaulter fills in what the CRD schema cannot default.
+type AmbientMeshDefaulter struct{}
+
+// Default writes spec.version without its optional leading "v", so that
+// status, events and version comparisons all see one spelling.
+func (d *AmbientMeshDefaulter) Default(_ context.Context, mesh *meshv1alpha1.AmbientMesh) error {
+	mesh.Spec.Version = canonicalVersion(mesh.Spec.Version)
+	return nil
+}
+
+func canonicalVersion(v string) string { return strings.TrimPrefix(v, "v") }
+
+// AmbientMeshValidator refuses meshes the operator cannot install or manage.
+type AmbientMeshValidator struct {
+	// Mapper resolves issuerRef kinds of external issuers. Nil skips that check.
+	Mapper meta.RESTMapper
+	// Versions is the table of installable versions; nil means the operator's
+	// own (internal/versions).
+	Versions VersionTable
+}
+
+// ValidateCreate checks the version and the issuer reference.
+func (v *AmbientMeshValidator) ValidateCreate(_ context.Context, mesh *meshv1alpha1.AmbientMesh) (admission.Warnings, error) {
+	spec := field.NewPath("spec")
+	errs := v.validateVersion(spec.Child("version"), mesh.Spec.Version)
+	errs = append(errs, validateIssuerKind(spec.Child("identity", "issuerRef"), mesh.Spec.Identity.IssuerRef)...)
+	warnings := v.issuerWarnings(mesh.Spec.Identity.IssuerRef)
+	return warnings, invalid(mesh, errs)
+}
+
+// ValidateUpdate additionally refuses downgrades and changes of the fields
+// that are part of every issued identity. The version is checked only when
+// it changes, so that an old mesh can still be edited (e.g. its finalizer
+// removed) by an operator release that no longer installs its version.
+func (v *AmbientMeshValidator) ValidateUpdate(_ context.Context, oldMesh, mesh *meshv1alpha1.AmbientMesh) (admission.Warnings, error) {
+	spec := field.NewPath("spec")
+	var errs field.ErrorList
+	if canonicalVersion(oldMesh.Spec.Version) != canonicalVersion(mesh.Spec.Version) {
+		errs = append(errs, v.validateVersion(spec.Child("version"), mesh.Spec.Version)...)
+		errs = append(errs, validateNoDowngrade(spec.Child("version"), installedVersion(oldMesh), mesh.Spec.Version)...)
+	}
+	errs = append(errs, validateImmutable(spec.Child("namespace"), oldMesh.Spec.InstallNamespace(), mesh.Spec.InstallNamespace(),
+		"delete and recreate the AmbientMesh to move the mesh")...)
+	errs = append(errs, validateImmutable(spec.Child("trustDomain"), oldMesh.Spec.EffectiveTrustDomain(), mesh.Spec.EffectiveTrustDomain(),
+		"it is part of every issued workload identity")...)
+	errs = append(errs, validateIssuerKind(spec.Child("identity", "issuerRef"), mesh.Spec.Identity.IssuerRef)...)
+	return v.issuerWarnings(mesh.Spec.Identity.IssuerRef), invalid(mesh, errs)
+}
+
+// ValidateDelete allows every deletion: the finalizer uninstalls safely.
+func (v *AmbientMeshValidator) ValidateDelete(context.Context, *meshv1alpha1.AmbientMesh) (admission.Warnings, error) {
+	return nil, nil
+}
+
+func (v *AmbientMeshValidator) versions() VersionTable {
+	if v.Versions != nil {
+		return v.Versions
+	}
+	return operatorVersions{}
+}
+
+// validateVersion refuses versions the operator has no images for.
+func (v *AmbientMeshValidator) validateVersion(path *field.Path, version string) field.ErrorList {
+	table := v.versions()
+	if version == "" || table.Installable(canonicalVersion(version)) {
+		return nil
+	}
+	return field.ErrorList{field.NotSupported(path, version, table.Supported())}
+}
+
+// installedVersion is what the cluster runs: status.version once the
+// operator reported it, otherwise the version last requested.
+func installedVersion(mesh *meshv1alpha1.AmbientMesh) string {
+	if mesh.Status.Version != "" {
+		return mesh.Status.Version
+	}
+	return mesh.Spec.Version
+}
+
+// validateNoDowngrade refuses moving to an older version: components write
+// state (certificates, node rules) that older releases may not understand.
+func validateNoDowngrade(path *field.Path, from, to string) field.ErrorList {
+	if from == "" || to == "" {
+		return nil
+	}
+	fromV, errFrom := utilversion.ParseSemantic(canonicalVersion(from))
+	toV, errTo := utilversion.ParseSemantic(canonicalVersion(to))
+	if errFrom != nil || errTo != nil {
+		return nil // the schema's pattern already reports malformed versions
+	}
+	if toV.LessThan(fromV) {
+		return field.ErrorList{field.Forbidden(path, fmt.Sprintf(
+			"downgrade from %s to %s is not supported: install %s or newer, or delete and recreate the AmbientMesh", from, to, from))}
+	}
+	return nil
+}
+
+// validateIssuerKind: cert-manager itself has only Issuer and ClusterIssuer.
+// The CRD has the same rule in CEL; it is repeated here because a wrong kind
+// would make the mesh's identity silently unavailable.
+func validateIssuerKind(path *field.Path, ref *meshv1alpha1.IssuerReference) field.ErrorList {
+	if ref == nil || issuerGroup(ref) != certManagerGroup {
+		return nil
+	}
+	switch issuerKind(ref) {
+	case "Issuer", "ClusterIssuer":
+		return nil
+	}
+	return field.ErrorList{field.NotSupported(path.Child("kind"), ref.Kind, []string{"Issuer", "ClusterIssuer"})}
+}
+
+// issuerWarnings warns when an external issuer's kind is not served by the
+// cluster: often a typo, sometimes an issuer installed later, so it does not
+// refuse the mesh. IdentityReady stays False until the issuer exists.
+func (v *AmbientMeshValidator) issuerWarnings(ref *meshv1alpha1.IssuerReference) admission.Warnings {
+	if ref == nil || v.Mapper == nil || issuerGroup(ref) == certManagerGroup {
+		return nil
+	}
+	gk := schema.GroupKind{Group: issuerGroup(ref), Kind: issuerKind(ref)}
+	if _, err := v.Mapper.RESTMapping(gk); err == nil {
+		return nil
+	}
+	return admission.Warnings{fmt.Sprintf(
+		"spec.identity.issuerRef: no API in this cluster serves kind %s in group %s; workload certificates cannot be issued until that issuer is installed",
+		gk.Kind, gk.Group)}
+}
+
+func issuerGroup(ref *meshv1alpha1.IssuerReference) string {
+	if ref.Group == "" {
+		return certManagerGroup
+	}
+	return ref.Group
+}
+
+func issuerKind(ref *meshv1alpha1.IssuerReference) string {
+	if ref.Kind == "" {
+		return "Issuer"
+	}
+	return ref.Kind
+}
+
+// validateImmutable refuses a change of a field that cannot change in place.
+func validateImmutable(path *field.Path, oldValue, newValue, why string) field.ErrorList {
+	if oldValue == newValue {
+		return nil
+	}
+	return field.ErrorList{field.Forbidden(path, fmt.Sprintf("is immutable (was %q): %s", oldValue, why))}
+}
+
+// invalid turns field errors into the apiserver's 422 Invalid status, which
+// kubectl prints field by field; nil when there are none.
+func invalid(obj client.Object, errs field.ErrorList) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	gvk := obj.GetObjectKind().GroupVersionKind()
+	gk := schema.GroupKind{Group: meshv1alpha1.GroupVersion.Group, Kind: gvk.Kind}
+	if gk.Kind == "" {
+		gk.Kind = kindOf(obj)
+	}
+	return apierrors.NewInvalid(gk, obj.GetName(), errs)
+}
+
+func kindOf(obj client.Object) string {
+	switch obj.(type) {
+	case *meshv1alpha1.AmbientMesh:
+		return "AmbientMesh"
+	case *meshv1alpha1.Waypoint:
+		return "Waypoint"
+	case *meshv1alpha1.MeshPolicy:
+		return "MeshPolicy"
+	}
+	return fmt.Sprintf("%T", obj)
+}

@@ -1,0 +1,237 @@
+package webhook
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+)
+
+// Unit tests of the pure rules. The envtest suite (suite_test.go) runs the
+// same rules through a real apiserver and the webhook server.
+
+type fixedVersions []string
+
+func (f fixedVersions) Installable(v string) bool {
+	for _, s := range f {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+func (f fixedVersions) Supported() []string { return f }
+
+func onlyError(t *testing.T, errs field.ErrorList, wantField, wantDetail string) {
+	t.Helper()
+	if wantField == "" {
+		if len(errs) != 0 {
+			t.Fatalf("want no error, got %v", errs)
+		}
+		return
+	}
+	if len(errs) != 1 {
+		t.Fatalf("want one error on %s, got %v", wantField, errs)
+	}
+	if errs[0].Field != wantField || !strings.Contains(errs[0].Error(), wantDetail) {
+		t.Fatalf("want error on %s containing %q, got %q on %s", wantField, wantDetail, errs[0].Error(), errs[0].Field)
+	}
+}
+
+func TestValidateNoDowngrade(t *testing.T) {
+	path := field.NewPath("spec", "version")
+	for _, tc := range []struct {
+		from, to, wantDetail string
+	}{
+		{"0.1.0", "0.2.0", ""},
+		{"0.2.0", "0.2.0", ""},
+		{"v0.2.0", "0.2.1", ""},
+		{"0.2.0", "0.1.9", "downgrade from 0.2.0 to 0.1.9"},
+		{"1.0.0", "v0.9.0", "downgrade from 1.0.0 to v0.9.0"},
+		{"", "0.1.0", ""},
+	} {
+		errs := validateNoDowngrade(path, tc.from, tc.to)
+		want := ""
+		if tc.wantDetail != "" {
+			want = "spec.version"
+		}
+		onlyError(t, errs, want, tc.wantDetail)
+	}
+}
+
+func TestValidateIssuerKind(t *testing.T) {
+	path := field.NewPath("spec", "identity", "issuerRef")
+	for _, tc := range []struct {
+		ref       *meshv1alpha1.IssuerReference
+		wantField string
+	}{
+		{nil, ""},
+		{&meshv1alpha1.IssuerReference{Name: "ca", Kind: "Issuer", Group: certManagerGroup}, ""},
+		{&meshv1alpha1.IssuerReference{Name: "ca", Kind: "ClusterIssuer"}, ""},
+		{&meshv1alpha1.IssuerReference{Name: "ca"}, ""},
+		{&meshv1alpha1.IssuerReference{Name: "ca", Kind: "Certificate", Group: certManagerGroup}, "spec.identity.issuerRef.kind"},
+		{&meshv1alpha1.IssuerReference{Name: "ca", Kind: "AWSPCAIssuer", Group: "awspca.cert-manager.io"}, ""},
+	} {
+		onlyError(t, validateIssuerKind(path, tc.ref), tc.wantField, "supported values")
+	}
+}
+
+func TestAmbientMeshValidatorVersion(t *testing.T) {
+	v := &AmbientMeshValidator{Versions: fixedVersions{"0.1.0", "0.2.0"}}
+	mesh := func(version, status string) *meshv1alpha1.AmbientMesh {
+		m := &meshv1alpha1.AmbientMesh{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
+		m.Spec.Version = version
+		m.Status.Version = status
+		return m
+	}
+	ctx := context.Background()
+	if _, err := v.ValidateCreate(ctx, mesh("v0.2.0", "")); err != nil {
+		t.Fatalf("installable version with a leading v refused: %v", err)
+	}
+	if _, err := v.ValidateCreate(ctx, mesh("9.9.9", "")); err == nil || !strings.Contains(err.Error(), `spec.version: Unsupported value: "9.9.9"`) {
+		t.Fatalf("uninstallable version: got %v", err)
+	}
+	// The installed version (status) counts, not only the old spec.
+	if _, err := v.ValidateUpdate(ctx, mesh("0.2.0", "0.2.0"), mesh("0.1.0", "")); err == nil || !strings.Contains(err.Error(), "downgrade from 0.2.0 to 0.1.0") {
+		t.Fatalf("downgrade: got %v", err)
+	}
+	// An unchanged version that this operator no longer installs does not
+	// block other edits.
+	if _, err := v.ValidateUpdate(ctx, mesh("0.0.1", "0.0.1"), mesh("0.0.1", "0.0.1")); err != nil {
+		t.Fatalf("unchanged old version refused: %v", err)
+	}
+}
+
+func TestValidateImmutable(t *testing.T) {
+	v := &AmbientMeshValidator{Versions: fixedVersions{"0.1.0"}}
+	old := &meshv1alpha1.AmbientMesh{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
+	changed := old.DeepCopy()
+	changed.Spec.TrustDomain = "example.org"
+	changed.Spec.Namespace = "mesh"
+	_, err := v.ValidateUpdate(context.Background(), old, changed)
+	if err == nil || !strings.Contains(err.Error(), `spec.namespace: Forbidden: is immutable (was "ambient-system")`) ||
+		!strings.Contains(err.Error(), `spec.trustDomain: Forbidden: is immutable (was "cluster.local")`) {
+		t.Fatalf("want both immutable fields refused, got %v", err)
+	}
+}
+
+func TestValidateNoOverlap(t *testing.T) {
+	wp := func(name string, f meshv1alpha1.WaypointTrafficType) meshv1alpha1.Waypoint {
+		return meshv1alpha1.Waypoint{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"}, Spec: meshv1alpha1.WaypointSpec{For: f}}
+	}
+	path := field.NewPath("spec", "for")
+	for _, tc := range []struct {
+		name      string
+		mine      meshv1alpha1.Waypoint
+		others    []meshv1alpha1.Waypoint
+		wantError bool
+	}{
+		{"alone", wp("a", "service"), nil, false},
+		{"itself on update", wp("a", "service"), []meshv1alpha1.Waypoint{wp("a", "all")}, false},
+		{"service and workload", wp("a", "service"), []meshv1alpha1.Waypoint{wp("b", "workload")}, false},
+		{"two service", wp("a", "service"), []meshv1alpha1.Waypoint{wp("b", "service")}, true},
+		{"defaulted for is service", wp("a", ""), []meshv1alpha1.Waypoint{wp("b", "service")}, true},
+		{"all covers workload", wp("a", "workload"), []meshv1alpha1.Waypoint{wp("b", "all")}, true},
+		{"new all", wp("a", "all"), []meshv1alpha1.Waypoint{wp("b", "workload")}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := validateNoOverlap(path, &tc.mine, tc.others)
+			if tc.wantError {
+				onlyError(t, errs, "spec.for", `Waypoint "b" in namespace shop already handles`)
+			} else {
+				onlyError(t, errs, "", "")
+			}
+		})
+	}
+}
+
+func TestValidateRuleIdentities(t *testing.T) {
+	rules := func(principal meshv1alpha1.SPIFFEID, sa meshv1alpha1.ServiceAccountRef) []meshv1alpha1.Rule {
+		return []meshv1alpha1.Rule{{From: []meshv1alpha1.Source{{Namespaces: []string{"x"}}, {
+			Principals:      []meshv1alpha1.SPIFFEID{"spiffe://cluster.local/ns/a/sa/b", principal},
+			ServiceAccounts: []meshv1alpha1.ServiceAccountRef{sa},
+		}}}}
+	}
+	path := field.NewPath("spec", "rules")
+	long := strings.Repeat("n", 64)
+	for _, tc := range []struct {
+		principal  meshv1alpha1.SPIFFEID
+		sa         meshv1alpha1.ServiceAccountRef
+		wantField  string
+		wantDetail string
+	}{
+		{"spiffe://cluster.local/ns/shop/sa/frontend", "shop/frontend", "", ""},
+		{"spiffe://cluster.local/ns/shop/sa/front..end", "shop/frontend", "spec.rules[0].from[1].principals[1]", "service account"},
+		{meshv1alpha1.SPIFFEID("spiffe://cluster.local/ns/" + long + "/sa/x"), "shop/frontend", "spec.rules[0].from[1].principals[1]", "namespace: longer than 63"},
+		{"spiffe://cluster.local/ns/shop/sa/frontend", meshv1alpha1.ServiceAccountRef(long + "/x"), "spec.rules[0].from[1].serviceAccounts[0]", "namespace:"},
+		{"spiffe://cluster.local/ns/shop/sa/frontend", "shop/a..b", "spec.rules[0].from[1].serviceAccounts[0]", "name:"},
+	} {
+		onlyError(t, validateRuleIdentities(path, rules(tc.principal, tc.sa)), tc.wantField, tc.wantDetail)
+	}
+}
+
+func TestValidatePolicyTargets(t *testing.T) {
+	policy := &meshv1alpha1.MeshPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"}}
+	path := field.NewPath("spec", "targetRefs")
+	policy.Spec.TargetRefs = []meshv1alpha1.PolicyTargetReference{{Kind: "Namespace", Name: "shop"}, {Kind: "Service", Name: "orders"}}
+	onlyError(t, validatePolicyTargets(path, policy), "", "")
+
+	policy.Spec.TargetRefs = []meshv1alpha1.PolicyTargetReference{{Kind: "Namespace", Name: "other"}}
+	onlyError(t, validatePolicyTargets(path, policy), "spec.targetRefs[0].name", `policy's own namespace "shop"`)
+
+	policy.Spec.TargetRefs = []meshv1alpha1.PolicyTargetReference{{Kind: "Waypoint", Name: "w"}, {Kind: "Waypoint", Group: "mesh.ambientmesh.dev", Name: "w"}}
+	onlyError(t, validatePolicyTargets(path, policy), "spec.targetRefs[1]", "Duplicate value")
+}
+
+func TestUsesWaypoint(t *testing.T) {
+	use := map[string]string{meshv1alpha1.LabelUseWaypoint: "wp"}
+	none := map[string]string{meshv1alpha1.LabelUseWaypoint: "none"}
+	for _, tc := range []struct {
+		ns, obj map[string]string
+		want    bool
+	}{
+		{nil, nil, false},
+		{use, nil, true},
+		{nil, use, true},
+		{use, none, false},
+		{none, nil, false},
+	} {
+		if got := usesWaypoint(tc.ns, tc.obj); got != tc.want {
+			t.Errorf("usesWaypoint(%v, %v) = %v, want %v", tc.ns, tc.obj, got, tc.want)
+		}
+	}
+}
+
+func TestDefaulters(t *testing.T) {
+	ctx := context.Background()
+	wp := &meshv1alpha1.Waypoint{}
+	_ = (&WaypointDefaulter{}).Default(ctx, wp)
+	if wp.Spec.Replicas == nil || *wp.Spec.Replicas != 1 {
+		t.Fatalf("replicas not defaulted to 1: %v", wp.Spec.Replicas)
+	}
+	scaled := &meshv1alpha1.Waypoint{Spec: meshv1alpha1.WaypointSpec{Autoscaling: &meshv1alpha1.WaypointAutoscaling{MaxReplicas: 3}}}
+	_ = (&WaypointDefaulter{}).Default(ctx, scaled)
+	if scaled.Spec.Replicas != nil {
+		t.Fatalf("replicas set next to autoscaling: %v", *scaled.Spec.Replicas)
+	}
+
+	policy := &meshv1alpha1.MeshPolicy{Spec: meshv1alpha1.MeshPolicySpec{TargetRefs: []meshv1alpha1.PolicyTargetReference{
+		{Kind: "Waypoint", Name: "w"}, {Kind: "Service", Name: "s"}}}}
+	_ = (&MeshPolicyDefaulter{}).Default(ctx, policy)
+	if g := policy.Spec.TargetRefs[0].Group; g != "mesh.ambientmesh.dev" {
+		t.Fatalf("Waypoint target group = %q", g)
+	}
+	if g := policy.Spec.TargetRefs[1].Group; g != "" {
+		t.Fatalf("Service target group = %q", g)
+	}
+
+	mesh := &meshv1alpha1.AmbientMesh{Spec: meshv1alpha1.AmbientMeshSpec{Version: "v0.2.0"}}
+	_ = (&AmbientMeshDefaulter{}).Default(ctx, mesh)
+	if mesh.Spec.Version != "0.2.0" {
+		t.Fatalf("version not canonical: %q", mesh.Spec.Version)
+	}
+}
