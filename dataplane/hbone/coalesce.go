@@ -131,6 +131,28 @@ type batchedTLSConn struct {
 	*tls.Conn
 	raw     *coalescingConn
 	onClose func()
+
+	readErrOnce sync.Once
+	readErr     error
+	readFailed  chan struct{} // closed once readErr is set
+}
+
+func newBatchedTLSConn(tc *tls.Conn, raw *coalescingConn, onClose func()) *batchedTLSConn {
+	return &batchedTLSConn{Conn: tc, raw: raw, onClose: onClose, readFailed: make(chan struct{})}
+}
+
+// Read records the first read error: with TLS 1.3 the server's verdict on
+// our certificate arrives as an alert on the first read, and x/net/http2
+// does not report it to callers.
+func (c *batchedTLSConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.readErrOnce.Do(func() {
+			c.readErr = err
+			close(c.readFailed)
+		})
+	}
+	return n, err
 }
 
 func (c *batchedTLSConn) Write(p []byte) (int, error) {

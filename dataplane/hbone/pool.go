@@ -83,6 +83,7 @@ type poolKey struct {
 type poolConn struct {
 	key       poolKey
 	cc        *http2.ClientConn
+	conn      *batchedTLSConn
 	dead      atomic.Bool // the transport closed the connection
 	localAddr net.Addr
 	tlsState  tls.ConnectionState
@@ -288,6 +289,15 @@ func (p *Pool) settle(pc *poolConn) {
 	defer cancel()
 	if err := pc.cc.Ping(ctx); err != nil {
 		pc.settleErr = err
+		// If the server refused us, its alert is the useful error, not the
+		// broken pipe our PING may have hit: give the read side a moment.
+		select {
+		case <-pc.conn.readFailed:
+			if !errors.Is(pc.conn.readErr, net.ErrClosed) && !errors.Is(pc.conn.readErr, io.EOF) {
+				pc.settleErr = pc.conn.readErr
+			}
+		case <-time.After(time.Second):
+		}
 		pc.cc.SetDoNotReuse()
 		pc.cc.Close()
 	}
@@ -314,7 +324,8 @@ func (p *Pool) connect(ctx context.Context, key poolKey, d *DialRequest) (*poolC
 	pc := &poolConn{key: key, localAddr: raw.LocalAddr(), tlsState: tc.ConnectionState(), created: time.Now(), settled: make(chan struct{})}
 	// The transport closes the connection when it dies (error, idle
 	// expiry, GOAWAY completed): that is when the pool forgets it.
-	cc, err := p.t.NewClientConn(&batchedTLSConn{Conn: tc, raw: cr, onClose: func() { pc.dead.Store(true) }})
+	pc.conn = newBatchedTLSConn(tc, cr, func() { pc.dead.Store(true) })
+	cc, err := p.t.NewClientConn(pc.conn)
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("hbone: HTTP/2 with %s: %w", d.Via, err)

@@ -198,7 +198,7 @@ func (s *Server) ServeConn(c net.Conn) {
 	}
 	info := &connInfo{peer: peer, remote: c.RemoteAddr(), local: c.LocalAddr(), tls: &cs}
 	connCtx := context.WithValue(s.ctx, connInfoKey{}, info)
-	s.h2.ServeConn(&batchedTLSConn{Conn: tc, raw: cr}, &http2.ServeConnOpts{Context: connCtx, BaseConfig: s.hs, Handler: http.HandlerFunc(s.serveHTTP)})
+	s.h2.ServeConn(newBatchedTLSConn(tc, cr, nil), &http2.ServeConnOpts{Context: connCtx, BaseConfig: s.hs, Handler: http.HandlerFunc(s.serveHTTP)})
 	c.Close()
 }
 

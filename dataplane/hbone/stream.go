@@ -201,15 +201,27 @@ func (s *Stream) onWriteDeadline() {
 // written so far. See the type doc for what happens to the upload.
 func (s *Stream) CloseWrite() error {
 	s.wmu.Lock()
-	defer s.wmu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.state != streamAccepted || s.done {
+		s.mu.Unlock()
+		s.wmu.Unlock()
 		return nil
 	}
 	s.state = streamWriteClosed
-	close(s.ended)
+	s.mu.Unlock()
+	// Release wmu before waking serveHTTP: finish treats a held wmu as a
+	// Write in progress and would reset the stream.
+	s.wmu.Unlock()
+	s.signalEnded()
 	return nil
+}
+
+func (s *Stream) signalEnded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !isClosed(s.ended) {
+		close(s.ended)
+	}
 }
 
 // Close resets the stream unless it already ended, unblocking Read and Write.
@@ -229,11 +241,7 @@ func (s *Stream) Close() error {
 	// handler's return end the stream.
 	s.wmu.Lock()
 	s.wmu.Unlock()
-	s.mu.Lock()
-	if !isClosed(s.ended) {
-		close(s.ended)
-	}
-	s.mu.Unlock()
+	s.signalEnded()
 	return nil
 }
 
