@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	pb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
 )
 
@@ -92,4 +94,31 @@ func (c *Client) dialRaw(path string) (*Client, error) {
 		return nil, err
 	}
 	return &Client{conn: conn, AckTimeout: DefaultAckTimeout}, nil
+}
+
+// WaitClosed blocks until ztunnel closes the connection (it restarted or is shutting down:
+// time to reconnect and replay) or ctx ends. It only polls the socket, so it may run while
+// other goroutines send.
+func (c *Client) WaitClosed(ctx context.Context) error {
+	rc, err := c.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		hung := false
+		cerr := rc.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+			if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+				hung = true
+			}
+		})
+		if cerr != nil || hung {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/testr"
 	"golang.org/x/sys/unix"
@@ -355,4 +356,33 @@ func openFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+func TestWaitClosedSeesServerGoAway(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "z.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Workloads: &recordingWorkloads{served: map[string]*os.File{}}, Log: testr.New(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitCtx, waitCancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	if err := c.WaitClosed(waitCtx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitClosed returned %v while ztunnel is up", err)
+	}
+	waitCancel()
+	cancel() // ztunnel stops
+	<-done
+	waitCtx, waitCancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer waitCancel()
+	if err := c.WaitClosed(waitCtx); err != nil {
+		t.Fatalf("WaitClosed after ztunnel stopped: %v", err)
+	}
 }
