@@ -1,0 +1,282 @@
+// Package controlplane assembles the mesh control plane: discovery (controller-runtime
+// cache and reconcilers), the workload API over delta ADS (go-control-plane), the
+// certificate service (TokenReview + cert-manager) and the status writers. cmd/controlplane
+// runs it as a process; tests run it in-process against envtest.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/discovery"
+	"github.com/ambientmesh/ambient-operator/controlplane/identity"
+	"github.com/ambientmesh/ambient-operator/controlplane/status"
+	xdsserver "github.com/ambientmesh/ambient-operator/controlplane/xds/server"
+	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
+	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+)
+
+// Options configure a control plane.
+type Options struct {
+	Mesh translate.Mesh
+	// Namespace and ServiceAccount of the control plane itself: CertificateRequests are
+	// created in Namespace, and its own certificate carries that identity.
+	Namespace, ServiceAccount string
+	// XDSAddress and CAAddress to listen on ("host:port"; port 0 picks one).
+	XDSAddress, CAAddress string
+	// IssuerRef is the mesh's cert-manager issuer.
+	IssuerRef cmmeta.IssuerReference
+	// ApproveRequests: approve our own CertificateRequests (see identity.Signer.Approve).
+	ApproveRequests bool
+	// TLSDir, when set, holds the control plane's certificate from a cert-manager
+	// Certificate (tls.crt, tls.key, ca.crt); otherwise the control plane requests one
+	// itself with a CertificateRequest, with DNSNames.
+	TLSDir   string
+	DNSNames []string
+	// NodeAgents are the ztunnel service accounts ("<ns>/<name>").
+	NodeAgents []string
+	Audience   string
+	// WorkloadCertTTL is the default certificate lifetime; MaxCertTTL the longest granted.
+	WorkloadCertTTL, MaxCertTTL time.Duration
+	// RequireXDSClientCert refuses xDS clients without a mesh certificate (otherwise a
+	// token is accepted instead).
+	RequireXDSClientCert bool
+	// Debounce of xDS pushes.
+	Debounce time.Duration
+	// SignTimeout bounds each wait for cert-manager.
+	SignTimeout time.Duration
+}
+
+// Scheme holds every type the control plane reads or writes.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(meshv1.AddToScheme(s))
+	utilruntime.Must(cmapi.AddToScheme(s))
+	return s
+}
+
+// ControlPlane is an assembled control plane; Add it to its manager with mgr.Add.
+type ControlPlane struct {
+	opts  Options
+	mgr   ctrl.Manager
+	log   logr.Logger
+	XDS   *xdsserver.Server
+	CA    *identity.CA
+	certs identity.CertSource
+	recs  *discovery.Reconcilers
+
+	mu       sync.Mutex
+	xdsAddr  net.Addr
+	caAddr   net.Addr
+	ready    chan struct{}
+	readyErr error
+}
+
+// New wires the control plane into mgr (a manager built with Scheme()); cfg is for the
+// live (uncached) client that creates TokenReviews and CertificateRequests.
+func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) (*ControlPlane, error) {
+	if err := validate(&opts); err != nil {
+		return nil, err
+	}
+	log := ctrl.Log.WithName("controlplane")
+	cp := &ControlPlane{opts: opts, mgr: mgr, log: log, ready: make(chan struct{})}
+	live, err := client.NewWithWatch(cfg, client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return nil, err
+	}
+	cp.XDS = xdsserver.New(ctx, xdsserver.Options{Debounce: opts.Debounce, Registerer: metrics.Registry, Log: log.WithName("xds")})
+	if err := discovery.SetupIndexes(ctx, mgr); err != nil {
+		return nil, err
+	}
+	if cp.recs, err = discovery.Setup(mgr, discovery.Config{Mesh: opts.Mesh, Publisher: cp.XDS.Publisher()}); err != nil {
+		return nil, err
+	}
+	if err := status.Setup(mgr, opts.Mesh, discovery.NewTargetLookup(mgr.GetClient(), opts.Mesh)); err != nil {
+		return nil, err
+	}
+	signer := &identity.Signer{Client: live, Namespace: opts.Namespace, IssuerRef: opts.IssuerRef,
+		Approve: opts.ApproveRequests, Timeout: opts.SignTimeout, Log: log.WithName("signer")}
+	cp.certs = cp.certSource(signer)
+	cp.CA = identity.NewCA(identity.CAOptions{
+		TrustDomain: opts.Mesh.TrustDomain, Audience: opts.Audience, NodeAgents: opts.NodeAgents,
+		DefaultTTL: opts.WorkloadCertTTL, MinTTL: time.Hour, MaxTTL: opts.MaxCertTTL, Roots: cp.certs.Roots,
+	}, live, mgr.GetCache(), discovery.IndexPodNode, signer, metrics.Registry, log.WithName("ca"))
+	return cp, nil
+}
+
+func validate(o *Options) error {
+	var errs []error
+	if o.Mesh.TrustDomain == "" || o.Mesh.ClusterDomain == "" {
+		errs = append(errs, errors.New("mesh trust domain and cluster domain are required"))
+	}
+	if o.Namespace == "" || o.ServiceAccount == "" {
+		errs = append(errs, errors.New("the control plane's namespace and service account are required"))
+	}
+	if o.IssuerRef.Name == "" {
+		errs = append(errs, errors.New("issuer name is required"))
+	}
+	if o.Audience == "" {
+		o.Audience = pb.CATokenAudience
+	}
+	if o.WorkloadCertTTL == 0 {
+		o.WorkloadCertTTL = meshv1.DefaultWorkloadCertTTL
+	}
+	if o.MaxCertTTL == 0 {
+		o.MaxCertTTL = max(o.WorkloadCertTTL, 30*24*time.Hour)
+	}
+	return errors.Join(errs...)
+}
+
+// certSource publishes the trust bundle over xDS whenever the roots change.
+func (cp *ControlPlane) certSource(signer *identity.Signer) identity.CertSource {
+	publishRoots := func(roots []string) {
+		cp.XDS.Publisher().Set(pb.TrustBundleTypeURL, cp.opts.Mesh.TrustDomain,
+			&pb.TrustBundle{TrustDomain: cp.opts.Mesh.TrustDomain, Roots: roots})
+	}
+	if cp.opts.TLSDir != "" {
+		return &identity.FileCert{Dir: cp.opts.TLSDir, OnRoots: publishRoots}
+	}
+	return &identity.ServingCert{
+		Signer:   signer,
+		Identity: spiffe.ID{TrustDomain: cp.opts.Mesh.TrustDomain, Namespace: cp.opts.Namespace, ServiceAccount: cp.opts.ServiceAccount},
+		DNSNames: cp.opts.DNSNames,
+		TTL:      cp.opts.WorkloadCertTTL,
+		OnRoots:  publishRoots,
+		Log:      cp.log.WithName("serving-cert"),
+	}
+}
+
+// NeedLeaderElection: every replica serves.
+func (cp *ControlPlane) NeedLeaderElection() bool { return false }
+
+// Start waits for the cache, gets the serving certificate, translates everything once,
+// then serves xDS and the CA until ctx ends. It implements manager.Runnable.
+func (cp *ControlPlane) Start(ctx context.Context) error {
+	err := cp.start(ctx)
+	cp.mu.Lock()
+	cp.readyErr = err
+	cp.mu.Unlock()
+	if err != nil {
+		close(cp.ready)
+		return err
+	}
+	return nil
+}
+
+func (cp *ControlPlane) start(ctx context.Context) error {
+	if !cp.mgr.GetCache().WaitForCacheSync(ctx) {
+		return errors.New("cache did not sync")
+	}
+	if err := cp.loadCert(ctx); err != nil {
+		return err
+	}
+	begin := time.Now()
+	if err := cp.recs.Prime(ctx); err != nil {
+		return fmt.Errorf("initial translation: %w", err)
+	}
+	cp.XDS.Publisher().Flush()
+	cp.log.Info("initial translation done", "workloads", cp.XDS.ResourceCount(pb.WorkloadTypeURL),
+		"services", cp.XDS.ResourceCount(pb.ServiceTypeURL), "took", time.Since(begin))
+
+	xdsLis, err := net.Listen("tcp", cp.opts.XDSAddress)
+	if err != nil {
+		return fmt.Errorf("xDS listener: %w", err)
+	}
+	caLis, err := net.Listen("tcp", cp.opts.CAAddress)
+	if err != nil {
+		_ = xdsLis.Close()
+		return fmt.Errorf("CA listener: %w", err)
+	}
+	xdsGRPC := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(cp.certs.ServerTLS(cp.opts.RequireXDSClientCert))),
+		grpc.StreamInterceptor(cp.CA.XDSStreamInterceptor()),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(1000),
+	)
+	cp.XDS.Register(xdsGRPC)
+	caGRPC := grpc.NewServer(grpc.Creds(credentials.NewTLS(cp.certs.ServerTLS(false))))
+	pb.RegisterCertificateServiceServer(caGRPC, cp.CA)
+
+	cp.mu.Lock()
+	cp.xdsAddr, cp.caAddr = xdsLis.Addr(), caLis.Addr()
+	cp.mu.Unlock()
+	close(cp.ready)
+	cp.log.Info("serving", "xds", xdsLis.Addr().String(), "ca", caLis.Addr().String())
+
+	errc := make(chan error, 2)
+	go func() { errc <- xdsGRPC.Serve(xdsLis) }()
+	go func() { errc <- caGRPC.Serve(caLis) }()
+	if sc, ok := cp.certs.(*identity.ServingCert); ok {
+		go sc.Run(ctx)
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	xdsGRPC.Stop() // streams are long-lived: do not wait for them
+	caGRPC.GracefulStop()
+	return err
+}
+
+func (cp *ControlPlane) loadCert(ctx context.Context) error {
+	switch src := cp.certs.(type) {
+	case *identity.FileCert:
+		return src.Load()
+	case *identity.ServingCert:
+		// cert-manager may still be starting: retry for a while before giving up.
+		var err error
+		for range 12 {
+			if err = src.Issue(ctx); err == nil || ctx.Err() != nil {
+				return err
+			}
+			cp.log.Error(err, "control-plane certificate not issued yet; retrying")
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(5 * time.Second):
+			}
+		}
+		return err
+	}
+	return nil
+}
+
+// WaitReady blocks until the control plane serves (or failed to start) and returns the
+// addresses it listens on.
+func (cp *ControlPlane) WaitReady(ctx context.Context) (xdsAddr, caAddr string, err error) {
+	select {
+	case <-ctx.Done():
+		return "", "", ctx.Err()
+	case <-cp.ready:
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.readyErr != nil {
+		return "", "", cp.readyErr
+	}
+	return cp.xdsAddr.String(), cp.caAddr.String(), nil
+}
+
+// Roots returns the mesh trust anchors (PEM) the control plane serves with.
+func (cp *ControlPlane) Roots() []string { return cp.certs.Roots() }

@@ -1,0 +1,144 @@
+// Package discovery watches the cluster through a controller-runtime cache and keeps the
+// xDS caches up to date: one reconciler per resource type (Workload from Pod, Service from
+// Service, Authorization from MeshPolicy), each recomputing one resource with the pure
+// functions of controlplane/xds/translate and publishing it only when it changed.
+//
+// Every replica runs these reconcilers (they write nothing to the API server), so they opt
+// out of leader election; only the status writers in controlplane/status need the lease.
+package discovery
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
+	"google.golang.org/protobuf/proto"
+)
+
+// Field indexes on the cache.
+const (
+	// IndexPodNode indexes pods by spec.nodeName (the CA asks "which pods are on node N").
+	IndexPodNode = "spec.nodeName"
+	// IndexPodWaypoint indexes pods by their ambientmesh.dev/waypoint label value.
+	IndexPodWaypoint = "label.waypoint"
+	// IndexServiceWaypoint indexes Services by their ambientmesh.dev/waypoint label value.
+	IndexServiceWaypoint = "label.waypoint"
+)
+
+// Publisher receives translated resources (controlplane/xds/server.Publisher).
+type Publisher interface {
+	// Set publishes a resource; nil removes it. It reports whether anything changed.
+	Set(typeURL, name string, m proto.Message) bool
+}
+
+// Config is what the reconcilers need.
+type Config struct {
+	Mesh      translate.Mesh
+	Publisher Publisher
+}
+
+// SetupIndexes registers the field indexes the reconcilers and the CA use.
+func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexPodNode, func(o client.Object) []string {
+		return nonEmpty(o.(*corev1.Pod).Spec.NodeName)
+	}); err != nil {
+		return fmt.Errorf("index pods by node: %w", err)
+	}
+	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexPodWaypoint, func(o client.Object) []string {
+		return nonEmpty(o.GetLabels()[meshv1.LabelWaypoint])
+	}); err != nil {
+		return fmt.Errorf("index pods by waypoint: %w", err)
+	}
+	if err := idx.IndexField(ctx, &corev1.Service{}, IndexServiceWaypoint, func(o client.Object) []string {
+		return nonEmpty(o.GetLabels()[meshv1.LabelWaypoint])
+	}); err != nil {
+		return fmt.Errorf("index services by waypoint: %w", err)
+	}
+	return nil
+}
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
+}
+
+// Setup registers the xDS reconcilers on mgr (SetupIndexes must have run).
+func Setup(mgr ctrl.Manager, cfg Config) (*Reconcilers, error) {
+	r := &Reconcilers{
+		workloads: &WorkloadReconciler{reader: reader{mgr.GetClient(), cfg.Mesh}, publisher: cfg.Publisher},
+		services:  &ServiceReconciler{reader: reader{mgr.GetClient(), cfg.Mesh}, publisher: cfg.Publisher},
+		policies:  &AuthorizationReconciler{reader: reader{mgr.GetClient(), cfg.Mesh}, publisher: cfg.Publisher},
+	}
+	if err := r.workloads.setup(mgr); err != nil {
+		return nil, err
+	}
+	if err := r.services.setup(mgr); err != nil {
+		return nil, err
+	}
+	if err := r.policies.setup(mgr); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Reconcilers are the three xDS reconcilers.
+type Reconcilers struct {
+	workloads *WorkloadReconciler
+	services  *ServiceReconciler
+	policies  *AuthorizationReconciler
+}
+
+// Prime translates everything in the cache once, so a control plane opens its xDS port
+// with complete state instead of letting the first clients watch it fill up.
+func (r *Reconcilers) Prime(ctx context.Context) error {
+	c := r.workloads.client
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
+		return err
+	}
+	for i := range pods.Items {
+		if _, err := r.workloads.Reconcile(ctx, requestFor(&pods.Items[i])); err != nil {
+			return err
+		}
+	}
+	var services corev1.ServiceList
+	if err := c.List(ctx, &services, client.UnsafeDisableDeepCopy); err != nil {
+		return err
+	}
+	for i := range services.Items {
+		if _, err := r.services.Reconcile(ctx, requestFor(&services.Items[i])); err != nil {
+			return err
+		}
+	}
+	var policies meshv1.MeshPolicyList
+	if err := c.List(ctx, &policies, client.UnsafeDisableDeepCopy); err != nil {
+		return err
+	}
+	for i := range policies.Items {
+		if _, err := r.policies.Reconcile(ctx, requestFor(&policies.Items[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func requestFor(o client.Object) reconcile.Request {
+	return reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)}
+}
+
+// servingOptions: every replica serves xDS, so these controllers run without the lease.
+// Pods churn most: give them a few workers.
+func servingOptions(workers int) controller.Options {
+	return controller.Options{NeedLeaderElection: ptr.To(false), MaxConcurrentReconciles: workers}
+}

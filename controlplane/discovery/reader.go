@@ -1,0 +1,191 @@
+package discovery
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
+)
+
+// reader gathers translation inputs from the cache. Lists skip the deep copy: the
+// translation functions only read.
+type reader struct {
+	client client.Client
+	mesh   translate.Mesh
+}
+
+func (r reader) namespace(ctx context.Context, name string) (*corev1.Namespace, error) {
+	var ns corev1.Namespace
+	if err := r.client.Get(ctx, client.ObjectKey{Name: name}, &ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return &ns, nil
+}
+
+func (r reader) services(ctx context.Context, namespace string) ([]corev1.Service, error) {
+	var list corev1.ServiceList
+	err := r.client.List(ctx, &list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy)
+	return list.Items, err
+}
+
+// policies returns the MeshPolicies of namespace and of the root namespace.
+func (r reader) policies(ctx context.Context, namespace string) ([]meshv1.MeshPolicy, error) {
+	var list meshv1.MeshPolicyList
+	if err := r.client.List(ctx, &list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	out := list.Items
+	if namespace != r.mesh.RootNamespace && r.mesh.RootNamespace != "" {
+		var root meshv1.MeshPolicyList
+		if err := r.client.List(ctx, &root, client.InNamespace(r.mesh.RootNamespace), client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+		out = append(out, root.Items...)
+	}
+	return out, nil
+}
+
+// waypoints resolves the Waypoints of a namespace to their addresses and identities.
+func (r reader) waypoints(ctx context.Context, namespace string) (map[string]translate.WaypointInfo, error) {
+	var list meshv1.WaypointList
+	if err := r.client.List(ctx, &list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	out := map[string]translate.WaypointInfo{}
+	for i := range list.Items {
+		wp := &list.Items[i]
+		svc, err := r.waypointService(ctx, wp)
+		if err != nil {
+			return nil, err
+		}
+		sa, err := r.waypointServiceAccount(ctx, wp)
+		if err != nil {
+			return nil, err
+		}
+		out[wp.Name] = translate.ResolveWaypoint(r.mesh, wp, svc, sa)
+	}
+	return out, nil
+}
+
+func (r reader) waypointService(ctx context.Context, wp *meshv1.Waypoint) (*corev1.Service, error) {
+	var list corev1.ServiceList
+	if err := r.client.List(ctx, &list, client.InNamespace(wp.Namespace),
+		client.MatchingFields{IndexServiceWaypoint: wp.Name}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	if len(list.Items) == 0 {
+		return nil, nil
+	}
+	return &list.Items[0], nil
+}
+
+func (r reader) waypointServiceAccount(ctx context.Context, wp *meshv1.Waypoint) (string, error) {
+	var list corev1.PodList
+	if err := r.client.List(ctx, &list, client.InNamespace(wp.Namespace),
+		client.MatchingFields{IndexPodWaypoint: wp.Name}, client.UnsafeDisableDeepCopy); err != nil {
+		return "", err
+	}
+	for _, p := range list.Items {
+		if p.Spec.ServiceAccountName != "" {
+			return p.Spec.ServiceAccountName, nil
+		}
+	}
+	return "", nil
+}
+
+// Service, Waypoint and Namespace implement translate.TargetLookup on the cache; lookup
+// errors read as "missing", and the status is recomputed on the next change.
+func (r reader) Service(namespace, name string) *corev1.Service {
+	var svc corev1.Service
+	if r.client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, &svc) != nil {
+		return nil
+	}
+	return &svc
+}
+
+// Waypoint implements translate.TargetLookup.
+func (r reader) Waypoint(namespace, name string) *meshv1.Waypoint {
+	var wp meshv1.Waypoint
+	if r.client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, &wp) != nil {
+		return nil
+	}
+	return &wp
+}
+
+// Namespace implements translate.TargetLookup.
+func (r reader) Namespace(name string) *corev1.Namespace {
+	ns, err := r.namespace(context.Background(), name)
+	if err != nil {
+		return nil
+	}
+	return ns
+}
+
+// Map functions: which objects to recompute when a related object changes.
+
+// podsInNamespaceOf maps an object to every pod in its namespace (for a Namespace: in
+// itself; for anything in the root namespace: every pod, since mesh-wide policies live there).
+func (r reader) podsInNamespaceOf(ctx context.Context, o client.Object) []reconcile.Request {
+	ns := o.GetNamespace()
+	if _, isNS := o.(*corev1.Namespace); isNS {
+		ns = o.GetName()
+	}
+	opts := []client.ListOption{client.UnsafeDisableDeepCopy}
+	if _, isPolicy := o.(*meshv1.MeshPolicy); !isPolicy || ns != r.mesh.RootNamespace {
+		opts = append(opts, client.InNamespace(ns))
+	}
+	var list corev1.PodList
+	if err := r.client.List(ctx, &list, opts...); err != nil {
+		return nil
+	}
+	return requests(list.Items)
+}
+
+// servicesInNamespaceOf maps an object to every Service in its namespace.
+func (r reader) servicesInNamespaceOf(ctx context.Context, o client.Object) []reconcile.Request {
+	ns := o.GetNamespace()
+	if _, isNS := o.(*corev1.Namespace); isNS {
+		ns = o.GetName()
+	}
+	var list corev1.ServiceList
+	if err := r.client.List(ctx, &list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+		return nil
+	}
+	return requests(list.Items)
+}
+
+func requests[T any, PT interface {
+	*T
+	client.Object
+}](items []T) []reconcile.Request {
+	out := make([]reconcile.Request, 0, len(items))
+	for i := range items {
+		out = append(out, requestFor(PT(&items[i])))
+	}
+	return out
+}
+
+// onlyWaypointObjects passes objects that belong to a waypoint (its pods and Service):
+// other pods and Services do not change any waypoint's address or identity.
+func onlyWaypointObjects(mapFn handler.MapFunc) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		if o.GetLabels()[meshv1.LabelWaypoint] == "" {
+			return nil
+		}
+		return mapFn(ctx, o)
+	}
+}
+
+// NewTargetLookup resolves MeshPolicy targets from c (normally the manager's cached client).
+func NewTargetLookup(c client.Client, mesh translate.Mesh) translate.TargetLookup {
+	return reader{client: c, mesh: mesh}
+}

@@ -1,0 +1,232 @@
+// Package server serves the workload API over delta ADS with go-control-plane: one
+// LinearCache per resource type behind a MuxCache, and go-control-plane's own xDS server.
+//
+// Pushes never block on a slow client: a LinearCache answers each watch at most once on a
+// buffered channel and then forgets it, and the client's stream goroutine opens the next
+// watch only after it has sent the previous response. While a client is slow, its next
+// response simply carries every resource that changed in the meantime.
+package server
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Debounce is how long changes are collected before they are pushed (default 50ms).
+	Debounce time.Duration
+	// Registerer receives the server's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	Log        logr.Logger
+}
+
+// Server is the workload API's delta ADS server.
+type Server struct {
+	caches    map[string]*cache.LinearCache
+	xds       serverv3.Server
+	publisher *Publisher
+	metrics   *metrics
+}
+
+// New builds the caches and the xDS server. Register it on a gRPC server to serve.
+func New(ctx context.Context, opts Options) *Server {
+	if opts.Debounce == 0 {
+		opts.Debounce = 50 * time.Millisecond
+	}
+	m := newMetrics(opts.Registerer)
+	s := &Server{caches: map[string]*cache.LinearCache{}, metrics: m}
+	muxed := map[string]cache.Cache{}
+	forPublisher := map[string]resourceCache{}
+	for _, t := range pb.TypeURLs {
+		c := cache.NewLinearCache(t, cache.WithLogger(quietLogger{}))
+		s.caches[t], muxed[t], forPublisher[t] = c, c, c
+	}
+	mux := &cache.MuxCache{
+		Classify:      func(r *cache.Request) string { return r.GetTypeUrl() },
+		ClassifyDelta: func(r *cache.DeltaRequest) string { return r.GetTypeUrl() },
+		Caches:        muxed,
+	}
+	s.publisher = newPublisher(forPublisher, opts.Debounce, m.updates)
+	s.xds = serverv3.NewServer(ctx, mux, m.callbacks(opts.Log))
+	return s
+}
+
+// Register adds the Aggregated Discovery Service to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+}
+
+// Publisher is where translated resources go.
+func (s *Server) Publisher() *Publisher { return s.publisher }
+
+// ResourceCount is the number of resources of a type in the cache (after the last flush).
+func (s *Server) ResourceCount(typeURL string) int {
+	if c, ok := s.caches[typeURL]; ok {
+		return c.NumResources()
+	}
+	return 0
+}
+
+// Stats are totals over every client since start.
+type Stats struct {
+	Responses      int64
+	Resources      int64
+	Bytes          int64
+	Nacks          int64
+	ConnectedNodes int
+}
+
+// Stats returns the push totals (for benchmarks and dumps).
+func (s *Server) Stats() Stats { return s.metrics.totals() }
+
+// metrics are the server's Prometheus series, per client (the xDS node id) and type.
+type metrics struct {
+	connected *prometheus.GaugeVec
+	responses *prometheus.CounterVec
+	resources *prometheus.CounterVec
+	bytes     *prometheus.CounterVec
+	nacks     *prometheus.CounterVec
+	updates   *prometheus.CounterVec
+
+	mu      sync.Mutex
+	streams map[int64]*stream
+	total   Stats
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ambientmesh_xds_connected_streams",
+			Help: "Open delta ADS streams, per client (xDS node id)."}, []string{"client"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambientmesh_xds_pushes_total",
+			Help: "Delta xDS responses sent, per client and type."}, []string{"client", "type"}),
+		resources: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambientmesh_xds_pushed_resources_total",
+			Help: "Resources (updated or removed) sent, per client and type."}, []string{"client", "type"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambientmesh_xds_pushed_bytes_total",
+			Help: "Bytes of delta xDS responses sent (protobuf size), per client and type."}, []string{"client", "type"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambientmesh_xds_nacks_total",
+			Help: "Responses a client rejected, per client and type."}, []string{"client", "type"}),
+		updates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambientmesh_xds_resource_updates_total",
+			Help: "Resource changes published to the caches (after dropping no-op updates), per type."}, []string{"type"}),
+		streams: map[int64]*stream{},
+	}
+	if reg != nil {
+		reg.MustRegister(m.connected, m.responses, m.resources, m.bytes, m.nacks, m.updates)
+	}
+	return m
+}
+
+// stream is one open delta ADS stream; client is the xDS node id of its first request.
+type stream struct {
+	client  string
+	counted bool
+}
+
+func (m *metrics) callbacks(log logr.Logger) serverv3.CallbackFuncs {
+	return serverv3.CallbackFuncs{
+		DeltaStreamOpenFunc: func(_ context.Context, id int64, _ string) error {
+			m.mu.Lock()
+			m.streams[id] = &stream{client: "unknown"}
+			m.mu.Unlock()
+			return nil
+		},
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) {
+			m.mu.Lock()
+			st := m.streams[id]
+			delete(m.streams, id)
+			m.mu.Unlock()
+			if st != nil && st.counted {
+				m.connected.WithLabelValues(st.client).Dec()
+				log.V(1).Info("xDS client disconnected", "client", st.client, "stream", id)
+			}
+		},
+		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			m.onRequest(log, id, req)
+			return nil
+		},
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+			m.onResponse(id, resp)
+		},
+	}
+}
+
+func (m *metrics) onRequest(log logr.Logger, id int64, req *discoveryv3.DeltaDiscoveryRequest) {
+	m.mu.Lock()
+	st := m.streams[id]
+	if st == nil {
+		st = &stream{client: "unknown"}
+		m.streams[id] = st
+	}
+	first := !st.counted
+	if first {
+		if nodeID := req.GetNode().GetId(); nodeID != "" {
+			st.client = nodeID
+		}
+		st.counted = true
+	}
+	client := st.client
+	if req.GetErrorDetail() != nil {
+		m.total.Nacks++
+	}
+	m.mu.Unlock()
+	if first {
+		m.connected.WithLabelValues(client).Inc()
+		log.V(1).Info("xDS client connected", "client", client, "stream", id)
+	}
+	if req.GetErrorDetail() != nil {
+		m.nacks.WithLabelValues(client, shortType(req.GetTypeUrl())).Inc()
+		log.Info("xDS client rejected a response", "client", client, "type", req.GetTypeUrl(), "error", req.GetErrorDetail().GetMessage())
+	}
+}
+
+func (m *metrics) onResponse(id int64, resp *discoveryv3.DeltaDiscoveryResponse) {
+	m.mu.Lock()
+	client := "unknown"
+	if st := m.streams[id]; st != nil {
+		client = st.client
+	}
+	n := int64(len(resp.GetResources()) + len(resp.GetRemovedResources()))
+	size := int64(proto.Size(resp))
+	m.total.Responses++
+	m.total.Resources += n
+	m.total.Bytes += size
+	m.mu.Unlock()
+	t := shortType(resp.GetTypeUrl())
+	m.responses.WithLabelValues(client, t).Inc()
+	m.resources.WithLabelValues(client, t).Add(float64(n))
+	m.bytes.WithLabelValues(client, t).Add(float64(size))
+}
+
+func (m *metrics) totals() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.total
+	st.ConnectedNodes = len(m.streams)
+	return st
+}
+
+// shortType is the message name of a type URL, for metric labels.
+func shortType(typeURL string) string {
+	return typeURL[strings.LastIndex(typeURL, ".")+1:]
+}
+
+// quietLogger drops go-control-plane's per-watch chatter.
+type quietLogger struct{}
+
+func (quietLogger) Debugf(string, ...any) {}
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Warnf(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
