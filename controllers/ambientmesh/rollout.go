@@ -136,6 +136,9 @@ func rolledOutAt(w workloadState, version string) bool {
 
 // nodePlan is the decision of the node-by-node ztunnel replacement.
 type nodePlan struct {
+	// Rolling: some ztunnel pod (running or terminating) still has an
+	// outdated template, so a rollout is in progress.
+	Rolling bool
 	// Updated and Total count nodes whose ztunnel runs the current template.
 	Updated, Total int32
 	// Transition names the node whose ztunnel is being replaced (or a
@@ -149,36 +152,49 @@ type nodePlan struct {
 	RecheckAfter time.Duration
 }
 
-// Done reports whether every node runs the current ztunnel template.
-func (n nodePlan) Done() bool { return n.Transition == "" && n.Delete == nil && n.Updated >= n.Total }
+// Done reports whether no ztunnel pod runs an outdated template.
+func (n nodePlan) Done() bool { return !n.Rolling }
 
 // planZTunnelNodes picks the next node whose ztunnel to replace. At most one
 // node is in transition: a pod being deleted, a node waiting for its new pod,
 // or a new pod not ready yet all hold the rollout. A new pod that is not
 // ready within timeout stops the rollout and names its node. Outdated pods
-// are replaced in node-name order so the progress is predictable.
+// are replaced in node-name order so the progress is predictable. With no
+// outdated pod there is no rollout: an unready pod is then a plain
+// readiness problem (ZTunnelReady), not an upgrade step.
 func planZTunnelNodes(pods []ztunnelPod, desiredHash string, desiredNodes int32, timeout time.Duration, now time.Time) nodePlan {
 	plan := nodePlan{Total: max(desiredNodes, int32(len(pods)))}
-	var outdated []ztunnelPod
+	var outdated, fresh []ztunnelPod
 	live := int32(0)
 	for _, p := range pods {
+		if p.Hash != desiredHash {
+			plan.Rolling = true
+		}
 		switch {
 		case p.Terminating:
-			plan.Transition = p.Node
+			if p.Hash != desiredHash {
+				plan.Transition = p.Node
+			}
 		case p.Hash != desiredHash:
 			live++
 			outdated = append(outdated, p)
 		case !p.Ready:
 			live++
-			plan.Transition = p.Node
-			if waited := now.Sub(p.Created); waited >= timeout {
-				plan.Failed = fmt.Sprintf("node %s: the new ztunnel pod %s is not ready after %s", p.Node, p.Name, waited.Round(time.Second))
-			} else {
-				plan.RecheckAfter = timeout - waited
-			}
+			fresh = append(fresh, p)
 		default:
 			live++
 			plan.Updated++
+		}
+	}
+	if !plan.Rolling {
+		return plan
+	}
+	for _, p := range fresh {
+		plan.Transition = p.Node
+		if waited := now.Sub(p.Created); waited >= timeout {
+			plan.Failed = fmt.Sprintf("node %s: the new ztunnel pod %s is not ready after %s", p.Node, p.Name, waited.Round(time.Second))
+		} else {
+			plan.RecheckAfter = timeout - waited
 		}
 	}
 	if plan.Transition != "" || len(outdated) == 0 {
