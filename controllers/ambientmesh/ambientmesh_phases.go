@@ -3,7 +3,6 @@ package ambientmesh
 import (
 	"context"
 	"fmt"
-	"time"
 
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
@@ -292,17 +291,5 @@ func ztunnelTemplateHash(objs []client.Object) string {
 func (r *Reconciler) event(mesh *meshv1alpha1.AmbientMesh, eventType, reason, action, format string, args ...any) {
 	if r.Recorder != nil {
 		r.Recorder.Eventf(mesh, nil, eventType, reason, action, format, args...)
-	}
-}
-
-// minRequeue is the earliest non-zero of two requeue delays.
-func minRequeue(a, b time.Duration) time.Duration {
-	switch {
-	case a == 0:
-		return b
-	case b == 0:
-		return a
-	default:
-		return min(a, b)
 	}
 }

@@ -1,0 +1,228 @@
+package ambientmesh
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
+)
+
+// These unit tests cover error paths with a fake client and interceptors;
+// the behaviour on a real API server is tested in test/lifecycle.
+
+var now = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+func testScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, meshv1alpha1.AddToScheme, cmv1.AddToScheme} {
+		if err := add(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+func installedMesh() *meshv1alpha1.AmbientMesh {
+	m := &meshv1alpha1.AmbientMesh{}
+	m.Name = meshv1alpha1.MeshName
+	m.UID = "mesh-uid"
+	m.Finalizers = []string{Finalizer}
+	m.Spec.Version = "0.1.0"
+	return m
+}
+
+func newReconciler(t *testing.T, funcs interceptor.Funcs, objs ...client.Object) (*Reconciler, client.Client) {
+	t.Helper()
+	c := fake.NewClientBuilder().WithScheme(testScheme(t)).
+		WithObjects(objs...).
+		WithStatusSubresource(&meshv1alpha1.AmbientMesh{}).
+		WithInterceptorFuncs(funcs).
+		Build()
+	return &Reconciler{Client: c, Recorder: events.NewFakeRecorder(100), Clock: clocktesting.NewFakePassiveClock(now)}, c
+}
+
+func reconcileMesh(r *Reconciler) (ctrl.Result, error) {
+	return r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Name: meshv1alpha1.MeshName}})
+}
+
+func readyCond(t *testing.T, c client.Client) *metav1.Condition {
+	t.Helper()
+	m := &meshv1alpha1.AmbientMesh{}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: meshv1alpha1.MeshName}, m); err != nil {
+		t.Fatal(err)
+	}
+	cond := meta.FindStatusCondition(m.Status.Conditions, meshv1alpha1.MeshConditionReady)
+	if cond == nil {
+		t.Fatal("no Ready condition written")
+	}
+	return cond
+}
+
+func TestFirstPassOnlyAddsTheFinalizer(t *testing.T) {
+	m := installedMesh()
+	m.Finalizers = nil
+	r, c := newReconciler(t, interceptor.Funcs{}, m)
+	if _, err := reconcileMesh(r); err != nil {
+		t.Fatal(err)
+	}
+	got := &meshv1alpha1.AmbientMesh{}
+	_ = c.Get(context.Background(), client.ObjectKey{Name: meshv1alpha1.MeshName}, got)
+	if !slices.Contains(got.Finalizers, Finalizer) {
+		t.Fatalf("finalizers = %v", got.Finalizers)
+	}
+}
+
+func TestApplyFailureIsReportedInStatus(t *testing.T) {
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "ambientmesh-config", errors.New("RBAC says no"))
+	r, c := newReconciler(t, interceptor.Funcs{
+		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error { return forbidden },
+	}, installedMesh())
+	_, err := reconcileMesh(r)
+	if err == nil || !strings.Contains(err.Error(), "apply ConfigMap ambient-system/ambientmesh-config") {
+		t.Fatalf("Reconcile error = %v, want the failing object named", err)
+	}
+	cond := readyCond(t, c)
+	if cond.Reason != meshv1alpha1.ReasonApplyFailed || !strings.Contains(cond.Message, "RBAC says no") {
+		t.Fatalf("Ready = %s: %s", cond.Reason, cond.Message)
+	}
+}
+
+func TestReadFailureStillWritesStatus(t *testing.T) {
+	r, c := newReconciler(t, interceptor.Funcs{
+		List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if _, ok := list.(*corev1.PodList); ok {
+				return errors.New("etcd timeout")
+			}
+			return cl.List(ctx, list, opts...)
+		},
+	}, installedMesh())
+	if _, err := reconcileMesh(r); err == nil || !strings.Contains(err.Error(), "etcd timeout") {
+		t.Fatalf("Reconcile error = %v", err)
+	}
+	if cond := readyCond(t, c); cond.Reason != meshv1alpha1.ReasonApplyFailed || cond.Message != "etcd timeout" {
+		t.Fatalf("Ready = %s: %s", cond.Reason, cond.Message)
+	}
+}
+
+func TestStatusPatchFailureIsReturned(t *testing.T) {
+	r, _ := newReconciler(t, interceptor.Funcs{
+		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error { return nil },
+		SubResourcePatch: func(context.Context, client.Client, string, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
+			return errors.New("status write refused")
+		},
+	}, installedMesh())
+	if _, err := reconcileMesh(r); err == nil || !strings.Contains(err.Error(), "status write refused") {
+		t.Fatalf("Reconcile error = %v, want the status error joined", err)
+	}
+}
+
+// A rollout in progress: the control plane and CNI agent run 0.2.0, two
+// nodes still run the old ztunnel. Deleting the next pod fails.
+func TestPodDeleteFailureNamesTheNode(t *testing.T) {
+	m := installedMesh()
+	m.Spec.Version = "0.2.0"
+	ns := "ambient-system"
+	objs := []client.Object{m, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}}
+	rendered, err := manifests.Render(manifests.Input{Mesh: m, Versions: manifests.Uniform("0.2.0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range rendered {
+		switch w := o.(type) {
+		case *appsv1.Deployment:
+			w.Status = appsv1.DeploymentStatus{Replicas: 1, ReadyReplicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1}
+			objs = append(objs, w)
+		case *appsv1.DaemonSet:
+			w.Status = appsv1.DaemonSetStatus{DesiredNumberScheduled: 2, NumberReady: 2, UpdatedNumberScheduled: 2}
+			objs = append(objs, w)
+		}
+	}
+	for _, node := range []string{"node-a", "node-b"} {
+		objs = append(objs, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: "ztunnel-" + node, Namespace: ns, UID: types.UID("uid-" + node),
+				Labels: map[string]string{manifests.LabelManagedBy: manifests.ManagedByValue, manifests.LabelMesh: "default",
+					manifests.LabelName: manifests.ZTunnelName, manifests.LabelVersion: "0.1.0"},
+				Annotations: map[string]string{manifests.AnnotationTemplateHash: "old"},
+			},
+			Spec:   corev1.PodSpec{NodeName: node},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+		})
+	}
+	r, c := newReconciler(t, interceptor.Funcs{
+		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error { return nil },
+		Delete: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			if _, ok := obj.(*corev1.Pod); ok {
+				return errors.New("admission webhook denied")
+			}
+			return cl.Delete(ctx, obj, opts...)
+		},
+	}, objs...)
+	_, err = reconcileMesh(r)
+	if err == nil || !strings.Contains(err.Error(), "delete ztunnel pod ztunnel-node-a on node node-a") {
+		t.Fatalf("Reconcile error = %v, want node-a named", err)
+	}
+	if cond := readyCond(t, c); cond.Reason != meshv1alpha1.ReasonApplyFailed {
+		t.Fatalf("Ready = %s: %s", cond.Reason, cond.Message)
+	}
+}
+
+func TestUninstallWithNamespaceGoneFinishes(t *testing.T) {
+	m := installedMesh()
+	m.DeletionTimestamp = ptr.To(metav1.NewTime(now.Add(-time.Second)))
+	r, c := newReconciler(t, interceptor.Funcs{}, m)
+	if _, err := reconcileMesh(r); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Get(context.Background(), client.ObjectKey{Name: meshv1alpha1.MeshName}, &meshv1alpha1.AmbientMesh{})
+	if !apierrors.IsNotFound(err) {
+		t.Fatalf("mesh still there after uninstall (err %v): the finalizer was not removed", err)
+	}
+}
+
+func TestUninstallWaitsForCNIPodsThenGivesUp(t *testing.T) {
+	m := installedMesh()
+	m.DeletionTimestamp = ptr.To(metav1.NewTime(now.Add(-time.Second)))
+	cniPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "cni-x", Namespace: "ambient-system",
+		Labels: map[string]string{manifests.LabelManagedBy: manifests.ManagedByValue, manifests.LabelMesh: "default", manifests.LabelName: manifests.CNIName}}}
+	r, c := newReconciler(t, interceptor.Funcs{}, m, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ambient-system"}}, cniPod)
+	res, err := reconcileMesh(r)
+	if err != nil || res.RequeueAfter == 0 {
+		t.Fatalf("result %+v, err %v: want a wait", res, err)
+	}
+	if cond := readyCond(t, c); cond.Reason != meshv1alpha1.ReasonDeleting || !strings.Contains(cond.Message, "1 CNI agent pod(s)") {
+		t.Fatalf("Ready = %s: %s", cond.Reason, cond.Message)
+	}
+	// The node is down and the pod never ends: after the timeout the uninstall goes on.
+	r.Clock = clocktesting.NewFakePassiveClock(now.Add(podTerminationTimeout(m) + time.Minute))
+	if _, err := reconcileMesh(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: meshv1alpha1.MeshName}, &meshv1alpha1.AmbientMesh{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("mesh still there after the timeout: %v", err)
+	}
+}
