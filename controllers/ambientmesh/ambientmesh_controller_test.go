@@ -99,7 +99,9 @@ func TestFirstPassOnlyAddsTheFinalizer(t *testing.T) {
 func TestApplyFailureIsReportedInStatus(t *testing.T) {
 	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "ambientmesh-config", errors.New("RBAC says no"))
 	r, c := newReconciler(t, interceptor.Funcs{
-		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error { return forbidden },
+		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error {
+			return forbidden
+		},
 	}, installedMesh())
 	_, err := reconcileMesh(r)
 	if err == nil || !strings.Contains(err.Error(), "apply ConfigMap ambient-system/ambientmesh-config") {
@@ -130,7 +132,9 @@ func TestReadFailureStillWritesStatus(t *testing.T) {
 
 func TestStatusPatchFailureIsReturned(t *testing.T) {
 	r, _ := newReconciler(t, interceptor.Funcs{
-		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error { return nil },
+		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error {
+			return nil
+		},
 		SubResourcePatch: func(context.Context, client.Client, string, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
 			return errors.New("status write refused")
 		},
@@ -174,7 +178,9 @@ func TestPodDeleteFailureNamesTheNode(t *testing.T) {
 		})
 	}
 	r, c := newReconciler(t, interceptor.Funcs{
-		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error { return nil },
+		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error {
+			return nil
+		},
 		Delete: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
 			if _, ok := obj.(*corev1.Pod); ok {
 				return errors.New("admission webhook denied")
