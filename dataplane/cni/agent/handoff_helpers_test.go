@@ -14,6 +14,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/go-logr/logr/testr"
 
+	"github.com/ambientmesh/ambient-operator/dataplane/cni/internal/netnstest"
+
 	pb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
 )
@@ -41,11 +43,17 @@ type receivedWorkload struct {
 	inode uint64
 }
 
-func startFakeZtunnel(t *testing.T, listenPort int) *fakeZtunnel {
+// tb is what the helpers need: *testing.T and GinkgoT() both fit.
+type tb interface {
+	netnstest.T
+	Log(args ...any)
+}
+
+func startFakeZtunnel(t tb, listenPort int) *fakeZtunnel {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "zt")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	z := &fakeZtunnel{Socket: filepath.Join(dir, "handoff.sock"), listenPort: listenPort,
@@ -55,13 +63,13 @@ func startFakeZtunnel(t *testing.T, listenPort int) *fakeZtunnel {
 	return z
 }
 
-func (z *fakeZtunnel) start(t *testing.T) {
+func (z *fakeZtunnel) start(t tb) {
 	ln, err := handoff.Listen(z.Socket)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	z.srv = &handoff.Server{Workloads: z, Log: testr.New(t).WithName("fake-ztunnel")}
+	z.srv = &handoff.Server{Workloads: z, Log: testr.NewWithInterface(t, testr.Options{}).WithName("fake-ztunnel")}
 	z.cancel, z.done = cancel, make(chan error, 1)
 	go func() { z.done <- z.srv.Serve(ctx, ln) }()
 }
@@ -158,11 +166,11 @@ func (z *fakeZtunnel) addCount() int {
 	return z.adds
 }
 
-func inode(t *testing.T, path string) uint64 {
+func inode(t tb, path string) uint64 {
 	t.Helper()
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	return st.Ino
 }

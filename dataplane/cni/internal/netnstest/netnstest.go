@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 	"unsafe"
 
@@ -26,8 +25,16 @@ import (
 
 var counters = regexp.MustCompile(`\[\d+:\d+\]`)
 
+// T is what the helpers need of a test: *testing.T and GinkgoT() both fit.
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Skip(args ...any)
+	Cleanup(func())
+}
+
 // RequireRoot skips t unless it runs as root.
-func RequireRoot(t testing.TB) {
+func RequireRoot(t T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces and netfilter rules")
@@ -49,7 +56,7 @@ type NS struct {
 }
 
 // New creates a namespace deleted when the test ends.
-func New(t testing.TB, prefix string) *NS {
+func New(t T, prefix string) *NS {
 	t.Helper()
 	name := UniqueName(prefix)
 	Must(t, "ip", "netns", "add", name)
@@ -60,7 +67,7 @@ func New(t testing.TB, prefix string) *NS {
 }
 
 // Must runs a command on the host and fails the test on error.
-func Must(t testing.TB, name string, args ...string) string {
+func Must(t T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -70,7 +77,7 @@ func Must(t testing.TB, name string, args ...string) string {
 }
 
 // Run runs a command inside the namespace and fails the test on error.
-func (n *NS) Run(t testing.TB, args ...string) string {
+func (n *NS) Run(t T, args ...string) string {
 	t.Helper()
 	return Must(t, "ip", append([]string{"netns", "exec", n.Name}, args...)...)
 }
@@ -83,7 +90,7 @@ func (n *NS) Output(args ...string) (string, error) {
 
 // Ruleset is what a user would look at: iptables-save (without counters and
 // comments about the save time) followed by nft list ruleset.
-func (n *NS) Ruleset(t testing.TB) string {
+func (n *NS) Ruleset(t T) string {
 	t.Helper()
 	var kept []string
 	for _, l := range strings.Split(n.Run(t, "iptables-save"), "\n") {
@@ -98,7 +105,7 @@ func (n *NS) Ruleset(t testing.TB) string {
 
 // Link connects a and b with a veth pair, addressing each end with a /24
 // (e.g. "10.248.0.1/24"). Interface names are derived from the namespaces.
-func Link(t testing.TB, a *NS, aAddr string, b *NS, bAddr string) {
+func Link(t T, a *NS, aAddr string, b *NS, bAddr string) {
 	t.Helper()
 	aIf, bIf := UniqueName("va"), UniqueName("vb")
 	Must(t, "ip", "link", "add", aIf, "netns", a.Name, "type", "veth", "peer", "name", bIf, "netns", b.Name)
@@ -114,7 +121,7 @@ func (n *NS) Do(fn func() error) error {
 }
 
 // Listen opens a TCP listener inside the namespace, closed at test end.
-func (n *NS) Listen(t testing.TB, addr string) net.Listener {
+func (n *NS) Listen(t T, addr string) net.Listener {
 	t.Helper()
 	var l net.Listener
 	if err := n.Do(func() (err error) { l, err = net.Listen("tcp4", addr); return }); err != nil {
