@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -136,7 +138,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		h2.ReadIdleTimeout = cfg.PingInterval
 	}
 	tlsConf := ServerTLSConfig(cfg.Identity, cfg.Certs, cfg.Roots)
-	hs := &http.Server{TLSConfig: tlsConf.Clone()}
+	// x/net/http2 reports connection errors through the http.Server's
+	// ErrorLog: route them to our logger (they are peers' mistakes).
+	hs := &http.Server{TLSConfig: tlsConf.Clone(), ErrorLog: log.New(logWriter{cfg.Logger.V(1)}, "", 0)}
 	if err := http2.ConfigureServer(hs, h2); err != nil {
 		return nil, fmt.Errorf("hbone: configure HTTP/2: %w", err)
 	}
@@ -200,6 +204,14 @@ func (s *Server) ServeConn(c net.Conn) {
 	connCtx := context.WithValue(s.ctx, connInfoKey{}, info)
 	s.h2.ServeConn(newBatchedTLSConn(tc, cr, nil), &http2.ServeConnOpts{Context: connCtx, BaseConfig: s.hs, Handler: http.HandlerFunc(s.serveHTTP)})
 	c.Close()
+}
+
+// logWriter adapts a logr.Logger to the io.Writer of a *log.Logger.
+type logWriter struct{ l logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.l.Info(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // connInfo is what every request of one connection shares. x/net/http2
