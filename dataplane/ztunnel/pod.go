@@ -47,9 +47,9 @@ func (z *Ztunnel) ServePod(ctx context.Context, pod *inpod.Pod) {
 
 	select {
 	case <-ctx.Done():
-	case <-z.draining:
-		// Tell HBONE clients (GOAWAY) to open new connections, which our successor accepts;
-		// streams already open finish.
+	case <-z.stopAccept:
+		// Our listeners are closed: tell HBONE clients (GOAWAY) to open new connections,
+		// which our successor accepts; streams already open finish.
 		go func() { _ = srv.Shutdown(ctx) }()
 		<-ctx.Done()
 	}

@@ -111,8 +111,11 @@ type Ztunnel struct {
 	conns    *registry
 	roots    hbone.RootsSource
 	log      logr.Logger
-	draining chan struct{}
+	draining chan struct{} // closed when the drain starts (not ready any more)
 	drainOne sync.Once
+	// stopAccept is closed after HandoverGrace: listeners close and HBONE servers send
+	// GOAWAY, so clients move to our successor.
+	stopAccept chan struct{}
 }
 
 // New assembles a ztunnel; Run starts it.
@@ -121,7 +124,7 @@ func New(cfg Config) (*Ztunnel, error) {
 	if cfg.CA == nil || cfg.Token == nil {
 		return nil, errors.New("ztunnel: Config.CA and Config.Token are required")
 	}
-	z := &Ztunnel{cfg: cfg, Store: state.New(), Metrics: metrics.New(), log: cfg.Log, draining: make(chan struct{})}
+	z := &Ztunnel{cfg: cfg, Store: state.New(), Metrics: metrics.New(), log: cfg.Log, draining: make(chan struct{}), stopAccept: make(chan struct{})}
 	z.Identity = identity.NewManager(identity.Config{CA: cfg.CA, Token: cfg.Token, TTL: cfg.CertTTL, Log: cfg.Log.WithName("identity")})
 	// The control plane's trust bundle wins; before it arrives, the roots the CA returned.
 	z.roots = hbone.RootsFunc(func() *x509.CertPool {
@@ -213,6 +216,7 @@ func (z *Ztunnel) Run(ctx context.Context) error {
 	stopHandoff() // the node agent reconnects, to our successor if there is one
 	time.Sleep(z.cfg.HandoverGrace)
 	z.Pods.StopAccepting()
+	close(z.stopAccept)
 	select {
 	case <-z.conns.waitIdle():
 	case <-time.After(z.cfg.DrainPeriod):

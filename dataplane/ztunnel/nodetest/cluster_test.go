@@ -1,0 +1,465 @@
+package nodetest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	handoffpb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
+	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/nstest"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
+)
+
+var ztunnelBin string
+
+// TestMain builds the real ztunnel binary once for the package.
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		os.Exit(m.Run()) // every test skips with its reason
+	}
+	dir, err := os.MkdirTemp("", "ztunnel-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ztunnelBin = filepath.Join(dir, "ztunnel")
+	build := exec.Command("go", "build", "-o", ztunnelBin, "./cmd/ztunnel")
+	build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building ztunnel: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const token = "ztunnel-node-token"
+
+type cluster struct {
+	t       *testing.T
+	backend string
+	ca      *catest.Service
+	xds     *xdstest.Server
+	dir     string
+	nodes   map[string]*node
+	pods    map[string]*pod
+}
+
+type node struct {
+	name     string
+	ns       *nstest.NS
+	underlay string // interface name of the underlay link in ns
+	bridge   string
+	gateway  string
+	socket   string
+	zt       *ztProc
+	agent    *agent
+}
+
+type pod struct {
+	name, uid, sa string
+	ip            netip.Addr
+	node          *node
+	ns            *nstest.NS
+	net           *inpod.NetNS
+	meshed        bool
+	app           *echoApp
+}
+
+// newCluster builds nodes a (10.100.1.0/24) and b (10.100.2.0/24) joined by an underlay
+// (10.99.0.0/24), and starts the control plane, CA and one ztunnel per node.
+func newCluster(t *testing.T, backend string) *cluster {
+	nstest.RequireRoot(t)
+	c := &cluster{t: t, backend: backend, dir: t.TempDir(), nodes: map[string]*node{}, pods: map[string]*pod{}}
+	c.ca = &catest.Service{CA: catest.New(t), Token: token}
+	c.ca.Serve(t)
+	c.xds = xdstest.Start(t)
+	c.xds.Set(t, pb.TrustBundleTypeURL, map[string]proto.Message{"cluster.local": &pb.TrustBundle{TrustDomain: "cluster.local", Roots: []string{c.ca.CA.PEM}}})
+	if err := os.WriteFile(filepath.Join(c.dir, "token"), []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.addNode("a", "10.100.1.1/24"), c.addNode("b", "10.100.2.1/24")
+	a.underlay, b.underlay = nstest.Veth(t, a.ns, "10.99.0.1/24", b.ns, "10.99.0.2/24")
+	a.ns.Run(t, "ip", "route", "add", "10.100.2.0/24", "via", "10.99.0.2")
+	b.ns.Run(t, "ip", "route", "add", "10.100.1.0/24", "via", "10.99.0.1")
+	return c
+}
+
+func (c *cluster) addNode(name, gatewayCIDR string) *node {
+	n := &node{name: name, ns: nstest.New(c.t, "znode"), bridge: "br0", gateway: strings.Split(gatewayCIDR, "/")[0]}
+	n.ns.Run(c.t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	n.ns.Run(c.t, "ip", "link", "add", n.bridge, "type", "bridge")
+	n.ns.Run(c.t, "ip", "addr", "add", gatewayCIDR, "dev", n.bridge)
+	n.ns.Run(c.t, "ip", "link", "set", n.bridge, "up")
+	n.socket = filepath.Join(c.dir, "handoff-"+name+".sock")
+	c.nodes[name] = n
+	return n
+}
+
+// addPod creates a pod netns on a node; meshed pods get the capture rules of the cluster's
+// backend and are handed to the node's ztunnel by the node agent.
+func (c *cluster) addPod(nodeName, name, sa, ip string, meshed bool) *pod {
+	t := c.t
+	n := c.nodes[nodeName]
+	p := &pod{name: name, uid: "uid-" + name, sa: sa, ip: netip.MustParseAddr(ip), node: n, ns: nstest.New(t, "zpod"), meshed: meshed}
+	_, hostSide := nstest.Veth(t, p.ns, ip+"/24", n.ns, "")
+	n.ns.Run(t, "ip", "link", "set", hostSide, "master", n.bridge)
+	p.ns.Run(t, "ip", "route", "add", "default", "via", n.gateway)
+	var err error
+	if p.net, err = inpod.OpenNetNS(p.ns.Path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.net.Close() })
+	if meshed {
+		r, err := rules.New(c.backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Install(p.ns.Path, rules.DefaultPodConfig()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.pods[name] = p
+	return p
+}
+
+// publish sends every pod's Workload to the control plane (plus extra resources).
+func (c *cluster) publish() {
+	ws := map[string]proto.Message{}
+	for _, p := range c.pods {
+		w := &pb.Workload{Uid: p.uid, Name: p.name, Namespace: "shop", ServiceAccount: p.sa, Node: p.node.name, Addresses: []string{p.ip.String()}}
+		if p.meshed {
+			w.TunnelProtocol = pb.TunnelProtocol_TUNNEL_PROTOCOL_HBONE
+		}
+		ws[p.uid] = w
+	}
+	c.xds.Set(c.t, pb.WorkloadTypeURL, ws)
+}
+
+// --- the app ---------------------------------------------------------------------------
+
+// echoApp listens on :8080 inside a pod and echoes lines; it counts connections.
+type echoApp struct {
+	mu    sync.Mutex
+	conns int
+	got   []string
+}
+
+func (p *pod) serveEcho(t *testing.T) *echoApp {
+	var l net.Listener
+	if err := p.net.Do(func() error {
+		var err error
+		l, err = net.Listen("tcp", ":8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	app := &echoApp{}
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			app.mu.Lock()
+			app.conns++
+			app.mu.Unlock()
+			go func() {
+				defer conn.Close()
+				r := bufio.NewReader(conn)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					app.mu.Lock()
+					app.got = append(app.got, strings.TrimSpace(line))
+					app.mu.Unlock()
+					if _, err := conn.Write([]byte("echo " + line)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	p.app = app
+	return app
+}
+
+func (a *echoApp) connections() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.conns
+}
+
+func (a *echoApp) received(s string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, g := range a.got {
+		if g == s {
+			return true
+		}
+	}
+	return false
+}
+
+// call connects from inside the pod like its application would, sends one line and reads
+// the answer.
+func (p *pod) call(dst, msg string) (string, error) {
+	var conn net.Conn
+	if err := p.net.Do(func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", dst, 5*time.Second)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte(msg + "\n")); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	return strings.TrimSpace(line), err
+}
+
+// --- ztunnel processes ------------------------------------------------------------------
+
+type ztProc struct {
+	cmd       *exec.Cmd
+	logPath   string
+	readiness string
+	metrics   string
+	done      chan error
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startZtunnel runs a ztunnel process for a node (in the host netns: its data sockets all
+// live in the pods' namespaces it is handed).
+func (c *cluster) startZtunnel(n *node, suffix string) *ztProc {
+	t := c.t
+	z := &ztProc{logPath: filepath.Join(c.dir, "ztunnel-"+n.name+suffix+".log"), readiness: freePort(t), metrics: freePort(t), done: make(chan error, 1)}
+	logf, err := os.Create(z.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.cmd = exec.Command(ztunnelBin,
+		"--node", "node-"+n.name,
+		"--insecure-control-plane",
+		"--xds-address", c.xds.Addr,
+		"--ca-address", c.ca.Addr,
+		"--token-file", filepath.Join(c.dir, "token"),
+		"--handoff-socket", n.socket,
+		"--admin-address", freePort(t),
+		"--metrics-address", z.metrics,
+		"--readiness-address", z.readiness,
+		"--drain-period", "5s",
+		"--handover-grace", "1s",
+		"--lazy-start-timeout", "5s",
+		"--cert-ttl", "1h",
+	)
+	z.cmd.Stdout, z.cmd.Stderr = logf, logf
+	if err := z.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { z.done <- z.cmd.Wait(); logf.Close() }()
+	t.Cleanup(func() {
+		z.stop(t)
+		if t.Failed() {
+			b, _ := os.ReadFile(z.logPath)
+			t.Logf("ztunnel %s%s log (tail):\n%s", n.name, suffix, tail(string(b), 40))
+		}
+	})
+	n.zt = z
+	return z
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// stop sends SIGTERM (by PID) and waits for the drain to finish.
+func (z *ztProc) stop(t *testing.T) {
+	select {
+	case <-z.done:
+		return
+	default:
+	}
+	_ = z.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-z.done:
+	case <-time.After(20 * time.Second):
+		_ = z.cmd.Process.Kill()
+		<-z.done
+		t.Errorf("ztunnel pid %d did not stop within 20s of SIGTERM", z.cmd.Process.Pid)
+	}
+	z.done <- nil // later stop calls return at once
+}
+
+func (z *ztProc) ready() bool {
+	resp, err := http.Get("http://" + z.readiness + "/healthz/ready")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (z *ztProc) scrape(t *testing.T) string {
+	resp, err := http.Get("http://" + z.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// --- the node agent ------------------------------------------------------------------------
+
+// agent plays the CNI node agent's hand-off side: it connects, replays its pods, sends
+// SnapshotSent, and reconnects and replays whenever ztunnel goes away.
+type agent struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (c *cluster) startAgent(n *node) {
+	var pods []*pod
+	for _, p := range c.pods {
+		if p.node == n && p.meshed {
+			pods = append(pods, p)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &agent{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		for ctx.Err() == nil {
+			if err := replay(ctx, n.socket, pods); err != nil && ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+	c.t.Cleanup(func() { cancel(); <-a.done })
+	n.agent = a
+}
+
+func replay(ctx context.Context, socket string, pods []*pod) error {
+	cl, err := handoff.Dial(ctx, socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for _, p := range pods {
+		f, err := os.Open(p.ns.Path)
+		if err != nil {
+			return err
+		}
+		err = cl.AddWorkload(&handoffpb.AddWorkload{Uid: p.uid, Name: p.name, Namespace: "shop", ServiceAccount: p.sa}, int(f.Fd()))
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if err := cl.SnapshotSent(); err != nil {
+		return err
+	}
+	return cl.WaitClosed(ctx)
+}
+
+// --- underlay capture ------------------------------------------------------------------------
+
+// capture runs tcpdump on a node's underlay link until stop is called, which returns the
+// raw pcap bytes and tcpdump's text decoding.
+func capture(t *testing.T, n *node, dir string) (stop func() (raw []byte, text string)) {
+	path := filepath.Join(dir, "underlay-"+nstest.Name("")+".pcap")
+	cmd := n.ns.Cmd("tcpdump", "--immediate-mode", "-i", n.underlay, "-U", "-n", "-Z", "root", "-w", path, "tcp")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	listening := make(chan struct{})
+	go func() {
+		s := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for s.Scan() {
+			if strings.Contains(s.Text(), "listening on") {
+				once.Do(func() { close(listening) })
+			}
+		}
+	}()
+	select {
+	case <-listening:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatal("tcpdump did not start")
+	}
+	stopped := false
+	stopFn := func() ([]byte, string) {
+		if !stopped {
+			stopped = true
+			time.Sleep(200 * time.Millisecond) // let the last packets be written
+			_ = cmd.Process.Signal(syscall.SIGINT)
+			_ = cmd.Wait()
+		}
+		raw, _ := os.ReadFile(path)
+		text, _ := exec.Command("tcpdump", "-r", path, "-n").CombinedOutput()
+		return raw, string(text)
+	}
+	t.Cleanup(func() { stopFn() })
+	return stopFn
+}
