@@ -61,7 +61,7 @@ func TestMain(m *testing.M) {
 const token = "ztunnel-node-token"
 
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	backend string
 	ca      *catest.Service
 	xds     *xdstest.Server
@@ -93,7 +93,7 @@ type pod struct {
 
 // newCluster builds nodes a (10.100.1.0/24) and b (10.100.2.0/24) joined by an underlay
 // (10.99.0.0/24), and starts the control plane, CA and one ztunnel per node.
-func newCluster(t *testing.T, backend string) *cluster {
+func newCluster(t testing.TB, backend string) *cluster {
 	nstest.RequireRoot(t)
 	c := &cluster{t: t, backend: backend, dir: t.TempDir(), nodes: map[string]*node{}, pods: map[string]*pod{}}
 	c.ca = &catest.Service{CA: catest.New(t), Token: token}
@@ -170,7 +170,7 @@ type echoApp struct {
 	got   []string
 }
 
-func (p *pod) serveEcho(t *testing.T) *echoApp {
+func (p *pod) serveEcho(t testing.TB) *echoApp {
 	var l net.Listener
 	if err := p.net.Do(func() error {
 		var err error
@@ -256,10 +256,11 @@ type ztProc struct {
 	logPath   string
 	readiness string
 	metrics   string
+	adminAddr string
 	done      chan error
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +273,7 @@ func freePort(t *testing.T) string {
 // live in the pods' namespaces it is handed).
 func (c *cluster) startZtunnel(n *node, suffix string) *ztProc {
 	t := c.t
-	z := &ztProc{logPath: filepath.Join(c.dir, "ztunnel-"+n.name+suffix+".log"), readiness: freePort(t), metrics: freePort(t), done: make(chan error, 1)}
+	z := &ztProc{logPath: filepath.Join(c.dir, "ztunnel-"+n.name+suffix+".log"), readiness: freePort(t), metrics: freePort(t), adminAddr: freePort(t), done: make(chan error, 1)}
 	logf, err := os.Create(z.logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -284,7 +285,7 @@ func (c *cluster) startZtunnel(n *node, suffix string) *ztProc {
 		"--ca-address", c.ca.Addr,
 		"--token-file", filepath.Join(c.dir, "token"),
 		"--handoff-socket", n.socket,
-		"--admin-address", freePort(t),
+		"--admin-address", z.adminAddr,
 		"--metrics-address", z.metrics,
 		"--readiness-address", z.readiness,
 		"--drain-period", "5s",
@@ -317,7 +318,7 @@ func tail(s string, n int) string {
 }
 
 // stop sends SIGTERM (by PID) and waits for the drain to finish.
-func (z *ztProc) stop(t *testing.T) {
+func (z *ztProc) stop(t testing.TB) {
 	select {
 	case <-z.done:
 		return
@@ -343,8 +344,12 @@ func (z *ztProc) ready() bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-func (z *ztProc) scrape(t *testing.T) string {
-	resp, err := http.Get("http://" + z.metrics + "/metrics")
+func (z *ztProc) scrape(t testing.TB) string { return get(t, "http://"+z.metrics+"/metrics") }
+
+func (z *ztProc) admin(t testing.TB, path string) string { return get(t, "http://"+z.adminAddr+path) }
+
+func get(t testing.TB, url string) string {
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +358,7 @@ func (z *ztProc) scrape(t *testing.T) string {
 	return string(b)
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -421,7 +426,7 @@ func replay(ctx context.Context, socket string, pods []*pod) error {
 
 // capture runs tcpdump on a node's underlay link until stop is called, which returns the
 // raw pcap bytes and tcpdump's text decoding.
-func capture(t *testing.T, n *node, dir string) (stop func() (raw []byte, text string)) {
+func capture(t testing.TB, n *node, dir string) (stop func() (raw []byte, text string)) {
 	path := filepath.Join(dir, "underlay-"+nstest.Name("")+".pcap")
 	cmd := n.ns.Cmd("tcpdump", "--immediate-mode", "-i", n.underlay, "-U", "-n", "-Z", "root", "-w", path, "tcp")
 	stderr, err := cmd.StderrPipe()

@@ -21,7 +21,7 @@ const echoService = "shop/echo.shop.svc.cluster.local"
 // meshCluster: node a runs client (10.100.1.10) and server-a (10.100.1.20); node b runs
 // server-b (10.100.2.10), client-b (10.100.2.20) and legacy (10.100.2.30, not in the mesh).
 // Service echo (VIP 10.96.0.50:80 → 8080) selects server-a and server-b.
-func meshCluster(t *testing.T, backend string) *cluster {
+func meshCluster(t testing.TB, backend string) *cluster {
 	c := newCluster(t, backend)
 	c.addPod("a", "client", "client", "10.100.1.10", true)
 	c.addPod("a", "server-a", "server", "10.100.1.20", true).serveEcho(t)

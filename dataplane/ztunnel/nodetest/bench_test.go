@@ -1,0 +1,337 @@
+package nodetest
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	handoffpb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
+	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/nstest"
+)
+
+// BenchmarkDataplane measures the data path against a direct pod→pod baseline in the same
+// run and prints one line per figure (make bench-dataplane). Pods: client (node a) →
+// server-b (node b) through both ztunnels; the baseline is the same traffic from plain-a
+// (node a) to legacy (node b), two pods outside the mesh, over the same underlay.
+func BenchmarkDataplane(b *testing.B) {
+	nstest.RequireRoot(b)
+	c := meshCluster(b, rules.BackendIPTables)
+	c.addPodLate("a", "plain-a", "10.100.1.30")
+	for _, name := range []string{"server-b", "legacy"} {
+		c.pods[name].serveBench(b)
+	}
+	mesh := func() (*pod, string) { return c.pods["client"], "10.100.2.10" }
+	direct := func() (*pod, string) { return c.pods["plain-a"], "10.100.2.30" }
+
+	// Warm up both paths (certificates, pooled HBONE connection).
+	for _, path := range []func() (*pod, string){mesh, direct} {
+		p, ip := path()
+		if _, err := connectRTT(p, ip+":7000"); err != nil {
+			b.Fatalf("warm-up to %s: %v", ip, err)
+		}
+	}
+
+	var thrMesh, thrDirect float64
+	for range 2 { // best of two rounds each, interleaved, to damp noise from the shared CPUs
+		thrDirect = max(thrDirect, throughput(b, direct))
+		thrMesh = max(thrMesh, throughput(b, mesh))
+	}
+	rrDirect, rrMesh := requestResponse(b, direct, 5000), requestResponse(b, mesh, 5000)
+	ncDirect, ncMesh := newConnections(b, direct, 1000), newConnections(b, mesh, 1000)
+	leakedG, leakedFD := leaks(b, c, mesh, 10000)
+	rss := idleRSS(b, c, 100)
+
+	fmt.Printf("throughput_ratio_vs_direct: %.2f\n", thrMesh/thrDirect)
+	fmt.Printf("rr_added_latency_p50_us: %.0f\n", us(pct(rrMesh, 50)-pct(rrDirect, 50)))
+	fmt.Printf("rr_added_latency_p99_us: %.0f\n", us(pct(rrMesh, 99)-pct(rrDirect, 99)))
+	fmt.Printf("new_conn_latency_ratio_p50: %.2f\n", float64(pct(ncMesh, 50))/float64(pct(ncDirect, 50)))
+	fmt.Printf("ztunnel_rss_mb_100_pods: %.1f\n", rss)
+	fmt.Printf("leaked_goroutines_after_10k: %d\n", leakedG)
+	fmt.Printf("leaked_fds_after_10k: %d\n", leakedFD)
+	b.Logf("details: throughput direct %.0f MB/s mesh %.0f MB/s; rr p50 direct %v mesh %v, p99 direct %v mesh %v; new conn p50 direct %v mesh %v",
+		thrDirect/1e6, thrMesh/1e6, pct(rrDirect, 50), pct(rrMesh, 50), pct(rrDirect, 99), pct(rrMesh, 99), pct(ncDirect, 50), pct(ncMesh, 50))
+	b.ReportMetric(thrMesh/thrDirect, "throughput_ratio")
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func pct(samples []time.Duration, p int) time.Duration {
+	s := append([]time.Duration(nil), samples...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+// addPodLate adds a pod outside the mesh after the cluster started.
+func (c *cluster) addPodLate(nodeName, name, ip string) *pod {
+	return c.addPod(nodeName, name, "default", ip, false)
+}
+
+// serveBench runs the benchmark servers in a pod: :7000 echoes fixed 64-byte messages,
+// :7001 discards everything and answers the byte count (8 bytes) at EOF.
+func (p *pod) serveBench(t testing.TB) {
+	listen := func(port int) net.Listener {
+		var l net.Listener
+		if err := p.net.Do(func() error {
+			var err error
+			l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	serve := func(l net.Listener, handle func(net.Conn)) {
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); handle(c) }()
+			}
+		}()
+	}
+	serve(listen(7000), func(c net.Conn) {
+		buf := make([]byte, 64)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	serve(listen(7001), func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		var out [8]byte
+		binary.BigEndian.PutUint64(out[:], uint64(n))
+		_, _ = c.Write(out[:])
+	})
+}
+
+func (p *pod) dial(addr string) (net.Conn, error) {
+	var c net.Conn
+	err := p.net.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// throughput sends as much as it can for 2s over one connection; bytes/s as counted by
+// the server.
+func throughput(t testing.TB, path func() (*pod, string)) float64 {
+	p, ip := path()
+	c, err := p.dial(ip + ":7001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 256<<10)
+	start := time.Now()
+	for time.Since(start) < 2*time.Second {
+		if _, err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	var out [8]byte
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(c, out[:]); err != nil {
+		t.Fatalf("reading the byte count: %v", err)
+	}
+	return float64(binary.BigEndian.Uint64(out[:])) / time.Since(start).Seconds()
+}
+
+// requestResponse times n 64-byte round trips on one open connection.
+func requestResponse(t testing.TB, path func() (*pod, string), n int) []time.Duration {
+	p, ip := path()
+	c, err := p.dial(ip + ":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	out := make([]time.Duration, 0, n)
+	for range n {
+		start := time.Now()
+		if _, err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, time.Since(start))
+	}
+	return out
+}
+
+// connectRTT opens a new connection and times it until the first answer arrives.
+func connectRTT(p *pod, addr string) (time.Duration, error) {
+	start := time.Now()
+	c, err := p.dial(addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(buf); err != nil {
+		return 0, err
+	}
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+func newConnections(t testing.TB, path func() (*pod, string), n int) []time.Duration {
+	p, ip := path()
+	out := make([]time.Duration, 0, n)
+	for range n {
+		d, err := connectRTT(p, ip+":7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+var metricLine = regexp.MustCompile(`(?m)^(go_goroutines|process_open_fds) (\S+)$`)
+
+// processStats reads goroutines and open fds from a ztunnel's metrics.
+func processStats(t testing.TB, z *ztProc) (goroutines, fds int) {
+	for _, m := range metricLine.FindAllStringSubmatch(z.scrape(t), -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		if m[1] == "go_goroutines" {
+			goroutines = int(v)
+		} else {
+			fds = int(v)
+		}
+	}
+	return goroutines, fds
+}
+
+// leaks opens and closes n connections through both ztunnels and reports how many
+// goroutines and fds (summed over both) remain above the level before, once settled.
+func leaks(t testing.TB, c *cluster, path func() (*pod, string), n int) (goroutines, fds int) {
+	zs := []*ztProc{c.nodes["a"].zt, c.nodes["b"].zt}
+	sum := func() (int, int) {
+		g, f := 0, 0
+		for _, z := range zs {
+			zg, zf := processStats(t, z)
+			g, f = g+zg, f+zf
+		}
+		return g, f
+	}
+	time.Sleep(500 * time.Millisecond)
+	g0, f0 := sum()
+	p, ip := path()
+	for i := range n {
+		if _, err := connectRTT(p, ip+":7000"); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	// Closed connections finish asynchronously; give them a few seconds to settle.
+	g, f := sum()
+	for deadline := time.Now().Add(10 * time.Second); (g > g0 || f > f0) && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		g, f = sum()
+	}
+	return max(g-g0, 0), max(f-f0, 0)
+}
+
+// idleRSS starts a ztunnel for a third node with `pods` enrolled idle pods (each its own
+// service account, so each with its own key and certificate) and returns its RSS in MB.
+func idleRSS(t testing.TB, c *cluster, pods int) float64 {
+	n := c.addNode("c", "10.100.3.1/24")
+	var list []*pod
+	ws := map[string]proto.Message{}
+	r, err := rules.New(rules.BackendIPTables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range pods {
+		p := &pod{name: fmt.Sprintf("idle-%d", i), uid: fmt.Sprintf("uid-idle-%d", i), sa: fmt.Sprintf("sa-%d", i),
+			ip: netip.MustParseAddr(fmt.Sprintf("10.100.3.%d", 10+i)), node: n, ns: nstest.New(t, "zidle"), meshed: true}
+		if _, err := r.Install(p.ns.Path, rules.DefaultPodConfig()); err != nil {
+			t.Fatal(err)
+		}
+		list = append(list, p)
+		ws[p.uid] = &pb.Workload{Uid: p.uid, Name: p.name, Namespace: "shop", ServiceAccount: p.sa, Node: "node-c",
+			Addresses: []string{p.ip.String()}, TunnelProtocol: pb.TunnelProtocol_TUNNEL_PROTOCOL_HBONE}
+	}
+	c.xds.Set(t, pb.WorkloadTypeURL, ws)
+	z := c.startZtunnel(n, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			_ = replayIdle(ctx, n.socket, list)
+		}
+	}()
+	waitFor(t, "the 100-pod ztunnel ready", 60*time.Second, z.ready)
+	waitFor(t, "every pod's certificate", 60*time.Second, func() bool {
+		return strings.Count(z.admin(t, "/certs"), `"Available"`) == pods
+	})
+	time.Sleep(2 * time.Second) // idle
+	return rssMB(t, z.cmd.Process.Pid)
+}
+
+func replayIdle(ctx context.Context, socket string, pods []*pod) error {
+	cl, err := handoff.Dial(ctx, socket)
+	if err != nil {
+		time.Sleep(50 * time.Millisecond)
+		return err
+	}
+	defer cl.Close()
+	for _, p := range pods {
+		f, err := os.Open(p.ns.Path)
+		if err != nil {
+			return err
+		}
+		err = cl.AddWorkload(&handoffpb.AddWorkload{Uid: p.uid, Name: p.name, Namespace: "shop", ServiceAccount: p.sa}, int(f.Fd()))
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if err := cl.SnapshotSent(); err != nil {
+		return err
+	}
+	return cl.WaitClosed(ctx)
+}
+
+func rssMB(t testing.TB, pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
