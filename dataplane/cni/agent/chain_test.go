@@ -16,6 +16,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
@@ -222,6 +223,13 @@ func runChain(t *testing.T, backendName string) {
 		t.Fatalf("no probe SNAT for %s on the node:\n%s", res.IPs[0].Address.IP, out)
 	}
 
+	if got := metricValue(metrics.EnrolledPods); got != 1 {
+		t.Fatalf("ambient_cni_enrolled_pods = %v after one ADD", got)
+	}
+	if got := metricValue(metrics.RuleOperations.WithLabelValues(backendName, "install", "changed")); got != 1 {
+		t.Fatalf("install operations = %v, want 1", got)
+	}
+
 	// Not enrolled (opted out; unlabeled namespace): untouched.
 	for _, p := range []*corev1.Pod{legacy, other} {
 		if _, err := env.add(p, podNS[p.Name].Path); err != nil {
@@ -251,6 +259,9 @@ func runChain(t *testing.T, backendName string) {
 	if out := node.Run(t, "nft", "list", "ruleset"); strings.Contains(out, "ambientmesh") {
 		t.Fatalf("probe SNAT left on the node after DEL:\n%s", out)
 	}
+	if got := metricValue(metrics.EnrolledPods); got != 0 {
+		t.Fatalf("ambient_cni_enrolled_pods = %v after DEL", got)
+	}
 
 	// Agent down: an enrolled pod fails ADD with a clear message; others start.
 	stopAgent()
@@ -276,4 +287,16 @@ func writeStateFrom(r client.Reader, path string) error {
 		return err
 	}
 	return wire.WriteState(path, state)
+}
+
+// metricValue reads a gauge or counter.
+func metricValue(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		return -1
+	}
+	if d.Gauge != nil {
+		return d.Gauge.GetValue()
+	}
+	return d.Counter.GetValue()
 }
