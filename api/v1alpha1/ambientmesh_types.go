@@ -426,7 +426,7 @@ type AmbientMeshStatus struct {
 // there is exactly one, named "default".
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,shortName=am,categories=ambientmesh
+// +kubebuilder:resource:scope=Cluster,shortName=am,categories=ambient
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.version`,description="Version every component runs"
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,description="Installing, Ready, Upgrading, Degraded or Deleting"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,description="Whether the whole mesh is ready"

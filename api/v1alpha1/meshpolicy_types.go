@@ -51,12 +51,12 @@ const (
 const SPIFFEIDPattern = `^spiffe://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/ns/[a-z0-9]([-a-z0-9]*[a-z0-9])?/sa/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 
 // SPIFFEID is a workload identity: spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
-// +kubebuilder:validation:MaxLength=512
+// +kubebuilder:validation:MaxLength=256
 // +kubebuilder:validation:XValidation:rule="self.matches('^spiffe://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/ns/[a-z0-9]([-a-z0-9]*[a-z0-9])?/sa/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",message="must be a SPIFFE id of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
 type SPIFFEID string
 
 // ServiceAccountRef names a service account as <namespace>/<name>.
-// +kubebuilder:validation:MaxLength=317
+// +kubebuilder:validation:MaxLength=253
 // +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",message="must be a service account as <namespace>/<name>"
 type ServiceAccountRef string
 
@@ -108,7 +108,7 @@ type Source struct {
 	// e.g. spiffe://cluster.local/ns/shop/sa/frontend.
 	// +optional
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:MaxItems=16
 	// +listType=set
 	Principals []SPIFFEID `json:"principals,omitempty"`
 
@@ -116,14 +116,14 @@ type Source struct {
 	// mesh's trust domain, e.g. shop/frontend.
 	// +optional
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:MaxItems=16
 	// +listType=set
 	ServiceAccounts []ServiceAccountRef `json:"serviceAccounts,omitempty"`
 
 	// namespaces of the peer's identity.
 	// +optional
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:MaxItems=16
 	// +kubebuilder:validation:items:MaxLength=63
 	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +listType=set
@@ -132,7 +132,7 @@ type Source struct {
 	// ipBlocks are source IP addresses or CIDR ranges, e.g. 10.0.0.0/8.
 	// +optional
 	// +kubebuilder:validation:MinItems=1
-	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:MaxItems=16
 	// +listType=set
 	IPBlocks []IPBlock `json:"ipBlocks,omitempty"`
 }
@@ -362,7 +362,7 @@ type MeshPolicyStatus struct {
 // namespace (L4 by ztunnel, L7 by a waypoint) and sets their mutual-TLS mode.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Namespaced,shortName=mp,categories=ambientmesh
+// +kubebuilder:resource:scope=Namespaced,shortName=mp,categories=ambient
 // +kubebuilder:printcolumn:name="Action",type=string,JSONPath=`.spec.action`
 // +kubebuilder:printcolumn:name="Enforced-By",type=string,JSONPath=`.status.enforcedBy`,description="Proxies that enforce the policy"
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`

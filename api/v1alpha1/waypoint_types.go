@@ -167,7 +167,7 @@ type WaypointStatus struct {
 // its traffic through it.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Namespaced,shortName=wp,categories=ambientmesh
+// +kubebuilder:resource:scope=Namespaced,shortName=wp,categories=ambient
 // +kubebuilder:printcolumn:name="For",type=string,JSONPath=`.spec.for`,description="Traffic the waypoint handles"
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.addresses[0].value`,description="Address of the waypoint"
 // +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`

@@ -171,7 +171,7 @@ var _ = Describe("Validation", func() {
 apiVersion: mesh.ambientmesh.dev/v1alpha1
 kind: AmbientMesh
 metadata: {name: mesh}
-`, "", "AmbientMesh is a singleton: its name must be 'default'"),
+`, "<nil>", "AmbientMesh is a singleton: its name must be 'default'"), // a rule on the whole object: the API server names no field
 		Entry("an unknown redirection backend", meshWith(`{cni: {redirection: ebpf}}`),
 			"spec.cni.redirection", `Unsupported value: "ebpf"`),
 		Entry("an unknown log level", meshWith(`{ztunnel: {logLevel: verbose}}`),

@@ -17,8 +17,10 @@ limitations under the License.
 package crd
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -54,7 +56,14 @@ var _ = Describe("kubectl", func() {
 		out, err = runKubectl("get", "ambientmesh")
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(strings.Fields(firstLine(out))).To(Equal([]string{"NAME", "VERSION", "PHASE", "READY", "AGE"}))
-		Expect(out).To(ContainSubstring("default"))
+		Expect(out).To(MatchRegexp(`(?m)^default\s`))
+
+		// The category lists every kind of the mesh at once.
+		out, err = runKubectl("get", "ambient", "-A")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("ambientmesh.mesh.ambientmesh.dev/default"))
+		Expect(out).To(ContainSubstring("waypoint.mesh.ambientmesh.dev/waypoint"))
+		Expect(out).To(ContainSubstring("meshpolicy.mesh.ambientmesh.dev/deny-legacy"))
 
 		out, err = runKubectl("get", "meshpolicies", "-n", ns)
 		Expect(err).NotTo(HaveOccurred(), out)
@@ -65,6 +74,16 @@ var _ = Describe("kubectl", func() {
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(strings.Fields(firstLine(out))).To(Equal([]string{"NAME", "FOR", "ADDRESS", "PROGRAMMED", "READY", "AGE"}))
 		Expect(out).To(MatchRegexp(`waypoint\s+service`))
+	})
+
+	It("shows the field and the reason when it refuses an object", func() {
+		ns := newNamespace()
+		file := filepath.Join(GinkgoT().TempDir(), "bad-policy.yaml")
+		Expect(os.WriteFile(file, []byte(policyWith(`{rules: [{from: [{principals: ["spiffe://cluster.local/shop/frontend"]}]}]}`)), 0o600)).To(Succeed())
+		out, err := runKubectl("apply", "-n", ns, "-f", file)
+		Expect(err).To(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring(`The MeshPolicy "policy" is invalid: spec.rules[0].from[0].principals[0]: Invalid value: "spiffe://cluster.local/shop/frontend": ` +
+			"must be a SPIFFE id of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"))
 	})
 
 	It("renders the samples with kustomize", func() {
@@ -85,12 +104,12 @@ var _ = Describe("kubectl", func() {
 				for _, w := range want {
 					g.Expect(out).To(ContainSubstring(w))
 				}
-			}).Should(Succeed())
+			}).WithTimeout(30 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
 		},
 		Entry("the kind", "ambientmesh",
 			"KIND:       AmbientMesh", "AmbientMesh installs and runs the ambient mesh"),
 		Entry("ambientmesh.spec", "ambientmesh.spec",
-			"AmbientMeshSpec is the desired installation of the mesh",
+			"spec is the desired installation",
 			"version of the mesh components to install",
 			"namespace the mesh components are installed in",
 			"trustDomain is the trust domain of every workload identity"),

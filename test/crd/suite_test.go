@@ -71,8 +71,15 @@ var _ = BeforeSuite(func() {
 	kubectl, err = testenv.KubectlPath()
 	Expect(err).NotTo(HaveOccurred())
 
-	env, err := testenv.New()
+	// Only our CRDs: this suite tests them alone, straight from the
+	// generated files, on the envtest binaries `make tools` builds.
+	assets, err := testenv.AssetsDir()
 	Expect(err).NotTo(HaveOccurred())
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     []string{filepath.Join(repoRoot, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
 	cfg, err := env.Start()
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { Expect(env.Stop()).To(Succeed()) })
