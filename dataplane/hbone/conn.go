@@ -194,8 +194,10 @@ func (c *Conn) SetDeadline(t time.Time) error {
 }
 
 // SetReadDeadline makes a blocked or later Read return os.ErrDeadlineExceeded
-// after t; no data is lost.
-func (c *Conn) SetReadDeadline(t time.Time) error { c.rd.dl.set(t); return nil }
+// after t; no data is lost. Reads become deadline-aware from the first call
+// on (a Read already blocked before it is not interrupted), which keeps
+// deadline-free readers on the fast path.
+func (c *Conn) SetReadDeadline(t time.Time) error { c.rd.setDeadline(t); return nil }
 
 // SetWriteDeadline makes later Writes fail after t, and resets the stream if
 // a Write is blocked when t passes.

@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -70,10 +71,14 @@ func isClosed(c chan struct{}) bool {
 // deadline semantics of a net.Conn: a Read blocked past the deadline returns
 // os.ErrDeadlineExceeded, and the data that arrives later is not lost but
 // returned by the next Read. It does so by reading on a helper goroutine into
-// its own buffer; the hot path (Join) bypasses it through readDirect.
+// its own buffer, which costs a copy and a goroutine hand-off per read; so
+// that mode starts with the first SetReadDeadline call (any value, as
+// net/http's server makes before its first read), and until then reads go
+// straight to the source.
 type deadlineReader struct {
-	src io.Reader
-	dl  *deadline
+	src     io.Reader
+	dl      *deadline
+	enabled atomic.Bool
 
 	mu       sync.Mutex // serializes Read
 	inflight chan readResult
@@ -96,9 +101,18 @@ func newDeadlineReader(src io.Reader) *deadlineReader {
 	return &deadlineReader{src: src, dl: newDeadline(nil)}
 }
 
+// setDeadline arms the deadline and switches to deadline mode.
+func (r *deadlineReader) setDeadline(t time.Time) {
+	r.enabled.Store(true)
+	r.dl.set(t)
+}
+
 func (r *deadlineReader) Read(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.enabled.Load() {
+		return r.src.Read(p)
+	}
 	if len(r.left) == 0 && r.err == nil {
 		if err := r.fill(); err != nil {
 			return 0, err
@@ -147,8 +161,8 @@ func (r *deadlineReader) fill() error {
 	}
 }
 
-// readDirect reads straight from the source. Only for a caller that owns the
-// reading side and never sets a read deadline (Join).
+// readDirect reads straight from the source unless deadline mode left data
+// or a read in flight. For Join, which owns the reading side.
 func (r *deadlineReader) readDirect(p []byte) (int, error) {
 	r.mu.Lock()
 	pending := len(r.left) > 0 || r.err != nil || r.inflight != nil

@@ -261,8 +261,10 @@ func (s *Stream) SetDeadline(t time.Time) error {
 }
 
 // SetReadDeadline makes a blocked or later Read return os.ErrDeadlineExceeded
-// after t; no data is lost.
-func (s *Stream) SetReadDeadline(t time.Time) error { s.rd.dl.set(t); return nil }
+// after t; no data is lost. Reads become deadline-aware from the first call
+// on (a Read already blocked before it is not interrupted), which keeps
+// deadline-free readers on the fast path.
+func (s *Stream) SetReadDeadline(t time.Time) error { s.rd.setDeadline(t); return nil }
 
 // SetWriteDeadline makes later Writes fail after t, and resets the stream if
 // a Write is blocked when t passes.
