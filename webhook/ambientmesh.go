@@ -2,18 +2,18 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utilversion "k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/versions"
 )
 
 // certManagerGroup is the API group of cert-manager's own issuers.
@@ -25,40 +25,37 @@ type AmbientMeshDefaulter struct{}
 // Default writes spec.version without its optional leading "v", so that
 // status, events and version comparisons all see one spelling.
 func (d *AmbientMeshDefaulter) Default(_ context.Context, mesh *meshv1alpha1.AmbientMesh) error {
-	mesh.Spec.Version = canonicalVersion(mesh.Spec.Version)
+	mesh.Spec.Version = versions.Normalize(mesh.Spec.Version)
 	return nil
 }
 
-func canonicalVersion(v string) string { return strings.TrimPrefix(v, "v") }
-
 // AmbientMeshValidator refuses meshes the operator cannot install or manage.
+// Version rules come from internal/versions, the table the AmbientMesh
+// controller also decides upgrades with, so admission and the controller
+// never disagree.
 type AmbientMeshValidator struct {
 	// Mapper resolves issuerRef kinds of external issuers. Nil skips that check.
 	Mapper meta.RESTMapper
-	// Versions is the table of installable versions; nil means the operator's
-	// own (internal/versions).
-	Versions VersionTable
 }
 
 // ValidateCreate checks the version and the issuer reference.
 func (v *AmbientMeshValidator) ValidateCreate(_ context.Context, mesh *meshv1alpha1.AmbientMesh) (admission.Warnings, error) {
 	spec := field.NewPath("spec")
-	errs := v.validateVersion(spec.Child("version"), mesh.Spec.Version)
+	errs := validateVersionChange(spec.Child("version"), "", mesh.Spec.Version)
 	errs = append(errs, validateIssuerKind(spec.Child("identity", "issuerRef"), mesh.Spec.Identity.IssuerRef)...)
-	warnings := v.issuerWarnings(mesh.Spec.Identity.IssuerRef)
-	return warnings, invalid(mesh, errs)
+	return v.issuerWarnings(mesh.Spec.Identity.IssuerRef), invalid(mesh, errs)
 }
 
-// ValidateUpdate additionally refuses downgrades and changes of the fields
-// that are part of every issued identity. The version is checked only when
-// it changes, so that an old mesh can still be edited (e.g. its finalizer
-// removed) by an operator release that no longer installs its version.
+// ValidateUpdate additionally refuses downgrades, skipped minor versions and
+// changes of the fields that are part of every issued identity. The version
+// is checked only when it changes, so that a mesh can still be edited (e.g.
+// its finalizer removed) by an operator release that no longer installs its
+// version.
 func (v *AmbientMeshValidator) ValidateUpdate(_ context.Context, oldMesh, mesh *meshv1alpha1.AmbientMesh) (admission.Warnings, error) {
 	spec := field.NewPath("spec")
 	var errs field.ErrorList
-	if canonicalVersion(oldMesh.Spec.Version) != canonicalVersion(mesh.Spec.Version) {
-		errs = append(errs, v.validateVersion(spec.Child("version"), mesh.Spec.Version)...)
-		errs = append(errs, validateNoDowngrade(spec.Child("version"), installedVersion(oldMesh), mesh.Spec.Version)...)
+	if versions.Normalize(oldMesh.Spec.Version) != versions.Normalize(mesh.Spec.Version) {
+		errs = append(errs, validateVersionChange(spec.Child("version"), installedVersion(oldMesh), mesh.Spec.Version)...)
 	}
 	errs = append(errs, validateImmutable(spec.Child("namespace"), oldMesh.Spec.InstallNamespace(), mesh.Spec.InstallNamespace(),
 		"delete and recreate the AmbientMesh to move the mesh")...)
@@ -73,24 +70,9 @@ func (v *AmbientMeshValidator) ValidateDelete(context.Context, *meshv1alpha1.Amb
 	return nil, nil
 }
 
-func (v *AmbientMeshValidator) versions() VersionTable {
-	if v.Versions != nil {
-		return v.Versions
-	}
-	return operatorVersions{}
-}
-
-// validateVersion refuses versions the operator has no images for.
-func (v *AmbientMeshValidator) validateVersion(path *field.Path, version string) field.ErrorList {
-	table := v.versions()
-	if version == "" || table.Installable(canonicalVersion(version)) {
-		return nil
-	}
-	return field.ErrorList{field.NotSupported(path, version, table.Supported())}
-}
-
 // installedVersion is what the cluster runs: status.version once the
-// operator reported it, otherwise the version last requested.
+// operator reported it (during an upgrade, the old version), otherwise the
+// version last requested.
 func installedVersion(mesh *meshv1alpha1.AmbientMesh) string {
 	if mesh.Status.Version != "" {
 		return mesh.Status.Version
@@ -98,22 +80,22 @@ func installedVersion(mesh *meshv1alpha1.AmbientMesh) string {
 	return mesh.Spec.Version
 }
 
-// validateNoDowngrade refuses moving to an older version: components write
-// state (certificates, node rules) that older releases may not understand.
-func validateNoDowngrade(path *field.Path, from, to string) field.ErrorList {
-	if from == "" || to == "" {
+// validateVersionChange refuses a version the operator has no images for,
+// a downgrade (components write state that older releases may not
+// understand) and a jump of more than one minor version.
+func validateVersionChange(path *field.Path, installed, target string) field.ErrorList {
+	if target == "" {
+		return nil // the CRD defaults it
+	}
+	err := versions.Check(installed, target)
+	switch {
+	case err == nil:
 		return nil
+	case errors.Is(err, versions.ErrUnsupported) && !versions.IsSupported(target):
+		return field.ErrorList{field.NotSupported(path, target, versions.Supported())}
+	default:
+		return field.ErrorList{field.Forbidden(path, err.Error())}
 	}
-	fromV, errFrom := utilversion.ParseSemantic(canonicalVersion(from))
-	toV, errTo := utilversion.ParseSemantic(canonicalVersion(to))
-	if errFrom != nil || errTo != nil {
-		return nil // the schema's pattern already reports malformed versions
-	}
-	if toV.LessThan(fromV) {
-		return field.ErrorList{field.Forbidden(path, fmt.Sprintf(
-			"downgrade from %s to %s is not supported: install %s or newer, or delete and recreate the AmbientMesh", from, to, from))}
-	}
-	return nil
 }
 
 // validateIssuerKind: cert-manager itself has only Issuer and ClusterIssuer.

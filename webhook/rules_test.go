@@ -14,18 +14,6 @@ import (
 // Unit tests of the pure rules. The envtest suite (suite_test.go) runs the
 // same rules through a real apiserver and the webhook server.
 
-type fixedVersions []string
-
-func (f fixedVersions) Installable(v string) bool {
-	for _, s := range f {
-		if s == v {
-			return true
-		}
-	}
-	return false
-}
-func (f fixedVersions) Supported() []string { return f }
-
 func onlyError(t *testing.T, errs field.ErrorList, wantField, wantDetail string) {
 	t.Helper()
 	if wantField == "" {
@@ -42,24 +30,28 @@ func onlyError(t *testing.T, errs field.ErrorList, wantField, wantDetail string)
 	}
 }
 
-func TestValidateNoDowngrade(t *testing.T) {
+// The version rules use the operator's real table (internal/versions):
+// 0.1.0, 0.1.1, 0.2.0, 0.3.0.
+func TestValidateVersionChange(t *testing.T) {
 	path := field.NewPath("spec", "version")
 	for _, tc := range []struct {
-		from, to, wantDetail string
+		installed, target, wantDetail string
 	}{
-		{"0.1.0", "0.2.0", ""},
-		{"0.2.0", "0.2.0", ""},
-		{"v0.2.0", "0.2.1", ""},
-		{"0.2.0", "0.1.9", "downgrade from 0.2.0 to 0.1.9"},
-		{"1.0.0", "v0.9.0", "downgrade from 1.0.0 to v0.9.0"},
 		{"", "0.1.0", ""},
+		{"", "v0.3.0", ""},
+		{"", "9.9.9", `Unsupported value: "9.9.9": supported values: "0.1.0", "0.1.1", "0.2.0", "0.3.0"`},
+		{"0.1.0", "0.2.0", ""},
+		{"0.1.0", "0.1.1", ""},
+		{"v0.2.0", "0.2.0", ""},
+		{"0.2.0", "0.1.1", "downgrade not supported: from 0.2.0 to 0.1.1"},
+		{"0.1.0", "0.3.0", "skips a minor version; upgrade one minor version at a time (next: 0.2.0)"},
+		{"0.1.0", "0.4.0", "Unsupported value"},
 	} {
-		errs := validateNoDowngrade(path, tc.from, tc.to)
 		want := ""
 		if tc.wantDetail != "" {
 			want = "spec.version"
 		}
-		onlyError(t, errs, want, tc.wantDetail)
+		onlyError(t, validateVersionChange(path, tc.installed, tc.target), want, tc.wantDetail)
 	}
 }
 
@@ -81,7 +73,7 @@ func TestValidateIssuerKind(t *testing.T) {
 }
 
 func TestAmbientMeshValidatorVersion(t *testing.T) {
-	v := &AmbientMeshValidator{Versions: fixedVersions{"0.1.0", "0.2.0"}}
+	v := &AmbientMeshValidator{}
 	mesh := func(version, status string) *meshv1alpha1.AmbientMesh {
 		m := &meshv1alpha1.AmbientMesh{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
 		m.Spec.Version = version
@@ -89,25 +81,23 @@ func TestAmbientMeshValidatorVersion(t *testing.T) {
 		return m
 	}
 	ctx := context.Background()
-	if _, err := v.ValidateCreate(ctx, mesh("v0.2.0", "")); err != nil {
-		t.Fatalf("installable version with a leading v refused: %v", err)
+	// The installed version (status) counts, not only the old spec: during
+	// an upgrade to 0.2.0 status still says 0.1.0, and going back is allowed.
+	if _, err := v.ValidateUpdate(ctx, mesh("0.2.0", "0.1.0"), mesh("0.1.0", "0.1.0")); err != nil {
+		t.Fatalf("rollback of a running upgrade refused: %v", err)
 	}
-	if _, err := v.ValidateCreate(ctx, mesh("9.9.9", "")); err == nil || !strings.Contains(err.Error(), `spec.version: Unsupported value: "9.9.9"`) {
-		t.Fatalf("uninstallable version: got %v", err)
-	}
-	// The installed version (status) counts, not only the old spec.
-	if _, err := v.ValidateUpdate(ctx, mesh("0.2.0", "0.2.0"), mesh("0.1.0", "")); err == nil || !strings.Contains(err.Error(), "downgrade from 0.2.0 to 0.1.0") {
+	if _, err := v.ValidateUpdate(ctx, mesh("0.2.0", "0.2.0"), mesh("0.1.0", "")); err == nil || !strings.Contains(err.Error(), "downgrade not supported") {
 		t.Fatalf("downgrade: got %v", err)
 	}
 	// An unchanged version that this operator no longer installs does not
 	// block other edits.
-	if _, err := v.ValidateUpdate(ctx, mesh("0.0.1", "0.0.1"), mesh("0.0.1", "0.0.1")); err != nil {
+	if _, err := v.ValidateUpdate(ctx, mesh("0.0.1", "0.0.1"), mesh("v0.0.1", "0.0.1")); err != nil {
 		t.Fatalf("unchanged old version refused: %v", err)
 	}
 }
 
 func TestValidateImmutable(t *testing.T) {
-	v := &AmbientMeshValidator{Versions: fixedVersions{"0.1.0"}}
+	v := &AmbientMeshValidator{}
 	old := &meshv1alpha1.AmbientMesh{ObjectMeta: metav1.ObjectMeta{Name: "default"}}
 	changed := old.DeepCopy()
 	changed.Spec.TrustDomain = "example.org"
