@@ -281,3 +281,56 @@ func percentile(d []time.Duration, p int) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[(len(s)-1)*p/100]
 }
+
+// BenchmarkThroughputTwoProxies is the ztunnel data path in one process:
+// client app → plain TCP → outbound proxy (Join with a pooled HBONE Conn) →
+// mTLS HTTP/2 → HBONE server (Join with the upstream) → plain TCP → sink,
+// against the client writing to the sink directly.
+func BenchmarkThroughputTwoProxies(b *testing.B) {
+	e := newEnv(b, envOpts{})
+	direct, directCPU := directMBps(b, true)
+	d := e.dialReq()
+	d.Target = startSink(b)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // the outbound proxy
+		for {
+			app, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				up, err := e.pool.Dial(context.Background(), d)
+				if err != nil {
+					app.Close()
+					return
+				}
+				Join(app, up, nil)
+			}()
+		}
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, benchChunk)
+	b.SetBytes(benchChunk)
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	mbps := float64(b.N) * benchChunk / time.Since(start).Seconds() / 1e6
+	cpu := float64(cpuTime()-cpu0) / (float64(b.N) * benchChunk)
+	b.StopTimer()
+	b.ReportMetric(direct, "direct_MB/s")
+	b.ReportMetric(mbps/direct, "ratio_vs_direct")
+	b.ReportMetric(cpu, "cpu_ns/B")
+	b.ReportMetric(directCPU/cpu, "cpu_efficiency_vs_direct")
+}

@@ -194,6 +194,12 @@ func (s *Server) ServeConn(c net.Conn) {
 		c.Close()
 		return
 	}
+	if s.isShutdown() {
+		// Shutdown began during the handshake: x/net's GOAWAY broadcast has
+		// missed this connection, so do not start serving it.
+		tc.Close()
+		return
+	}
 	cs := tc.ConnectionState()
 	peer, err := PeerIdentity(&cs)
 	if err != nil { // VerifyConnection already checked it; never expected
