@@ -1,8 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -100,6 +104,12 @@ type podWithNetns struct {
 // runningPod plays the kubelet: a netns linked to the node, and a Pod
 // object bound to this node whose status carries the netns's IP.
 func runningPod(node *netnstest.NS, namespace, name string, subnet int, labels map[string]string) podWithNetns {
+	return newPod(node, namespace, name, subnet, labels, true)
+}
+
+// newPod is runningPod, or with running=false a pod whose sandbox is being
+// created: netns wired, but no IP in its status yet (CNI ADD time).
+func newPod(node *netnstest.NS, namespace, name string, subnet int, labels map[string]string, running bool) podWithNetns {
 	t := GinkgoT()
 	podNS := netnstest.New(t, "epod")
 	ip := fmt.Sprintf("10.252.%d.2", subnet)
@@ -110,6 +120,10 @@ func runningPod(node *netnstest.NS, namespace, name string, subnet int, labels m
 			Containers: []corev1.Container{{Name: "app", Image: "app"}}},
 	}
 	Expect(k8s.Create(context.Background(), pod)).To(Succeed())
+	if !running {
+		DeferCleanup(func() { _ = k8s.Delete(context.Background(), pod, client.GracePeriodSeconds(0)) })
+		return podWithNetns{pod: pod, ns: podNS, ip: ip}
+	}
 	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
 	Expect(k8s.Status().Update(context.Background(), pod)).To(Succeed())
 	DeferCleanup(func() { _ = k8s.Delete(context.Background(), pod, client.GracePeriodSeconds(0)) })
@@ -195,6 +209,21 @@ var _ = Describe("the CNI node agent", func() {
 			}, 10*time.Second).Should(BeTrue(), "state file for the plugin")
 			Expect(node.Run(t, "iptables-save", "-t", "nat")+node.Run(t, "nft", "list", "ruleset")).To(ContainSubstring(web.ip), "probe SNAT on the node")
 
+			By("a new pod's CNI ADD: captured before the runtime gets the answer")
+			fresh := newPod(node, nsName, "fresh", 10*i+3, nil, false)
+			freshBefore := fresh.ns.Ruleset(t)
+			resp := postCNI(filepath.Join(dir, "agent.sock"), &wire.Request{Command: wire.CommandAdd, ContainerID: "c-fresh",
+				Netns: fresh.ns.Path, IfName: "eth0", PodName: "fresh", PodNamespace: nsName, IPs: []string{fresh.ip}})
+			Expect(resp).To(Equal(&wire.Response{Enrolled: true}))
+			Expect(backend.Check(fresh.ns.Path, rules.DefaultPodConfig())).To(Succeed(), "rules must be in place when ADD returns")
+			Expect(zt.Has(string(fresh.pod.UID))).To(BeTrue(), "ztunnel must hold the pod when ADD returns")
+			Expect(agent.ready(nil)).To(Succeed())
+			Expect(k8s.Delete(ctx, fresh.pod, client.GracePeriodSeconds(0))).To(Succeed())
+			resp = postCNI(filepath.Join(dir, "agent.sock"), &wire.Request{Command: wire.CommandDel, ContainerID: "c-fresh",
+				Netns: fresh.ns.Path, PodName: "fresh", PodNamespace: nsName})
+			Expect(resp.Error).To(BeEmpty())
+			expectReleasedGone(backend, zt, fresh, freshBefore)
+
 			By("opting one pod out")
 			setLabel(api.pod, meshv1.DataplaneModeNone)
 			expectReleased(backend, zt, api, apiBefore)
@@ -272,4 +301,25 @@ func expectReleasedGone(backend rules.Rules, zt *fakeZtunnel, p podWithNetns, ru
 	Expect(p.ns.Ruleset(GinkgoT())).To(Equal(rulesetBefore))
 	err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p.pod), &corev1.Pod{})
 	Expect(apierrors.IsNotFound(err)).To(BeTrue())
+}
+
+// postCNI sends what the plugin sends, over the agent's socket.
+func postCNI(socket string, req *wire.Request) *wire.Response {
+	GinkgoHelper()
+	body, err := req.Encode()
+	Expect(err).NotTo(HaveOccurred())
+	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}}}
+	httpResp, err := c.Post("http://agent"+wire.Path, "application/json", bytes.NewReader(body))
+	Expect(err).NotTo(HaveOccurred())
+	defer httpResp.Body.Close()
+	data, err := io.ReadAll(httpResp.Body)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(httpResp.StatusCode).To(Equal(http.StatusOK), string(data))
+	resp, err := wire.DecodeResponse(bytes.TrimSpace(data))
+	Expect(err).NotTo(HaveOccurred())
+	return resp
 }
