@@ -80,9 +80,11 @@ var _ = BeforeSuite(func() {
 		CRDDirectoryPaths:     []string{filepath.Join(repoRoot, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	// Registered before Start: Start leaves etcd and the apiserver running
+	// when installing the CRDs fails (e.g. a CEL rule over its cost budget).
+	DeferCleanup(func() { Expect(env.Stop()).To(Succeed()) })
 	cfg, err := env.Start()
 	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(func() { Expect(env.Stop()).To(Succeed()) })
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
