@@ -1,11 +1,14 @@
 // Command cni-agent is the CNI node agent (one per node, DaemonSet with
-// hostNetwork and privileges). `cni-agent uninstall` removes everything the
-// agent put on the node.
+// hostNetwork and privileges). Settings not given as flags come from the
+// mesh config (--mesh-config, the operator's ConfigMap). `cni-agent
+// uninstall` removes everything the agent put on the node; so does a start
+// with a mesh config marked uninstalling.
 package main
 
 import (
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,10 +16,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/agent"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/plugin"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
+	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
 )
 
 type listFlag []string
@@ -32,18 +35,20 @@ func main() {
 }
 
 func run() error {
-	o := agent.Options{PodConfig: rules.DefaultPodConfig()}
+	var o agent.Options
 	var netnsDirs listFlag
+	var meshConfigPath string
 	fs := flag.NewFlagSet("cni-agent", flag.ExitOnError)
+	fs.StringVar(&meshConfigPath, "mesh-config", "", "mesh config file (default: built-in defaults)")
 	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
-	fs.StringVar(&o.Backend, "redirection", string(meshv1.RedirectionIPTables), "redirection backend: iptables or nftables")
-	fs.StringVar(&o.ZtunnelSocket, "ztunnel-socket", "/var/run/ambientmesh/ztunnel/handoff.sock", "ztunnel's hand-off socket")
+	fs.StringVar(&o.Backend, "redirection", "", "redirection backend: iptables or nftables (default from the mesh config)")
+	fs.StringVar(&o.ZtunnelSocket, "ztunnel-socket", "", "ztunnel's hand-off socket (default from the mesh config)")
 	fs.StringVar(&o.CNISocket, "cni-socket", plugin.DefaultAgentSocket, "socket the plugin calls")
 	fs.StringVar(&o.StateFile, "state-file", plugin.DefaultStateFile, "enrollment state the plugin reads when the agent is down")
 	fs.StringVar(&o.PluginBinary, "plugin-binary", defaultPluginBinary(), "plugin binary to install (empty: do not install)")
-	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", meshv1.DefaultCNIBinDir, "host CNI bin dir")
-	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", meshv1.DefaultCNIConfDir, "host CNI conf dir")
-	fs.Var(&netnsDirs, "netns-dir", "dir of bind-mounted pod netns (repeatable; default /var/run/netns)")
+	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", "", "host CNI bin dir (default from the mesh config)")
+	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", "", "host CNI conf dir (default from the mesh config)")
+	fs.Var(&netnsDirs, "netns-dir", "dir of bind-mounted pod netns (repeatable; default "+meshconfig.NetNSDir+")")
 	fs.StringVar(&o.ProcRoot, "proc-root", "/proc", "proc filesystem searched for pod netns")
 	fs.StringVar(&o.HostNetns, "host-netns", "", "netns path of the node (default: the agent's own)")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":15030", "Prometheus metrics address (0 disables)")
@@ -58,21 +63,66 @@ func run() error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	mc := meshconfig.Default()
+	if meshConfigPath != "" {
+		var err error
+		if mc, err = meshconfig.Load(meshConfigPath); err != nil {
+			return err
+		}
+	}
+	if err := applyMeshConfig(&o, mc); err != nil {
+		return err
+	}
 	o.NetnsDirs = netnsDirs
 	if len(o.NetnsDirs) == 0 {
-		o.NetnsDirs = []string{"/var/run/netns"}
+		o.NetnsDirs = []string{meshconfig.NetNSDir}
 	}
 	log := zap.New(zap.UseFlagOptions(&zopts))
 	ctrl.SetLogger(log)
 	o.Log = log
-	if uninstall {
-		return agent.UninstallNode(o, log)
+	ctx := ctrl.SetupSignalHandler()
+	if uninstall || mc.Uninstalling {
+		if err := agent.UninstallNode(o, log); err != nil {
+			return err
+		}
+		log.Info("removed the mesh from this node")
+		if mc.Uninstalling && !uninstall {
+			<-ctx.Done() // stay up until the DaemonSet is deleted; do nothing more
+		}
+		return nil
 	}
 	a, err := agent.New(ctrl.GetConfigOrDie(), o)
 	if err != nil {
 		return err
 	}
-	return a.Start(ctrl.SetupSignalHandler())
+	return a.Start(ctx)
+}
+
+// applyMeshConfig fills what the flags left empty from the mesh config.
+func applyMeshConfig(o *agent.Options, mc meshconfig.MeshConfig) error {
+	orStr := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	orStr(&o.Backend, string(mc.Redirection.Backend))
+	orStr(&o.ZtunnelSocket, mc.CNI.HandoffSocket)
+	orStr(&o.CNIBinDir, mc.CNI.BinDir)
+	orStr(&o.CNIConfDir, mc.CNI.ConfDir)
+	if !mc.CNI.Chained {
+		o.PluginBinary = "" // another component owns the CNI configuration
+	}
+	probe, err := netip.ParseAddr(mc.Redirection.HealthProbeSNATAddress)
+	if err != nil {
+		return fmt.Errorf("mesh config redirection.healthProbeSNATAddress: %w", err)
+	}
+	o.PodConfig = rules.DefaultPodConfig()
+	o.PodConfig.ProxyMark = mc.Redirection.ProxyMark
+	o.PodConfig.ProbeSource = probe
+	o.PodConfig.OutboundPort = uint16(mc.Ports.Outbound)
+	o.PodConfig.InboundPort = uint16(mc.Ports.InboundPlaintext)
+	o.PodConfig.HBONEPort = uint16(mc.Ports.HBONE)
+	return o.PodConfig.Validate()
 }
 
 // defaultPluginBinary is the plugin shipped next to the agent's binary.
