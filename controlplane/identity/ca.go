@@ -198,7 +198,10 @@ func serviceAccountOf(username string) (namespace, name string, ok bool) {
 		return "", "", false
 	}
 	namespace, name, ok = strings.Cut(rest, ":")
-	return namespace, name, ok && namespace != "" && name != ""
+	if !ok || namespace == "" || name == "" {
+		return "", "", false
+	}
+	return namespace, name, true
 }
 
 func one(v authnv1.ExtraValue) (string, bool) {
