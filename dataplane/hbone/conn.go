@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -33,6 +34,8 @@ type Conn struct {
 	local    net.Addr
 	body     io.ReadCloser // response body: the download direction
 	upload   *io.PipeWriter
+	uploadRd *uploadBody
+	closedCh chan struct{} // closed by Close
 	cancel   context.CancelFunc
 	pc       *poolConn
 	rd       *deadlineReader
@@ -44,17 +47,19 @@ type Conn struct {
 	closeErr error
 }
 
-func newConn(pc *poolConn, d *DialRequest, resp *http.Response, upload *io.PipeWriter, cancel context.CancelFunc) *Conn {
+func newConn(pc *poolConn, d *DialRequest, resp *http.Response, upload *io.PipeWriter, uploadRd *uploadBody, cancel context.CancelFunc) *Conn {
 	c := &Conn{
-		target: d.Target,
-		via:    d.Via,
-		peer:   d.Peer,
-		local:  pc.localAddr,
-		body:   resp.Body,
-		upload: upload,
-		cancel: cancel,
-		pc:     pc,
-		rd:     newDeadlineReader(resp.Body),
+		target:   d.Target,
+		via:      d.Via,
+		peer:     d.Peer,
+		local:    pc.localAddr,
+		body:     resp.Body,
+		upload:   upload,
+		uploadRd: uploadRd,
+		closedCh: make(chan struct{}),
+		cancel:   cancel,
+		pc:       pc,
+		rd:       newDeadlineReader(resp.Body),
 	}
 	c.wdl = newDeadline(c.onWriteDeadline)
 	return c
@@ -126,6 +131,46 @@ func (c *Conn) mapWriteErr(err error) error {
 	return c.wrapErr(err)
 }
 
+// ReadFrom sends everything r yields until EOF (implementing io.ReaderFrom,
+// so io.Copy uses it). The HTTP/2 writer reads r directly into its frame
+// buffer. It does not end the upload: call CloseWrite for that.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	var n atomic.Int64
+	err := c.readFrom(r, &n)
+	return n.Load(), err
+}
+
+func (c *Conn) readFrom(r io.Reader, count *atomic.Int64) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.closeMu.Lock()
+	closed, wclosed := c.closed, c.wclosed
+	c.closeMu.Unlock()
+	switch {
+	case closed:
+		return ErrStreamClosed
+	case wclosed:
+		return fmt.Errorf("hbone: write after CloseWrite: %w", net.ErrClosed)
+	}
+	done := make(chan error, 1)
+	if !c.uploadRd.attach(r, count, done) {
+		return c.mapWriteErr(io.ErrClosedPipe)
+	}
+	// The writer goroutine may be blocked reading the pipe: an empty write
+	// wakes it up to notice the attached source. It completes whenever the
+	// writer next reads the pipe (at the latest after r is done).
+	go c.upload.Write(nil)
+	select {
+	case err := <-done:
+		if err != nil {
+			return c.mapWriteErr(err)
+		}
+		return nil
+	case <-c.closedCh:
+		return ErrStreamClosed
+	}
+}
+
 // onWriteDeadline runs when the write deadline passes: a Write blocked at
 // that moment cannot be resumed, so the stream is reset (like crypto/tls).
 func (c *Conn) onWriteDeadline() {
@@ -165,6 +210,7 @@ func (c *Conn) abort(cause error) {
 	if cause != nil {
 		c.closeErr = cause
 	}
+	close(c.closedCh)
 	c.closeMu.Unlock()
 	c.upload.CloseWithError(ErrStreamClosed)
 	c.body.Close() // sends RST_STREAM(CANCEL) unless the server already ended the stream

@@ -103,6 +103,9 @@ func copyData(dst, src net.Conn, count *atomic.Int64) error {
 		count.Add(n)
 		return err
 	}
+	if c, ok := dst.(*Conn); ok {
+		return c.readFrom(src, count)
+	}
 	read := src.Read
 	if dr, ok := src.(directReader); ok {
 		read = dr.readDirect

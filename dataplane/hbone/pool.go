@@ -341,13 +341,14 @@ func (p *Pool) openStream(ctx context.Context, pc *poolConn, d *DialRequest) (*C
 	streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
 	pr, pw := io.Pipe()
+	body := &uploadBody{pr: pr}
 	authority := d.Target.String()
 	req := (&http.Request{
 		Method:        http.MethodConnect,
 		URL:           &url.URL{Host: authority},
 		Host:          authority,
 		Header:        d.Header.Clone(),
-		Body:          pr,
+		Body:          body,
 		ContentLength: -1,
 	}).WithContext(streamCtx)
 	if req.Header == nil {
@@ -375,7 +376,7 @@ func (p *Pool) openStream(ctx context.Context, pc *poolConn, d *DialRequest) (*C
 		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via,
 			&StatusError{Code: resp.StatusCode, Reason: string(reason)})
 	}
-	return newConn(pc, d, resp, pw, cancel), nil
+	return newConn(pc, d, resp, pw, body, cancel), nil
 }
 
 // PoolStats is a snapshot of a Pool.
