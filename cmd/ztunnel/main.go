@@ -63,14 +63,17 @@ func bindFlags(fs *flag.FlagSet) *options {
 	o := &options{}
 	fs.StringVar(&o.meshConfig, "mesh-config", "", "Mesh config file (the operator's ConfigMap); flags below override its values.")
 	fs.StringVar(&o.node, "node", os.Getenv("NODE_NAME"), "This node's name (default $NODE_NAME).")
+	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "Same as --node (the name the operator's DaemonSet passes).")
 	fs.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "ztunnel's own namespace, for its own identity on the xDS connection (default $POD_NAMESPACE).")
 	fs.StringVar(&o.serviceAccount, "service-account", os.Getenv("SERVICE_ACCOUNT"), "ztunnel's own service account (default $SERVICE_ACCOUNT).")
 	fs.StringVar(&o.trustDomain, "trust-domain", "", "Trust domain (default from the mesh config, else cluster.local).")
 	fs.StringVar(&o.xdsAddress, "xds-address", "", "Control plane delta ADS address host:port (default from the mesh config).")
 	fs.StringVar(&o.caAddress, "ca-address", "", "Certificate service address host:port (default from the mesh config).")
 	fs.StringVar(&o.caRootFile, "ca-root-file", "", "PEM roots that sign the control plane's serving certificate.")
+	fs.StringVar(&o.caRootFile, "ca-root", "", "Same as --ca-root-file (the name the operator's DaemonSet passes).")
 	fs.BoolVar(&o.insecurePlain, "insecure-control-plane", false, "Talk to the control plane without TLS (tests only).")
 	fs.StringVar(&o.tokenFile, "token-file", DefaultTokenFile, "ztunnel's projected service-account token, re-read for every request.")
+	fs.StringVar(&o.tokenFile, "ca-token", DefaultTokenFile, "Same as --token-file (the name the operator's DaemonSet passes).")
 	fs.DurationVar(&o.certTTL, "cert-ttl", 0, "Requested workload certificate lifetime (default from the mesh config, else 24h).")
 	fs.StringVar(&o.handoffSocket, "handoff-socket", "", "Unix SOCK_SEQPACKET socket the CNI node agent connects to (default from the mesh config).")
 	fs.StringVar(&o.adminAddress, "admin-address", "", `Admin JSON dumps (default 127.0.0.1:15000; "-" disables).`)
@@ -80,6 +83,16 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.handoverGrace, "handover-grace", 2*time.Second, "On SIGTERM, how long to keep accepting while a successor takes over the pods.")
 	fs.DurationVar(&o.lazyStart, "lazy-start-timeout", 10*time.Second, "How long a connection waits for its workload's configuration and certificate.")
 	fs.IntVar(&o.verbosity, "v", 0, "Log verbosity.")
+	fs.Func("log-level", "debug, info, warn or error (debug sets -v=1; the operator's DaemonSet passes it).", func(level string) error {
+		switch level {
+		case "debug":
+			o.verbosity = 1
+		case "info", "warn", "error":
+		default:
+			return fmt.Errorf("unknown log level %q: want debug, info, warn or error", level)
+		}
+		return nil
+	})
 	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	return o
 }
