@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -27,7 +28,6 @@ import (
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
-	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/version"
 )
@@ -113,12 +113,12 @@ func main() {
 	}
 }
 
-// applyMeshConfig fills options the flags left empty from the mesh config.
+// applyMeshConfig fills options the flags left empty from the mesh config (or its defaults).
 func applyMeshConfig(o *options) (inpod.Ports, error) {
-	mc := meshconfig.Default()
+	mc := defaultMeshConfig()
 	if o.meshConfig != "" {
 		var err error
-		if mc, err = meshconfig.Load(o.meshConfig); err != nil {
+		if mc, err = loadMeshConfig(o.meshConfig); err != nil {
 			return inpod.Ports{}, err
 		}
 	}
@@ -128,14 +128,14 @@ func applyMeshConfig(o *options) (inpod.Ports, error) {
 		}
 	}
 	orStr(&o.trustDomain, mc.TrustDomain)
-	orStr(&o.xdsAddress, mc.ControlPlane.XDSAddress())
-	orStr(&o.caAddress, mc.ControlPlane.CAAddress())
+	orStr(&o.xdsAddress, net.JoinHostPort(mc.ControlPlane.Address, strconv.Itoa(int(mc.ControlPlane.XDSPort))))
+	orStr(&o.caAddress, net.JoinHostPort(mc.ControlPlane.Address, strconv.Itoa(int(mc.ControlPlane.CAPort))))
 	orStr(&o.handoffSocket, mc.CNI.HandoffSocket)
 	orStr(&o.adminAddress, "127.0.0.1:"+strconv.Itoa(int(mc.Ports.Admin)))
 	orStr(&o.metricsAddress, ":"+strconv.Itoa(int(mc.Ports.Metrics)))
 	orStr(&o.readinessAddress, ":"+strconv.Itoa(int(mc.Ports.Readiness)))
 	if o.certTTL == 0 {
-		o.certTTL = mc.Identity.WorkloadCertTTL.Duration
+		o.certTTL = time.Duration(mc.Identity.WorkloadCertTTL)
 	}
 	return inpod.Ports{Outbound: uint16(mc.Ports.Outbound), Inbound: uint16(mc.Ports.InboundPlaintext), HBONE: uint16(mc.Ports.HBONE)}, nil
 }

@@ -3,6 +3,7 @@ package ztunnel
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -13,9 +14,14 @@ import (
 )
 
 // AdminHandler serves JSON dumps (bound to localhost by default):
-// /workloads /services /policies /trustbundles /certs /connections /pods /pool /xds.
+// /workloads /services /policies /trustbundles /certs /connections /pods /pool /xds,
+// and Go profiles under /debug/pprof/.
 func (z *Ztunnel) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /workloads", func(w http.ResponseWriter, _ *http.Request) {
 		writeProtos(w, z.Store.Snapshot().Workloads)
 	})

@@ -147,15 +147,12 @@ func addPod(t *testing.T, z *ztunnel.Ztunnel, uid, name, sa string, n *loopNet) 
 	}
 	pod := &inpod.Pod{UID: uid, Name: name, Namespace: "shop", ServiceAccount: sa, Net: n,
 		Outbound: listen(15001), Inbound: listen(15006), HBONE: listen(15008)}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); z.ServePod(ctx, pod) }()
+	stop := z.ServePod(pod)
 	t.Cleanup(func() {
 		pod.Outbound.Close()
 		pod.Inbound.Close()
 		pod.HBONE.Close()
-		cancel()
-		<-done
+		stop()
 	})
 }
 

@@ -20,42 +20,38 @@ import (
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 )
 
-// ServePod serves one pod's listeners until ctx ends (inpod.PodHandler). On return every
-// connection of the pod is closed.
-func (z *Ztunnel) ServePod(ctx context.Context, pod *inpod.Pod) {
+// ServePod starts serving one pod's listeners (inpod.PodHandler). The returned stop, called
+// once the listeners are closed, ends every connection of the pod.
+func (z *Ztunnel) ServePod(pod *inpod.Pod) (stop func()) {
 	log := z.log.WithValues("pod", pod.Namespace+"/"+pod.Name)
 	id, err := spiffe.New(z.cfg.TrustDomain, pod.Namespace, pod.ServiceAccount)
 	if err != nil {
 		log.Error(err, "pod has no valid identity; not serving it")
-		<-ctx.Done()
-		return
+		return func() {}
 	}
-	z.Identity.Acquire(id)
-	defer z.Identity.Release(id)
-	p := &podServer{z: z, pod: pod, id: id}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &podServer{z: z, pod: pod, id: id, ctx: ctx}
 	srv, err := hbone.NewServer(hbone.ServerConfig{Identity: id, Certs: z.Identity, Roots: z.roots, Handler: p, Logger: log.WithName("hbone")})
 	if err != nil {
+		cancel()
 		log.Error(err, "cannot serve HBONE")
-		<-ctx.Done()
-		return
+		return func() {}
 	}
+	z.Identity.Acquire(id)
+	z.trackServer(pod.UID, srv)
 	var wg sync.WaitGroup
 	run := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
 	run(func() { _ = srv.Serve(pod.HBONE) })
 	run(func() { p.acceptLoop(pod.Outbound, &wg, p.serveOutbound) })
 	run(func() { p.acceptLoop(pod.Inbound, &wg, p.serveInboundPlaintext) })
-
-	select {
-	case <-ctx.Done():
-	case <-z.stopAccept:
-		// Our listeners are closed: tell HBONE clients (GOAWAY) to open new connections,
-		// which our successor accepts; streams already open finish.
-		go func() { _ = srv.Shutdown(ctx) }()
-		<-ctx.Done()
+	return func() {
+		z.untrackServer(pod.UID)
+		cancel() // connections still waiting for configuration give up
+		_ = srv.Close()
+		z.conns.closePod(pod.UID)
+		wg.Wait()
+		z.Identity.Release(id)
 	}
-	_ = srv.Close()
-	z.conns.closePod(pod.UID)
-	wg.Wait()
 }
 
 // podServer handles one pod's connections.
@@ -63,6 +59,7 @@ type podServer struct {
 	z   *Ztunnel
 	pod *inpod.Pod
 	id  spiffe.ID
+	ctx context.Context // ends when the pod is no longer served
 }
 
 func (p *podServer) acceptLoop(l net.Listener, wg *sync.WaitGroup, serve func(net.Conn)) {
@@ -135,7 +132,7 @@ func (p *podServer) serveOutbound(c net.Conn) {
 		reset(c)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), z.cfg.LazyStartTimeout)
+	ctx, cancel := context.WithTimeout(p.ctx, z.cfg.LazyStartTimeout)
 	up, d, local, err := p.dialOutbound(ctx, dst)
 	cancel()
 	if err != nil {
@@ -318,7 +315,7 @@ func (p *podServer) serveInboundPlaintext(c net.Conn) {
 		reset(c)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), z.cfg.LazyStartTimeout)
+	ctx, cancel := context.WithTimeout(p.ctx, z.cfg.LazyStartTimeout)
 	defer cancel()
 	local, err := p.localWorkload(ctx)
 	if err == nil {

@@ -99,23 +99,22 @@ func (c *Config) setDefaults() {
 
 // Ztunnel is one node proxy.
 type Ztunnel struct {
-	cfg      Config
-	Store    *state.Store
-	Identity *identity.Manager
-	Pool     *hbone.Pool
-	Pods     *inpod.Manager
-	Metrics  *metrics.Metrics
-	XDS      *xdsclient.Client
-	handoff  *handoff.Server
-	router   *routing.Router
-	conns    *registry
-	roots    hbone.RootsSource
-	log      logr.Logger
-	draining chan struct{} // closed when the drain starts (not ready any more)
-	drainOne sync.Once
-	// stopAccept is closed after HandoverGrace: listeners close and HBONE servers send
-	// GOAWAY, so clients move to our successor.
-	stopAccept chan struct{}
+	cfg       Config
+	Store     *state.Store
+	Identity  *identity.Manager
+	Pool      *hbone.Pool
+	Pods      *inpod.Manager
+	Metrics   *metrics.Metrics
+	XDS       *xdsclient.Client
+	handoff   *handoff.Server
+	router    *routing.Router
+	conns     *registry
+	roots     hbone.RootsSource
+	log       logr.Logger
+	draining  chan struct{} // closed when the drain starts (not ready any more)
+	drainOne  sync.Once
+	serversMu sync.Mutex
+	servers   map[string]*hbone.Server // per pod uid, for GOAWAY when draining
 }
 
 // New assembles a ztunnel; Run starts it.
@@ -124,7 +123,7 @@ func New(cfg Config) (*Ztunnel, error) {
 	if cfg.CA == nil || cfg.Token == nil {
 		return nil, errors.New("ztunnel: Config.CA and Config.Token are required")
 	}
-	z := &Ztunnel{cfg: cfg, Store: state.New(), Metrics: metrics.New(), log: cfg.Log, draining: make(chan struct{}), stopAccept: make(chan struct{})}
+	z := &Ztunnel{cfg: cfg, Store: state.New(), Metrics: metrics.New(), log: cfg.Log, draining: make(chan struct{}), servers: map[string]*hbone.Server{}}
 	z.Identity = identity.NewManager(identity.Config{CA: cfg.CA, Token: cfg.Token, TTL: cfg.CertTTL, Log: cfg.Log.WithName("identity")})
 	// The control plane's trust bundle wins; before it arrives, the roots the CA returned.
 	z.roots = hbone.RootsFunc(func() *x509.CertPool {
@@ -215,8 +214,11 @@ func (z *Ztunnel) Run(ctx context.Context) error {
 	stopHTTP()    // free the ports for our successor
 	stopHandoff() // the node agent reconnects, to our successor if there is one
 	time.Sleep(z.cfg.HandoverGrace)
+	// Our listeners close (queued connections move to our successor's) and HBONE clients
+	// get GOAWAY, so their next streams open connections to the successor; open streams
+	// finish.
 	z.Pods.StopAccepting()
-	close(z.stopAccept)
+	z.goAway(bg)
 	select {
 	case <-z.conns.waitIdle():
 	case <-time.After(z.cfg.DrainPeriod):
@@ -260,5 +262,26 @@ func (z *Ztunnel) serveHTTP(ctx context.Context) {
 				}
 			}
 		}()
+	}
+}
+
+func (z *Ztunnel) trackServer(uid string, srv *hbone.Server) {
+	z.serversMu.Lock()
+	defer z.serversMu.Unlock()
+	z.servers[uid] = srv
+}
+
+func (z *Ztunnel) untrackServer(uid string) {
+	z.serversMu.Lock()
+	defer z.serversMu.Unlock()
+	delete(z.servers, uid)
+}
+
+// goAway starts a graceful shutdown of every pod's HBONE server.
+func (z *Ztunnel) goAway(ctx context.Context) {
+	z.serversMu.Lock()
+	defer z.serversMu.Unlock()
+	for _, srv := range z.servers {
+		go func() { _ = srv.Shutdown(ctx) }()
 	}
 }

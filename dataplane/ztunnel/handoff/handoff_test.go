@@ -239,7 +239,7 @@ func TestServerRefusesBadMessagesAndKeepsGoing(t *testing.T) {
 			t.Fatalf("del with fd: %v", err)
 		}
 	}
-	if after := openFDs(t); after != before {
+	if after := openFDs(t); after > before {
 		t.Fatalf("open descriptors went from %d to %d: refused descriptors leak", before, after)
 	}
 	// Missing fields.

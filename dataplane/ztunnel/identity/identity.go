@@ -55,6 +55,8 @@ type Manager struct {
 type entry struct {
 	refs    int
 	cancel  context.CancelFunc
+	timer   *time.Timer   // the next request (renewal or retry)
+	retry   time.Duration // the next retry delay
 	ready   chan struct{} // closed once the first certificate is in
 	cert    *tls.Certificate
 	leaf    *x509.Certificate
@@ -86,9 +88,9 @@ func (m *Manager) Acquire(id spiffe.ID) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &entry{refs: 1, cancel: cancel, ready: make(chan struct{})}
+	e := &entry{refs: 1, cancel: cancel, ready: make(chan struct{}), retry: m.cfg.RetryMin}
 	m.certs[id] = e
-	go m.keepFresh(ctx, id, e)
+	e.timer = time.AfterFunc(0, func() { m.refresh(ctx, id, e) })
 }
 
 // Release drops a reference; the last one stops renewal and forgets the certificate.
@@ -102,6 +104,7 @@ func (m *Manager) Release(id spiffe.ID) {
 	e.refs--
 	if e.refs <= 0 {
 		e.cancel()
+		e.timer.Stop()
 		delete(m.certs, id)
 	}
 }
@@ -141,43 +144,37 @@ func (m *Manager) Roots() *x509.CertPool {
 	return m.roots
 }
 
-// keepFresh fetches the certificate, then renews it at half life, retrying with backoff.
-func (m *Manager) keepFresh(ctx context.Context, id spiffe.ID, e *entry) {
+// refresh requests a certificate and schedules the next attempt: at half life after a
+// success, with exponential backoff after a failure. It runs on a timer, so an identity
+// holds no goroutine between renewals.
+func (m *Manager) refresh(ctx context.Context, id spiffe.ID, e *entry) {
 	log := m.cfg.Log.WithValues("identity", id.String())
-	retry := m.cfg.RetryMin
-	for {
-		var wait time.Duration
-		cert, leaf, err := m.fetch(ctx, id)
-		if ctx.Err() != nil {
-			return
-		}
-		m.mu.Lock()
-		if err != nil {
-			e.err = err
-			wait = retry
-			if e.leaf != nil { // never wait past the current certificate's expiry
-				wait = min(wait, max(time.Until(e.leaf.NotAfter), 0))
-			}
-			retry = min(retry*2, m.cfg.RetryMax)
-			log.Error(err, "certificate request failed", "retryIn", wait)
-		} else {
-			first := e.cert == nil
-			e.cert, e.leaf, e.err = cert, leaf, nil
-			if first {
-				close(e.ready)
-			}
-			retry = m.cfg.RetryMin
-			e.renewAt = renewAt(leaf, time.Now())
-			wait = time.Until(e.renewAt)
-			log.Info("certificate issued", "serial", leaf.SerialNumber.Text(16), "notAfter", leaf.NotAfter, "renewIn", wait.Round(time.Second))
-		}
-		m.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
+	cert, leaf, err := m.fetch(ctx, id)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ctx.Err() != nil {
+		return // released meanwhile
 	}
+	var wait time.Duration
+	if err != nil {
+		e.err = err
+		wait = e.retry
+		if e.leaf != nil { // never wait past the current certificate's expiry
+			wait = min(wait, max(time.Until(e.leaf.NotAfter), 0))
+		}
+		e.retry = min(e.retry*2, m.cfg.RetryMax)
+		log.Error(err, "certificate request failed", "retryIn", wait)
+	} else {
+		if e.cert == nil {
+			close(e.ready)
+		}
+		e.cert, e.leaf, e.err = cert, leaf, nil
+		e.retry = m.cfg.RetryMin
+		e.renewAt = renewAt(leaf, time.Now())
+		wait = time.Until(e.renewAt)
+		log.Info("certificate issued", "serial", leaf.SerialNumber.Text(16), "notAfter", leaf.NotAfter, "renewIn", wait.Round(time.Second))
+	}
+	e.timer.Reset(wait)
 }
 
 // renewAt is half way through the certificate's validity, counted from when it was

@@ -88,9 +88,11 @@ type echoPods struct {
 	seen []string
 }
 
-func (e *echoPods) ServePod(ctx context.Context, pod *Pod) {
+func (e *echoPods) ServePod(pod *Pod) func() {
 	var conns sync.WaitGroup
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		for {
 			c, err := pod.Outbound.Accept()
 			if err != nil {
@@ -108,8 +110,7 @@ func (e *echoPods) ServePod(ctx context.Context, pod *Pod) {
 			}()
 		}
 	}()
-	<-ctx.Done()
-	conns.Wait()
+	return func() { <-done; conns.Wait() }
 }
 
 func TestManagerListensInPodNetnsWithCapture(t *testing.T) {

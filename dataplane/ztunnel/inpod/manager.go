@@ -38,18 +38,18 @@ type Network interface {
 	OriginalDst(c net.Conn) (netip.AddrPort, bool, error)
 }
 
-// PodHandler serves the listeners of a pod. ServePod runs until ctx ends (the pod was
-// deleted or ztunnel stops), and must then have closed every connection of the pod. The
-// listeners are closed by the Manager.
+// PodHandler serves the listeners of a pod. ServePod starts serving and returns at once;
+// stop, called after the Manager closed the listeners (the pod was deleted or ztunnel
+// stops), ends every connection of the pod and returns when all are gone. No goroutine
+// waits per pod: a node may have many idle pods.
 type PodHandler interface {
-	ServePod(ctx context.Context, pod *Pod)
+	ServePod(pod *Pod) (stop func())
 }
 
 type podEntry struct {
-	pod    *Pod
-	netns  *NetNS
-	cancel context.CancelFunc
-	done   chan struct{}
+	pod   *Pod
+	netns *NetNS
+	stop  func()
 }
 
 // Manager is the set of pods this ztunnel serves; it implements handoff.Workloads.
@@ -93,12 +93,7 @@ func (m *Manager) Add(w *handoffpb.AddWorkload, file *os.File) error {
 		ns.Close()
 		return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e := &podEntry{pod: pod, netns: ns, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(e.done)
-		m.Handler.ServePod(ctx, pod)
-	}()
+	e := &podEntry{pod: pod, netns: ns, stop: m.Handler.ServePod(pod)}
 	m.mu.Lock()
 	m.pods[pod.UID] = e
 	m.mu.Unlock()
@@ -138,8 +133,7 @@ func closeListeners(pod *Pod) {
 // its namespace.
 func (m *Manager) stop(e *podEntry) {
 	closeListeners(e.pod)
-	e.cancel()
-	<-e.done
+	e.stop()
 	_ = e.netns.Close()
 	m.Log.Info("stopped serving pod", "pod", e.pod.Namespace+"/"+e.pod.Name, "uid", e.pod.UID)
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -120,15 +121,81 @@ func (n *NetNS) Listen(port uint16) (net.Listener, error) {
 	return ln, err
 }
 
-// Dial dials from inside the namespace with SO_MARK ProxyMark.
+// Dial connects from inside the namespace with SO_MARK ProxyMark. Only the socket is
+// created on a thread in the namespace (a socket keeps its namespace for life); the connect
+// then waits in the runtime's poller like any dial, so no OS thread is held in the pod's
+// namespace while the peer answers.
 func (n *NetNS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var conn net.Conn
-	err := n.Do(func() error {
+	if network != "tcp" && network != "tcp4" && network != "tcp6" {
+		return nil, fmt.Errorf("inpod: dial %s: only tcp is supported", network)
+	}
+	dst, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("inpod: dial %q: %w", addr, err)
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	family, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()})
+	if dst.Addr().Is6() {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()}
+	}
+	fd := -1
+	if err := n.Do(func() error {
 		var err error
-		conn, err = markedDialer().DialContext(ctx, network, addr)
-		return err
+		if fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, ProxyMark)
+	}); err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("inpod: socket in pod netns: %w", err)
+	}
+	return connectFD(ctx, fd, sa, addr)
+}
+
+// connectFD connects a non-blocking socket, waiting for completion in the poller, and
+// returns it as a net.Conn. It takes ownership of fd.
+func connectFD(ctx context.Context, fd int, sa unix.Sockaddr, addr string) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "tcp:"+addr) // non-blocking: registered with the poller
+	defer f.Close()                           // net.FileConn keeps its own duplicate
+	if dl, ok := ctx.Deadline(); ok {
+		_ = f.SetWriteDeadline(dl)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	var connErr error
+	stop := context.AfterFunc(ctx, func() { _ = f.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+	werr := rc.Write(func(fd uintptr) bool {
+		if !started {
+			started = true
+			connErr = unix.Connect(int(fd), sa)
+			return connErr != unix.EINPROGRESS // wait for writability
+		}
+		soErr, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			connErr = err
+		} else if soErr != 0 {
+			connErr = unix.Errno(soErr)
+		} else {
+			connErr = nil
+		}
+		return true
 	})
-	return conn, err
+	if werr != nil {
+		if ctx.Err() != nil {
+			werr = ctx.Err()
+		}
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: werr}
+	}
+	if connErr != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", connErr)}
+	}
+	return net.FileConn(f)
 }
 
 // DialTCP dials addr from inside the namespace with SO_MARK ProxyMark.
@@ -138,12 +205,6 @@ func (n *NetNS) DialTCP(ctx context.Context, addr netip.AddrPort) (net.Conn, err
 
 // OriginalDst is the package function OriginalDst (Network interface).
 func (n *NetNS) OriginalDst(c net.Conn) (netip.AddrPort, bool, error) { return OriginalDst(c) }
-
-func markedDialer() *net.Dialer {
-	return &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return setsockopt(c, unix.SOL_SOCKET, unix.SO_MARK, ProxyMark)
-	}}
-}
 
 func setsockopt(c syscall.RawConn, level, opt, value int) error {
 	var serr error

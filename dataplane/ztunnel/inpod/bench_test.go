@@ -1,0 +1,54 @@
+package inpod
+
+import (
+	"context"
+	"testing"
+
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/nstest"
+)
+
+func BenchmarkDo(b *testing.B) {
+	nstest.RequireRoot(b)
+	pod := nstest.New(b, "zpod")
+	ns, err := OpenNetNS(pod.Path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ns.Close()
+	for b.Loop() {
+		if err := ns.Do(func() error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDialLoopback(b *testing.B) {
+	nstest.RequireRoot(b)
+	pod := nstest.New(b, "zpod")
+	ns, err := OpenNetNS(pod.Path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ns.Close()
+	ln, err := ns.Listen(7000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for b.Loop() {
+		c, err := ns.Dial(context.Background(), "tcp", "127.0.0.1:7000")
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
