@@ -112,6 +112,8 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 		// give the buffer back once it is drained.
 		c.cold = n < len(*c.rbuf)/8
 		if n == 0 {
+			readBufs.Put(c.rbuf)
+			c.rbuf, c.r, c.w, c.rerr = nil, 0, 0, nil
 			return 0, err
 		}
 	}

@@ -46,6 +46,7 @@
 //		z.track(st) // st.Close() resets the stream, e.g. when a policy now denies it
 //		var stats hbone.JoinStats
 //		err = hbone.Join(st, up, &stats) // returns when both directions are done
+//		z.log(req, &stats, err)
 //		return nil
 //	}
 //
@@ -71,14 +72,36 @@
 //	})
 //
 // Dial returns once the server answered 200; a refusal is a *StatusError with
-// the server's code and reason. The returned *Conn is a net.Conn with
-// CloseWrite (END_STREAM) and Close (RST_STREAM); RemoteAddr is the target,
-// LocalAddr the local end of the HBONE TCP connection. A connection is reused
-// while the server's MaxConcurrentStreams allows, another one is opened when
-// it is full; idle connections close after PoolConfig.IdleTimeout; PINGs
-// detect dead ones. Pool.Stats lists connections and stream counts.
+// the server's code and reason, a wrong peer an *IdentityMismatchError, a
+// refused client certificate the server's TLS alert. The returned *Conn is a
+// net.Conn with CloseWrite (END_STREAM), Close (RST_STREAM), ReadFrom,
+// ConnectionState and PeerIdentity; RemoteAddr is the target, LocalAddr the
+// local end of the HBONE TCP connection. A connection is reused while the
+// server's MaxConcurrentStreams allows, another one is opened when it is
+// full; idle connections close after PoolConfig.IdleTimeout; PINGs detect
+// dead ones. The first stream on a new connection waits for the server's
+// SETTINGS (one round trip) so that its frames are sized right. Pool.Stats
+// lists connections and stream counts.
 //
-// Join(a, b net.Conn, stats *JoinStats) error is the tuned bidirectional copy
-// (pooled buffers growing from 16 KiB to 256 KiB under load, half-close
-// propagation, reset on error) that both ends of the ztunnel use.
+// Deadlines on Conn and Stream: reads become deadline-aware from the first
+// SetReadDeadline call (a timed-out Read loses no data); a write deadline that
+// passes while a Write is blocked resets the stream, as in crypto/tls.
+//
+// # Joining two connections
+//
+// Join(a, b net.Conn, stats *JoinStats) error is the bidirectional copy both
+// ends of the ztunnel use: EOF on one side becomes CloseWrite on the other,
+// an error resets both, JoinStats counts bytes while it runs. Copy buffers
+// are pooled and grow from 16 KiB to 256 KiB only while data streams; into a
+// *Conn the HTTP/2 writer reads the source directly (Conn.ReadFrom).
+//
+// # Performance notes
+//
+// Per byte, a tunnel costs AES-GCM twice, x/net/http2's internal copies and
+// one more TCP hop; the package trims what it controls: TLS records of one
+// HTTP/2 write leave in one write(2) and streaming reads take many records
+// per read(2) (coalesce.go), frames up to 1 MiB with 4 MiB stream windows,
+// full-size TLS records from the start, no deadline machinery unless asked
+// for. bench_test.go measures throughput and CPU per byte against direct
+// loopback TCP, request/response latency and new-stream latency.
 package hbone

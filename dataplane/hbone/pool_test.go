@@ -392,3 +392,50 @@ func openFDs(t testing.TB) int {
 	}
 	return len(ents)
 }
+
+func TestReadFromKeepsOrderAndCounts(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c := e.dial(t)
+	defer c.Close()
+	big := strings.Repeat("0123456789", 100_000) // 1 MB through the direct path
+	n, err := io.Copy(c, strings.NewReader(big)) // uses Conn.ReadFrom
+	if err != nil || n != int64(len(big)) {
+		t.Fatalf("io.Copy = %d, %v", n, err)
+	}
+	if _, err := io.WriteString(c, "tail"); err != nil { // then the pipe again
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != big+"tail" {
+		t.Fatalf("echo of %d bytes differs (got %d bytes)", len(big)+4, len(got))
+	}
+	if _, err := c.ReadFrom(strings.NewReader("x")); err == nil {
+		t.Fatal("ReadFrom after CloseWrite succeeded")
+	}
+}
+
+func TestJoinCountsBothDirections(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c := e.dial(t)
+	app, proxy := net.Pipe() // the "application" side of an outbound proxy
+	var stats JoinStats
+	done := make(chan error, 1)
+	go func() { done <- Join(proxy, c, &stats) }()
+	io.WriteString(app, "ping")
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(app, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	app.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Join: %v", err)
+	}
+	if stats.AToB.Load() != 4 || stats.BToA.Load() != 4 {
+		t.Fatalf("stats AToB=%d BToA=%d, want 4 and 4", stats.AToB.Load(), stats.BToA.Load())
+	}
+}
