@@ -23,6 +23,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -277,6 +278,9 @@ func (cp *ControlPlane) WaitReady(ctx context.Context) (xdsAddr, caAddr string, 
 	}
 	return cp.xdsAddr.String(), cp.caAddr.String(), nil
 }
+
+// Cache is the control plane's view of the cluster.
+func (cp *ControlPlane) Cache() cache.Cache { return cp.mgr.GetCache() }
 
 // Roots returns the mesh trust anchors (PEM) the control plane serves with.
 func (cp *ControlPlane) Roots() []string { return cp.certs.Roots() }

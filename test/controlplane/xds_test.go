@@ -1,0 +1,310 @@
+package controlplane_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/xdsclient"
+	"github.com/ambientmesh/ambient-operator/test/controlplane/meshenv"
+)
+
+// recorder is the xDS client's handler: it keeps the resources the client holds and every
+// update (type, upserted names, removed names) in arrival order.
+type recorder struct {
+	mu        sync.Mutex
+	workloads map[string]*pb.Workload
+	services  map[string]*pb.Service
+	bundles   map[string]*pb.TrustBundle
+	updates   []update
+}
+
+type update struct {
+	typeURL string
+	upserts []string
+	removed []string
+}
+
+func newRecorder() *recorder {
+	return &recorder{workloads: map[string]*pb.Workload{}, services: map[string]*pb.Service{}, bundles: map[string]*pb.TrustBundle{}}
+}
+
+func (r *recorder) Apply(typeURL string, upserts map[string]*anypb.Any, removed []string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u := update{typeURL: typeURL, removed: append([]string(nil), removed...)}
+	for name, a := range upserts {
+		u.upserts = append(u.upserts, name)
+		switch typeURL {
+		case pb.WorkloadTypeURL:
+			w := &pb.Workload{}
+			if err := a.UnmarshalTo(w); err != nil {
+				return err
+			}
+			r.workloads[name] = w
+		case pb.ServiceTypeURL:
+			s := &pb.Service{}
+			if err := a.UnmarshalTo(s); err != nil {
+				return err
+			}
+			r.services[name] = s
+		case pb.TrustBundleTypeURL:
+			b := &pb.TrustBundle{}
+			if err := a.UnmarshalTo(b); err != nil {
+				return err
+			}
+			r.bundles[name] = b
+		}
+	}
+	for _, name := range removed {
+		delete(r.workloads, name)
+		delete(r.services, name)
+	}
+	sort.Strings(u.upserts)
+	if len(u.upserts)+len(u.removed) > 0 {
+		r.updates = append(r.updates, u)
+	}
+	return nil
+}
+
+// workload returns a copy of a held Workload; nil when the client does not hold it.
+func (r *recorder) workload(uid string) *pb.Workload {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w, ok := r.workloads[uid]
+	if !ok {
+		return nil
+	}
+	return proto.Clone(w).(*pb.Workload)
+}
+
+func (r *recorder) has(uid string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.workloads[uid]
+	return ok
+}
+
+// since returns the non-empty updates after the first n.
+func (r *recorder) since(n int) []update {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]update(nil), r.updates[n:]...)
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.updates)
+}
+
+// bearer sends a projected token on every RPC, as a ztunnel without a certificate does.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{pb.AuthorizationMetadataKey: pb.BearerPrefix + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return true }
+
+// proxy is a TCP relay between the client and the xDS port that the test can cut, so the
+// client's stream breaks and it reconnects (with the versions it holds).
+type proxy struct {
+	lis    net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	paused bool
+}
+
+func startProxy(target string) *proxy {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	p := &proxy{lis: lis, target: target}
+	go p.serve()
+	DeferCleanup(func() { _ = lis.Close(); p.cut(false) })
+	return p
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.lis.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		paused := p.paused
+		p.mu.Unlock()
+		if paused {
+			_ = c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+		go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+	}
+}
+
+// cut closes every relayed connection; paused refuses new ones until resume.
+func (p *proxy) cut(paused bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.paused = paused
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.paused = false
+}
+
+var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
+	const ns = "xds-shop"
+	var (
+		rec      *recorder
+		client0  *xdsclient.Client
+		relay    *proxy
+		web1     *corev1.Pod
+		webSvcID string
+	)
+
+	BeforeAll(func(ctx SpecContext) {
+		ensureNamespace(ctx, ns, map[string]string{meshv1.LabelDataplaneMode: meshv1.DataplaneModeAmbient})
+		ensureNode(ctx, "node-x")
+		web1 = runPod(ctx, podSpec{namespace: ns, name: "web-1", serviceAccount: "web", node: "node-x", ip: "10.10.0.1", labels: map[string]string{"app": "web"}})
+		Expect(k8sClient.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"},
+				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+		})).To(Succeed())
+		webSvcID = pb.ServiceResourceName(ns, "web."+ns+".svc.cluster.local")
+
+		ztunnel := runPod(ctx, podSpec{namespace: meshenv.Namespace, name: "ztunnel-x", serviceAccount: "ztunnel", node: "node-x"})
+		token := tokenFor(ctx, meshenv.Namespace, "ztunnel", ztunnel, pb.CATokenAudience)
+
+		relay = startProxy(xdsAddr)
+		rec = newRecorder()
+		client0 = xdsclient.New(relay.lis.Addr().String(), rec, xdsclient.Options{
+			TypeURLs:       pb.TypeURLs,
+			Node:           &corev3.Node{Id: "ztunnel~node-x"},
+			DialOptions:    []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(meshTLS()))},
+			CallOptions:    []grpc.CallOption{grpc.PerRPCCredentials(bearer(token))},
+			InitialBackoff: 50 * time.Millisecond,
+			MaxBackoff:     200 * time.Millisecond,
+		})
+		runCtx, cancel := context.WithCancel(suiteCtx)
+		DeferCleanup(cancel)
+		go func() { _ = client0.Run(runCtx) }()
+	})
+
+	It("receives the initial state: workloads with named ports resolved, services, the trust bundle", func(ctx SpecContext) {
+		Eventually(client0.Synced()).WithTimeout(timeout).Should(BeClosed())
+		Eventually(func(g Gomega) {
+			g.Expect(rec.has(string(web1.UID))).To(BeTrue())
+			w := rec.workload(string(web1.UID))
+			g.Expect(w.GetTunnelProtocol()).To(Equal(pb.TunnelProtocol_TUNNEL_PROTOCOL_HBONE))
+			g.Expect(w.GetAddresses()).To(Equal([]string{"10.10.0.1"}))
+			g.Expect(w.GetServices()).To(HaveKey(webSvcID))
+			g.Expect(w.GetServices()[webSvcID].GetPorts()).To(ConsistOf(HaveField("TargetPort", uint32(8080))))
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			g.Expect(rec.services).To(HaveKey(webSvcID))
+			g.Expect(rec.bundles).To(HaveKey(trustDomain))
+			g.Expect(rec.bundles[trustDomain].GetRoots()).To(Equal(cp.Roots()))
+		}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	})
+
+	// expectOnly waits for updates after mark and checks that exactly one resource changed.
+	expectOnly := func(mark int, typeURL, name string, removed bool) {
+		var got []update
+		Eventually(func() []update { got = rec.since(mark); return got }).WithTimeout(timeout).WithPolling(poll).ShouldNot(BeEmpty())
+		Consistently(func() []update { got = rec.since(mark); return got }).WithTimeout(time.Second).WithPolling(poll).Should(HaveLen(1),
+			"one pod change must send one resource, got %+v", got)
+		Expect(got[0].typeURL).To(Equal(typeURL))
+		if removed {
+			Expect(got[0].removed).To(Equal([]string{name}))
+			Expect(got[0].upserts).To(BeEmpty())
+		} else {
+			Expect(got[0].upserts).To(Equal([]string{name}))
+			Expect(got[0].removed).To(BeEmpty())
+		}
+	}
+
+	It("sends exactly the new Workload when a pod is added", func(ctx SpecContext) {
+		Consistently(rec.count).WithTimeout(500 * time.Millisecond).WithPolling(poll).Should(Equal(rec.count())) // settled
+		mark := rec.count()
+		web2 := runPod(ctx, podSpec{namespace: ns, name: "web-2", serviceAccount: "web", node: "node-x", ip: "10.10.0.2", labels: map[string]string{"app": "web"}})
+		// Create and the status update (IP, Ready) may land in one debounce window or two;
+		// each push must carry only this pod.
+		Eventually(func() []string { return rec.workload(string(web2.UID)).GetAddresses() }).WithTimeout(timeout).
+			Should(Equal([]string{"10.10.0.2"}))
+		Expect(rec.workload(string(web2.UID)).GetStatus()).To(Equal(pb.WorkloadStatus_WORKLOAD_STATUS_HEALTHY))
+		for _, u := range rec.since(mark) {
+			Expect(u.typeURL).To(Equal(pb.WorkloadTypeURL))
+			Expect(u.upserts).To(Equal([]string{string(web2.UID)}))
+		}
+	})
+
+	It("sends exactly the changed Workload when a pod is relabeled out of the mesh", func(ctx SpecContext) {
+		mark := rec.count()
+		patch := client.MergeFrom(web1.DeepCopy())
+		web1.Labels[meshv1.LabelDataplaneMode] = meshv1.DataplaneModeNone
+		Expect(k8sClient.Patch(ctx, web1, patch)).To(Succeed())
+		expectOnly(mark, pb.WorkloadTypeURL, string(web1.UID), false)
+		Expect(rec.workload(string(web1.UID)).GetTunnelProtocol()).To(Equal(pb.TunnelProtocol_TUNNEL_PROTOCOL_NONE))
+	})
+
+	It("sends exactly one removal when a pod is deleted", func(ctx SpecContext) {
+		mark := rec.count()
+		Expect(k8sClient.Delete(ctx, web1, client.GracePeriodSeconds(0))).To(Succeed())
+		expectOnly(mark, pb.WorkloadTypeURL, string(web1.UID), true)
+	})
+
+	It("resumes after a reconnect with only what changed while it was away", func(ctx SpecContext) {
+		connects := client0.Stats().Connects
+		relay.cut(true)
+		Eventually(func() bool { return client0.Stats().Connected }).WithTimeout(timeout).Should(BeFalse())
+		web3 := runPod(ctx, podSpec{namespace: ns, name: "web-3", serviceAccount: "web", node: "node-x", ip: "10.10.0.3", labels: map[string]string{"app": "web"}})
+		// Let the control plane finish with the pod (created, then given an IP) before the
+		// client comes back, so the catch-up is one Workload in its final state.
+		Eventually(func() []string {
+			w, _ := cp.XDS.Publisher().Get(pb.WorkloadTypeURL, string(web3.UID)).(*pb.Workload)
+			return w.GetAddresses()
+		}).WithTimeout(timeout).Should(Equal([]string{"10.10.0.3"}))
+		cp.XDS.Publisher().Flush()
+		mark := rec.count()
+		relay.resume()
+		Eventually(func() int { return client0.Stats().Connects }).WithTimeout(timeout).Should(BeNumerically(">", connects))
+		Eventually(func() bool { return rec.has(string(web3.UID)) }).WithTimeout(timeout).Should(BeTrue())
+		Consistently(func() []update { return rec.since(mark) }).WithTimeout(time.Second).WithPolling(poll).Should(
+			ConsistOf(update{typeURL: pb.WorkloadTypeURL, upserts: []string{string(web3.UID)}}),
+			"after reconnecting, only the pod created meanwhile is sent, not the world")
+	})
+})
