@@ -1,0 +1,197 @@
+# ambient-operator: a sidecar-less service mesh and its operator.
+# `make help` lists the targets. Tools are built from source by `make tools`
+# (hack/tools.sh) and cached by version outside the tree.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+MODULE     := github.com/ambientmesh/ambient-operator
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GIT_COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS    := -s -w -X $(MODULE)/internal/version.Version=$(VERSION) -X $(MODULE)/internal/version.GitCommit=$(GIT_COMMIT)
+
+GOOS   := $(shell go env GOOS)
+GOARCH := $(shell go env GOARCH)
+
+## Tools (versions live in hack/tools.sh; the envtest version is read from there)
+LOCALBIN           := $(CURDIR)/bin
+K8S_VERSION        := $(shell sed -nE 's/^K8S_VERSION=([0-9.]+).*/\1/p' hack/tools.sh)
+ENVTEST_ASSETS     := $(LOCALBIN)/k8s/$(K8S_VERSION)-$(GOOS)-$(GOARCH)
+CONTROLLER_GEN     := $(LOCALBIN)/controller-gen
+KUSTOMIZE          := $(LOCALBIN)/kustomize
+KUBECTL            := $(LOCALBIN)/kubectl
+PROTOC_GEN_GO      := $(LOCALBIN)/protoc-gen-go
+PROTOC_GEN_GO_GRPC := $(LOCALBIN)/protoc-gen-go-grpc
+
+# Every .proto under api/ is compiled next to itself (paths=source_relative).
+PROTOS := $(shell find api -name '*.proto' 2>/dev/null | sort)
+
+# Files `make generate manifests` write; verify-gen checks exactly these.
+GENERATED := ':(glob)api/**/zz_generated.*.go' ':(glob)api/**/*.pb.go' \
+	config/crd/bases config/rbac/role.yaml config/webhook/manifests.yaml
+
+# -p 2: the proving ground has two cores. -count=1: tests on real parts are not cached.
+GO_TEST_FLAGS ?= -count=1 -p 2 -timeout 30m
+
+.DEFAULT_GOAL := help
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage:\n  make \033[36m<target>\033[0m\n"} \
+		/^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } \
+		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Tools
+
+.PHONY: tools
+tools: ## Build kube-apiserver, etcd, kubectl, cert-manager, controller-gen, kustomize, protoc plugins into bin/ (cached; no-op when built).
+	hack/tools.sh
+
+##@ Development
+
+.PHONY: generate
+generate: tools ## Generate deepcopy code (controller-gen) and protobuf/gRPC Go code for every .proto under api/.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths="./api/..."
+ifneq ($(PROTOS),)
+	protoc --proto_path=. \
+		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_out=. --go_opt=paths=source_relative \
+		--plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) --go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		$(PROTOS)
+endif
+
+.PHONY: manifests
+manifests: tools ## Generate CRDs (config/crd/bases), RBAC (config/rbac/role.yaml) and webhook configuration from markers.
+	$(CONTROLLER_GEN) rbac:roleName=ambient-operator crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: verify-gen
+verify-gen: generate manifests ## Fail when committed generated code or manifests are stale.
+	@if ! git diff --quiet -- $(GENERATED); then \
+		echo "verify-gen: generated files differ from what is committed; run 'make generate manifests' and commit:"; \
+		git diff --stat -- $(GENERATED); exit 1; \
+	fi
+	@untracked="$$(git ls-files --others --exclude-standard -- $(GENERATED))"; \
+	if [ -n "$$untracked" ]; then \
+		echo "verify-gen: generated files are not committed; run 'make generate manifests' and commit:"; \
+		echo "$$untracked"; exit 1; \
+	fi
+
+.PHONY: fmt
+fmt: ## Format all Go code (gofmt -w).
+	gofmt -w $(shell find . -name '*.go' -not -path './bin/*' -not -path './.cache/*')
+
+.PHONY: lint-fmt
+lint-fmt: ## Fail when any Go file is not gofmt-clean.
+	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*' -not -path './.cache/*'))"; \
+	if [ -n "$$unformatted" ]; then echo "lint-fmt: run 'make fmt'; not gofmt-clean:"; echo "$$unformatted"; exit 1; fi
+
+.PHONY: vet
+vet: ## Run go vet on the module and on hack/cert-manager (its own module).
+	go vet ./...
+	cd hack/cert-manager && GOWORK=off go vet .
+
+.PHONY: test
+test: tools verify-gen lint-fmt vet ## Run everything: verify-gen, gofmt, vet, unit and envtest suites (real apiserver, etcd, cert-manager).
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-unit
+test-unit: ## Run the fast tests only (go test -short: the envtest suites skip themselves).
+	go test -short -count=1 ./...
+
+# Later issues add here: test-e2e (the local mesh), bench-dataplane, bench-controlplane.
+
+.PHONY: bench-dataplane
+bench-dataplane: ## Benchmark ztunnel against direct pod-to-pod traffic (root: netns nodes, real ztunnels); one line per figure.
+	go test -count=1 -run '^$$' -bench '^BenchmarkDataplane$$' -benchtime 1x -timeout 20m ./dataplane/ztunnel/nodetest/ \
+		| grep -E '^(throughput_ratio_vs_direct|rr_added_latency_p(50|99)_us|new_conn_latency_ratio_p50|ztunnel_rss_mb_100_pods|leaked_(goroutines|fds)_after_10k): '
+
+.PHONY: bench-controlplane
+bench-controlplane: tools ## Benchmark the control plane with 10,000 pods in envtest (real binary, cert-manager, ztunnel xDS client); one line per figure.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test -count=1 -run '^$$' -bench '^BenchmarkControlPlane10kPods$$' -benchtime 1x -timeout 30m ./test/controlplane/bench/ \
+		| grep -E '^(pod_to_client_p(50|99)_ms|push_bytes_per_pod_change|controlplane_rss_mb_10k_pods): '
+
+##@ Build
+
+.PHONY: build
+build: ## Build every binary under cmd/ into bin/ (static, version stamped; each answers --version).
+	@for dir in cmd/*/; do \
+		name=$$(basename $$dir); \
+		echo "go build -o bin/$$name ./cmd/$$name"; \
+		CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/$$name ./cmd/$$name; \
+	done
+
+.PHONY: run
+run: ## Run the operator from source against the cluster of the current kubeconfig (without its webhooks).
+	go run -ldflags "$(LDFLAGS)" ./cmd/operator --metrics-bind-address=:8080 --metrics-secure=false --enable-webhooks=false
+
+## Images: one Dockerfile, one target per image (test/deploy checks it).
+CONTAINER_TOOL ?= docker
+REGISTRY       ?= ghcr.io/ambientmesh
+IMAGE_TAG      ?= $(VERSION)
+IMG            ?= $(REGISTRY)/ambient-operator:$(IMAGE_TAG)
+# Every Dockerfile stage except the build stage and the operator's.
+COMPONENT_IMAGES := $(filter-out build operator,$(shell sed -nE 's/^FROM .* AS ([a-z0-9-]+)$$/\1/p' Dockerfile))
+DOCKER_BUILD_ARGS = --build-arg VERSION=$(VERSION) --build-arg GIT_COMMIT=$(GIT_COMMIT)
+
+.PHONY: docker-build
+docker-build: ## Build the operator image IMG (Dockerfile target "operator").
+	$(CONTAINER_TOOL) build --target operator $(DOCKER_BUILD_ARGS) -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the operator image IMG.
+	$(CONTAINER_TOOL) push $(IMG)
+
+.PHONY: images
+images: docker-build ## Build every image: the operator (IMG) and each component (REGISTRY/<component>:IMAGE_TAG).
+	@for target in $(COMPONENT_IMAGES); do \
+		echo "$(CONTAINER_TOOL) build --target $$target -t $(REGISTRY)/$$target:$(IMAGE_TAG) ."; \
+		$(CONTAINER_TOOL) build --target $$target $(DOCKER_BUILD_ARGS) -t $(REGISTRY)/$$target:$(IMAGE_TAG) . ; \
+	done
+
+.PHONY: images-push
+images-push: docker-push ## Push every image built by images.
+	@for target in $(COMPONENT_IMAGES); do $(CONTAINER_TOOL) push $(REGISTRY)/$$target:$(IMAGE_TAG); done
+
+##@ Demo
+
+# Later issue ("The local mesh") adds here: demo, demo-down.
+
+##@ Deployment
+
+# deploy/undeploy talk to the cluster of the current kubeconfig with the
+# kubectl on PATH (or the one `make tools` builds).
+CLUSTER_KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(KUBECTL))
+# The OLM bundle: the operator release it describes, its channel, and where
+# it is written (test/deploy regenerates it elsewhere to check it is current).
+BUNDLE_VERSION    ?= 0.1.0
+BUNDLE_CHANNELS   ?= candidate
+BUNDLE_IMG        ?= $(REGISTRY)/ambient-operator-bundle:v$(BUNDLE_VERSION)
+BUNDLE_DIR        ?= bundle
+BUNDLE_DOCKERFILE ?= bundle.Dockerfile
+
+$(KUSTOMIZE):
+	hack/tools.sh kustomize
+
+.PHONY: deploy
+deploy: $(KUSTOMIZE) ## Install CRDs, RBAC, webhooks (cert-manager certificate) and the operator image IMG into the cluster. Needs cert-manager.
+	hack/bundle/render.sh config/default $(IMG) | $(CLUSTER_KUBECTL) apply --server-side --force-conflicts -f -
+
+.PHONY: undeploy
+undeploy: $(KUSTOMIZE) ## Remove what deploy installed. Delete the AmbientMesh first, so the operator uninstalls the mesh.
+	hack/bundle/render.sh config/default $(IMG) | $(CLUSTER_KUBECTL) delete --ignore-not-found --wait -f -
+
+.PHONY: build-installer
+build-installer: $(KUSTOMIZE) ## Write dist/install.yaml: everything deploy installs, in one file, for image IMG.
+	mkdir -p dist
+	hack/bundle/render.sh config/default $(IMG) > dist/install.yaml
+
+.PHONY: bundle
+bundle: $(KUSTOMIZE) ## Generate the OLM bundle (bundle/, bundle.Dockerfile) for BUNDLE_VERSION. Reproducible: a rerun changes nothing.
+	hack/bundle/render.sh config/manifests $(REGISTRY)/ambient-operator:v$(BUNDLE_VERSION) | \
+		go run ./hack/bundle --version $(BUNDLE_VERSION) --channels $(BUNDLE_CHANNELS) \
+			--output-dir $(BUNDLE_DIR) --dockerfile $(BUNDLE_DOCKERFILE)
+
+.PHONY: bundle-build
+bundle-build: ## Build the bundle image BUNDLE_IMG from bundle.Dockerfile.
+	$(CONTAINER_TOOL) build -f $(BUNDLE_DOCKERFILE) -t $(BUNDLE_IMG) .

@@ -1,0 +1,394 @@
+// Package bench measures the control plane at scale: the real cmd/controlplane binary
+// against the envtest API server with 10,000 pods created by the benchmark, and the
+// ztunnel's xDS client connected to it. Run with `make bench-controlplane`.
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/xdsclient"
+	"github.com/ambientmesh/ambient-operator/test/controlplane/meshenv"
+	"github.com/ambientmesh/ambient-operator/test/testenv"
+)
+
+const (
+	pods       = 10000
+	creators   = 16 // concurrent pod creators
+	benchNS    = "bench"
+	serverName = "ambientmesh-controlplane.ambient-system.svc"
+)
+
+// BenchmarkControlPlane10kPods creates 10,000 enrolled pods and reports, as the last
+// lines of its output:
+//
+//	pod_to_client_p50_ms / pod_to_client_p99_ms: from just before the pod's Create call to
+//	  the ztunnel's xDS client holding its Workload;
+//	push_bytes_per_pod_change: bytes of Workload responses (protobuf size) per pod created;
+//	controlplane_rss_mb_10k_pods: the control-plane process's peak resident set size.
+func BenchmarkControlPlane10kPods(b *testing.B) {
+	for range b.N {
+		runBench(b)
+	}
+}
+
+func runBench(b *testing.B) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs, err := os.CreateTemp("", "bench-controlplane-*.log")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = logs.Close() }()
+	b.Logf("cert-manager and control-plane logs: %s", logs.Name())
+
+	env, err := meshenv.Start(ctx, logs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer env.Stop()
+	clientset, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	cpProc, xdsAddr := startControlPlane(ctx, b, env, logs)
+	defer stopProcess(cpProc)
+	stopRSS := sampleRSS(cpProc.Process.Pid)
+
+	token := ztunnelToken(ctx, b, clientset)
+	rootPEM, err := env.RootCAPEM(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	seen := &arrivals{at: map[string]time.Time{}}
+	var workloadBytes atomic.Int64
+	client := xdsclient.New(xdsAddr, seen, xdsclient.Options{
+		TypeURLs:    pb.TypeURLs,
+		Node:        &corev3.Node{Id: "ztunnel~bench-node"},
+		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(clientTLS(rootPEM)))},
+		CallOptions: []grpc.CallOption{grpc.PerRPCCredentials(bearer(token))},
+		Observe: func(resp *discoveryv3.DeltaDiscoveryResponse) {
+			if resp.GetTypeUrl() == pb.WorkloadTypeURL {
+				workloadBytes.Add(int64(proto.Size(resp)))
+			}
+		},
+	})
+	go func() { _ = client.Run(ctx) }()
+	select {
+	case <-client.Synced():
+	case <-time.After(time.Minute):
+		b.Fatal("xDS client did not sync")
+	}
+
+	if _, err := clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: benchNS, Labels: map[string]string{meshv1.LabelDataplaneMode: meshv1.DataplaneModeAmbient}}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := clientset.CoreV1().Services(benchNS).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "app"},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "bench"}, Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(time.Second) // let the namespace and Service reach the control plane's cache
+	bytesBefore := workloadBytes.Load()
+
+	b.ResetTimer()
+	created := createPods(ctx, b, clientset)
+	if err := seen.waitAll(created, 10*time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	rss := stopRSS()
+
+	var lat []float64
+	for uid, start := range created {
+		lat = append(lat, float64(seen.get(uid).Sub(start).Microseconds())/1000)
+	}
+	sort.Float64s(lat)
+	fmt.Printf("pod_to_client_p50_ms: %.1f\n", percentile(lat, 0.50))
+	fmt.Printf("pod_to_client_p99_ms: %.1f\n", percentile(lat, 0.99))
+	fmt.Printf("push_bytes_per_pod_change: %d\n", (workloadBytes.Load()-bytesBefore)/int64(len(created)))
+	fmt.Printf("controlplane_rss_mb_10k_pods: %.0f\n", float64(rss)/1024/1024)
+}
+
+// startControlPlane builds and runs cmd/controlplane against the envtest API server.
+func startControlPlane(ctx context.Context, b *testing.B, env *meshenv.Env, logs *os.File) (*exec.Cmd, string) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "controlplane")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/controlplane")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build controlplane: %v\n%s", err, out)
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := testenv.WriteKubeconfig(env.Config, kubeconfig); err != nil {
+		b.Fatal(err)
+	}
+	xdsAddr, caAddr, monPort := freeAddr(b), freeAddr(b), freePort(b)
+	cmd := exec.CommandContext(ctx, bin,
+		"--kubeconfig="+kubeconfig, "--mesh-config=", "--namespace="+meshenv.Namespace,
+		"--xds-address="+xdsAddr, "--ca-address="+caAddr, "--monitoring-port="+strconv.Itoa(monPort),
+		"--issuer-name="+meshenv.CAIssuer, "--issuer-kind=Issuer", "--issuer-group=cert-manager.io",
+		"--leader-elect=false", "--log-level=info")
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(monPort) + "/healthz/ready")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return cmd, xdsAddr
+			}
+		}
+		if time.Now().After(deadline) {
+			stopProcess(cmd)
+			b.Fatalf("control plane not ready after 2m; see %s", logs.Name())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func stopProcess(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// sampleRSS polls the process's VmRSS and returns a func that stops and gives the peak.
+func sampleRSS(pid int) func() int64 {
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if v := vmRSS(pid); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	return func() int64 {
+		close(stop)
+		<-done
+		if v := vmRSS(pid); v > peak.Load() {
+			peak.Store(v)
+		}
+		return peak.Load()
+	}
+}
+
+func vmRSS(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer func() { _ = f.Close() }()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// ztunnelToken creates a node, the ztunnel service account and pod, and a bound token.
+func ztunnelToken(ctx context.Context, b *testing.B, cs *kubernetes.Clientset) string {
+	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bench-node"}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ServiceAccounts(meshenv.Namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "ztunnel"}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	pod, err := cs.CoreV1().Pods(meshenv.Namespace).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "ztunnel-bench"},
+		Spec:       corev1.PodSpec{ServiceAccountName: "ztunnel", NodeName: "bench-node", Containers: []corev1.Container{{Name: "z", Image: "ztunnel"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, err := cs.CoreV1().ServiceAccounts(meshenv.Namespace).CreateToken(ctx, "ztunnel", &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
+		Audiences: []string{pb.CATokenAudience}, ExpirationSeconds: ptr.To(int64(3600)),
+		BoundObjectRef: &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tok.Status.Token
+}
+
+// createPods creates the pods with several workers and returns each pod's uid with the
+// time just before its Create call.
+func createPods(ctx context.Context, b *testing.B, cs *kubernetes.Clientset) map[string]time.Time {
+	var mu sync.Mutex
+	created := make(map[string]time.Time, pods)
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	errs := make(chan error, creators)
+	for range creators {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= pods {
+					return
+				}
+				pod := &corev1.Pod{
+					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%05d", i), Labels: map[string]string{"app": "bench"}},
+					Spec: corev1.PodSpec{ServiceAccountName: "app", NodeName: fmt.Sprintf("node-%02d", i%50),
+						Containers: []corev1.Container{{Name: "app", Image: "app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}}}}},
+				}
+				start := time.Now()
+				out, err := cs.CoreV1().Pods(benchNS).Create(ctx, pod, metav1.CreateOptions{})
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				created[string(out.UID)] = start
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return created
+}
+
+// arrivals records when the client first held each Workload.
+type arrivals struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+func (a *arrivals) Apply(typeURL string, upserts map[string]*anypb.Any, _ []string) error {
+	if typeURL != pb.WorkloadTypeURL {
+		return nil
+	}
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for name := range upserts {
+		if _, ok := a.at[name]; !ok {
+			a.at[name] = now
+		}
+	}
+	return nil
+}
+
+func (a *arrivals) get(uid string) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.at[uid]
+}
+
+func (a *arrivals) waitAll(want map[string]time.Time, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		missing := 0
+		a.mu.Lock()
+		for uid := range want {
+			if _, ok := a.at[uid]; !ok {
+				missing++
+			}
+		}
+		a.mu.Unlock()
+		if missing == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d Workloads never reached the client", missing, len(want))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
+
+func clientTLS(rootPEM []byte) *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(rootPEM)
+	return &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS13}
+}
+
+type bearer string
+
+func (t bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{pb.AuthorizationMetadataKey: pb.BearerPrefix + string(t)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return true }
+
+func freeAddr(b *testing.B) string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = lis.Close() }()
+	return lis.Addr().String()
+}
+
+func freePort(b *testing.B) int {
+	_, port, _ := net.SplitHostPort(freeAddr(b))
+	p, _ := strconv.Atoi(port)
+	return p
+}
