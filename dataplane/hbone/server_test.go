@@ -344,9 +344,9 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 }
 
-func TestStreamLimitEnforcedByServer(t *testing.T) {
-	// A client that ignores the pool and opens more streams than allowed
-	// gets them refused (RST_STREAM REFUSED_STREAM by x/net/http2).
+func TestPoolLearnsServerStreamLimit(t *testing.T) {
+	// The pool reads the server's SETTINGS_MAX_CONCURRENT_STREAMS; the
+	// reuse tests in pool_test.go rely on it.
 	e := newEnv(t, envOpts{server: func(c *ServerConfig) { c.MaxConcurrentStreams = 3 }})
 	c := e.dial(t) // make sure settings are exchanged
 	c.Close()
