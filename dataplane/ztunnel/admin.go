@@ -9,7 +9,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/xdsclient"
 )
 
@@ -41,14 +40,13 @@ func (z *Ztunnel) AdminHandler() http.Handler {
 			UID, Name, Namespace, ServiceAccount string
 		}
 		out := []podInfo{}
-		for _, p := range z.Pods.Pods() {
+		for _, p := range z.servedPods() {
 			out = append(out, podInfo{p.UID, p.Name, p.Namespace, p.ServiceAccount})
 		}
 		writeJSON(w, out)
 	})
 	mux.HandleFunc("GET /pool", func(w http.ResponseWriter, _ *http.Request) {
-		var st hbone.PoolStats = z.Pool.Stats()
-		writeJSON(w, st)
+		writeJSON(w, z.poolStats())
 	})
 	mux.HandleFunc("GET /xds", func(w http.ResponseWriter, _ *http.Request) {
 		var st xdsclient.Stats

@@ -571,3 +571,41 @@ func TestServiceVIPAndPassthrough(t *testing.T) {
 		t.Fatal("passthrough did not reach the outside app")
 	}
 }
+
+func TestAdminDumpsAndReadiness(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	m.setPolicy("deny-none", pb.AuthorizationAction_AUTHORIZATION_ACTION_DENY, &pb.Rule{Ports: []uint32{9}})
+	waitFor(t, "ready", func() bool { return ready(m.a) && len(m.a.Store.Snapshot().Authorizations) == 1 })
+	rec := httptest.NewRecorder()
+	m.a.ReadinessHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz/ready", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("readiness %d %s", rec.Code, rec.Body)
+	}
+	for path, want := range map[string]string{
+		"/workloads":    `"uid": "server-uid"`,
+		"/policies":     `"name": "deny-none"`,
+		"/trustbundles": `"trust_domain": "cluster.local"`,
+		"/pods":         `"UID": "client-uid"`,
+		"/xds":          `"Connected": true`,
+		"/pool":         `"shop/client"`,
+	} {
+		if got := adminJSON(t, m.a, path); !strings.Contains(got, want) {
+			t.Errorf("%s lacks %s:\n%s", path, want, got)
+		}
+	}
+}
+
+func TestNotReadyWithoutControlPlane(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "ready", func() bool { return ready(m.a) })
+	// A ztunnel whose control plane never answered is not ready, and says why.
+	z, err := ztunnel.New(ztunnel.Config{CA: pb.NewCertificateServiceClient(nil), Token: func() (string, error) { return "", nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	z.ReadinessHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz/ready", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "waiting for configuration from the control plane") {
+		t.Fatalf("readiness %d %s", rec.Code, rec.Body)
+	}
+}

@@ -32,13 +32,19 @@ func (z *Ztunnel) ServePod(pod *inpod.Pod) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &podServer{z: z, pod: pod, id: id, ctx: ctx}
 	srv, err := hbone.NewServer(hbone.ServerConfig{Identity: id, Certs: z.Identity, Roots: z.roots, Handler: p, Logger: log.WithName("hbone")})
+	if err == nil {
+		// One client pool per pod: its connections are dialed from the pod's network
+		// namespace, and closing the pool when the pod goes releases the namespace.
+		p.pool, err = hbone.NewPool(hbone.PoolConfig{Certs: z.Identity, Roots: z.roots, Dial: pod.Net.Dial})
+	}
 	if err != nil {
 		cancel()
 		log.Error(err, "cannot serve HBONE")
 		return func() {}
 	}
+	p.hbone = srv
 	z.Identity.Acquire(id)
-	z.trackServer(pod.UID, srv)
+	z.trackServer(pod.UID, p)
 	var wg sync.WaitGroup
 	run := func(fn func()) { wg.Add(1); go func() { defer wg.Done(); fn() }() }
 	run(func() { _ = srv.Serve(pod.HBONE) })
@@ -50,16 +56,19 @@ func (z *Ztunnel) ServePod(pod *inpod.Pod) (stop func()) {
 		_ = srv.Close()
 		z.conns.closePod(pod.UID)
 		wg.Wait()
+		_ = p.pool.Close()
 		z.Identity.Release(id)
 	}
 }
 
 // podServer handles one pod's connections.
 type podServer struct {
-	z   *Ztunnel
-	pod *inpod.Pod
-	id  spiffe.ID
-	ctx context.Context // ends when the pod is no longer served
+	z     *Ztunnel
+	pod   *inpod.Pod
+	id    spiffe.ID
+	ctx   context.Context // ends when the pod is no longer served
+	hbone *hbone.Server   // inbound, on the pod's 15008
+	pool  *hbone.Pool     // outbound HBONE connections from the pod's namespace
 }
 
 func (p *podServer) acceptLoop(l net.Listener, wg *sync.WaitGroup, serve func(net.Conn)) {
@@ -102,15 +111,6 @@ func reset(c net.Conn) {
 		_ = tc.SetLinger(0)
 	}
 	_ = c.Close()
-}
-
-func podAddr(w *pb.Workload) netip.Addr {
-	for _, a := range w.GetAddresses() {
-		if addr, err := netip.ParseAddr(a); err == nil {
-			return addr
-		}
-	}
-	return netip.Addr{}
 }
 
 func remoteAddrPort(a net.Addr) netip.AddrPort {
@@ -166,11 +166,11 @@ func (p *podServer) dialOutbound(ctx context.Context, dst netip.AddrPort) (net.C
 		up, err := p.pod.Net.Dial(ctx, "tcp", d.Dial.String())
 		return up, d, local, err
 	}
-	req := hbone.DialRequest{Source: p.id, Peer: d.Peer, Target: d.Target, Via: d.Dial, Dial: p.pod.Net.Dial, SourceAddr: podAddr(local)}
-	up, err := p.z.Pool.Dial(ctx, req)
+	req := hbone.DialRequest{Source: p.id, Peer: d.Peer, Target: d.Target, Via: d.Dial}
+	up, err := p.pool.Dial(ctx, req)
 	var refused *hbone.StatusError
 	if err != nil && !errors.As(err, &refused) && ctx.Err() == nil {
-		up, err = p.z.Pool.Dial(ctx, req)
+		up, err = p.pool.Dial(ctx, req)
 	}
 	if err != nil {
 		return nil, d, local, err

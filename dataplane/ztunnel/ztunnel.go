@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -102,7 +103,6 @@ type Ztunnel struct {
 	cfg       Config
 	Store     *state.Store
 	Identity  *identity.Manager
-	Pool      *hbone.Pool
 	Pods      *inpod.Manager
 	Metrics   *metrics.Metrics
 	XDS       *xdsclient.Client
@@ -114,7 +114,7 @@ type Ztunnel struct {
 	draining  chan struct{} // closed when the drain starts (not ready any more)
 	drainOne  sync.Once
 	serversMu sync.Mutex
-	servers   map[string]*hbone.Server // per pod uid, for GOAWAY when draining
+	servers   map[string]*podServer // per pod uid: GOAWAY when draining, pool stats
 }
 
 // New assembles a ztunnel; Run starts it.
@@ -123,7 +123,7 @@ func New(cfg Config) (*Ztunnel, error) {
 	if cfg.CA == nil || cfg.Token == nil {
 		return nil, errors.New("ztunnel: Config.CA and Config.Token are required")
 	}
-	z := &Ztunnel{cfg: cfg, Store: state.New(), Metrics: metrics.New(), log: cfg.Log, draining: make(chan struct{}), servers: map[string]*hbone.Server{}}
+	z := &Ztunnel{cfg: cfg, Store: state.New(), Metrics: metrics.New(), log: cfg.Log, draining: make(chan struct{}), servers: map[string]*podServer{}}
 	z.Identity = identity.NewManager(identity.Config{CA: cfg.CA, Token: cfg.Token, TTL: cfg.CertTTL, Log: cfg.Log.WithName("identity")})
 	// The control plane's trust bundle wins; before it arrives, the roots the CA returned.
 	z.roots = hbone.RootsFunc(func() *x509.CertPool {
@@ -132,11 +132,6 @@ func New(cfg Config) (*Ztunnel, error) {
 		}
 		return z.Identity.Roots()
 	})
-	pool, err := hbone.NewPool(hbone.PoolConfig{Certs: z.Identity, Roots: z.roots})
-	if err != nil {
-		return nil, err
-	}
-	z.Pool = pool
 	z.router = &routing.Router{Lookup: z.Store, TrustDomain: cfg.TrustDomain, Pick: rand.IntN}
 	z.conns = newRegistry(z.Metrics, cfg.Log.WithName("conns"))
 	z.Pods = inpod.NewManager(z, cfg.Ports, cfg.Log.WithName("inpod"))
@@ -225,7 +220,6 @@ func (z *Ztunnel) Run(ctx context.Context) error {
 		z.log.Info("drain period over, closing remaining connections", "open", z.conns.count())
 	}
 	z.Pods.Close()
-	_ = z.Pool.Close()
 	return nil
 }
 
@@ -265,10 +259,10 @@ func (z *Ztunnel) serveHTTP(ctx context.Context) {
 	}
 }
 
-func (z *Ztunnel) trackServer(uid string, srv *hbone.Server) {
+func (z *Ztunnel) trackServer(uid string, p *podServer) {
 	z.serversMu.Lock()
 	defer z.serversMu.Unlock()
-	z.servers[uid] = srv
+	z.servers[uid] = p
 }
 
 func (z *Ztunnel) untrackServer(uid string) {
@@ -281,7 +275,32 @@ func (z *Ztunnel) untrackServer(uid string) {
 func (z *Ztunnel) goAway(ctx context.Context) {
 	z.serversMu.Lock()
 	defer z.serversMu.Unlock()
-	for _, srv := range z.servers {
-		go func() { _ = srv.Shutdown(ctx) }()
+	for _, p := range z.servers {
+		go func() { _ = p.hbone.Shutdown(ctx) }()
 	}
+}
+
+// poolStats returns each pod's HBONE client pool statistics, by namespace/name.
+func (z *Ztunnel) poolStats() map[string]hbone.PoolStats {
+	z.serversMu.Lock()
+	defer z.serversMu.Unlock()
+	out := make(map[string]hbone.PoolStats, len(z.servers))
+	for _, p := range z.servers {
+		out[p.pod.Namespace+"/"+p.pod.Name] = p.pool.Stats()
+	}
+	return out
+}
+
+// servedPods lists the pods being served, ordered by namespace/name.
+func (z *Ztunnel) servedPods() []*inpod.Pod {
+	z.serversMu.Lock()
+	defer z.serversMu.Unlock()
+	out := make([]*inpod.Pod, 0, len(z.servers))
+	for _, p := range z.servers {
+		out = append(out, p.pod)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name
+	})
+	return out
 }

@@ -3,6 +3,7 @@ package nodetest
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -33,7 +34,8 @@ var ztunnelBin string
 
 // TestMain builds the real ztunnel binary once for the package.
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
+	flag.Parse()
+	if os.Geteuid() != 0 || testing.Short() {
 		os.Exit(m.Run()) // every test skips with its reason
 	}
 	dir, err := os.MkdirTemp("", "ztunnel-bin-")
@@ -95,6 +97,9 @@ type pod struct {
 // (10.99.0.0/24), and starts the control plane, CA and one ztunnel per node.
 func newCluster(t testing.TB, backend string) *cluster {
 	nstest.RequireRoot(t)
+	if testing.Short() {
+		t.Skip("netns tier (real ztunnel processes, ~30s): skipped with -short; make test runs it")
+	}
 	c := &cluster{t: t, backend: backend, dir: t.TempDir(), nodes: map[string]*node{}, pods: map[string]*pod{}}
 	c.ca = &catest.Service{CA: catest.New(t), Token: token}
 	c.ca.Serve(t)
