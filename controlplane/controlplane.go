@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -26,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
@@ -74,6 +77,7 @@ func Scheme() *runtime.Scheme {
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(meshv1.AddToScheme(s))
 	utilruntime.Must(cmapi.AddToScheme(s))
+	utilruntime.Must(gatewayv1.Install(s))
 	return s
 }
 
@@ -113,6 +117,9 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 	if cp.recs, err = discovery.Setup(mgr, discovery.Config{Mesh: opts.Mesh, Publisher: cp.XDS.Publisher()}); err != nil {
 		return nil, err
 	}
+	if err := startInformers(ctx, mgr); err != nil {
+		return nil, err
+	}
 	if err := status.Setup(mgr, opts.Mesh, discovery.NewTargetLookup(mgr.GetClient(), opts.Mesh)); err != nil {
 		return nil, err
 	}
@@ -124,6 +131,24 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 		DefaultTTL: opts.WorkloadCertTTL, MinTTL: time.Hour, MaxTTL: opts.MaxCertTTL, Roots: cp.certs.Roots,
 	}, live, mgr.GetCache(), discovery.IndexPodNode, signer, metrics.Registry, log.WithName("ca"))
 	return cp, nil
+}
+
+// startInformers caches the kinds no reconciler here watches yet but the mesh's other
+// consumers of this cache read: Nodes, EndpointSlices, and Gateway API HTTPRoutes (for the
+// waypoint's routes) when their CRD is installed.
+func startInformers(ctx context.Context, mgr ctrl.Manager) error {
+	objs := []client.Object{&corev1.Node{}, &discoveryv1.EndpointSlice{}}
+	if _, err := mgr.GetRESTMapper().RESTMapping(gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute").GroupKind(), gatewayv1.SchemeGroupVersion.Version); err == nil {
+		objs = append(objs, &gatewayv1.HTTPRoute{})
+	} else {
+		ctrl.Log.WithName("controlplane").Info("Gateway API HTTPRoute CRD not installed; not watching HTTPRoutes")
+	}
+	for _, o := range objs {
+		if _, err := mgr.GetCache().GetInformer(ctx, o); err != nil {
+			return fmt.Errorf("watch %T: %w", o, err)
+		}
+	}
+	return nil
 }
 
 func validate(o *Options) error {
