@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// views are the admin endpoint paths ambientctl shows, with the columns of
+// their tables.
+var views = map[string][]string{
+	"workloads":   {"name", "namespace", "addresses", "service_account", "node", "tunnel_protocol", "uid"},
+	"services":    {"name", "namespace", "hostname", "addresses", "ports", "endpoints"},
+	"policies":    {"name", "namespace", "scope", "action", "rules"},
+	"certs":       {"identity", "state", "serial", "notBefore", "notAfter", "renewAt", "pods", "lastError"},
+	"connections": {"direction", "pod", "source", "destination", "sourceIdentity", "destinationIdentity", "started", "bytesSent", "bytesReceived"},
+}
+
+func runZtunnel(args []string, out io.Writer) error {
+	if len(args) == 0 || views[args[0]] == nil {
+		return fmt.Errorf("ztunnel: want one of workloads, services, policies, certs, connections")
+	}
+	view := args[0]
+	fs, c := newFlagSet("ztunnel "+view, "")
+	node := fs.String("node", "", "node whose ztunnel to ask (required)")
+	netnsDir := fs.String("netns-dir", "/var/run/netns", "where a node that is a network namespace (the local mesh) is found")
+	admin := fs.String("admin-address", "127.0.0.1:15000", "ztunnel's admin address, as seen on the node")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *node == "" {
+		return fmt.Errorf("ztunnel %s: --node is required", view)
+	}
+	body, err := fetchAdmin(*netnsDir, *node, *admin, "/"+view)
+	if err != nil {
+		return err
+	}
+	var items []map[string]any
+	if err := json.Unmarshal(body, &items); err != nil {
+		return fmt.Errorf("ztunnel on %s: /%s is not a JSON list: %w", *node, view, err)
+	}
+	return write(out, c.output, items, objectTable(items, views[view]))
+}
+
+// fetchAdmin GETs path from the ztunnel admin endpoint of node. The admin
+// endpoint listens on localhost only: when the node is a network namespace
+// here (the local mesh), the connection is opened inside it; when it is
+// this host, directly.
+func fetchAdmin(netnsDir, node, admin, path string) ([]byte, error) {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	nsPath := filepath.Join(netnsDir, node)
+	if _, err := os.Stat(nsPath); err == nil {
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dialInNetns(ctx, nsPath, network, addr)
+		}
+	} else if host, _ := os.Hostname(); host != node {
+		return nil, fmt.Errorf("node %s is neither a network namespace in %s nor this host (%s): run ambientctl on that node", node, netnsDir, host)
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial}}
+	resp, err := c.Get("http://" + admin + path)
+	if err != nil {
+		return nil, fmt.Errorf("ztunnel admin on %s: %w (is ztunnel running there?)", node, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("ztunnel admin on %s: GET %s: %s", node, path, resp.Status)
+	}
+	return body, nil
+}
+
+// dialInNetns opens the socket on a thread that entered the netns; the
+// socket stays in it. The thread returns to its own netns afterwards (or
+// is discarded if it cannot).
+func dialInNetns(ctx context.Context, nsPath, network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(nsPath)
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{nil, fmt.Errorf("entering %s: %w (needs root)", nsPath, err)}
+			return
+		}
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		ch <- result{c, err}
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+	r := <-ch
+	return r.c, r.err
+}

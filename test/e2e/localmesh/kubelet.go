@@ -1,0 +1,652 @@
+package localmesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
+)
+
+// The kubelet stand-in. There is no container runtime here: for every
+// Deployment and DaemonSet the operator applies, it creates the Pod objects
+// a scheduler and the workload controllers would (one per node for a
+// DaemonSet), starts the component binary with exactly the args and env the
+// pod spec declares, and reports readiness in Pod and workload status.
+//
+// Paths: a container sees its volumes at its mountPaths; here every volume
+// is a directory under the state dir (hostPath volumes: the node's own
+// directory), and each mountPath in the args, and in the mesh config
+// file the pod mounts, is replaced by that directory.
+
+// imagePaths maps files that the component images carry to the binaries
+// `make build` writes.
+var imagePaths = map[string]string{manifests.CNIPluginBinary: "cni-plugin"}
+
+// componentPod is one Pod the stand-in runs.
+type componentPod struct {
+	Workload string
+	Node     *Node // nil: the control-plane node (root netns)
+	Pod      *corev1.Pod
+	Proc     *Proc
+	Ready    bool
+	hash     string
+}
+
+type kubelet struct {
+	m     *Mesh
+	mu    sync.Mutex
+	pods  map[string]*componentPod // by namespace/name
+	cpDir string
+}
+
+func podKey(ns, name string) string { return ns + "/" + name }
+
+// sync is one pass: create missing pods, start processes, probe, report.
+func (k *kubelet) sync(ctx context.Context) error {
+	cs := k.m.Clientset
+	ns := k.m.Namespace
+	sel := manifests.MeshSelector(MeshName).String()
+	deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return err
+	}
+	dss, err := cs.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	var errs []error
+	for i := range deps.Items {
+		d := &deps.Items[i]
+		name := d.Name + "-" + shortHash(d.Spec.Template)
+		want[podKey(ns, name)] = true
+		errs = append(errs, k.ensurePod(ctx, d.Name, name, nil, d.Spec.Template))
+	}
+	for i := range dss.Items {
+		ds := &dss.Items[i]
+		for _, n := range k.m.Nodes {
+			name := ds.Name + "-" + strings.TrimPrefix(n.Name, "am-")
+			want[podKey(ns, name)] = true
+			errs = append(errs, k.ensurePod(ctx, ds.Name, name, n, ds.Spec.Template))
+		}
+	}
+	errs = append(errs, k.reapDeleted(ctx, want))
+	for i := range deps.Items {
+		errs = append(errs, k.deploymentStatus(ctx, &deps.Items[i]))
+	}
+	for i := range dss.Items {
+		errs = append(errs, k.daemonSetStatus(ctx, &dss.Items[i]))
+	}
+	return errors.Join(errs...)
+}
+
+func shortHash(t corev1.PodTemplateSpec) string {
+	h := t.Annotations[manifests.AnnotationTemplateHash]
+	if len(h) > 10 {
+		h = h[:10]
+	}
+	return h
+}
+
+// ensurePod creates the Pod object when missing (or replaces it when its
+// template changed and the workload is not OnDelete), starts its process
+// when its volumes can be filled, and probes it.
+func (k *kubelet) ensurePod(ctx context.Context, workload, name string, node *Node, tmpl corev1.PodTemplateSpec) error {
+	cs := k.m.Clientset
+	ns := k.m.Namespace
+	key := podKey(ns, name)
+	k.mu.Lock()
+	cp := k.pods[key]
+	k.mu.Unlock()
+	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		if cp != nil && cp.Proc != nil {
+			cp.Proc.Stop(10 * time.Second)
+		}
+		pod = &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: tmpl.Labels, Annotations: tmpl.Annotations},
+			Spec:       *tmpl.Spec.DeepCopy(),
+		}
+		pod.Spec.NodeName = ControlPlaneNode
+		if node != nil {
+			pod.Spec.NodeName = node.Name
+		}
+		if pod, err = cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("creating pod %s: %w", name, err)
+		}
+		cp = &componentPod{Workload: workload, Node: node, Pod: pod, hash: tmpl.Annotations[manifests.AnnotationTemplateHash]}
+		k.mu.Lock()
+		k.pods[key] = cp
+		k.mu.Unlock()
+	case err != nil:
+		return err
+	case cp == nil || cp.Pod.UID != pod.UID:
+		if cp != nil && cp.Proc != nil {
+			cp.Proc.Stop(10 * time.Second)
+		}
+		cp = &componentPod{Workload: workload, Node: node, Pod: pod, hash: pod.Annotations[manifests.AnnotationTemplateHash]}
+		k.mu.Lock()
+		k.pods[key] = cp
+		k.mu.Unlock()
+	}
+	cp.Pod = pod
+	if pod.DeletionTimestamp != nil {
+		return k.finishDeletion(ctx, cp)
+	}
+	if cp.Proc == nil || cp.Proc.Exited() {
+		if err := k.start(ctx, cp); err != nil {
+			return fmt.Errorf("pod %s: %w", name, err)
+		}
+	}
+	return k.probe(ctx, cp)
+}
+
+// finishDeletion does what a kubelet does for a pod being deleted: stop its
+// container within the grace period, then remove the object.
+func (k *kubelet) finishDeletion(ctx context.Context, cp *componentPod) error {
+	if cp.Proc != nil {
+		grace := time.Duration(ptr.Deref(cp.Pod.DeletionGracePeriodSeconds, 30)) * time.Second
+		cp.Proc.Stop(grace)
+	}
+	err := k.m.Clientset.CoreV1().Pods(cp.Pod.Namespace).Delete(ctx, cp.Pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	k.mu.Lock()
+	delete(k.pods, podKey(cp.Pod.Namespace, cp.Pod.Name))
+	k.mu.Unlock()
+	return nil
+}
+
+// reapDeleted stops pods whose workload is gone (the garbage collector's
+// part: there is no kube-controller-manager here).
+func (k *kubelet) reapDeleted(ctx context.Context, want map[string]bool) error {
+	k.mu.Lock()
+	var gone []*componentPod
+	for key, cp := range k.pods {
+		if !want[key] {
+			gone = append(gone, cp)
+		}
+	}
+	k.mu.Unlock()
+	var errs []error
+	for _, cp := range gone {
+		errs = append(errs, k.finishDeletion(ctx, cp))
+	}
+	return errors.Join(errs...)
+}
+
+// start fills the pod's volumes and starts its (single) container.
+func (k *kubelet) start(ctx context.Context, cp *componentPod) error {
+	pod := cp.Pod
+	if len(pod.Spec.Containers) != 1 {
+		return fmt.Errorf("expected one container, found %d", len(pod.Spec.Containers))
+	}
+	c := pod.Spec.Containers[0]
+	dir := filepath.Join(k.m.StateDir, "pods", pod.Namespace, pod.Name)
+	paths, err := k.volumes(ctx, cp, dir, c)
+	if err != nil {
+		return err
+	}
+	env, err := k.env(ctx, cp, dir, c)
+	if err != nil {
+		return err
+	}
+	values := map[string]string{}
+	for _, e := range env {
+		name, value, _ := strings.Cut(e, "=")
+		values[name] = value
+	}
+	args := make([]string, 0, len(c.Args))
+	for _, a := range c.Args {
+		args = append(args, paths.translate(expandVars(a, values)))
+	}
+	bin := filepath.Join(k.m.BinDir, c.Name)
+	netns := ""
+	if cp.Node != nil {
+		netns = cp.Node.Name
+	}
+	proc, err := startProc(k.m.state, k.m.LogDir(), pod.Name, netns, bin, args, env)
+	if err != nil {
+		return err
+	}
+	cp.Proc, cp.Ready = proc, false
+	k.m.logf("started %s (pid %d) on %s", pod.Name, proc.PID(), pod.Spec.NodeName)
+	return nil
+}
+
+// pathMap maps container paths to directories of the state dir.
+type pathMap [][2]string
+
+func (p pathMap) translate(s string) string {
+	// Longest container path first, so /a/b wins over /a.
+	for _, m := range p {
+		if strings.Contains(s, m[0]) {
+			s = strings.ReplaceAll(s, m[0], m[1])
+		}
+	}
+	return s
+}
+
+func (p *pathMap) add(container, host string) {
+	*p = append(*p, [2]string{container, host})
+	sort.SliceStable(*p, func(i, j int) bool { return len((*p)[i][0]) > len((*p)[j][0]) })
+}
+
+var varRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// expandVars expands $(NAME) the way the kubelet does for container args.
+func expandVars(s string, values map[string]string) string {
+	return varRef.ReplaceAllStringFunc(s, func(ref string) string {
+		if v, ok := values[ref[2:len(ref)-1]]; ok {
+			return v
+		}
+		return ref
+	})
+}
+
+// volumes writes each mounted volume into dir and returns the path map.
+func (k *kubelet) volumes(ctx context.Context, cp *componentPod, dir string, c corev1.Container) (pathMap, error) {
+	var paths pathMap
+	for image, bin := range imagePaths {
+		paths.add(image, filepath.Join(k.m.BinDir, bin))
+	}
+	byName := map[string]corev1.Volume{}
+	for _, v := range cp.Pod.Spec.Volumes {
+		byName[v.Name] = v
+	}
+	var configFiles []string
+	for _, mount := range c.VolumeMounts {
+		v, ok := byName[mount.Name]
+		if !ok {
+			return nil, fmt.Errorf("volume %s not in the pod", mount.Name)
+		}
+		src := filepath.Join(dir, "volumes", v.Name)
+		switch {
+		case v.HostPath != nil:
+			src = k.hostPath(cp.Node, v.HostPath.Path)
+			if err := os.MkdirAll(src, 0o755); err != nil {
+				return nil, err
+			}
+		case v.ConfigMap != nil:
+			files, err := k.configMapFiles(ctx, cp.Pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Items)
+			if err != nil {
+				return nil, err
+			}
+			if err := writeFiles(src, files); err != nil {
+				return nil, err
+			}
+			for name := range files {
+				configFiles = append(configFiles, filepath.Join(src, name))
+			}
+		case v.Secret != nil:
+			files, err := k.secretFiles(ctx, cp.Pod.Namespace, v.Secret.SecretName, v.Secret.Items)
+			if err != nil {
+				return nil, err
+			}
+			if err := writeFiles(src, files); err != nil {
+				return nil, err
+			}
+		case v.Projected != nil:
+			files, err := k.projectedFiles(ctx, cp.Pod, v.Projected)
+			if err != nil {
+				return nil, err
+			}
+			if err := writeFiles(src, files); err != nil {
+				return nil, err
+			}
+		case v.EmptyDir != nil:
+			if err := os.MkdirAll(src, 0o755); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("volume %s: unsupported source", v.Name)
+		}
+		paths.add(mount.MountPath, src)
+	}
+	// Files the pod mounts name container paths too (the mesh config's
+	// hand-off socket, CNI dirs): rewrite them the same way.
+	for _, f := range configFiles {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(f, []byte(paths.translate(string(data))), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return paths, nil
+}
+
+func (k *kubelet) hostPath(node *Node, p string) string {
+	if node == nil {
+		return filepath.Join(k.cpDir, p)
+	}
+	return node.HostPath(p)
+}
+
+func writeFiles(dir string, files map[string][]byte) error {
+	for name, data := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func pick[T any](data map[string]T, items []corev1.KeyToPath, conv func(T) []byte) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	if len(items) == 0 {
+		for key, v := range data {
+			out[key] = conv(v)
+		}
+		return out, nil
+	}
+	for _, it := range items {
+		v, ok := data[it.Key]
+		if !ok {
+			return nil, fmt.Errorf("key %s missing", it.Key)
+		}
+		out[it.Path] = conv(v)
+	}
+	return out, nil
+}
+
+func (k *kubelet) configMapFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath) (map[string][]byte, error) {
+	cm, err := k.m.Clientset.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("configmap %s: %w", name, err)
+	}
+	return pick(cm.Data, items, func(s string) []byte { return []byte(s) })
+}
+
+func (k *kubelet) secretFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath) (map[string][]byte, error) {
+	s, err := k.m.Clientset.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("secret %s (waiting for cert-manager?): %w", name, err)
+	}
+	return pick(s.Data, items, func(b []byte) []byte { return b })
+}
+
+// projectedFiles fills a projected volume: service-account tokens through
+// the TokenRequest API, bound to the pod (the CA checks the pod's node).
+func (k *kubelet) projectedFiles(ctx context.Context, pod *corev1.Pod, v *corev1.ProjectedVolumeSource) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, src := range v.Sources {
+		switch {
+		case src.ServiceAccountToken != nil:
+			t := src.ServiceAccountToken
+			tok, err := k.m.podToken(ctx, pod, t.Audience, ptr.Deref(t.ExpirationSeconds, 3600))
+			if err != nil {
+				return nil, err
+			}
+			out[t.Path] = []byte(tok)
+		case src.ConfigMap != nil:
+			files, err := k.configMapFiles(ctx, pod.Namespace, src.ConfigMap.Name, src.ConfigMap.Items)
+			if err != nil && !ptr.Deref(src.ConfigMap.Optional, false) {
+				return nil, err
+			}
+			for n, d := range files {
+				out[n] = d
+			}
+		case src.Secret != nil:
+			files, err := k.secretFiles(ctx, pod.Namespace, src.Secret.Name, src.Secret.Items)
+			if err != nil && !ptr.Deref(src.Secret.Optional, false) {
+				return nil, err
+			}
+			for n, d := range files {
+				out[n] = d
+			}
+		}
+	}
+	return out, nil
+}
+
+// podToken asks the TokenRequest API for a token of the pod's service
+// account, bound to the pod.
+func (m *Mesh) podToken(ctx context.Context, pod *corev1.Pod, audience string, seconds int64) (string, error) {
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	var auds []string
+	if audience != "" {
+		auds = []string{audience}
+	}
+	tr, err := m.Clientset.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			Audiences:         auds,
+			ExpirationSeconds: ptr.To(seconds),
+			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token for %s/%s: %w", pod.Namespace, sa, err)
+	}
+	return tr.Status.Token, nil
+}
+
+// env resolves the container's env (values and downward API) and adds
+// KUBECONFIG: a kubeconfig with the pod's service-account token, which
+// stands in for the in-cluster config (there is no cluster network).
+func (k *kubelet) env(ctx context.Context, cp *componentPod, dir string, c corev1.Container) ([]string, error) {
+	pod := cp.Pod
+	var env []string
+	for _, e := range c.Env {
+		value := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			switch e.ValueFrom.FieldRef.FieldPath {
+			case "metadata.name":
+				value = pod.Name
+			case "metadata.namespace":
+				value = pod.Namespace
+			case "spec.nodeName":
+				value = pod.Spec.NodeName
+			case "spec.serviceAccountName":
+				value = pod.Spec.ServiceAccountName
+			case "status.podIP":
+				value = k.podIP(cp)
+			default:
+				return nil, fmt.Errorf("env %s: field %s not supported", e.Name, e.ValueFrom.FieldRef.FieldPath)
+			}
+		}
+		env = append(env, e.Name+"="+value)
+	}
+	token, err := k.m.podToken(ctx, pod, "", 24*3600)
+	if err != nil {
+		return nil, err
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := k.m.writeTokenKubeconfig(kubeconfig, token); err != nil {
+		return nil, err
+	}
+	return append(env, "KUBECONFIG="+kubeconfig), nil
+}
+
+func (k *kubelet) podIP(cp *componentPod) string {
+	if cp.Node == nil {
+		return "127.0.0.1"
+	}
+	return cp.Node.UnderlayIP
+}
+
+// probe runs the container's HTTP readiness probe (inside the node's netns)
+// and reports the result in the Pod's status.
+func (k *kubelet) probe(ctx context.Context, cp *componentPod) error {
+	c := cp.Pod.Spec.Containers[0]
+	ready := false
+	if cp.Proc != nil && !cp.Proc.Exited() {
+		ready = true
+		if p := c.ReadinessProbe; p != nil && p.HTTPGet != nil {
+			url := fmt.Sprintf("http://127.0.0.1:%d%s", p.HTTPGet.Port.IntValue(), p.HTTPGet.Path)
+			client := &http.Client{Timeout: time.Second}
+			if cp.Node != nil {
+				client = HTTPClientIn(cp.Node.NetnsPath(), time.Second)
+			}
+			resp, err := client.Get(url)
+			ready = err == nil && resp.StatusCode < 400
+			if err == nil {
+				resp.Body.Close()
+			}
+		}
+	}
+	if ready == cp.Ready && cp.Pod.Status.Phase == corev1.PodRunning {
+		return nil
+	}
+	cp.Ready = ready
+	return k.m.setPodStatus(ctx, cp.Pod, k.podIP(cp), ready)
+}
+
+// setPodStatus writes what a kubelet reports: Running, the IP, readiness.
+func (m *Mesh) setPodStatus(ctx context.Context, pod *corev1.Pod, ip string, ready bool) error {
+	cond := corev1.ConditionFalse
+	if ready {
+		cond = corev1.ConditionTrue
+	}
+	now := metav1.Now()
+	p := pod.DeepCopy()
+	p.Status.Phase = corev1.PodRunning
+	p.Status.PodIP = ip
+	p.Status.PodIPs = []corev1.PodIP{{IP: ip}}
+	p.Status.HostIP = ip
+	if p.Status.StartTime == nil {
+		p.Status.StartTime = &now
+	}
+	p.Status.Conditions = []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		{Type: corev1.ContainersReady, Status: cond, LastTransitionTime: now},
+		{Type: corev1.PodReady, Status: cond, LastTransitionTime: now},
+	}
+	var statuses []corev1.ContainerStatus
+	for _, c := range p.Spec.Containers {
+		statuses = append(statuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image, Ready: ready, Started: ptr.To(true),
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: *p.Status.StartTime}}})
+	}
+	p.Status.ContainerStatuses = statuses
+	updated, err := m.Clientset.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	if err != nil {
+		return fmt.Errorf("pod %s status: %w", p.Name, err)
+	}
+	*pod = *updated
+	return nil
+}
+
+func (k *kubelet) counts(workload string, hash string) (total, ready, updated int32) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, cp := range k.pods {
+		if cp.Workload != workload || cp.Pod.Namespace != k.m.Namespace {
+			continue
+		}
+		total++
+		current := cp.Pod.Annotations[manifests.AnnotationTemplateHash] == hash
+		if current {
+			updated++
+		}
+		if cp.Ready {
+			ready++
+		}
+	}
+	return
+}
+
+func (k *kubelet) deploymentStatus(ctx context.Context, d *appsv1.Deployment) error {
+	total, ready, updated := k.counts(d.Name, d.Spec.Template.Annotations[manifests.AnnotationTemplateHash])
+	s := appsv1.DeploymentStatus{
+		ObservedGeneration: d.Generation, Replicas: total, UpdatedReplicas: updated,
+		ReadyReplicas: ready, AvailableReplicas: ready, UnavailableReplicas: total - ready,
+	}
+	if d.Status.ObservedGeneration == s.ObservedGeneration && d.Status.Replicas == s.Replicas &&
+		d.Status.ReadyReplicas == s.ReadyReplicas && d.Status.UpdatedReplicas == s.UpdatedReplicas {
+		return nil
+	}
+	d.Status = s
+	_, err := k.m.Clientset.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+	return ignoreConflict(err)
+}
+
+func (k *kubelet) daemonSetStatus(ctx context.Context, ds *appsv1.DaemonSet) error {
+	total, ready, updated := k.counts(ds.Name, ds.Spec.Template.Annotations[manifests.AnnotationTemplateHash])
+	desired := int32(len(k.m.Nodes))
+	s := appsv1.DaemonSetStatus{
+		ObservedGeneration: ds.Generation, DesiredNumberScheduled: desired, CurrentNumberScheduled: total,
+		NumberReady: ready, NumberAvailable: ready, UpdatedNumberScheduled: updated, NumberUnavailable: max(desired-ready, 0),
+	}
+	old := ds.Status
+	if old.ObservedGeneration == s.ObservedGeneration && old.DesiredNumberScheduled == s.DesiredNumberScheduled &&
+		old.CurrentNumberScheduled == s.CurrentNumberScheduled && old.NumberReady == s.NumberReady &&
+		old.UpdatedNumberScheduled == s.UpdatedNumberScheduled {
+		return nil
+	}
+	ds.Status = s
+	_, err := k.m.Clientset.AppsV1().DaemonSets(ds.Namespace).UpdateStatus(ctx, ds, metav1.UpdateOptions{})
+	return ignoreConflict(err)
+}
+
+func ignoreConflict(err error) error {
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// componentProcs returns the running component pods whose workload is name
+// (and on node, when node is not empty), sorted by pod name.
+func (k *kubelet) componentPods(workload, node string) []*componentPod {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []*componentPod
+	for _, cp := range k.pods {
+		if cp.Workload == workload && (node == "" || cp.Pod.Spec.NodeName == node) {
+			out = append(out, cp)
+		}
+	}
+	slices.SortFunc(out, func(a, b *componentPod) int { return strings.Compare(a.Pod.Name, b.Pod.Name) })
+	return out
+}
+
+// stopAll stops every component process (the control plane last).
+func (k *kubelet) stopAll(grace time.Duration) {
+	k.mu.Lock()
+	pods := make([]*componentPod, 0, len(k.pods))
+	for _, cp := range k.pods {
+		pods = append(pods, cp)
+	}
+	k.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, cp := range pods {
+		if cp.Proc != nil && cp.Node != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); cp.Proc.Stop(grace) }()
+		}
+	}
+	wg.Wait()
+	for _, cp := range pods {
+		if cp.Proc != nil {
+			cp.Proc.Stop(grace)
+		}
+	}
+}

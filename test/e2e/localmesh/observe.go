@@ -1,0 +1,137 @@
+package localmesh
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+)
+
+// ZtunnelGet fetches a path from the ztunnel on node: the admin endpoint
+// (127.0.0.1:15000, localhost only: the request is made from inside the
+// node's netns) or metrics (port 15020).
+func ZtunnelGet(node *Node, port int32, path string) (string, error) {
+	c := HTTPClientIn(node.NetnsPath(), 3*time.Second)
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+	if err != nil {
+		return "", fmt.Errorf("ztunnel on %s: %w", node.Name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("ztunnel on %s: GET %s: %s: %s", node.Name, path, resp.Status, body)
+	}
+	return string(body), nil
+}
+
+// Metrics returns the ztunnel's Prometheus text on node.
+func Metrics(node *Node) (string, error) { return ZtunnelGet(node, meshv1alpha1.PortMetrics, "/metrics") }
+
+// MetricLines returns the lines of metric name whose labels contain every
+// fragment (e.g. `source_principal="spiffe://..."`).
+func MetricLines(text, name string, fragments ...string) []string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		ok := true
+		for _, f := range fragments {
+			ok = ok && strings.Contains(line, f)
+		}
+		if ok {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// Capture is a tcpdump running on a node's underlay interface.
+type Capture struct {
+	cmd  *exec.Cmd
+	path string
+	done chan struct{}
+}
+
+// StartCapture runs tcpdump on the node's underlay interface (inside the
+// node's netns) and returns once it is capturing.
+func (m *Mesh) StartCapture(node *Node) (*Capture, error) {
+	path := filepath.Join(m.StateDir, fmt.Sprintf("capture-%s-%d.txt", node.Name, time.Now().UnixNano()))
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("ip", "netns", "exec", node.Name, "tcpdump", "-i", node.UnderlayIf, "-nn", "-l", "-A", "-s", "0", "tcp")
+	cmd.Stdout = out
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("tcpdump: %w", err)
+	}
+	c := &Capture{cmd: cmd, path: path, done: make(chan struct{})}
+	_ = m.state.addProc(ProcRecord{Name: "tcpdump", Node: node.Name, PID: cmd.Process.Pid, Binary: "tcpdump"})
+	started := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := false
+		for sc.Scan() {
+			if !once && strings.Contains(sc.Text(), "listening on") {
+				once = true
+				close(started)
+			}
+		}
+		if !once {
+			close(started)
+		}
+		_ = cmd.Wait()
+		out.Close()
+		_ = m.state.removeProc(cmd.Process.Pid)
+		close(c.done)
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		return nil, fmt.Errorf("tcpdump did not start on %s", node.Name)
+	}
+	return c, nil
+}
+
+// Stop ends the capture and returns what it printed (one header line per
+// packet, then the payload as ASCII).
+func (c *Capture) Stop() (string, error) {
+	time.Sleep(300 * time.Millisecond) // let the last packets be printed
+	_ = c.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+	data, err := os.ReadFile(c.path)
+	_ = os.Remove(c.path)
+	return string(data), err
+}
+
+// PacketCount counts the packet header lines of a capture.
+func PacketCount(capture string) int {
+	n := 0
+	for _, line := range strings.Split(capture, "\n") {
+		if strings.Contains(line, " IP ") && strings.Contains(line, " > ") {
+			n++
+		}
+	}
+	return n
+}

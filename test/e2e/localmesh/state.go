@@ -1,0 +1,187 @@
+package localmesh
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// StateFile is the file in the state directory that lists everything the
+// local mesh created outside its own directory, so that another process
+// (`make demo-down`) can remove it.
+const StateFile = "state.json"
+
+// State is what teardown needs: processes by PID, namespaces by name,
+// paths outside the state directory.
+type State struct {
+	mu         sync.Mutex
+	dir        string
+	DriverPID  int          `json:"driverPID"`
+	Procs      []ProcRecord `json:"procs"`
+	Netns      []string     `json:"netns"`
+	Paths      []string     `json:"paths"`
+	Kubeconfig string       `json:"kubeconfig"`
+	Nodes      []string     `json:"nodes"`
+}
+
+// ProcRecord identifies a process we started.
+type ProcRecord struct {
+	Name string `json:"name"`
+	Node string `json:"node,omitempty"`
+	PID  int    `json:"pid"`
+	// Binary is checked against /proc/<pid>/cmdline before a signal, so a
+	// reused PID is never signalled.
+	Binary string `json:"binary"`
+}
+
+// LoadState reads dir/state.json.
+func LoadState(dir string) (*State, error) {
+	data, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if err != nil {
+		return nil, err
+	}
+	s := &State{dir: dir}
+	if err := json.Unmarshal(data, s); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, StateFile), err)
+	}
+	return s, nil
+}
+
+func (s *State) update(fn func(*State)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(s)
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(s.dir, StateFile+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(s.dir, StateFile))
+}
+
+func (s *State) addProc(r ProcRecord) error {
+	return s.update(func(s *State) { s.Procs = append(s.Procs, r) })
+}
+
+func (s *State) removeProc(pid int) error {
+	return s.update(func(s *State) {
+		s.Procs = slices.DeleteFunc(s.Procs, func(r ProcRecord) bool { return r.PID == pid })
+	})
+}
+
+func (s *State) addNetns(name string) error {
+	return s.update(func(s *State) { s.Netns = append(s.Netns, name) })
+}
+
+func (s *State) addPath(path string) error {
+	return s.update(func(s *State) { s.Paths = append(s.Paths, path) })
+}
+
+// Down removes everything a local mesh recorded in dir: it stops the
+// processes (SIGTERM, then SIGKILL after grace), deletes the network
+// namespaces (with them every rule, veth and socket inside) and the paths
+// created outside dir. It is safe to run twice and after a crash.
+func Down(dir string, grace time.Duration) error {
+	s, err := LoadState(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var pids []int
+	for _, r := range s.Procs {
+		if r.PID != os.Getpid() && cmdlineHas(r.PID, r.Binary) {
+			pids = append(pids, r.PID)
+		}
+	}
+	if s.DriverPID != os.Getpid() && s.DriverPID > 0 && cmdlineHas(s.DriverPID, "") {
+		pids = append(pids, s.DriverPID)
+	}
+	// Processes whose command line names the state dir (the envtest
+	// apiserver and etcd, whose PIDs envtest keeps to itself).
+	pids = append(pids, processesNaming(dir)...)
+	stopPIDs(pids, grace)
+	var errs []error
+	for _, name := range s.Netns {
+		errs = append(errs, deleteNetns(name))
+	}
+	for _, p := range slices.Backward(s.Paths) {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stopPIDs sends SIGTERM to each PID, waits up to grace for all to exit,
+// then sends SIGKILL to the rest.
+func stopPIDs(pids []int, grace time.Duration) {
+	slices.Sort(pids)
+	pids = slices.Compact(pids)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !slices.ContainsFunc(pids, alive) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, pid := range pids {
+		if alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// A zombie has exited; its parent reaps it.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func cmdline(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return ""
+	}
+	return strings.ReplaceAll(string(data), "\x00", " ")
+}
+
+func cmdlineHas(pid int, s string) bool {
+	c := cmdline(pid)
+	return c != "" && strings.Contains(c, s)
+}
+
+// processesNaming lists the PIDs whose command line contains dir.
+func processesNaming(dir string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if cmdlineHas(pid, dir) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

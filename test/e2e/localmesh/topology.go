@@ -1,0 +1,201 @@
+package localmesh
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// Names and addresses of the local topology. Private addresses are used
+// only inside namespaces the harness creates.
+const (
+	UnderlayNetns  = "am-ul"
+	underlayBridge = "ul0"
+	underlayPrefix = "10.88.0."
+	podNetPrefix   = "10.89."
+	// ControlPlaneNode is the Node object of the root network namespace,
+	// where the apiserver, cert-manager, the operator and the control plane run.
+	ControlPlaneNode = "am-control-plane"
+)
+
+// Node is a "node": a network namespace on the underlay, with its own pod
+// CIDR behind a bridge and its own directory standing in for its host
+// filesystem.
+type Node struct {
+	Name       string // also the netns name
+	Index      int
+	UnderlayIP string
+	PodCIDR    string
+	Gateway    string
+	// HostDir holds what would be the node's own files: CNI bin and conf
+	// dirs, /var/run/ambientmesh, host-local IPAM state.
+	HostDir string
+	// UnderlayIf is the node's underlay interface (inside the node netns).
+	UnderlayIf string
+}
+
+// NetnsPath is the node's netns path.
+func (n *Node) NetnsPath() string { return NetnsPath(n.Name) }
+
+// HostPath maps a path on the node's host filesystem to where it lives:
+// the kernel's views (/proc, the netns dir) are shared; everything else is
+// the node's own directory.
+func (n *Node) HostPath(p string) string {
+	if p == "/proc" || strings.HasPrefix(p, "/proc/") || p == NetnsDir || strings.HasPrefix(p, NetnsDir+"/") {
+		return p
+	}
+	return filepath.Join(n.HostDir, p)
+}
+
+func newNode(stateDir string, i int) *Node {
+	name := fmt.Sprintf("am-n%d", i)
+	return &Node{
+		Name: name, Index: i,
+		UnderlayIP: fmt.Sprintf("%s%d", underlayPrefix, 10+i),
+		PodCIDR:    fmt.Sprintf("%s%d.0/24", podNetPrefix, i),
+		Gateway:    fmt.Sprintf("%s%d.1", podNetPrefix, i),
+		HostDir:    filepath.Join(stateDir, "nodes", name),
+		UnderlayIf: "eth0",
+	}
+}
+
+// buildTopology creates the underlay netns with its bridge and one netns per
+// node linked to it, with routes to every other node's pod CIDR.
+func buildTopology(st *State, nodes []*Node) error {
+	if err := st.addNetns(UnderlayNetns); err != nil {
+		return err
+	}
+	if err := addNetns(UnderlayNetns); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{"ip", "-n", UnderlayNetns, "link", "add", underlayBridge, "type", "bridge"},
+		{"ip", "-n", UnderlayNetns, "link", "set", underlayBridge, "up"},
+	}
+	for _, n := range nodes {
+		if err := st.addNetns(n.Name); err != nil {
+			return err
+		}
+		if err := addNetns(n.Name); err != nil {
+			return err
+		}
+		peer := "ul-" + strings.TrimPrefix(n.Name, "am-")
+		steps = append(steps,
+			[]string{"ip", "-n", UnderlayNetns, "link", "add", peer, "type", "veth", "peer", "name", n.UnderlayIf, "netns", n.Name},
+			[]string{"ip", "-n", UnderlayNetns, "link", "set", peer, "master", underlayBridge, "up"},
+			[]string{"ip", "-n", n.Name, "addr", "add", n.UnderlayIP + "/24", "dev", n.UnderlayIf},
+			[]string{"ip", "-n", n.Name, "link", "set", n.UnderlayIf, "up"},
+			[]string{"ip", "netns", "exec", n.Name, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		)
+		for _, other := range nodes {
+			if other != n {
+				steps = append(steps, []string{"ip", "-n", n.Name, "route", "add", other.PodCIDR, "via", other.UnderlayIP})
+			}
+		}
+	}
+	for _, s := range steps {
+		if err := run(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeNodeHosts gives each node an /etc/hosts (ip netns exec bind-mounts
+// /etc/netns/<name>/hosts over /etc/hosts for processes it starts) in which
+// the cluster Service names the node processes use resolve to the node's
+// loopback, where the port forwarder listens.
+func writeNodeHosts(st *State, nodes []*Node, names []string) error {
+	if _, err := os.Stat("/etc/netns"); os.IsNotExist(err) {
+		if err := st.addPath("/etc/netns"); err != nil {
+			return err
+		}
+	}
+	for _, n := range nodes {
+		dir := filepath.Join("/etc/netns", n.Name)
+		if err := st.addPath(dir); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		hosts := "127.0.0.1 localhost " + n.Name + "\n::1 localhost\n127.0.0.1 " + strings.Join(names, " ") + "\n"
+		if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(hosts), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Forwarder listens on 127.0.0.1:<port> inside a node's netns and forwards
+// each connection to 127.0.0.1:<port> of the root netns: it stands in for
+// the cluster network between the nodes and the control-plane node, like
+// `kubectl port-forward`.
+type Forwarder struct {
+	listeners []net.Listener
+	wg        sync.WaitGroup
+}
+
+// forward starts listeners for ports inside the netns at path.
+func forward(path string, ports []int) (*Forwarder, error) {
+	f := &Forwarder{}
+	for _, port := range ports {
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		l, err := ListenIn(path, addr)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("forwarder in %s: %w", path, err)
+		}
+		f.listeners = append(f.listeners, l)
+		f.wg.Add(1)
+		go f.serve(l, addr)
+	}
+	return f, nil
+}
+
+func (f *Forwarder) serve(l net.Listener, target string) {
+	defer f.wg.Done()
+	for {
+		in, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go pipe(in, target)
+	}
+}
+
+func pipe(in net.Conn, target string) {
+	defer in.Close()
+	out, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer out.Close()
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		if tc, ok := dst.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		done <- struct{}{}
+	}
+	go cp(out, in)
+	go cp(in, out)
+	<-done
+	<-done
+}
+
+// Close stops accepting; open connections end with their peers.
+func (f *Forwarder) Close() error {
+	var errs []error
+	for _, l := range f.listeners {
+		errs = append(errs, l.Close())
+	}
+	f.wg.Wait()
+	return errors.Join(errs...)
+}
