@@ -167,7 +167,7 @@ func (s *Store) applyWorkloads(upserts map[string]any, removed []string) {
 		w := v.(*pb.Workload)
 		s.workloads[name] = w
 		for _, a := range w.GetAddresses() {
-			s.byAddr[netip.MustParseAddr(a)] = w
+			s.byAddr[netip.MustParseAddr(a).Unmap()] = w
 		}
 		for svc := range w.GetServices() {
 			if s.members[svc] == nil {
@@ -185,7 +185,7 @@ func (s *Store) removeWorkload(name string) {
 	}
 	delete(s.workloads, name)
 	for _, a := range old.GetAddresses() {
-		addr := netip.MustParseAddr(a)
+		addr := netip.MustParseAddr(a).Unmap()
 		if s.byAddr[addr] == old {
 			delete(s.byAddr, addr)
 		}
@@ -207,7 +207,7 @@ func (s *Store) applyServices(upserts map[string]any, removed []string) {
 		svc := v.(*pb.Service)
 		s.services[name] = svc
 		for _, vip := range svc.GetVips() {
-			s.byVIP[netip.MustParseAddr(vip)] = svc
+			s.byVIP[netip.MustParseAddr(vip).Unmap()] = svc
 		}
 	}
 }
@@ -219,7 +219,7 @@ func (s *Store) removeService(name string) {
 	}
 	delete(s.services, name)
 	for _, vip := range old.GetVips() {
-		addr := netip.MustParseAddr(vip)
+		addr := netip.MustParseAddr(vip).Unmap()
 		if s.byVIP[addr] == old {
 			delete(s.byVIP, addr)
 		}
