@@ -205,7 +205,7 @@ func CheckInboundTarget(local *pb.Workload, target netip.AddrPort) error {
 	}
 	want := target.Addr().Unmap()
 	for _, a := range local.GetAddresses() {
-		if addr, err := netip.ParseAddr(a); err == nil && addr == want {
+		if addr, err := netip.ParseAddr(a); err == nil && addr.Unmap() == want {
 			return nil
 		}
 	}
