@@ -26,6 +26,8 @@ func (e *RefusedError) Error() string { return "ztunnel refused: " + e.Reason }
 type Client struct {
 	mu         sync.Mutex
 	conn       *net.UnixConn
+	path       string
+	inode      uint64 // of the socket file when dialed
 	AckTimeout time.Duration
 }
 
@@ -36,7 +38,7 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to ztunnel hand-off socket %s: %w", path, err)
 	}
-	cl := &Client{conn: c.(*net.UnixConn), AckTimeout: DefaultAckTimeout}
+	cl := &Client{conn: c.(*net.UnixConn), path: path, inode: socketInode(path), AckTimeout: DefaultAckTimeout}
 	if err := cl.send(Hello(), NoFD); err != nil {
 		_ = c.Close()
 		return nil, err
@@ -94,6 +96,43 @@ func (c *Client) dialRaw(path string) (*Client, error) {
 		return nil, err
 	}
 	return &Client{conn: conn, AckTimeout: DefaultAckTimeout}, nil
+}
+
+func socketInode(path string) uint64 {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// Replaced reports whether another ztunnel now listens on the socket path (a new ztunnel
+// binds the path as it starts, before the old one stops).
+func (c *Client) Replaced() bool {
+	ino := socketInode(c.path)
+	return ino != 0 && ino != c.inode
+}
+
+// WaitGone blocks until this ztunnel is gone or replaced: the connection was closed, or a
+// new ztunnel listens on the socket path. Either way the agent should dial again and replay
+// its pods; connecting to a new ztunnel as soon as it appears lets it take the pods over
+// while the old one still serves them, so a restart (even a crash of the old one) opens no
+// window without listeners. It returns ctx.Err() when ctx ends first.
+func (c *Client) WaitGone(ctx context.Context) (replaced bool, err error) {
+	for {
+		if c.Replaced() {
+			return true, nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		err := c.WaitClosed(wctx)
+		cancel()
+		if err == nil {
+			return false, nil
+		}
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+	}
 }
 
 // WaitClosed blocks until ztunnel closes the connection (it restarted or is shutting down:

@@ -386,3 +386,27 @@ func TestWaitClosedSeesServerGoAway(t *testing.T) {
 		t.Fatalf("WaitClosed after ztunnel stopped: %v", err)
 	}
 }
+
+func TestWaitGoneSeesANewZtunnel(t *testing.T) {
+	path, _, _ := startServer(t)
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Replaced() {
+		t.Fatal("replaced right after dialing")
+	}
+	// A new ztunnel starts and binds the same path while the old one still runs.
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	replaced, err := c.WaitGone(ctx)
+	if err != nil || !replaced {
+		t.Fatalf("WaitGone = %v, %v; want replaced", replaced, err)
+	}
+}

@@ -377,7 +377,8 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 // --- the node agent ------------------------------------------------------------------------
 
 // agent plays the CNI node agent's hand-off side: it connects, replays its pods, sends
-// SnapshotSent, and reconnects and replays whenever ztunnel goes away.
+// SnapshotSent, and reconnects and replays whenever ztunnel goes away or a new ztunnel
+// takes over the socket.
 type agent struct {
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -424,7 +425,8 @@ func replay(ctx context.Context, socket string, pods []*pod) error {
 	if err := cl.SnapshotSent(); err != nil {
 		return err
 	}
-	return cl.WaitClosed(ctx)
+	_, err = cl.WaitGone(ctx)
+	return err
 }
 
 // --- underlay capture ------------------------------------------------------------------------

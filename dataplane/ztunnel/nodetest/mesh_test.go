@@ -145,15 +145,17 @@ func grep(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
-// TestRestartRefusesNoConnection replaces node a's ztunnel (start the new one, SIGTERM the
-// old one) while clients keep opening connections through it, outbound (client → server-b)
-// and inbound (client-b → server-a): none may fail.
-func TestRestartRefusesNoConnection(t *testing.T) {
+// restartTraffic keeps two clients opening connections through node a's ztunnel, outbound
+// (client → server-b) and inbound (client-b → server-a), while a new ztunnel replaces the
+// old one as a rolling update does: the new one starts and becomes ready (it took the pods
+// over from the agent), then stopOld ends the old one. It returns the number of successful
+// connections and the failures, each with the time it happened relative to stopOld.
+func restartTraffic(t *testing.T, stopOld func(old *ztProc)) (ok int64, failures []failure) {
 	c := meshCluster(t, rules.BackendIPTables)
 	old := c.nodes["a"].zt
-	var ok, failed atomic.Int64
-	var errMu sync.Mutex
-	var errs []string
+	var okCount atomic.Int64
+	var mu sync.Mutex
+	var stoppedAt time.Time
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	loop := func(from *pod, dst string) {
@@ -167,13 +169,12 @@ func TestRestartRefusesNoConnection(t *testing.T) {
 			msg := fmt.Sprintf("%s-%d", from.name, i)
 			got, err := from.call(dst, msg)
 			if err != nil || got != "echo "+msg {
-				failed.Add(1)
-				errMu.Lock()
-				errs = append(errs, fmt.Sprintf("%s → %s: %q %v", from.name, dst, got, err))
-				errMu.Unlock()
+				mu.Lock()
+				failures = append(failures, failure{at: time.Since(stoppedAt), what: fmt.Sprintf("%s → %s: %q %v", from.name, dst, got, err)})
+				mu.Unlock()
 				continue
 			}
-			ok.Add(1)
+			okCount.Add(1)
 		}
 	}
 	wg.Add(2)
@@ -182,27 +183,53 @@ func TestRestartRefusesNoConnection(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	next := c.startZtunnel(c.nodes["a"], "-next")
-	stopped := make(chan struct{})
-	go func() { old.stop(t); close(stopped) }()
 	waitFor(t, "the new ztunnel ready (it got the pods from the agent)", 20*time.Second, next.ready)
-	select {
-	case <-stopped:
-	case <-time.After(30 * time.Second):
-		t.Fatal("old ztunnel did not finish draining")
-	}
+	mu.Lock()
+	stoppedAt = time.Now()
+	mu.Unlock()
+	stopOld(old)
 	time.Sleep(time.Second) // traffic only through the new one
 	close(stop)
 	wg.Wait()
-	if failed.Load() > 0 {
-		errMu.Lock()
-		defer errMu.Unlock()
-		t.Fatalf("%d of %d connections failed during the restart; first: %v", failed.Load(), failed.Load()+ok.Load(), errs[:min(len(errs), 5)])
+	if okCount.Load() < 20 {
+		t.Fatalf("only %d connections made during the restart: the test did not exercise it", okCount.Load())
 	}
-	if ok.Load() < 20 {
-		t.Fatalf("only %d connections made during the restart: the test did not exercise it", ok.Load())
-	}
-	t.Logf("%d connections, none refused, across the restart", ok.Load())
 	if !containsLine(next.scrape(t), "istio_tcp_connections_opened_total{", `reporter="destination"`, `destination_workload="server-a"`) {
 		t.Fatal("the new ztunnel never served inbound connections")
 	}
+	return okCount.Load(), failures
+}
+
+type failure struct {
+	at   time.Duration // since the old ztunnel was told to stop
+	what string
+}
+
+// TestRestartRefusesNoConnection: SIGTERM makes the old ztunnel drain; no connection fails.
+func TestRestartRefusesNoConnection(t *testing.T) {
+	ok, failures := restartTraffic(t, func(old *ztProc) { old.stop(t) })
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d connections failed during the restart; first: %+v", len(failures), int64(len(failures))+ok, failures[:min(len(failures), 5)])
+	}
+	t.Logf("%d connections, none refused, across the restart", ok)
+}
+
+// TestCrashRefusesNoNewConnection: even when the old ztunnel is killed (SIGKILL) after its
+// successor took over, only connections it was carrying at that instant break (at most one
+// per client here); every connection opened afterwards succeeds.
+func TestCrashRefusesNoNewConnection(t *testing.T) {
+	ok, failures := restartTraffic(t, func(old *ztProc) {
+		_ = old.cmd.Process.Kill() // by PID
+		<-old.done
+		old.done <- nil
+	})
+	if len(failures) > 2 {
+		t.Fatalf("%d connections failed after the kill (want at most the 2 in flight): %+v", len(failures), failures[:min(len(failures), 5)])
+	}
+	for _, f := range failures {
+		if f.at < 0 || f.at > 200*time.Millisecond {
+			t.Fatalf("a connection failed %v after the kill, not at the kill: %s", f.at, f.what)
+		}
+	}
+	t.Logf("%d connections; %d in flight through the killed ztunnel broke", ok, len(failures))
 }
