@@ -29,6 +29,7 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY api/ api/
 COPY cmd/ cmd/
+COPY controllers/ controllers/
 COPY controlplane/ controlplane/
 COPY dataplane/ dataplane/
 COPY internal/ internal/

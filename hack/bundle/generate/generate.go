@@ -562,6 +562,8 @@ func toUnstructured(obj any, apiVersion, kind string) (*unstructured.Unstructure
 	u.SetAPIVersion(apiVersion)
 	u.SetKind(kind)
 	delete(u.Object, "status")
+	// OLM creates namespaced objects in the namespace it installs into.
+	u.SetNamespace("")
 	return u, nil
 }
 
