@@ -36,7 +36,9 @@ func ZtunnelGet(node *Node, port int32, path string) (string, error) {
 }
 
 // Metrics returns the ztunnel's Prometheus text on node.
-func Metrics(node *Node) (string, error) { return ZtunnelGet(node, meshv1alpha1.PortMetrics, "/metrics") }
+func Metrics(node *Node) (string, error) {
+	return ZtunnelGet(node, meshv1alpha1.PortMetrics, "/metrics")
+}
 
 // MetricLines returns the lines of metric name whose labels contain every
 // fragment (e.g. `source_principal="spiffe://..."`).

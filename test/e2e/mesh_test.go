@@ -1,0 +1,213 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/test/e2e/localmesh"
+)
+
+func TestMeshIsReadyAndStatusShowsIt(t *testing.T) {
+	requireMesh(t)
+	am, err := mesh.AmbientMesh(context.Background())
+	if err != nil || !localmesh.MeshReady(am) {
+		t.Fatalf("the AmbientMesh is not Ready: %v %+v", err, am.Status.Conditions)
+	}
+	out, err := ambientctl(t, "status")
+	if err != nil {
+		t.Fatalf("ambientctl status: %v\n%s", err, out)
+	}
+	contains(t, "ambientctl status", out, "AmbientMesh", "default", "ztunnel", "2/2", "Ready")
+	out, err = ambientctl(t, "status", "-o", "json")
+	if err != nil {
+		t.Fatalf("ambientctl status -o json: %v\n%s", err, out)
+	}
+	contains(t, "ambientctl status -o json", out, `"phase"`, `"components"`)
+}
+
+func TestCrossNodeAndSameNodeMTLSWithIdentities(t *testing.T) {
+	requireMesh(t)
+	if who := mustReach(t, w.Client, w.ServerB.Addr()); who != w.ServerB.String() {
+		t.Errorf("cross-node: answered by %s, want %s", who, w.ServerB)
+	}
+	if who := mustReach(t, w.Client, w.ServerA.Addr()); who != w.ServerA.String() {
+		t.Errorf("same-node: answered by %s, want %s", who, w.ServerA)
+	}
+	for _, server := range []*localmesh.AppPod{w.ServerB, w.ServerA} {
+		lines := ztunnelMetric(t, server.Node, "istio_tcp_connections_opened_total",
+			`reporter="destination"`, `source_principal="`+localmesh.Principal(w.Client)+`"`,
+			`destination_principal="`+localmesh.Principal(server)+`"`, `connection_security_policy="mutual_tls"`)
+		if len(lines) == 0 {
+			t.Errorf("the ztunnel on %s recorded no mutual-TLS connection from %s to %s (istio_tcp_connections_opened_total, reporter=destination)",
+				server.Node.Name, localmesh.Principal(w.Client), localmesh.Principal(server))
+		}
+	}
+}
+
+func TestServiceVIPBalancesOverBothEndpoints(t *testing.T) {
+	requireMesh(t)
+	mustReach(t, w.Client, w.ServiceAddr)
+	seen := map[string]int{}
+	for range 20 {
+		who, err := w.Client.Request(w.ServiceAddr, 3*time.Second)
+		if err != nil {
+			t.Fatalf("shop/client → Service echo (%s): %v", w.ServiceAddr, err)
+		}
+		seen[who]++
+	}
+	if seen[w.ServerA.String()] == 0 || seen[w.ServerB.String()] == 0 {
+		t.Errorf("20 connections to the Service VIP %s should reach both server-a and server-b; got %v", w.ServiceAddr, seen)
+	}
+}
+
+func TestUnderlayCarriesNoPlaintextBetweenMeshedPods(t *testing.T) {
+	requireMesh(t)
+	mustReach(t, w.Client, w.ServerB.Addr())
+	secret := fmt.Sprintf("secret-%d", time.Now().UnixNano())
+	capture, err := mesh.StartCapture(w.Client.Node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := w.Client.Dial(w.ServerB.Addr(), 3*time.Second)
+	if err == nil {
+		err = conn.Echo(secret, 3*time.Second)
+		conn.Close()
+	}
+	text, cerr := capture.Stop()
+	if err != nil || cerr != nil {
+		t.Fatalf("request during the capture: %v %v", err, cerr)
+	}
+	if localmesh.PacketCount(text) == 0 {
+		t.Fatalf("tcpdump on %s's underlay saw no packet: the capture does not work", w.Client.Node.Name)
+	}
+	if strings.Contains(text, secret) {
+		t.Errorf("the underlay carried %q in plaintext between two meshed pods", secret)
+	}
+	if !strings.Contains(text, ".15008") {
+		t.Errorf("no packet to port 15008 (HBONE) on the underlay:\n%.2000s", text)
+	}
+}
+
+func TestPermissiveAllowsPlaintextAndStrictRefusesIt(t *testing.T) {
+	requireMesh(t)
+	if who := mustReach(t, w.Legacy, w.ServerA.Addr()); who != w.ServerA.String() {
+		t.Errorf("PERMISSIVE: legacy/client reached %s, want %s", who, w.ServerA)
+	}
+	strict := &meshv1alpha1.MeshPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "strict", Namespace: "shop"},
+		Spec:       meshv1alpha1.MeshPolicySpec{MTLS: &meshv1alpha1.MTLSSettings{Mode: "STRICT"}},
+	}
+	ctx := context.Background()
+	if err := mesh.Client.Create(ctx, strict); err != nil {
+		t.Fatal(err)
+	}
+	defer mesh.Client.Delete(ctx, strict)
+	mustBeRefused(t, w.Legacy, w.ServerA.Addr(), "STRICT mTLS in shop: plaintext from a pod outside the mesh")
+	mustReach(t, w.Client, w.ServerA.Addr())
+}
+
+func TestDenyRefusesNewAndClosesOpenConnectionsAllowLets(t *testing.T) {
+	requireMesh(t)
+	ctx := context.Background()
+	mustReach(t, w.Client, w.ServerB.Addr())
+	open, err := w.Client.Dial(w.ServerB.Addr(), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	deny := &meshv1alpha1.MeshPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "deny-client", Namespace: "shop"},
+		Spec: meshv1alpha1.MeshPolicySpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
+			Action:   "DENY",
+			Rules:    []meshv1alpha1.Rule{{From: []meshv1alpha1.Source{{ServiceAccounts: []meshv1alpha1.ServiceAccountRef{"shop/client"}}}}},
+		},
+	}
+	if err := mesh.Client.Create(ctx, deny); err != nil {
+		t.Fatal(err)
+	}
+	mustBeRefused(t, w.Client, w.ServerB.Addr(), "DENY policy for shop/client")
+	eventually(t, 20*time.Second, "the connection opened before the DENY policy should be closed", func() error {
+		if open.Echo("still open?", time.Second) == nil {
+			return fmt.Errorf("it still echoes")
+		}
+		return nil
+	})
+	out, err := ambientctl(t, "ztunnel", "policies", "--node", w.ServerB.Node.Name)
+	if err != nil {
+		t.Fatalf("ambientctl ztunnel policies: %v\n%s", err, out)
+	}
+	contains(t, "ambientctl ztunnel policies", out, "deny-client")
+	if err := mesh.Client.Delete(ctx, deny); err != nil {
+		t.Fatal(err)
+	}
+	mustReach(t, w.Client, w.ServerB.Addr())
+
+	// ALLOW for another identity only: shop/client is no longer allowed.
+	allow := &meshv1alpha1.MeshPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "allow-other", Namespace: "shop"},
+		Spec: meshv1alpha1.MeshPolicySpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
+			Action:   "ALLOW",
+			Rules:    []meshv1alpha1.Rule{{From: []meshv1alpha1.Source{{ServiceAccounts: []meshv1alpha1.ServiceAccountRef{"shop/frontend"}}}}},
+		},
+	}
+	if err := mesh.Client.Create(ctx, allow); err != nil {
+		t.Fatal(err)
+	}
+	mustBeRefused(t, w.Client, w.ServerB.Addr(), "an ALLOW policy that names only shop/frontend")
+	allow.Spec.Rules[0].From[0].ServiceAccounts = append(allow.Spec.Rules[0].From[0].ServiceAccounts, "shop/client")
+	if err := mesh.Client.Update(ctx, allow); err != nil {
+		t.Fatal(err)
+	}
+	mustReach(t, w.Client, w.ServerB.Addr())
+	if err := mesh.Client.Delete(ctx, allow); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAmbientctlZtunnelViews(t *testing.T) {
+	requireMesh(t)
+	mustReach(t, w.Client, w.ServerB.Addr())
+	open, err := w.Client.Dial(w.ServerB.Addr(), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	n1 := w.Client.Node.Name
+	cases := map[string][]string{
+		"workloads":   {"client", "server-a", "server-b", "shop"},
+		"services":    {"echo"},
+		"certs":       {localmesh.Principal(w.Client)},
+		"connections": {localmesh.Principal(w.ServerB)},
+	}
+	for view, wants := range cases {
+		out, err := ambientctl(t, "ztunnel", view, "--node", n1)
+		if err != nil {
+			t.Errorf("ambientctl ztunnel %s --node %s: %v\n%s", view, n1, err, out)
+			continue
+		}
+		contains(t, "ambientctl ztunnel "+view, out, wants...)
+	}
+	out, err := ambientctl(t, "ztunnel", "workloads", "--node", n1, "-o", "yaml")
+	if err != nil {
+		t.Fatalf("-o yaml: %v\n%s", err, out)
+	}
+	contains(t, "ambientctl ztunnel workloads -o yaml", out, "name: client")
+}
+
+func TestAmbientctlCheckOnANode(t *testing.T) {
+	requireMesh(t)
+	confDir := w.Client.Node.HostPath(meshv1alpha1.DefaultCNIConfDir)
+	out, err := ambientctl(t, "check", "--cni-conf-dir", confDir)
+	if err != nil {
+		t.Fatalf("ambientctl check on a node's CNI conf dir should pass: %v\n%s", err, out)
+	}
+	contains(t, "ambientctl check", out, "network namespaces", "ok", "10-podnet.conflist", "no istio-cni")
+}
