@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"google.golang.org/grpc"
@@ -19,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
@@ -109,6 +112,15 @@ func (r *recorder) since(n int) []update {
 	return append([]update(nil), r.updates[n:]...)
 }
 
+// settle waits until no update has arrived for half a second (earlier changes are done).
+func (r *recorder) settle() {
+	Eventually(func() bool {
+		before := r.count()
+		time.Sleep(500 * time.Millisecond)
+		return r.count() == before
+	}).WithTimeout(timeout).Should(BeTrue())
+}
+
 func (r *recorder) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -193,6 +205,8 @@ var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
 		relay    *proxy
 		web1     *corev1.Pod
 		webSvcID string
+		// ztunnelToken is a projected token of the ztunnel service account.
+		ztunnelToken string
 	)
 
 	BeforeAll(func(ctx SpecContext) {
@@ -207,7 +221,7 @@ var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
 		webSvcID = pb.ServiceResourceName(ns, "web."+ns+".svc.cluster.local")
 
 		ztunnel := runPod(ctx, podSpec{namespace: meshenv.Namespace, name: "ztunnel-x", serviceAccount: "ztunnel", node: "node-x"})
-		token := tokenFor(ctx, meshenv.Namespace, "ztunnel", ztunnel, pb.CATokenAudience)
+		ztunnelToken = tokenFor(ctx, meshenv.Namespace, "ztunnel", ztunnel, pb.CATokenAudience)
 
 		relay = startProxy(xdsAddr)
 		rec = newRecorder()
@@ -215,7 +229,7 @@ var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
 			TypeURLs:       pb.TypeURLs,
 			Node:           &corev3.Node{Id: "ztunnel~node-x"},
 			DialOptions:    []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(meshTLS()))},
-			CallOptions:    []grpc.CallOption{grpc.PerRPCCredentials(bearer(token))},
+			CallOptions:    []grpc.CallOption{grpc.PerRPCCredentials(bearer(ztunnelToken))},
 			InitialBackoff: 50 * time.Millisecond,
 			MaxBackoff:     200 * time.Millisecond,
 		})
@@ -258,7 +272,7 @@ var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
 	}
 
 	It("sends exactly the new Workload when a pod is added", func(ctx SpecContext) {
-		Consistently(rec.count).WithTimeout(500 * time.Millisecond).WithPolling(poll).Should(Equal(rec.count())) // settled
+		rec.settle()
 		mark := rec.count()
 		web2 := runPod(ctx, podSpec{namespace: ns, name: "web-2", serviceAccount: "web", node: "node-x", ip: "10.10.0.2", labels: map[string]string{"app": "web"}})
 		// Create and the status update (IP, Ready) may land in one debounce window or two;
@@ -273,6 +287,7 @@ var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
 	})
 
 	It("sends exactly the changed Workload when a pod is relabeled out of the mesh", func(ctx SpecContext) {
+		rec.settle()
 		mark := rec.count()
 		patch := client.MergeFrom(web1.DeepCopy())
 		web1.Labels[meshv1.LabelDataplaneMode] = meshv1.DataplaneModeNone
@@ -282,9 +297,44 @@ var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
 	})
 
 	It("sends exactly one removal when a pod is deleted", func(ctx SpecContext) {
+		rec.settle()
 		mark := rec.count()
 		Expect(k8sClient.Delete(ctx, web1, client.GracePeriodSeconds(0))).To(Succeed())
 		expectOnly(mark, pb.WorkloadTypeURL, string(web1.UID), true)
+	})
+
+	It("keeps serving other clients while one client reads nothing", func(ctx SpecContext) {
+		By("opening a delta stream that subscribes to Workloads and never reads")
+		conn := dial(xdsAddr)
+		stuckCtx, cancelStuck := context.WithCancel(ctx)
+		defer cancelStuck()
+		stuck, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(stuckCtx,
+			grpc.PerRPCCredentials(bearer(ztunnelToken)))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(stuck.Send(&discoveryv3.DeltaDiscoveryRequest{
+			Node: &corev3.Node{Id: "stuck-client"}, TypeUrl: pb.WorkloadTypeURL, ResourceNamesSubscribe: []string{"*"},
+		})).To(Succeed())
+
+		By("creating more pods than fit in the stuck stream's flow-control window")
+		const n = 500
+		var uids []string
+		for i := range n {
+			p := runPod(ctx, podSpec{namespace: ns, name: fmt.Sprintf("burst-%03d", i), serviceAccount: "web", node: "node-x"})
+			uids = append(uids, string(p.UID))
+		}
+		Eventually(func() int {
+			held := 0
+			for _, uid := range uids {
+				if rec.has(uid) {
+					held++
+				}
+			}
+			return held
+		}).WithTimeout(timeout).WithPolling(poll).Should(Equal(n), "the reading client gets every pod")
+
+		By("counting pushes per client")
+		Expect(pushesTo("ztunnel~node-x")).To(BeNumerically(">", 0))
+		Expect(pushesTo("stuck-client")).To(BeNumerically(">", 0), "the stuck client got its first response")
 	})
 
 	It("resumes after a reconnect with only what changed while it was away", func(ctx SpecContext) {
@@ -308,3 +358,23 @@ var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
 			"after reconnecting, only the pod created meanwhile is sent, not the world")
 	})
 })
+
+// pushesTo sums ambientmesh_xds_pushes_total for one client (the xDS node id).
+func pushesTo(client string) float64 {
+	families, err := metrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != "ambientmesh_xds_pushes_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "client" && l.GetValue() == client {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}
