@@ -20,6 +20,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/plugin"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
 	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
+	"github.com/ambientmesh/ambient-operator/internal/version"
 )
 
 type listFlag []string
@@ -53,6 +54,7 @@ func run() error {
 	fs.StringVar(&o.HostNetns, "host-netns", "", "netns path of the node (default: the agent's own)")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":15030", "Prometheus metrics address (0 disables)")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":15031", "healthz/readyz address (0 disables)")
+	showVersion := fs.Bool("version", false, "Print the version and exit.")
 	zopts := zap.Options{}
 	zopts.BindFlags(fs)
 	args := os.Args[1:]
@@ -62,6 +64,10 @@ func run() error {
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Println(version.String("cni-agent"))
+		return nil
 	}
 	mc := meshconfig.Default()
 	if meshConfigPath != "" {
