@@ -1,10 +1,13 @@
 package deploy
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -14,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ambientmesh/ambient-operator/test/testenv"
 )
 
 // dryRunApply sends obj to the apiserver as a server-side apply with
@@ -109,6 +114,32 @@ var _ = Describe("kustomize build config/default", Ordered, func() {
 				Expect(service.Spec.Selector).To(Equal(d.Spec.Selector.MatchLabels))
 			}
 		}
+	})
+
+	It("gets its webhook serving certificate from the real cert-manager controller, for the webhook Service's DNS names", func() {
+		stop, err := testenv.StartCertManager(ctx, cfg, testenv.WithCertManagerLogs(GinkgoWriter))
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(stop)
+		issuer, cert := find(objs, "Issuer", ""), find(objs, "Certificate", "")
+		for _, obj := range []*unstructured.Unstructured{issuer, cert} {
+			Expect(k8sClient.Patch(ctx, obj.DeepCopy(), client.Apply, client.FieldOwner("deploy-test"), client.ForceOwnership)).To(Succeed())
+		}
+		secretName, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName")
+		dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+		var secret corev1.Secret
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: cert.GetNamespace(), Name: secretName}, &secret)).To(Succeed())
+			g.Expect(secret.Data).To(HaveKey("tls.crt"))
+			g.Expect(secret.Data).To(HaveKey("tls.key"))
+			g.Expect(secret.Data).To(HaveKey("ca.crt"), "the CA cainjector copies into the webhook configurations")
+		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		block, _ := pem.Decode(secret.Data["tls.crt"])
+		Expect(block).NotTo(BeNil())
+		leaf, err := x509.ParseCertificate(block.Bytes)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(leaf.DNSNames).To(ConsistOf(dnsNames))
+		// The webhook configurations reach the operator through this name.
+		Expect(leaf.VerifyHostname(fmt.Sprintf("%s.%s.svc", find(objs, "Service", "ambient-operator-webhook-service").GetName(), cert.GetNamespace()))).To(Succeed())
 	})
 
 	It("exposes the metrics endpoint through a Service selecting the operator", func() {
