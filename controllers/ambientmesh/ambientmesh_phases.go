@@ -198,7 +198,10 @@ func (r *Reconciler) checkIdentity(ctx context.Context, mesh *meshv1alpha1.Ambie
 		is := &cmv1.Issuer{}
 		obj, key, conds = is, client.ObjectKey{Namespace: ns, Name: ref.Name}, &is.Status.Conditions
 	}
-	name := fmt.Sprintf("%s %s", kindOr(ref.Kind), key.String())
+	name := kindOr(ref.Kind) + " " + key.Name
+	if key.Namespace != "" {
+		name = kindOr(ref.Kind) + " " + key.String()
+	}
 	if err := r.Get(ctx, key, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			return identityState{Reason: meshv1alpha1.ReasonIssuerNotFound,

@@ -237,6 +237,17 @@ func readyCondition(obs observation, components []metav1.Condition, upgrading me
 	if upgrading.Status == metav1.ConditionTrue {
 		return condition(t, false, upgrading.Reason, upgrading.Message)
 	}
+	// Ready pods are not enough: each workload controller must also report
+	// every pod on the current template at the target version.
+	for _, w := range []struct {
+		name string
+		w    workloadState
+	}{{"control plane", obs.Cluster.ControlPlane}, {"CNI agent", obs.Cluster.CNI}, {"ztunnel", obs.Cluster.ZTunnel}} {
+		if !rolledOutAt(w.w, obs.Plan.Target) {
+			return condition(t, false, meshv1alpha1.ReasonComponentsNotReady,
+				fmt.Sprintf("%s: %d/%d pods run the current template of %s", w.name, w.w.Updated, w.w.Desired, obs.Plan.Target))
+		}
+	}
 	return condition(t, true, meshv1alpha1.ReasonReady, "mesh "+obs.Plan.Target+" is ready")
 }
 

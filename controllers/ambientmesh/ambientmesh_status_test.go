@@ -56,6 +56,17 @@ func TestComputeStatus(t *testing.T) {
 			wantVersion: "0.1.0",
 		},
 		{
+			name: "ready pods but a DaemonSet status that lags the template is not Ready yet",
+			mesh: meshAt("0.1.0", "0.1.0"),
+			obs: func() observation {
+				cs := allAt("0.1.0")
+				cs.ZTunnel.RolledOut, cs.ZTunnel.Updated = false, 2
+				return observation{Observed: true, Cluster: cs, Plan: planVersions("0.1.0", false, cs), Nodes: nodePlan{Updated: 2, Total: 2}, Identity: readyIdentity}
+			}(),
+			wantPhase: meshv1alpha1.MeshPhaseDegraded, wantReady: meshv1alpha1.ReasonComponentsNotReady,
+			wantUpgrade: meshv1alpha1.ReasonUpToDate, wantMsg: "ztunnel: 2/2 pods run the current template of 0.1.0", wantVersion: "0.1.0",
+		},
+		{
 			name: "a ztunnel pod down after install is Degraded, not Installing",
 			mesh: meshAt("0.1.0", "0.1.0"),
 			obs: func() observation {
