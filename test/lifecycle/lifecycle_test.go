@@ -388,7 +388,9 @@ var _ = Describe("AmbientMesh drift repair", func() {
 		Eventually(func() []rbacv1.PolicyRule { return getObj(&rbacv1.ClusterRole{}, "", manifests.CNIName).Rules }).
 			Should(Equal(manifests.CNIClusterRules()))
 		Expect(k8sClient.Delete(suiteCtx, cr)).To(Succeed())
-		Eventually(func() error { return k8sClient.Get(suiteCtx, client.ObjectKey{Name: manifests.CNIName}, &rbacv1.ClusterRole{}) }).Should(Succeed())
+		Eventually(func() error {
+			return k8sClient.Get(suiteCtx, client.ObjectKey{Name: manifests.CNIName}, &rbacv1.ClusterRole{})
+		}).Should(Succeed())
 
 		By("switching to an external ClusterIssuer prunes the operator's chain")
 		Expect(k8sClient.Create(suiteCtx, &cmv1.ClusterIssuer{
@@ -659,7 +661,9 @@ var _ = Describe("AmbientMesh uninstall", func() {
 		Expect(k8sClient.Delete(suiteCtx, getMesh())).To(Succeed())
 		tb.stopOp = startOperator(tb.clock)
 		Eventually(func() error { return k8sClient.Get(suiteCtx, meshKey, &meshv1alpha1.AmbientMesh{}) }, 30*time.Second).Should(Satisfy(apierrors.IsNotFound))
-		Eventually(func() error { return k8sClient.Get(suiteCtx, client.ObjectKey{Name: manifests.CNIName}, &rbacv1.ClusterRole{}) }).
+		Eventually(func() error {
+			return k8sClient.Get(suiteCtx, client.ObjectKey{Name: manifests.CNIName}, &rbacv1.ClusterRole{})
+		}).
 			Should(Satisfy(apierrors.IsNotFound), "cluster-scoped objects are removed too")
 	})
 })
