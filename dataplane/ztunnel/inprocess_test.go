@@ -312,7 +312,7 @@ func TestMTLSBetweenTwoZtunnels(t *testing.T) {
 		!strings.Contains(conns, `"direction": "inbound"`) {
 		t.Fatalf("server ztunnel's connections: %s", conns)
 	}
-	dstLabels := map[string]string{"reporter": "destination", "source_principal": clientID.String(),
+	dstLabels := map[string]string{"reporter": "destination", "source_principal": clientID.String(), "source_workload": "client",
 		"destination_principal": serverID.String(), "destination_workload": "server", "connection_security_policy": "mutual_tls"}
 	if v := counter(t, m.b, "istio_tcp_connections_opened_total", dstLabels); v != 1 {
 		t.Fatalf("destination opened = %v", v)

@@ -243,7 +243,7 @@ func (p *podServer) ServeHBONE(ctx context.Context, req *hbone.Request) error {
 	t := &conn{
 		direction: DirInbound, podUID: p.pod.UID, pod: p.pod.Namespace + "/" + p.pod.Name,
 		src: netip.AddrPortFrom(srcIP, src.Port()), dst: req.Target, srcID: req.Peer.String(), dstID: p.id.String(),
-		labels: p.inboundLabels(local, req.Peer, metrics.SecurityMutualTLS), sides: []net.Conn{st, up}, recheck: check,
+		labels: p.inboundLabels(local, req.Peer, srcIP, metrics.SecurityMutualTLS), sides: []net.Conn{st, up}, recheck: check,
 	}
 	z.conns.add(t)
 	err = hbone.Join(st, up, &t.stats)
@@ -290,7 +290,7 @@ func (p *podServer) authorize(c authz.Conn, plaintext bool) (bool, string) {
 	return d.Allowed, d.Reason
 }
 
-func (p *podServer) inboundLabels(local *pb.Workload, peer spiffe.ID, security string) metrics.Labels {
+func (p *podServer) inboundLabels(local *pb.Workload, peer spiffe.ID, srcIP netip.Addr, security string) metrics.Labels {
 	l := metrics.Labels{
 		Reporter:                     metrics.ReporterDestination,
 		DestinationWorkload:          workloadName(local),
@@ -301,6 +301,10 @@ func (p *podServer) inboundLabels(local *pb.Workload, peer spiffe.ID, security s
 	if !peer.IsZero() {
 		l.SourcePrincipal = peer.String()
 		l.SourceWorkloadNamespace = peer.Namespace
+	}
+	if src := p.z.Store.WorkloadByAddr(srcIP); src != nil {
+		l.SourceWorkload = workloadName(src)
+		l.SourceWorkloadNamespace = src.GetNamespace()
 	}
 	return l
 }
@@ -343,7 +347,7 @@ func (p *podServer) serveInboundPlaintext(c net.Conn) {
 	t := &conn{
 		direction: DirInboundPlaintext, podUID: p.pod.UID, pod: p.pod.Namespace + "/" + p.pod.Name,
 		src: src, dst: dst, dstID: p.id.String(),
-		labels: p.inboundLabels(local, spiffe.ID{}, metrics.SecurityNone), sides: []net.Conn{c, up}, recheck: check,
+		labels: p.inboundLabels(local, spiffe.ID{}, src.Addr(), metrics.SecurityNone), sides: []net.Conn{c, up}, recheck: check,
 	}
 	z.conns.add(t)
 	err = hbone.Join(c, up, &t.stats)
