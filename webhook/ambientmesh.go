@@ -51,7 +51,12 @@ func (v *AmbientMeshValidator) ValidateCreate(_ context.Context, mesh *meshv1alp
 // is checked only when it changes, so that a mesh can still be edited (e.g.
 // its finalizer removed) by an operator release that no longer installs its
 // version.
+//
+// An update of a mesh being deleted (the finalizer's clean-up) passes.
 func (v *AmbientMeshValidator) ValidateUpdate(_ context.Context, oldMesh, mesh *meshv1alpha1.AmbientMesh) (admission.Warnings, error) {
+	if beingDeleted(mesh) {
+		return nil, nil
+	}
 	spec := field.NewPath("spec")
 	var errs field.ErrorList
 	if versions.Normalize(oldMesh.Spec.Version) != versions.Normalize(mesh.Spec.Version) {

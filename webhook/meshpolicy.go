@@ -44,7 +44,11 @@ func (v *MeshPolicyValidator) ValidateCreate(ctx context.Context, policy *meshv1
 }
 
 // ValidateUpdate validates the new policy; nothing in a policy is immutable.
+// An update of a policy being deleted (its finalizer removal) passes.
 func (v *MeshPolicyValidator) ValidateUpdate(ctx context.Context, _, policy *meshv1alpha1.MeshPolicy) (admission.Warnings, error) {
+	if beingDeleted(policy) {
+		return nil, nil
+	}
 	return v.validate(ctx, policy)
 }
 

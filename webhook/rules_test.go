@@ -225,3 +225,30 @@ func TestDefaulters(t *testing.T) {
 		t.Fatalf("version not canonical: %q", mesh.Spec.Version)
 	}
 }
+
+// Objects being deleted must stay deletable (their finalizer removed) even
+// when they break a rule, e.g. created before the webhook was installed.
+func TestUpdatesOfObjectsBeingDeletedPass(t *testing.T) {
+	ctx := context.Background()
+	now := metav1.Now()
+	mesh := &meshv1alpha1.AmbientMesh{ObjectMeta: metav1.ObjectMeta{Name: "default", DeletionTimestamp: &now}}
+	mesh.Spec.Version = "9.9.9"
+	old := mesh.DeepCopy()
+	old.Spec.Version = "0.1.0"
+	old.Spec.TrustDomain = "other.example"
+	if _, err := (&AmbientMeshValidator{}).ValidateUpdate(ctx, old, mesh); err != nil {
+		t.Fatalf("finalizer removal of a mesh being deleted refused: %v", err)
+	}
+	policy := &meshv1alpha1.MeshPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop", DeletionTimestamp: &now}}
+	policy.Spec.TargetRefs = []meshv1alpha1.PolicyTargetReference{{Kind: "Namespace", Name: "elsewhere"}}
+	// A nil Reader would panic if the validator looked anything up.
+	if _, err := (&MeshPolicyValidator{}).ValidateUpdate(ctx, policy, policy); err != nil {
+		t.Fatalf("finalizer removal of a policy being deleted refused: %v", err)
+	}
+	wp := &meshv1alpha1.Waypoint{ObjectMeta: metav1.ObjectMeta{Name: "w", Namespace: "shop", DeletionTimestamp: &now}}
+	oldWp := wp.DeepCopy()
+	oldWp.Spec.For = meshv1alpha1.WaypointForWorkload
+	if _, err := (&WaypointValidator{}).ValidateUpdate(ctx, oldWp, wp); err != nil {
+		t.Fatalf("finalizer removal of a waypoint being deleted refused: %v", err)
+	}
+}

@@ -38,8 +38,13 @@ func (v *WaypointValidator) ValidateCreate(ctx context.Context, wp *meshv1alpha1
 	return v.validate(ctx, wp)
 }
 
-// ValidateUpdate re-checks overlap, as spec.for may have changed.
-func (v *WaypointValidator) ValidateUpdate(ctx context.Context, _, wp *meshv1alpha1.Waypoint) (admission.Warnings, error) {
+// ValidateUpdate re-checks overlap when spec.for changes. Other updates,
+// and any update of a Waypoint being deleted (its finalizer removal), pass:
+// Waypoints created before the webhook existed must still be deletable.
+func (v *WaypointValidator) ValidateUpdate(ctx context.Context, oldWp, wp *meshv1alpha1.Waypoint) (admission.Warnings, error) {
+	if beingDeleted(wp) || oldWp.Spec.EffectiveFor() == wp.Spec.EffectiveFor() {
+		return nil, nil
+	}
 	return v.validate(ctx, wp)
 }
 
@@ -95,6 +100,10 @@ func describeOverlap(a, b meshv1alpha1.WaypointTrafficType) meshv1alpha1.Waypoin
 	}
 	return a
 }
+
+// beingDeleted: updates of an object with a deletion timestamp are the
+// finalizer's clean-up, which admission must never block.
+func beingDeleted(obj client.Object) bool { return obj.GetDeletionTimestamp() != nil }
 
 // meshWarnings warns when there is no AmbientMesh: the object is accepted
 // but nothing acts on it until the mesh is installed.
