@@ -235,6 +235,71 @@ func TestDockerfileCopiesEverySourceTheBuildNeeds(t *testing.T) {
 			t.Errorf("the build stage does not COPY %s", f)
 		}
 	}
+
+	// .dockerignore must not drop a file the build compiles or embeds.
+	ignore := readDockerignore(t, root)
+	args = append([]string{"list", "-deps", "-f", `{{if .Module}}{{if .Module.Main}}{{.Dir}}|{{join .GoFiles ","}},{{join .EmbedFiles ","}}{{end}}{{end}}`}, df.binaries()...)
+	cmd = exec.Command("go", args...)
+	cmd.Dir = root
+	out, err = cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Fields(string(out)) {
+		dir, files, _ := strings.Cut(line, "|")
+		for _, f := range strings.Split(files, ",") {
+			if f == "" {
+				continue
+			}
+			rel, _ := filepath.Rel(root, filepath.Join(dir, f))
+			if pattern := ignore.match(filepath.ToSlash(rel)); pattern != "" {
+				t.Errorf(".dockerignore pattern %q drops %s, which the build needs", pattern, rel)
+			}
+		}
+	}
+}
+
+// dockerignore holds .dockerignore's patterns (the subset of the syntax
+// this repository uses: "dir/", "**/dir/", "**/glob", "path/glob").
+type dockerignore []string
+
+func readDockerignore(t *testing.T, root string) dockerignore {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		t.Fatalf(".dockerignore: %v (without it the build context carries bin/)", err)
+	}
+	var patterns dockerignore
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			patterns = append(patterns, line)
+		}
+	}
+	return patterns
+}
+
+// match returns the pattern that excludes path, or "".
+func (d dockerignore) match(path string) string {
+	segments := strings.Split(path, "/")
+	for _, p := range d {
+		anyDepth := strings.HasPrefix(p, "**/")
+		p := strings.TrimPrefix(p, "**/")
+		if dir, isDir := strings.CutSuffix(p, "/"); isDir {
+			for i, seg := range segments[:len(segments)-1] {
+				if seg == dir && (anyDepth || i == 0) {
+					return p
+				}
+			}
+			continue
+		}
+		if ok, _ := filepath.Match(p, path); ok {
+			return p
+		}
+		if ok, _ := filepath.Match(p, segments[len(segments)-1]); ok && anyDepth {
+			return p
+		}
+	}
+	return ""
 }
 
 // TestDockerfileBuildCommand runs the build stage's `go build` exactly as
