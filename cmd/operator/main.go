@@ -1,0 +1,165 @@
+// Command operator installs and runs the ambient mesh: a controller-runtime
+// manager whose controllers (added by setupControllers) own the AmbientMesh,
+// Waypoint and MeshPolicy kinds.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"os"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh"
+	"github.com/ambientmesh/ambient-operator/internal/version"
+	meshwebhook "github.com/ambientmesh/ambient-operator/webhook"
+)
+
+// leaderElectionID names the Lease that active/standby operator replicas share.
+const leaderElectionID = "ambient-operator.ambientmesh.dev"
+
+// options are the operator's command-line settings. controller-runtime
+// registers --kubeconfig itself on the global flag set.
+type options struct {
+	metricsAddr   string
+	secureMetrics bool
+	probeAddr     string
+	leaderElect   bool
+	leaderElectNS string
+	enableHTTP2   bool
+	showVersion   bool
+	// enableWebhooks serves the admission webhooks; it needs the serving
+	// certificate, so it is off for `make run` outside the cluster.
+	enableWebhooks bool
+	zap            zap.Options
+}
+
+func bindFlags(fs *flag.FlagSet) *options {
+	o := &options{zap: zap.Options{Development: false}}
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443",
+		"Address the metrics endpoint binds to (:8443 for HTTPS, :8080 with --metrics-secure=false; 0 disables it).")
+	fs.BoolVar(&o.secureMetrics, "metrics-secure", true,
+		"Serve metrics over HTTPS, authenticated and authorized through the API server.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false,
+		"Elect a leader so that only one of several operator replicas reconciles at a time.")
+	fs.StringVar(&o.leaderElectNS, "leader-election-namespace", "",
+		"Namespace of the leader-election Lease. Empty: the namespace the operator runs in (required outside a cluster).")
+	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
+		"Allow HTTP/2 on the metrics and webhook servers (off by default: CVE-2023-44487, CVE-2023-39325).")
+	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
+	fs.BoolVar(&o.enableWebhooks, "enable-webhooks", true,
+		"Serve the admission webhooks on :9443 (certificate in /tmp/k8s-webhook-server/serving-certs). Disable when running outside the cluster.")
+	o.zap.BindFlags(fs)
+	return o
+}
+
+func main() {
+	opts := bindFlags(flag.CommandLine)
+	flag.Parse()
+	if opts.showVersion {
+		fmt.Println(version.String("operator"))
+		return
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts.zap)))
+	log := ctrl.Log.WithName("setup")
+	log.Info("starting", "version", version.Version, "commit", version.GitCommit)
+
+	mgr, err := newManager(ctrl.GetConfigOrDie(), opts)
+	if err != nil {
+		log.Error(err, "unable to set up the manager")
+		os.Exit(1)
+	}
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "manager stopped with an error")
+		os.Exit(1)
+	}
+}
+
+// newScheme knows every kind the operator reads or writes: Kubernetes'
+// built-ins, our API, cert-manager's (the identity issuer chain) and the
+// Gateway API (HTTPRoutes attached to waypoints).
+func newScheme() *runtime.Scheme {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(meshv1alpha1.AddToScheme(scheme))
+	utilruntime.Must(certmanagerv1.AddToScheme(scheme))
+	utilruntime.Must(gatewayv1.Install(scheme))
+	return scheme
+}
+
+// newManager builds the manager with its metrics, probes and leader election,
+// and registers the controllers; the caller starts it.
+func newManager(cfg *rest.Config, opts *options) (ctrl.Manager, error) {
+	var tlsOpts []func(*tls.Config)
+	if !opts.enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	metrics := metricsserver.Options{
+		BindAddress:   opts.metricsAddr,
+		SecureServing: opts.secureMetrics,
+		TLSOpts:       tlsOpts,
+	}
+	if opts.secureMetrics {
+		metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  newScheme(),
+		Metrics:                 metrics,
+		HealthProbeBindAddress:  opts.probeAddr,
+		LeaderElection:          opts.leaderElect,
+		LeaderElectionID:        leaderElectionID,
+		LeaderElectionNamespace: opts.leaderElectNS,
+		// The operator exits right after its manager stops, so the lease can
+		// be released at once and a standby takes over without waiting.
+		LeaderElectionReleaseOnCancel: true,
+		// Admission webhooks (webhook/) serve on :9443 with the certificate
+		// mounted at the default /tmp/k8s-webhook-server/serving-certs
+		// (cert-manager's Secret in the kustomize deploy, OLM's in the bundle).
+		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{TLSOpts: tlsOpts}),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("ready check: %w", err)
+	}
+	if opts.enableWebhooks {
+		if err := meshwebhook.SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
+	}
+	if err := setupControllers(mgr); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// setupControllers registers the reconcilers (one per kind, in controllers/)
+// and the admission webhooks (webhook/) with the manager.
+//
+// Later issues add here: controllers/ambientmesh, controllers/waypoint,
+// controllers/meshpolicy.
+func setupControllers(mgr ctrl.Manager) error {
+	if err := ambientmesh.NewReconciler(mgr).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("ambientmesh controller: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+var (
+	suiteCtx        context.Context
+	suiteCancel     context.CancelFunc
+	env             *envtest.Environment
+	cfg             *rest.Config
+	k8sClient       client.Client
+	stopCertManager func()
+)
+
+func TestTestenv(t *testing.T) {
+	if testing.Short() {
+		t.Skip("envtest suite (real kube-apiserver, etcd, cert-manager): skipped in -short mode, run by make test")
+	}
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "testenv harness suite")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	suiteCtx, suiteCancel = context.WithCancel(context.Background())
+
+	var err error
+	env, err = New()
+	Expect(err).NotTo(HaveOccurred())
+	cfg, err = env.Start()
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() {
+		suiteCancel()
+		Expect(env.Stop()).To(Succeed())
+	})
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(apiextensionsv1.AddToScheme(scheme))
+	utilruntime.Must(certmanagerv1.AddToScheme(scheme))
+	utilruntime.Must(gatewayv1.Install(scheme))
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	stopCertManager, err = StartCertManager(suiteCtx, cfg, WithCertManagerLogs(GinkgoWriter))
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { stopCertManager() })
+})
