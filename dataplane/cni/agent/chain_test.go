@@ -24,10 +24,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/conflist"
-	"github.com/ambientmesh/ambient-operator/dataplane/cni/internal/netnstest"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/plugin"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/wire"
+	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 
 // debianCNIDir holds Debian's containernetworking-plugins.

@@ -28,9 +28,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
-	"github.com/ambientmesh/ambient-operator/dataplane/cni/internal/netnstest"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/wire"
+	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
 )
 
@@ -113,7 +113,7 @@ func newPod(node *netnstest.NS, namespace, name string, subnet int, labels map[s
 	t := GinkgoT()
 	podNS := netnstest.New(t, "epod")
 	ip := fmt.Sprintf("10.252.%d.2", subnet)
-	netnstest.Link(t, node, fmt.Sprintf("10.252.%d.1/24", subnet), podNS, ip+"/24")
+	netnstest.Veth(t, node, fmt.Sprintf("10.252.%d.1/24", subnet), podNS, ip+"/24")
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: labels},
 		Spec: corev1.PodSpec{NodeName: nodeName, ServiceAccountName: "web",

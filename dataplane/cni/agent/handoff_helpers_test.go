@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/go-logr/logr/testr"
 
-	"github.com/ambientmesh/ambient-operator/dataplane/cni/internal/netnstest"
+	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 
 	pb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"

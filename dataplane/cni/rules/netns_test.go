@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ambientmesh/ambient-operator/dataplane/cni/internal/netnstest"
+	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 
 var backends = []string{BackendIPTables, BackendNFTables}
@@ -158,7 +158,7 @@ func TestCaptureBehaviour(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			r := mustNew(t, backend)
 			pod, peer := netnstest.New(t, "rpod"), netnstest.New(t, "rpeer")
-			netnstest.Link(t, pod, "10.248.0.2/24", peer, "10.248.0.1/24")
+			netnstest.Veth(t, pod, "10.248.0.2/24", peer, "10.248.0.1/24")
 			pod.Run(t, "ip", "route", "add", "default", "via", "10.248.0.1")
 			peer.Run(t, "ip", "addr", "add", "169.254.7.127/32", "dev", "lo")
 
@@ -227,7 +227,7 @@ func TestHostProbeSNAT(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			r := mustNew(t, backend)
 			node, pod := netnstest.New(t, "rnode"), netnstest.New(t, "rpod")
-			netnstest.Link(t, node, "10.249.0.1/24", pod, "10.249.0.2/24")
+			netnstest.Veth(t, node, "10.249.0.1/24", pod, "10.249.0.2/24")
 			pod.Run(t, "ip", "route", "add", "default", "via", "10.249.0.1")
 			// The primary CNI's masquerade must not win over the probe SNAT.
 			node.Run(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-d", "10.249.0.0/24", "-j", "MASQUERADE")

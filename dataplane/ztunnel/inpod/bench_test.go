@@ -4,12 +4,12 @@ import (
 	"context"
 	"testing"
 
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/nstest"
+	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 
 func BenchmarkDo(b *testing.B) {
-	nstest.RequireRoot(b)
-	pod := nstest.New(b, "zpod")
+	netnstest.RequireRoot(b)
+	pod := netnstest.New(b, "zpod")
 	ns, err := OpenNetNS(pod.Path)
 	if err != nil {
 		b.Fatal(err)
@@ -23,8 +23,8 @@ func BenchmarkDo(b *testing.B) {
 }
 
 func BenchmarkDialLoopback(b *testing.B) {
-	nstest.RequireRoot(b)
-	pod := nstest.New(b, "zpod")
+	netnstest.RequireRoot(b)
+	pod := netnstest.New(b, "zpod")
 	ns, err := OpenNetNS(pod.Path)
 	if err != nil {
 		b.Fatal(err)

@@ -17,7 +17,7 @@ import (
 
 	handoffpb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/nstest"
+	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 
 // threadsOutsideHostNetns lists this process's threads whose netns is not the host's.
@@ -38,8 +38,8 @@ func threadsOutsideHostNetns(t *testing.T) []string {
 }
 
 func TestDoReturnsThreadsToHostNetns(t *testing.T) {
-	nstest.RequireRoot(t)
-	pod := nstest.New(t, "zpod")
+	netnstest.RequireRoot(t)
+	pod := netnstest.New(t, "zpod")
 	ns, err := OpenNetNS(pod.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -114,12 +114,12 @@ func (e *echoPods) ServePod(pod *Pod) func() {
 }
 
 func TestManagerListensInPodNetnsWithCapture(t *testing.T) {
-	nstest.RequireRoot(t)
+	netnstest.RequireRoot(t)
 	for _, backend := range []string{rules.BackendIPTables, rules.BackendNFTables} {
 		t.Run(backend, func(t *testing.T) {
-			pod := nstest.New(t, "zpod")
-			peer := nstest.New(t, "zpeer")
-			nstest.Veth(t, pod, "10.251.0.2/24", peer, "10.251.0.1/24")
+			pod := netnstest.New(t, "zpod")
+			peer := netnstest.New(t, "zpeer")
+			netnstest.Veth(t, pod, "10.251.0.2/24", peer, "10.251.0.1/24")
 			r, err := rules.New(backend)
 			if err != nil {
 				t.Fatal(err)
@@ -178,10 +178,10 @@ func TestManagerListensInPodNetnsWithCapture(t *testing.T) {
 }
 
 func TestDialerMarksItsSockets(t *testing.T) {
-	nstest.RequireRoot(t)
-	pod := nstest.New(t, "zpod")
-	peer := nstest.New(t, "zpeer")
-	nstest.Veth(t, pod, "10.252.0.2/24", peer, "10.252.0.1/24")
+	netnstest.RequireRoot(t)
+	pod := netnstest.New(t, "zpod")
+	peer := netnstest.New(t, "zpeer")
+	netnstest.Veth(t, pod, "10.252.0.2/24", peer, "10.252.0.1/24")
 	// Inside the pod, only marked packets may leave towards port 9000.
 	pod.Run(t, "iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "9000", "-m", "mark", "!", "--mark", "0x539", "-j", "REJECT")
 	peerNS, err := OpenNetNS(peer.Path)

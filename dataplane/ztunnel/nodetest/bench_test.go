@@ -21,7 +21,7 @@ import (
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/nstest"
+	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 
 // BenchmarkDataplane measures the data path against a direct pod→pod baseline in the same
@@ -29,7 +29,7 @@ import (
 // server-b (node b) through both ztunnels; the baseline is the same traffic from plain-a
 // (node a) to legacy (node b), two pods outside the mesh, over the same underlay.
 func BenchmarkDataplane(b *testing.B) {
-	nstest.RequireRoot(b)
+	netnstest.RequireRoot(b)
 	c := meshCluster(b, rules.BackendIPTables)
 	c.addPodLate("a", "plain-a", "10.100.1.30")
 	for _, name := range []string{"server-b", "legacy"} {
@@ -272,7 +272,7 @@ func idleRSS(t testing.TB, c *cluster, pods int) float64 {
 	}
 	for i := range pods {
 		p := &pod{name: fmt.Sprintf("idle-%d", i), uid: fmt.Sprintf("uid-idle-%d", i), sa: fmt.Sprintf("sa-%d", i),
-			ip: netip.MustParseAddr(fmt.Sprintf("10.100.3.%d", 10+i)), node: n, ns: nstest.New(t, "zidle"), meshed: true}
+			ip: netip.MustParseAddr(fmt.Sprintf("10.100.3.%d", 10+i)), node: n, ns: netnstest.New(t, "zidle"), meshed: true}
 		if _, err := r.Install(p.ns.Path, rules.DefaultPodConfig()); err != nil {
 			t.Fatal(err)
 		}

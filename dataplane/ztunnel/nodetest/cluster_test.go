@@ -26,8 +26,8 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/nstest"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
+	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 
 var ztunnelBin string
@@ -74,7 +74,7 @@ type cluster struct {
 
 type node struct {
 	name     string
-	ns       *nstest.NS
+	ns       *netnstest.NS
 	underlay string // interface name of the underlay link in ns
 	bridge   string
 	gateway  string
@@ -87,7 +87,7 @@ type pod struct {
 	name, uid, sa string
 	ip            netip.Addr
 	node          *node
-	ns            *nstest.NS
+	ns            *netnstest.NS
 	net           *inpod.NetNS
 	meshed        bool
 	app           *echoApp
@@ -96,7 +96,7 @@ type pod struct {
 // newCluster builds nodes a (10.100.1.0/24) and b (10.100.2.0/24) joined by an underlay
 // (10.99.0.0/24), and starts the control plane, CA and one ztunnel per node.
 func newCluster(t testing.TB, backend string) *cluster {
-	nstest.RequireRoot(t)
+	netnstest.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("netns tier (real ztunnel processes, ~30s): skipped with -short; make test runs it")
 	}
@@ -109,14 +109,14 @@ func newCluster(t testing.TB, backend string) *cluster {
 		t.Fatal(err)
 	}
 	a, b := c.addNode("a", "10.100.1.1/24"), c.addNode("b", "10.100.2.1/24")
-	a.underlay, b.underlay = nstest.Veth(t, a.ns, "10.99.0.1/24", b.ns, "10.99.0.2/24")
+	a.underlay, b.underlay = netnstest.Veth(t, a.ns, "10.99.0.1/24", b.ns, "10.99.0.2/24")
 	a.ns.Run(t, "ip", "route", "add", "10.100.2.0/24", "via", "10.99.0.2")
 	b.ns.Run(t, "ip", "route", "add", "10.100.1.0/24", "via", "10.99.0.1")
 	return c
 }
 
 func (c *cluster) addNode(name, gatewayCIDR string) *node {
-	n := &node{name: name, ns: nstest.New(c.t, "znode"), bridge: "br0", gateway: strings.Split(gatewayCIDR, "/")[0]}
+	n := &node{name: name, ns: netnstest.New(c.t, "znode"), bridge: "br0", gateway: strings.Split(gatewayCIDR, "/")[0]}
 	n.ns.Run(c.t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	n.ns.Run(c.t, "ip", "link", "add", n.bridge, "type", "bridge")
 	n.ns.Run(c.t, "ip", "addr", "add", gatewayCIDR, "dev", n.bridge)
@@ -131,8 +131,8 @@ func (c *cluster) addNode(name, gatewayCIDR string) *node {
 func (c *cluster) addPod(nodeName, name, sa, ip string, meshed bool) *pod {
 	t := c.t
 	n := c.nodes[nodeName]
-	p := &pod{name: name, uid: "uid-" + name, sa: sa, ip: netip.MustParseAddr(ip), node: n, ns: nstest.New(t, "zpod"), meshed: meshed}
-	_, hostSide := nstest.Veth(t, p.ns, ip+"/24", n.ns, "")
+	p := &pod{name: name, uid: "uid-" + name, sa: sa, ip: netip.MustParseAddr(ip), node: n, ns: netnstest.New(t, "zpod"), meshed: meshed}
+	_, hostSide := netnstest.Veth(t, p.ns, ip+"/24", n.ns, "")
 	n.ns.Run(t, "ip", "link", "set", hostSide, "master", n.bridge)
 	p.ns.Run(t, "ip", "route", "add", "default", "via", n.gateway)
 	var err error
@@ -434,7 +434,7 @@ func replay(ctx context.Context, socket string, pods []*pod) error {
 // capture runs tcpdump on a node's underlay link until stop is called, which returns the
 // raw pcap bytes and tcpdump's text decoding.
 func capture(t testing.TB, n *node, dir string) (stop func() (raw []byte, text string)) {
-	path := filepath.Join(dir, "underlay-"+nstest.Name("")+".pcap")
+	path := filepath.Join(dir, "underlay-"+netnstest.UniqueName("")+".pcap")
 	cmd := n.ns.Cmd("tcpdump", "--immediate-mode", "-i", n.underlay, "-U", "-n", "-Z", "root", "-w", path, "tcp")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/nstest"
+	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 
 const echoService = "shop/echo.shop.svc.cluster.local"
@@ -53,7 +53,7 @@ func TestMeshOnRealNamespaces(t *testing.T) {
 
 			t.Run("cross-node traffic is mTLS and the underlay carries no plaintext", func(t *testing.T) {
 				stop := capture(t, c.nodes["a"], c.dir)
-				marker := "SECRET-" + nstest.Name("m")
+				marker := "SECRET-" + netnstest.UniqueName("m")
 				got, err := client.call("10.100.2.10:8080", marker)
 				raw, text := stop()
 				if err != nil || got != "echo "+marker {
@@ -77,7 +77,7 @@ func TestMeshOnRealNamespaces(t *testing.T) {
 
 			t.Run("control: plaintext to a pod outside the mesh is visible on the underlay", func(t *testing.T) {
 				stop := capture(t, c.nodes["a"], c.dir)
-				marker := "VISIBLE-" + nstest.Name("m")
+				marker := "VISIBLE-" + netnstest.UniqueName("m")
 				got, err := client.call("10.100.2.30:8080", marker)
 				raw, _ := stop()
 				if err != nil || got != "echo "+marker {

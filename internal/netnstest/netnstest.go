@@ -1,5 +1,6 @@
 // Package netnstest creates throw-away network namespaces, veth links and
-// sockets inside them for root-only tests. Everything it creates is removed
+// sockets inside them for root-only tests (cni, ztunnel, e2e). Namespaces get
+// a random suffix so parallel tests never collide, and everything is removed
 // by t.Cleanup. Addresses used must be private and live only inside the
 // namespaces a test creates.
 package netnstest
@@ -23,9 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var counters = regexp.MustCompile(`\[\d+:\d+\]`)
-
-// T is what the helpers need of a test: *testing.T and GinkgoT() both fit.
+// T is what the helpers need of a test: testing.TB and GinkgoT() both fit.
 type T interface {
 	Helper()
 	Fatalf(format string, args ...any)
@@ -37,12 +36,12 @@ type T interface {
 func RequireRoot(t T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and netfilter rules")
+		t.Skip("needs root: creates network namespaces, veth links and netfilter rules")
 	}
 }
 
 // UniqueName returns prefix plus 6 random hex digits (keep prefix ≤ 8 chars
-// when the name is used for an interface).
+// when the name is used for an interface: Linux allows 15).
 func UniqueName(prefix string) string {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
@@ -59,15 +58,16 @@ type NS struct {
 func New(t T, prefix string) *NS {
 	t.Helper()
 	name := UniqueName(prefix)
-	Must(t, "ip", "netns", "add", name)
-	n := &NS{Name: name, Path: "/var/run/netns/" + name}
+	RunOnHost(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	n := &NS{Name: name, Path: "/var/run/netns/" + name}
 	n.Run(t, "ip", "link", "set", "lo", "up")
 	return n
 }
 
-// Must runs a command on the host and fails the test on error.
-func Must(t T, name string, args ...string) string {
+// RunOnHost runs a command in the test's own namespace and fails the test on
+// error, with the command's output in the message.
+func RunOnHost(t T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -79,14 +79,16 @@ func Must(t T, name string, args ...string) string {
 // Run runs a command inside the namespace and fails the test on error.
 func (n *NS) Run(t T, args ...string) string {
 	t.Helper()
-	return Must(t, "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	return RunOnHost(t, "ip", append([]string{"netns", "exec", n.Name}, args...)...)
 }
 
-// Output runs a command inside the namespace and returns its output.
-func (n *NS) Output(args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...).CombinedOutput()
-	return string(out), err
+// Cmd returns a command that runs inside the namespace, for callers that
+// start it in the background or inspect its error themselves.
+func (n *NS) Cmd(args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...)
 }
+
+var counters = regexp.MustCompile(`\[\d+:\d+\]`)
 
 // Ruleset is what a user would look at: iptables-save (without counters and
 // comments about the save time) followed by nft list ruleset.
@@ -103,16 +105,23 @@ func (n *NS) Ruleset(t T) string {
 	return strings.Join(kept, "\n") + "\n--- nft\n" + n.Run(t, "nft", "-s", "list", "ruleset")
 }
 
-// Link connects a and b with a veth pair, addressing each end with a /24
-// (e.g. "10.248.0.1/24"). Interface names are derived from the namespaces.
-func Link(t T, a *NS, aAddr string, b *NS, bAddr string) {
+// Veth links a and b with a veth pair and brings both ends up. An address
+// (CIDR form, e.g. "10.248.0.1/24") is assigned to each end unless it is
+// empty, as for a node-side end that only routes. It returns the interface
+// names in a and in b.
+func Veth(t T, a *NS, aAddr string, b *NS, bAddr string) (aIf, bIf string) {
 	t.Helper()
-	aIf, bIf := UniqueName("va"), UniqueName("vb")
-	Must(t, "ip", "link", "add", aIf, "netns", a.Name, "type", "veth", "peer", "name", bIf, "netns", b.Name)
-	a.Run(t, "ip", "addr", "add", aAddr, "dev", aIf)
+	aIf, bIf = UniqueName("va"), UniqueName("vb")
+	RunOnHost(t, "ip", "link", "add", aIf, "netns", a.Name, "type", "veth", "peer", "name", bIf, "netns", b.Name)
+	if aAddr != "" {
+		a.Run(t, "ip", "addr", "add", aAddr, "dev", aIf)
+	}
+	if bAddr != "" {
+		b.Run(t, "ip", "addr", "add", bAddr, "dev", bIf)
+	}
 	a.Run(t, "ip", "link", "set", aIf, "up")
-	b.Run(t, "ip", "addr", "add", bAddr, "dev", bIf)
 	b.Run(t, "ip", "link", "set", bIf, "up")
+	return aIf, bIf
 }
 
 // Do runs fn on a thread inside the namespace.
