@@ -1,11 +1,9 @@
 package identity
 
 import (
-	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -13,33 +11,17 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/testca"
 )
 
-// testCA is a root that signs leaf certificates, written as cert-manager writes a
-// Certificate's Secret (tls.crt, tls.key, ca.crt).
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T) *testCA {
-	key := p256(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "root"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func (ca *testCA) writeLeaf(t *testing.T, dir string, serial int64) {
+// writeLeaf writes a serving certificate for cp.test signed by ca, as
+// cert-manager writes a Certificate's Secret (tls.crt, tls.key, ca.crt).
+func writeLeaf(t *testing.T, ca *testca.CA, dir string, serial int64) {
 	key := p256(t)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), DNSNames: []string{"cp.test"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +29,7 @@ func (ca *testCA) writeLeaf(t *testing.T, dir string, serial int64) {
 	for name, data := range map[string][]byte{
 		"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		"tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-		"ca.crt":  ca.pem,
+		"ca.crt":  []byte(ca.PEM),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
@@ -62,14 +44,14 @@ func (ca *testCA) writeLeaf(t *testing.T, dir string, serial int64) {
 // up a renewed certificate without a restart.
 func TestFileCertServesAndReloads(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t)
-	ca.writeLeaf(t, dir, 100)
+	ca := testca.New(t)
+	writeLeaf(t, ca, dir, 100)
 	var published []string
 	fc := &FileCert{Dir: dir, ReloadEvery: time.Nanosecond, OnRoots: func(r []string) { published = r }}
 	if err := fc.Load(); err != nil {
 		t.Fatal(err)
 	}
-	if len(published) != 1 || published[0] != string(ca.pem) {
+	if len(published) != 1 || published[0] != ca.PEM {
 		t.Fatalf("roots published = %v, want the CA", published)
 	}
 	lis, err := tls.Listen("tcp", "127.0.0.1:0", fc.ServerTLS(false))
@@ -89,7 +71,7 @@ func TestFileCertServesAndReloads(t *testing.T) {
 	}()
 	serial := func() int64 {
 		pool := x509.NewCertPool()
-		pool.AddCert(ca.cert)
+		pool.AddCert(ca.Cert)
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", lis.Addr().String(),
 			&tls.Config{RootCAs: pool, ServerName: "cp.test", MinVersion: tls.VersionTLS13})
 		if err != nil {
@@ -104,7 +86,7 @@ func TestFileCertServesAndReloads(t *testing.T) {
 	if got := serial(); got != 100 {
 		t.Fatalf("served serial %d, want 100", got)
 	}
-	ca.writeLeaf(t, dir, 200) // cert-manager renewed the Secret
+	writeLeaf(t, ca, dir, 200) // cert-manager renewed the Secret
 	if got := serial(); got != 200 {
 		t.Fatalf("after renewal served serial %d, want 200", got)
 	}

@@ -2,22 +2,14 @@ package hbone
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"net/netip"
-	"net/url"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+	"github.com/ambientmesh/ambient-operator/internal/testca"
 )
 
 var (
@@ -26,87 +18,9 @@ var (
 	otherID  = spiffe.MustNew("cluster.local", "shop", "payments")
 )
 
-// testCA is a real ECDSA P-256 CA issuing SPIFFE workload certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{Organization: []string{"test mesh"}, CommonName: "test root"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-var serial struct {
-	sync.Mutex
-	n int64
-}
-
-func nextSerial() *big.Int {
-	serial.Lock()
-	defer serial.Unlock()
-	serial.n++
-	return big.NewInt(1000 + serial.n)
-}
-
-type x509Cert = x509.Certificate
-
-type certOpt func(*x509.Certificate)
-
-func validity(from, to time.Time) certOpt {
-	return func(c *x509.Certificate) { c.NotBefore, c.NotAfter = from, to }
-}
-
-// issue returns a workload certificate for id (chain: leaf, no intermediates).
-func (ca *testCA) issue(t testing.TB, id spiffe.ID, opts ...certOpt) *tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{id.URI()},
-	}
-	for _, o := range opts {
-		o(tmpl)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-}
-
 // env is an HBONE server on loopback, a client pool and an echo upstream.
 type env struct {
-	ca       *testCA
+	ca       *testca.CA
 	certs    *CertStore
 	bundle   *Bundle
 	srv      *Server
@@ -123,10 +37,10 @@ type envOpts struct {
 
 func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
-	e := &env{ca: newTestCA(t), certs: NewCertStore()}
-	e.bundle = NewBundle(e.ca.pool)
-	e.certs.Put(clientID, e.ca.issue(t, clientID))
-	e.certs.Put(serverID, e.ca.issue(t, serverID))
+	e := &env{ca: testca.New(t), certs: NewCertStore()}
+	e.bundle = NewBundle(e.ca.Pool())
+	e.certs.Put(clientID, e.ca.Issue(t, clientID))
+	e.certs.Put(serverID, e.ca.Issue(t, serverID))
 	e.upstream = startEcho(t)
 	h := o.handler
 	if h == nil {

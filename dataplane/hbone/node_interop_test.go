@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/testca"
 )
 
 // Interop with an independent HTTP/2 + TLS implementation: Node.js's
@@ -80,7 +82,7 @@ func nodeOrSkip(t *testing.T) string {
 }
 
 // writePEMs writes the CA, a certificate and its key as PEM files.
-func writePEMs(t *testing.T, dir string, ca *testCA, cert *tls.Certificate) (caFile, certFile, keyFile string) {
+func writePEMs(t *testing.T, dir string, ca *testca.CA, cert *tls.Certificate) (caFile, certFile, keyFile string) {
 	t.Helper()
 	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
@@ -88,7 +90,7 @@ func writePEMs(t *testing.T, dir string, ca *testCA, cert *tls.Certificate) (caF
 		t.Fatal(err)
 	}
 	for file, block := range map[string]*pem.Block{
-		caFile:   {Type: "CERTIFICATE", Bytes: ca.cert.Raw},
+		caFile:   {Type: "CERTIFICATE", Bytes: ca.Cert.Raw},
 		certFile: {Type: "CERTIFICATE", Bytes: cert.Certificate[0]},
 		keyFile:  {Type: "PRIVATE KEY", Bytes: keyDER},
 	} {
@@ -131,7 +133,7 @@ func TestNodeClientToOurServer(t *testing.T) {
 	node := nodeOrSkip(t)
 	seen := make(chan *Request, 1)
 	e := newEnv(t, envOpts{handler: forwardHandler(seen)})
-	res := runNodeClient(t, node, e, e.ca.issue(t, clientID))
+	res := runNodeClient(t, node, e, e.ca.Issue(t, clientID))
 	if res.Error != "" {
 		t.Fatalf("node client failed: %s", res.Error)
 	}
@@ -148,7 +150,7 @@ func TestNodeClientWithUntrustedCertRejected(t *testing.T) {
 	node := nodeOrSkip(t)
 	seen := make(chan *Request, 1)
 	e := newEnv(t, envOpts{handler: forwardHandler(seen)})
-	res := runNodeClient(t, node, e, newTestCA(t).issue(t, clientID))
+	res := runNodeClient(t, node, e, testca.New(t).Issue(t, clientID))
 	if res.Error == "" || res.Status == 200 {
 		t.Fatalf("node client with an untrusted certificate got %+v", res)
 	}
@@ -164,7 +166,7 @@ func TestOurClientToNodeServer(t *testing.T) {
 	dir := t.TempDir()
 	script := filepath.Join(dir, "server.js")
 	os.WriteFile(script, []byte(nodeServerJS), 0o600)
-	caFile, certFile, keyFile := writePEMs(t, dir, e.ca, e.ca.issue(t, serverID))
+	caFile, certFile, keyFile := writePEMs(t, dir, e.ca, e.ca.Issue(t, serverID))
 	cmd := exec.Command(node, script, caFile, certFile, keyFile)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr

@@ -104,7 +104,7 @@ func TestPoolOpensAnotherConnectionWhenFull(t *testing.T) {
 
 func TestPoolKeysSeparateIdentities(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.certs.Put(otherID, e.ca.issue(t, otherID))
+	e.certs.Put(otherID, e.ca.Issue(t, otherID))
 	a := e.dial(t)
 	defer a.Close()
 	d := e.dialReq()
@@ -225,7 +225,7 @@ func TestCertificateRotationKeepsOpenStreams(t *testing.T) {
 	oldServerSerial := old.ConnectionState().PeerCertificates[0].SerialNumber
 	oldClientSerial := (<-streams).req.TLS.PeerCertificates[0].SerialNumber
 
-	newServer, newClient := e.ca.issue(t, serverID), e.ca.issue(t, clientID)
+	newServer, newClient := e.ca.Issue(t, serverID), e.ca.Issue(t, clientID)
 	e.certs.Put(serverID, newServer)
 	e.certs.Put(clientID, newClient)
 

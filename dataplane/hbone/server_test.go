@@ -366,7 +366,7 @@ func TestLazyCertificate(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		time.Sleep(200 * time.Millisecond)
-		e.certs.Put(serverID, e.ca.issue(t, serverID))
+		e.certs.Put(serverID, e.ca.Issue(t, serverID))
 	}()
 	c := e.dial(t)
 	defer c.Close()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/ambientmesh/ambient-operator/internal/testca"
 )
 
 // dialErr dials with a short timeout and returns the error (the test fails if
@@ -47,8 +50,8 @@ func TestClientRejectsWrongServerIdentity(t *testing.T) {
 
 func TestClientRejectsUntrustedServer(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	rogue := newTestCA(t)
-	e.certs.Put(serverID, rogue.issue(t, serverID)) // right SAN, wrong CA
+	rogue := testca.New(t)
+	e.certs.Put(serverID, rogue.Issue(t, serverID)) // right SAN, wrong CA
 	err := e.dialErr(t, e.dialReq())
 	if !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Fatalf("error = %v, want unknown authority", err)
@@ -58,8 +61,8 @@ func TestClientRejectsUntrustedServer(t *testing.T) {
 func TestServerRejectsUntrustedClient(t *testing.T) {
 	called := make(chan *Request, 1)
 	e := newEnv(t, envOpts{handler: forwardHandler(called)})
-	rogue := newTestCA(t)
-	e.certs.Put(clientID, rogue.issue(t, clientID))
+	rogue := testca.New(t)
+	e.certs.Put(clientID, rogue.Issue(t, clientID))
 	err := e.dialErr(t, e.dialReq())
 	if !strings.Contains(err.Error(), "bad certificate") && !strings.Contains(err.Error(), "unknown certificate authority") {
 		t.Fatalf("error = %v, want the server's certificate alert", err)
@@ -72,10 +75,10 @@ func TestServerRejectsUntrustedClient(t *testing.T) {
 }
 
 func TestExpiredCertificatesRejected(t *testing.T) {
-	past := validity(time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+	past := testca.Validity(time.Now().Add(-2*time.Hour), time.Hour)
 	t.Run("server", func(t *testing.T) {
 		e := newEnv(t, envOpts{})
-		e.certs.Put(serverID, e.ca.issue(t, serverID, past))
+		e.certs.Put(serverID, e.ca.Issue(t, serverID, past))
 		err := e.dialErr(t, e.dialReq())
 		if !strings.Contains(err.Error(), "expired") {
 			t.Fatalf("error = %v, want expired", err)
@@ -83,7 +86,7 @@ func TestExpiredCertificatesRejected(t *testing.T) {
 	})
 	t.Run("client", func(t *testing.T) {
 		e := newEnv(t, envOpts{})
-		e.certs.Put(clientID, e.ca.issue(t, clientID, past))
+		e.certs.Put(clientID, e.ca.Issue(t, clientID, past))
 		err := e.dialErr(t, e.dialReq())
 		if !strings.Contains(err.Error(), "expired certificate") {
 			t.Fatalf("error = %v, want the server's expired-certificate alert", err)
@@ -93,8 +96,8 @@ func TestExpiredCertificatesRejected(t *testing.T) {
 
 func TestCertificateWithoutSPIFFEIDRejected(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	noURI := func(c *x509Cert) { c.URIs = nil }
-	e.certs.Put(serverID, e.ca.issue(t, serverID, noURI))
+	noURI := func(c *x509.Certificate) { c.URIs = nil }
+	e.certs.Put(serverID, e.ca.Issue(t, serverID, noURI))
 	err := e.dialErr(t, e.dialReq())
 	if !strings.Contains(err.Error(), "0 URI SANs") {
 		t.Fatalf("error = %v, want a missing-SPIFFE-ID error", err)
@@ -190,11 +193,11 @@ func TestBundleRotationAppliesToNewConnections(t *testing.T) {
 	defer c.Close()
 	// Replace the trust bundle by an unrelated CA: the open stream keeps
 	// working, a new connection is refused.
-	e.bundle.Set(newTestCA(t).pool)
+	e.bundle.Set(testca.New(t).Pool())
 	echoCheck(t, c, "still up")
 	d := e.dialReq()
 	d.Source = otherID // another pool key: forces a new connection
-	e.certs.Put(otherID, e.ca.issue(t, otherID))
+	e.certs.Put(otherID, e.ca.Issue(t, otherID))
 	if err := e.dialErr(t, d); !strings.Contains(err.Error(), "unknown authority") {
 		t.Fatalf("new connection after bundle change: %v", err)
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+	"github.com/ambientmesh/ambient-operator/internal/testca"
 )
 
 const token = "ztunnel-sa-token"
@@ -165,7 +166,7 @@ func workload(uid, name, sa, ip string) *pb.Workload {
 // withConfig=false leaves the xDS server without workloads (lazy start tests).
 func newMesh(t *testing.T, withConfig bool, lazy time.Duration) *mesh {
 	m := &mesh{t: t, client: newLoopNet("127.10.0.2"), server: newLoopNet("127.10.0.3")}
-	m.ca = &catest.Service{CA: catest.New(t), Token: token}
+	m.ca = &catest.Service{CA: testca.New(t), Token: token}
 	m.ca.Serve(t)
 	m.xds = xdstest.Start(t)
 	m.xds.Set(t, pb.TrustBundleTypeURL, map[string]proto.Message{"cluster.local": &pb.TrustBundle{TrustDomain: "cluster.local", Roots: []string{m.ca.CA.PEM}}})
@@ -409,19 +410,19 @@ func TestExpiredClientCertRejected(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
 	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
 	good := hbone.NewCertStore()
-	good.Put(clientID, m.ca.CA.Issue(t, clientID, time.Now().Add(-time.Minute), time.Hour))
+	good.Put(clientID, m.ca.CA.Issue(t, clientID, testca.Validity(time.Now().Add(-time.Minute), time.Hour)))
 	if err := hboneClient(t, m, good); err != nil {
 		t.Fatalf("control: a valid certificate is refused: %v", err)
 	}
 	apps := m.app.connections()
 	expired := hbone.NewCertStore()
-	expired.Put(clientID, m.ca.CA.Issue(t, clientID, time.Now().Add(-2*time.Hour), time.Hour))
+	expired.Put(clientID, m.ca.CA.Issue(t, clientID, testca.Validity(time.Now().Add(-2*time.Hour), time.Hour)))
 	if err := hboneClient(t, m, expired); err == nil {
 		t.Fatal("an expired client certificate was accepted")
 	}
-	other := catest.New(t) // a certificate from a CA outside the trust bundle
+	other := testca.New(t) // a certificate from a CA outside the trust bundle
 	foreign := hbone.NewCertStore()
-	foreign.Put(clientID, other.Issue(t, clientID, time.Now().Add(-time.Minute), time.Hour))
+	foreign.Put(clientID, other.Issue(t, clientID, testca.Validity(time.Now().Add(-time.Minute), time.Hour)))
 	if err := hboneClient(t, m, foreign); err == nil {
 		t.Fatal("a certificate from an unknown CA was accepted")
 	}

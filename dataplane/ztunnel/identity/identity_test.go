@@ -17,13 +17,14 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/identity"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+	"github.com/ambientmesh/ambient-operator/internal/testca"
 )
 
 var cart = spiffe.MustNew("cluster.local", "shop", "cart")
 
 func setup(t *testing.T, ttl time.Duration) (*identity.Manager, *catest.Service) {
 	t.Helper()
-	svc := &catest.Service{CA: catest.New(t), Token: "node-a-token"}
+	svc := &catest.Service{CA: testca.New(t), Token: "node-a-token"}
 	svc.Serve(t)
 	conn, err := grpc.NewClient(svc.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -155,7 +156,7 @@ func TestUnknownIdentityAndRelease(t *testing.T) {
 }
 
 func TestWrongTokenIsReported(t *testing.T) {
-	svc := &catest.Service{CA: catest.New(t), Token: "right"}
+	svc := &catest.Service{CA: testca.New(t), Token: "right"}
 	svc.Serve(t)
 	conn, _ := grpc.NewClient(svc.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	defer conn.Close()

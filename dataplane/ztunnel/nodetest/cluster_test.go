@@ -28,6 +28,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
+	"github.com/ambientmesh/ambient-operator/internal/testca"
 )
 
 var ztunnelBin string
@@ -101,7 +102,7 @@ func newCluster(t testing.TB, backend string) *cluster {
 		t.Skip("netns tier (real ztunnel processes, ~30s): skipped with -short; make test runs it")
 	}
 	c := &cluster{t: t, backend: backend, dir: t.TempDir(), nodes: map[string]*node{}, pods: map[string]*pod{}}
-	c.ca = &catest.Service{CA: catest.New(t), Token: token}
+	c.ca = &catest.Service{CA: testca.New(t), Token: token}
 	c.ca.Serve(t)
 	c.xds = xdstest.Start(t)
 	c.xds.Set(t, pb.TrustBundleTypeURL, map[string]proto.Message{"cluster.local": &pb.TrustBundle{TrustDomain: "cluster.local", Roots: []string{c.ca.CA.PEM}}})

@@ -1,21 +1,15 @@
-// Package catest is a test certificate authority: an ECDSA root that signs workload
-// certificates, served as the workload API's CertificateService over gRPC on loopback.
+// Package catest serves a test certificate authority (internal/testca) as the
+// workload API's CertificateService over gRPC on loopback, checking requests
+// the way the control plane's CA does.
 package catest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -28,86 +22,14 @@ import (
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+	"github.com/ambientmesh/ambient-operator/internal/testca"
 )
-
-// CA is a root certificate and key.
-type CA struct {
-	Cert *x509.Certificate
-	Key  *ecdsa.PrivateKey
-	PEM  string
-}
-
-// New creates a root CA valid for a day.
-func New(t testing.TB) *CA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test mesh root"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &CA{Cert: cert, Key: key, PEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}
-}
-
-// Pool returns a pool holding the root.
-func (ca *CA) Pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.Cert)
-	return p
-}
-
-// Sign issues a leaf for pub with id as its only URI SAN, valid from notBefore for validity.
-func (ca *CA) Sign(pub any, id spiffe.ID, notBefore time.Time, validity time.Duration) (*x509.Certificate, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		NotBefore:    notBefore,
-		NotAfter:     notBefore.Add(validity),
-		URIs:         []*url.URL{id.URI()},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
-	if err != nil {
-		return nil, err
-	}
-	return x509.ParseCertificate(der)
-}
-
-// Issue returns a ready tls.Certificate for id (tests that need one without the service).
-func (ca *CA) Issue(t testing.TB, id spiffe.ID, notBefore time.Time, validity time.Duration) *tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.Sign(&key.PublicKey, id, notBefore, validity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
-}
 
 // Service is a CertificateService backed by a CA. It requires a bearer token equal to Token,
 // a CSR whose only URI SAN equals the requested identity, and, if Allow is set, Allow(id).
 type Service struct {
 	pb.UnimplementedCertificateServiceServer
-	CA    *CA
+	CA    *testca.CA
 	Token string
 	Allow func(id spiffe.ID) error
 	// MaxValidity caps the lifetime (default 24h).
@@ -185,7 +107,7 @@ func (s *Service) CreateCertificate(ctx context.Context, req *pb.CreateCertifica
 	if validity <= 0 || validity > maxV {
 		validity = maxV
 	}
-	leaf, err := s.CA.Sign(csr.PublicKey, id, time.Now().Add(-time.Second), validity)
+	leaf, err := s.CA.Sign(csr.PublicKey, id, testca.Validity(time.Now().Add(-time.Second), validity))
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "signing: %v", err)
 	}
