@@ -55,6 +55,12 @@ func run() error {
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":15030", "Prometheus metrics address (0 disables)")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":15031", "healthz/readyz address (0 disables)")
 	showVersion := fs.Bool("version", false, "Print the version and exit.")
+	// Flags the operator's DaemonSet passes (controllers/ambientmesh/manifests.CNIAgentArgs).
+	var runDir string
+	var healthPort int
+	fs.StringVar(&runDir, "run-dir", "", "node run dir: unless set, --cni-socket and --state-file are <run-dir>/cni/agent.sock and <run-dir>/cni/enrollment.json")
+	fs.IntVar(&healthPort, "health-port", 0, "serve the probes on :<port> (unless --health-probe-bind-address is set)")
+	fs.Func("log-level", "debug, info, warn or error (sets the zap level unless --zap-log-level is set)", func(string) error { return nil })
 	zopts := zap.Options{}
 	zopts.BindFlags(fs)
 	args := os.Args[1:]
@@ -69,6 +75,7 @@ func run() error {
 		fmt.Println(version.String("cni-agent"))
 		return nil
 	}
+	applyDaemonSetFlags(fs, &o, runDir, healthPort)
 	mc := meshconfig.Default()
 	if meshConfigPath != "" {
 		var err error
@@ -129,6 +136,22 @@ func applyMeshConfig(o *agent.Options, mc meshconfig.MeshConfig) error {
 	o.PodConfig.InboundPort = uint16(mc.Ports.InboundPlaintext)
 	o.PodConfig.HBONEPort = uint16(mc.Ports.HBONE)
 	return o.PodConfig.Validate()
+}
+
+// applyDaemonSetFlags fills from --run-dir and --health-port the options
+// whose own flags were not given.
+func applyDaemonSetFlags(fs *flag.FlagSet, o *agent.Options, runDir string, healthPort int) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if runDir != "" && !set["cni-socket"] {
+		o.CNISocket = filepath.Join(runDir, "cni", "agent.sock")
+	}
+	if runDir != "" && !set["state-file"] {
+		o.StateFile = filepath.Join(runDir, "cni", "enrollment.json")
+	}
+	if healthPort != 0 && !set["health-probe-bind-address"] {
+		o.ProbeAddr = fmt.Sprintf(":%d", healthPort)
+	}
 }
 
 // defaultPluginBinary is the plugin shipped next to the agent's binary.
