@@ -157,6 +157,11 @@ func New(cfg *rest.Config, o Options) (*Agent, error) {
 	if err := mgr.AddHealthzCheck("ping", func(*http.Request) error { return nil }); err != nil {
 		return nil, err
 	}
+	// The DaemonSet's readiness probe asks /healthz/ready (the path every
+	// component serves); controller-runtime serves /healthz/<check>.
+	if err := mgr.AddHealthzCheck("ready", a.ready); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
