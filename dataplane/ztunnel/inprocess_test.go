@@ -32,6 +32,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/echoapp"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
@@ -102,7 +103,7 @@ type mesh struct {
 	a, b   *ztunnel.Ztunnel
 	client *loopNet // pod "client" on ztunnel a
 	server *loopNet // pod "server" on ztunnel b
-	app    *echoApp
+	app    *echoapp.App
 }
 
 func ztunnelFor(t *testing.T, m *mesh, node string, lazy time.Duration) *ztunnel.Ztunnel {
@@ -193,51 +194,13 @@ func (m *mesh) setPolicy(name string, action pb.AuthorizationAction, rules ...*p
 		Name: name, Namespace: "shop", Scope: pb.AuthorizationScope_AUTHORIZATION_SCOPE_NAMESPACE, Action: action, Rules: rules}})
 }
 
-// echoApp is the server pod's application: it answers each line with "echo <line>" and
-// records the peer address of each connection.
-type echoApp struct {
-	mu    sync.Mutex
-	conns int
-}
-
-func startEchoApp(t *testing.T, addr string) *echoApp {
+// startEchoApp runs the server pod's application on addr.
+func startEchoApp(t *testing.T, addr string) *echoapp.App {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	app := &echoApp{}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			app.mu.Lock()
-			app.conns++
-			app.mu.Unlock()
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := c.Write([]byte("echo " + line)); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return app
-}
-
-func (a *echoApp) connections() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.conns
+	return echoapp.Serve(t, l)
 }
 
 // roundTrip writes a line and reads the answer.
@@ -348,12 +311,12 @@ func adminJSON(t *testing.T, z *ztunnel.Ztunnel, path string) string {
 // refused asserts the app connection through the mesh fails without reaching the app.
 func refused(t *testing.T, m *mesh, c net.Conn) {
 	t.Helper()
-	before := m.app.connections()
+	before := m.app.Connections()
 	got, err := roundTrip(c, "hello")
 	if err == nil {
 		t.Fatalf("connection was not refused: got %q", got)
 	}
-	if n := m.app.connections(); n != before {
+	if n := m.app.Connections(); n != before {
 		t.Fatalf("the app received %d connection(s) it should not have", n-before)
 	}
 }
@@ -382,7 +345,7 @@ func TestPlaintextTo15008Rejected(t *testing.T) {
 	if strings.Contains(string(reply), "200") {
 		t.Fatalf("plaintext CONNECT accepted: %q", reply)
 	}
-	if m.app.connections() != 0 {
+	if m.app.Connections() != 0 {
 		t.Fatal("plaintext CONNECT reached the app")
 	}
 }
@@ -414,7 +377,7 @@ func TestExpiredClientCertRejected(t *testing.T) {
 	if err := hboneClient(t, m, good); err != nil {
 		t.Fatalf("control: a valid certificate is refused: %v", err)
 	}
-	apps := m.app.connections()
+	apps := m.app.Connections()
 	expired := hbone.NewCertStore()
 	expired.Put(clientID, m.ca.CA.Issue(t, clientID, testca.Validity(time.Now().Add(-2*time.Hour), time.Hour)))
 	if err := hboneClient(t, m, expired); err == nil {
@@ -426,7 +389,7 @@ func TestExpiredClientCertRejected(t *testing.T) {
 	if err := hboneClient(t, m, foreign); err == nil {
 		t.Fatal("a certificate from an unknown CA was accepted")
 	}
-	if m.app.connections() != apps {
+	if m.app.Connections() != apps {
 		t.Fatal("a refused client reached the app")
 	}
 }
@@ -568,7 +531,7 @@ func TestServiceVIPAndPassthrough(t *testing.T) {
 	if got, err := roundTrip(m.client.connect(t, 15001, "127.10.0.99:9000"), "out"); err != nil || got != "echo out" {
 		t.Fatalf("passthrough: %q %v", got, err)
 	}
-	if outside.connections() != 1 {
+	if outside.Connections() != 1 {
 		t.Fatal("passthrough did not reach the outside app")
 	}
 }

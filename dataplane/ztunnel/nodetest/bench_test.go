@@ -17,7 +17,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	handoffpb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
@@ -304,18 +303,7 @@ func replayIdle(ctx context.Context, socket string, pods []*pod) error {
 		return err
 	}
 	defer cl.Close()
-	for _, p := range pods {
-		f, err := os.Open(p.ns.Path)
-		if err != nil {
-			return err
-		}
-		err = cl.AddWorkload(&handoffpb.AddWorkload{Uid: p.uid, Name: p.name, Namespace: "shop", ServiceAccount: p.sa}, int(f.Fd()))
-		f.Close()
-		if err != nil {
-			return err
-		}
-	}
-	if err := cl.SnapshotSent(); err != nil {
+	if err := sendPods(cl, pods); err != nil {
 		return err
 	}
 	return cl.WaitClosed(ctx)

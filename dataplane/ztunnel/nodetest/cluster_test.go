@@ -26,6 +26,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/echoapp"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
@@ -91,7 +92,7 @@ type pod struct {
 	ns            *netnstest.NS
 	net           *inpod.NetNS
 	meshed        bool
-	app           *echoApp
+	app           *echoapp.App
 }
 
 // newCluster builds nodes a (10.100.1.0/24) and b (10.100.2.0/24) joined by an underlay
@@ -169,14 +170,8 @@ func (c *cluster) publish() {
 
 // --- the app ---------------------------------------------------------------------------
 
-// echoApp listens on :8080 inside a pod and echoes lines; it counts connections.
-type echoApp struct {
-	mu    sync.Mutex
-	conns int
-	got   []string
-}
-
-func (p *pod) serveEcho(t testing.TB) *echoApp {
+// serveEcho runs the echo application on :8080 inside the pod.
+func (p *pod) serveEcho(t testing.TB) *echoapp.App {
 	var l net.Listener
 	if err := p.net.Do(func() error {
 		var err error
@@ -185,54 +180,8 @@ func (p *pod) serveEcho(t testing.TB) *echoApp {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	app := &echoApp{}
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			app.mu.Lock()
-			app.conns++
-			app.mu.Unlock()
-			go func() {
-				defer conn.Close()
-				r := bufio.NewReader(conn)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					app.mu.Lock()
-					app.got = append(app.got, strings.TrimSpace(line))
-					app.mu.Unlock()
-					if _, err := conn.Write([]byte("echo " + line)); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	p.app = app
-	return app
-}
-
-func (a *echoApp) connections() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.conns
-}
-
-func (a *echoApp) received(s string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, g := range a.got {
-		if g == s {
-			return true
-		}
-	}
-	return false
+	p.app = echoapp.Serve(t, l)
+	return p.app
 }
 
 // call connects from inside the pod like its application would, sends one line and reads
@@ -412,6 +361,16 @@ func replay(ctx context.Context, socket string, pods []*pod) error {
 		return err
 	}
 	defer cl.Close()
+	if err := sendPods(cl, pods); err != nil {
+		return err
+	}
+	_, err = cl.WaitGone(ctx)
+	return err
+}
+
+// sendPods hands every pod's network namespace to ztunnel and then says the
+// snapshot is complete, as the CNI agent does after each (re)connect.
+func sendPods(cl *handoff.Client, pods []*pod) error {
 	for _, p := range pods {
 		f, err := os.Open(p.ns.Path)
 		if err != nil {
@@ -423,11 +382,7 @@ func replay(ctx context.Context, socket string, pods []*pod) error {
 			return err
 		}
 	}
-	if err := cl.SnapshotSent(); err != nil {
-		return err
-	}
-	_, err = cl.WaitGone(ctx)
-	return err
+	return cl.SnapshotSent()
 }
 
 // --- underlay capture ------------------------------------------------------------------------

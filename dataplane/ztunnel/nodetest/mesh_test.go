@@ -59,7 +59,7 @@ func TestMeshOnRealNamespaces(t *testing.T) {
 				if err != nil || got != "echo "+marker {
 					t.Fatalf("client → server-b: %q, %v", got, err)
 				}
-				if !c.pods["server-b"].app.received(marker) {
+				if !c.pods["server-b"].app.Received(marker) {
 					t.Fatal("server-b's app did not see the payload")
 				}
 				if bytes.Contains(raw, []byte(marker)) {
@@ -89,12 +89,12 @@ func TestMeshOnRealNamespaces(t *testing.T) {
 			})
 
 			t.Run("same node", func(t *testing.T) {
-				before := c.pods["server-a"].app.connections()
+				before := c.pods["server-a"].app.Connections()
 				got, err := client.call("10.100.1.20:8080", "same-node")
 				if err != nil || got != "echo same-node" {
 					t.Fatalf("client → server-a: %q, %v", got, err)
 				}
-				if c.pods["server-a"].app.connections() != before+1 {
+				if c.pods["server-a"].app.Connections() != before+1 {
 					t.Fatal("server-a's app did not get the connection")
 				}
 				if !containsLine(c.nodes["a"].zt.scrape(t), "istio_tcp_connections_opened_total{", `reporter="destination"`, `destination_workload="server-a"`, `source_principal="spiffe://cluster.local/ns/shop/sa/client"`) {
@@ -103,14 +103,14 @@ func TestMeshOnRealNamespaces(t *testing.T) {
 			})
 
 			t.Run("service VIP balances over both endpoints", func(t *testing.T) {
-				a0, b0 := c.pods["server-a"].app.connections(), c.pods["server-b"].app.connections()
+				a0, b0 := c.pods["server-a"].app.Connections(), c.pods["server-b"].app.Connections()
 				for i := range 20 {
 					got, err := client.call("10.96.0.50:80", fmt.Sprintf("vip-%d", i))
 					if err != nil || got != fmt.Sprintf("echo vip-%d", i) {
 						t.Fatalf("call %d through the VIP: %q, %v", i, got, err)
 					}
 				}
-				da, db := c.pods["server-a"].app.connections()-a0, c.pods["server-b"].app.connections()-b0
+				da, db := c.pods["server-a"].app.Connections()-a0, c.pods["server-b"].app.Connections()-b0
 				if da+db != 20 || da == 0 || db == 0 {
 					t.Fatalf("20 calls to the VIP reached server-a %d times and server-b %d times", da, db)
 				}
