@@ -114,6 +114,15 @@ func forwardHandler(seen chan<- *Request) Handler {
 // startEcho runs a TCP server that echoes until EOF, then closes its write side.
 func startEcho(t testing.TB) netip.AddrPort {
 	t.Helper()
+	return startUpstream(t, func(c *net.TCPConn) {
+		io.Copy(c, c)
+		c.CloseWrite()
+	})
+}
+
+// startUpstream runs fn for each connection accepted on a new loopback listener.
+func startUpstream(t testing.TB, fn func(c *net.TCPConn)) netip.AddrPort {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -127,8 +136,7 @@ func startEcho(t testing.TB) netip.AddrPort {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				fn(c.(*net.TCPConn))
 			}()
 		}
 	}()

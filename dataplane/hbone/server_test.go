@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -133,29 +132,6 @@ func TestHandlerThatNeitherAcceptsNorRejectsIs500(t *testing.T) {
 	if err := e.dialErr(t, e.dialReq()); !errors.As(err, &se) || se.Code != http.StatusInternalServerError {
 		t.Fatalf("error = %v, want 500", err)
 	}
-}
-
-// startUpstream runs fn for each connection accepted on a new loopback listener.
-func startUpstream(t testing.TB, fn func(c *net.TCPConn)) netip.AddrPort {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fn(c.(*net.TCPConn))
-			}()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).AddrPort()
 }
 
 func TestClientHalfClose(t *testing.T) {
