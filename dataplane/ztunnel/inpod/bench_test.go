@@ -10,11 +10,7 @@ import (
 func BenchmarkDo(b *testing.B) {
 	netnstest.RequireRoot(b)
 	pod := netnstest.New(b, "zpod")
-	ns, err := OpenNetNS(pod.Path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ns.Close()
+	ns := openNetNS(b, pod)
 	for b.Loop() {
 		if err := ns.Do(func() error { return nil }); err != nil {
 			b.Fatal(err)
@@ -25,11 +21,7 @@ func BenchmarkDo(b *testing.B) {
 func BenchmarkDialLoopback(b *testing.B) {
 	netnstest.RequireRoot(b)
 	pod := netnstest.New(b, "zpod")
-	ns, err := OpenNetNS(pod.Path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ns.Close()
+	ns := openNetNS(b, pod)
 	ln, err := ns.Listen(7000)
 	if err != nil {
 		b.Fatal(err)

@@ -20,6 +20,18 @@ import (
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 
+// openNetNS opens n the way ztunnel opens a pod's netns; it is closed when
+// the test ends.
+func openNetNS(tb testing.TB, n *netnstest.NS) *NetNS {
+	tb.Helper()
+	ns, err := OpenNetNS(n.Path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ns.Close() })
+	return ns
+}
+
 // threadsOutsideHostNetns lists this process's threads whose netns is not the host's.
 func threadsOutsideHostNetns(t *testing.T) []string {
 	t.Helper()
@@ -40,11 +52,7 @@ func threadsOutsideHostNetns(t *testing.T) []string {
 func TestDoReturnsThreadsToHostNetns(t *testing.T) {
 	netnstest.RequireRoot(t)
 	pod := netnstest.New(t, "zpod")
-	ns, err := OpenNetNS(pod.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	ns := openNetNS(t, pod)
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Add(1)
@@ -140,11 +148,7 @@ func TestManagerListensInPodNetnsWithCapture(t *testing.T) {
 			}
 			// The app in the pod connects to some outside address: the capture sends it to our
 			// 15001 listener in the pod, which sees the original destination.
-			podNS, err := OpenNetNS(pod.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer podNS.Close()
+			podNS := openNetNS(t, pod)
 			if out := appRoundTrip(t, podNS, "10.251.0.1:8080", "hello"); out != "hello" {
 				t.Fatalf("captured echo returned %q", out)
 			}
@@ -184,11 +188,7 @@ func TestDialerMarksItsSockets(t *testing.T) {
 	netnstest.Veth(t, pod, "10.252.0.2/24", peer, "10.252.0.1/24")
 	// Inside the pod, only marked packets may leave towards port 9000.
 	pod.Run(t, "iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "9000", "-m", "mark", "!", "--mark", "0x539", "-j", "REJECT")
-	peerNS, err := OpenNetNS(peer.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peerNS.Close()
+	peerNS := openNetNS(t, peer)
 	ln, err := peerNS.Listen(9000)
 	if err != nil {
 		t.Fatal(err)
@@ -204,11 +204,7 @@ func TestDialerMarksItsSockets(t *testing.T) {
 			c.Close()
 		}
 	}()
-	ns, err := OpenNetNS(pod.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	ns := openNetNS(t, pod)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := ns.DialTCP(ctx, netip.MustParseAddrPort("10.252.0.1:9000"))
