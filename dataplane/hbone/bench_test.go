@@ -234,7 +234,14 @@ func pingPongP50(b *testing.B, c net.Conn, n int) time.Duration {
 
 // BenchmarkNewStream measures opening a tunnel on an already pooled
 // connection, up to the first echoed byte, against a new direct TCP connection.
-func BenchmarkNewStream(b *testing.B) {
+// The byte is written after Dial returned (after the 200).
+func BenchmarkNewStream(b *testing.B) { benchNewStream(b, false) }
+
+// BenchmarkNewStreamEarlyData is BenchmarkNewStream with the byte sent as
+// DialRequest.EarlyData, as the ztunnel does when the app has written already.
+func BenchmarkNewStreamEarlyData(b *testing.B) { benchNewStream(b, true) }
+
+func benchNewStream(b *testing.B, early bool) {
 	e := newEnv(b, envOpts{})
 	warm := e.dial(b) // keeps the pooled connection open
 	defer warm.Close()
@@ -255,11 +262,17 @@ func BenchmarkNewStream(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		c, err := e.pool.Dial(context.Background(), e.dialReq())
+		d := e.dialReq()
+		if early {
+			d.EarlyData = one
+		}
+		c, err := e.pool.Dial(context.Background(), d)
 		if err != nil {
 			b.Fatal(err)
 		}
-		c.Write(one)
+		if !early {
+			c.Write(one)
+		}
 		if _, err := io.ReadFull(c, one); err != nil {
 			b.Fatal(err)
 		}

@@ -71,6 +71,11 @@
 //		Dial:   perDialDialer, SourceAddr: podIP, // optional: dial from another netns
 //	})
 //
+// DialRequest.EarlyData, when the caller already holds the stream's first
+// bytes, sends them right after the CONNECT HEADERS instead of a round trip
+// later (the server holds them until it accepted; a refused stream drops
+// them, a retried dial sends them again).
+//
 // Dial returns once the server answered 200; a refusal is a *StatusError with
 // the server's code and reason, a wrong peer an *IdentityMismatchError, a
 // refused client certificate the server's TLS alert. The returned *Conn is a

@@ -15,6 +15,10 @@ import (
 type uploadBody struct {
 	pr *io.PipeReader
 
+	// early is what remains of DialRequest.EarlyData: the first Reads
+	// return it, so it leaves right after the CONNECT HEADERS.
+	early []byte
+
 	mu     sync.Mutex
 	src    io.Reader
 	count  *atomic.Int64
@@ -24,6 +28,12 @@ type uploadBody struct {
 
 func (b *uploadBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
+	if len(b.early) > 0 {
+		n := copy(p, b.early)
+		b.early = b.early[n:]
+		b.mu.Unlock()
+		return n, nil
+	}
 	src, count := b.src, b.count
 	b.mu.Unlock()
 	if src == nil {

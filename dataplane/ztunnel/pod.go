@@ -133,7 +133,7 @@ func (p *podServer) serveOutbound(c net.Conn) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, z.cfg.LazyStartTimeout)
-	up, d, local, err := p.dialOutbound(ctx, dst)
+	up, d, local, early, err := p.dialOutbound(ctx, c, dst)
 	cancel()
 	if err != nil {
 		z.accessLog(DirOutbound, p.pod, src, dst, p.id.String(), d.Peer.String(), 0, 0, 0, err)
@@ -145,6 +145,7 @@ func (p *podServer) serveOutbound(c net.Conn) {
 		src: src, dst: d.Target, srcID: p.id.String(), dstID: d.Peer.String(),
 		labels: outboundLabels(local, p.id, d), sides: []net.Conn{c, up},
 	}
+	t.stats.AToB.Add(int64(early)) // sent with the CONNECT, before Join
 	z.conns.add(t)
 	err = hbone.Join(c, up, &t.stats)
 	reason := z.conns.remove(t)
@@ -152,30 +153,35 @@ func (p *podServer) serveOutbound(c net.Conn) {
 }
 
 // dialOutbound routes dst and connects: over HBONE (retried once on a fresh connection if
-// the pooled one went away, e.g. its server is restarting) or plain TCP.
-func (p *podServer) dialOutbound(ctx context.Context, dst netip.AddrPort) (net.Conn, routing.Decision, *pb.Workload, error) {
-	local, err := p.localWorkload(ctx)
+// the pooled one went away, e.g. its server is restarting) or plain TCP. What the app has
+// already sent on c travels with the HBONE CONNECT (early is its length): the first bytes
+// then reach the destination without waiting a round trip for the 200.
+func (p *podServer) dialOutbound(ctx context.Context, c net.Conn, dst netip.AddrPort) (up net.Conn, d routing.Decision, local *pb.Workload, early int, err error) {
+	local, err = p.localWorkload(ctx)
 	if err != nil {
-		return nil, routing.Decision{}, nil, err
+		return nil, routing.Decision{}, nil, 0, err
 	}
-	d, err := p.z.router.Outbound(local, dst)
+	d, err = p.z.router.Outbound(local, dst)
 	if err != nil {
-		return nil, d, local, err
+		return nil, d, local, 0, err
 	}
 	if d.Kind == routing.Passthrough {
 		up, err := p.pod.Net.Dial(ctx, "tcp", d.Dial.String())
-		return up, d, local, err
+		return up, d, local, 0, err
 	}
 	req := hbone.DialRequest{Source: p.id, Peer: d.Peer, Target: d.Target, Via: d.Dial}
-	up, err := p.pool.Dial(ctx, req)
+	if req.EarlyData, err = readReady(c); err != nil {
+		return nil, d, local, 0, fmt.Errorf("reading from the app: %w", err)
+	}
+	up, err = p.pool.Dial(ctx, req)
 	var refused *hbone.StatusError
 	if err != nil && !errors.As(err, &refused) && ctx.Err() == nil {
 		up, err = p.pool.Dial(ctx, req)
 	}
 	if err != nil {
-		return nil, d, local, err
+		return nil, d, local, 0, err
 	}
-	return up, d, local, nil
+	return up, d, local, len(req.EarlyData), nil
 }
 
 func outboundLabels(local *pb.Workload, id spiffe.ID, d routing.Decision) metrics.Labels {

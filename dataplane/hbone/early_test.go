@@ -1,0 +1,123 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The early bytes leave with the CONNECT, before the 200: a handler that reads them before
+// it accepts gets them (if the client waited for the 200 this would time out), and the
+// upstream then sees them first, followed by what the client writes later.
+func TestEarlyDataArrivesBeforeTheAnswer(t *testing.T) {
+	e := newEnv(t, envOpts{handler: HandlerFunc(func(ctx context.Context, req *Request) error {
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(req.stream, got); err != nil || string(got) != "early" {
+			return Reject(400, "want the early bytes before accepting, got %q %v", got, err)
+		}
+		up, err := net.Dial("tcp", req.Target.String())
+		if err != nil {
+			return Reject(503, "%v", err)
+		}
+		if _, err := up.Write(got); err != nil {
+			return Reject(503, "%v", err)
+		}
+		st, err := req.Accept()
+		if err != nil {
+			up.Close()
+			return err
+		}
+		return Join(st, up, nil)
+	})})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d := e.dialReq()
+	d.EarlyData = []byte("early")
+	c, err := e.pool.Dial(ctx, d)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(" late")); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "early late" {
+		t.Fatalf("echo: %q %v, want %q", got, err, "early late")
+	}
+	if string(d.EarlyData) != "early" {
+		t.Fatalf("Dial modified EarlyData: %q", d.EarlyData)
+	}
+}
+
+// With the normal handler flow (dial, Accept, Join) the early bytes reach the upstream.
+func TestEarlyDataReachesUpstream(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	for i := range 20 { // many streams on the pooled connection
+		d := e.dialReq()
+		d.EarlyData = []byte("ping")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := e.pool.Dial(ctx, d)
+		cancel()
+		if err != nil {
+			t.Fatalf("stream %d: Dial: %v", i, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+			t.Fatalf("stream %d: echo %q %v", i, got, err)
+		}
+		c.Close()
+	}
+}
+
+// A refusal is reported as without early bytes (403 and 503 with the handler's reason),
+// and the pooled connection carries the next stream correctly.
+func TestEarlyDataOfRefusedStream(t *testing.T) {
+	for _, code := range []int{403, 503} {
+		var refuse atomic.Bool
+		refuse.Store(true)
+		e := newEnv(t, envOpts{handler: HandlerFunc(func(ctx context.Context, req *Request) error {
+			if refuse.Load() {
+				return Reject(code, "refused by test")
+			}
+			return forwardHandler(nil).ServeHBONE(ctx, req)
+		})})
+		d := e.dialReq()
+		d.EarlyData = []byte("secret")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := e.pool.Dial(ctx, d)
+		cancel()
+		var se *StatusError
+		if !errors.As(err, &se) || se.Code != code || !strings.Contains(se.Reason, "refused by test") {
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("want a %d refusal with the reason, got %v", code, err)
+		}
+		refuse.Store(false)
+		d.EarlyData = []byte("next")
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		c, err = e.pool.Dial(ctx, d)
+		cancel()
+		if err != nil {
+			t.Fatalf("after a %d: %v", code, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "next" {
+			t.Fatalf("after a %d: echo %q %v", code, got, err)
+		}
+		c.Close()
+		if n := len(e.pool.Stats().Conns); n != 1 {
+			t.Fatalf("pool has %d connections, want the 1 reused", n)
+		}
+	}
+}
