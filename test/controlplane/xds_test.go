@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -14,7 +15,10 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	corev1 "k8s.io/api/core/v1"
@@ -378,3 +382,46 @@ func pushesTo(client string) float64 {
 	}
 	return total
 }
+
+var _ = Describe("authentication on the xDS port", func() {
+	subscribe := func(ctx context.Context, conn *grpc.ClientConn, opts ...grpc.CallOption) error {
+		stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx, opts...)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: pb.TrustBundleTypeURL, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+			return err
+		}
+		_, err = stream.Recv()
+		return err
+	}
+
+	It("refuses a client with neither a mesh certificate nor a token", func(ctx SpecContext) {
+		err := subscribe(ctx, dial(xdsAddr))
+		Expect(status.Code(err)).To(Equal(codes.Unauthenticated))
+	})
+
+	It("admits a client with a mesh certificate from the certificate service, without a token", func(ctx SpecContext) {
+		By("getting the ztunnel's own certificate from the CA with its token")
+		ensureNode(ctx, "node-m")
+		zt := runPod(ctx, podSpec{namespace: meshenv.Namespace, name: "ztunnel-m", serviceAccount: "ztunnel", node: "node-m"})
+		id := pb.SpiffeID(trustDomain, meshenv.Namespace, "ztunnel")
+		key, csr := newCSR(id)
+		caCtx := metadata.AppendToOutgoingContext(ctx, pb.AuthorizationMetadataKey,
+			pb.BearerPrefix+tokenFor(ctx, meshenv.Namespace, "ztunnel", zt, pb.CATokenAudience))
+		resp, err := pb.NewCertificateServiceClient(dial(caAddr)).CreateCertificate(caCtx, &pb.CreateCertificateRequest{Csr: csr, ImpersonatedIdentity: id})
+		Expect(err).NotTo(HaveOccurred())
+
+		By("connecting to xDS with that certificate")
+		cert := tls.Certificate{PrivateKey: key}
+		for _, c := range resp.CertChain {
+			cert.Certificate = append(cert.Certificate, parsePEM(c).Raw)
+		}
+		cfg := meshTLS()
+		cfg.Certificates = []tls.Certificate{cert}
+		conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(conn.Close)
+		Expect(subscribe(ctx, conn)).To(Succeed())
+	})
+})
