@@ -10,7 +10,6 @@ import (
 	"runtime"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"bytes"
 	"io"
@@ -62,18 +61,9 @@ func render(t tb, dir string) []*unstructured.Unstructured {
 
 func decodeAll(t tb, r io.Reader) []*unstructured.Unstructured {
 	t.Helper()
-	var objs []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
-	for {
-		obj := &unstructured.Unstructured{}
-		if err := dec.Decode(&obj.Object); err == io.EOF {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if len(obj.Object) > 0 {
-			objs = append(objs, obj)
-		}
+	objs, err := testenv.DecodeObjects(r)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return objs
 }
