@@ -181,6 +181,7 @@ func expectedObjects(ns string, selfSigned bool) []string {
 		"ServiceAccount/" + ns + "/ambientmesh-controlplane", "ServiceAccount/" + ns + "/ztunnel", "ServiceAccount/" + ns + "/ambientmesh-cni",
 		"ClusterRole//ambientmesh-controlplane", "ClusterRoleBinding//ambientmesh-controlplane",
 		"ClusterRole//ambientmesh-cni", "ClusterRoleBinding//ambientmesh-cni",
+		"Role/" + ns + "/ambientmesh-cni", "RoleBinding/" + ns + "/ambientmesh-cni",
 		"Role/" + ns + "/ambientmesh-controlplane", "RoleBinding/" + ns + "/ambientmesh-controlplane",
 		"Service/" + ns + "/ambientmesh-controlplane", "Deployment/" + ns + "/ambientmesh-controlplane",
 		"PodDisruptionBudget/" + ns + "/ambientmesh-controlplane",

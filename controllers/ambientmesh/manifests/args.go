@@ -28,9 +28,10 @@ const (
 	HostCNIConfDir = "/host/etc/cni/net.d"
 	// HostProcDir is the host's /proc, for finding netns of running pods.
 	HostProcDir = "/host/proc"
-	// CNIPluginBinary is the chained plugin inside the CNI agent image; the
-	// agent copies it into the host's CNI bin dir.
-	CNIPluginBinary = "/usr/local/bin/ambientmesh-cni"
+	// CNIPluginBinary is the chained plugin inside the CNI agent image (the
+	// Dockerfile puts it next to the agent); the agent copies it into the
+	// host's CNI bin dir.
+	CNIPluginBinary = "/ambient-cni"
 )
 
 // CNIAgentHealthPort serves the CNI agent's /healthz/ready and /metrics on
@@ -43,6 +44,8 @@ const (
 	EnvNodeName     = "NODE_NAME"
 	EnvPodName      = "POD_NAME"
 	EnvPodNamespace = "POD_NAMESPACE"
+	// EnvServiceAccount is the pod's service account: its mesh identity.
+	EnvServiceAccount = "SERVICE_ACCOUNT"
 )
 
 // ControlPlaneArgs is the control plane's command line. Everything that
@@ -69,6 +72,13 @@ func ZTunnelArgs(mesh *meshv1alpha1.AmbientMesh) []string {
 }
 
 // CNIAgentArgs is the CNI node agent's command line.
+//
+// Uninstall contract: before deleting the CNI DaemonSet the operator sets
+// uninstalling=true in the mesh ConfigMap. A starting agent that reads it
+// removes everything from its node; an agent told to stop (SIGTERM) reads
+// the ConfigMap from the API (it may get exactly that ConfigMap, see
+// CNINamespaceRules) and cleans up when it says uninstalling, while a
+// plain restart (upgrade) leaves the pods' rules in place.
 func CNIAgentArgs(mesh *meshv1alpha1.AmbientMesh) []string {
 	return []string{
 		"--mesh-config=" + meshconfig.MountPath,

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
 )
 
 var (
@@ -56,6 +57,14 @@ func CNIClusterRules() []rbacv1.PolicyRule {
 	}
 }
 
+// CNINamespaceRules: in the install namespace, reading the mesh ConfigMap
+// and nothing else, so a stopping agent can tell an uninstall from a restart.
+func CNINamespaceRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{meshconfig.ConfigMapName}, Verbs: []string{"get", "watch"}},
+	}
+}
+
 // ztunnel has no Kubernetes permissions: it talks only to the control
 // plane, authenticated by its projected token.
 
@@ -70,6 +79,8 @@ func rbacObjects(mesh *meshv1alpha1.AmbientMesh) []client.Object {
 		roleBinding(mesh, ControlPlaneName, ComponentControlPlane),
 		clusterRole(mesh, CNIName, ComponentCNI, CNIClusterRules()),
 		clusterRoleBinding(mesh, CNIName, ComponentCNI),
+		role(mesh, CNIName, ComponentCNI, CNINamespaceRules()),
+		roleBinding(mesh, CNIName, ComponentCNI),
 	}
 }
 

@@ -72,6 +72,8 @@ func TestRenderObjectSet(t *testing.T) {
 		"RoleBinding/ambient-system/ambientmesh-controlplane",
 		"ClusterRole//ambientmesh-cni",
 		"ClusterRoleBinding//ambientmesh-cni",
+		"Role/ambient-system/ambientmesh-cni",
+		"RoleBinding/ambient-system/ambientmesh-cni",
 		"Service/ambient-system/ambientmesh-controlplane",
 		"Deployment/ambient-system/ambientmesh-controlplane",
 		"PodDisruptionBudget/ambient-system/ambientmesh-controlplane",

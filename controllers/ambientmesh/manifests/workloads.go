@@ -316,6 +316,7 @@ func downwardEnv() []corev1.EnvVar {
 		field(EnvNodeName, "spec.nodeName"),
 		field(EnvPodName, "metadata.name"),
 		field(EnvPodNamespace, "metadata.namespace"),
+		field(EnvServiceAccount, "spec.serviceAccountName"),
 	}
 }
 
