@@ -210,8 +210,11 @@ build_cert_manager() {
 tool_cert-manager() {
 	local key
 	key=$(cert_manager_key)
-	cached cert-manager-controller "${key}" cert-manager-controller ||
+	if ! cached cert-manager-controller "${key}" cert-manager-controller; then
 		build_in_cache cert-manager-controller "${key}" build_cert_manager
+		# Builds of earlier sources are unreachable now; bin/ holds hard links, not paths into them.
+		find "${CACHE}" -maxdepth 1 -name "cert-manager-controller-*" ! -name "cert-manager-controller-${key}" -exec rm -rf {} +
+	fi
 	link_into "${BIN}" cert-manager-controller "${key}" cert-manager-controller
 }
 
