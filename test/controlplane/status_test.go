@@ -1,6 +1,8 @@
 package controlplane_test
 
 import (
+	"time"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -42,6 +44,20 @@ var _ = Describe("status written back", Ordered, func() {
 		Eventually(func() any {
 			return cp.XDS.Publisher().Get(pb.AuthorizationTypeURL, ns+"/allow-frontend")
 		}).WithTimeout(timeout).ShouldNot(BeNil())
+	})
+
+	It("does not rewrite a status that has not changed", func(ctx SpecContext) {
+		p := &meshv1.MeshPolicy{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "allow-frontend"}, p)).To(Succeed())
+		By("touching the policy without changing anything the status depends on")
+		patch := client.MergeFrom(p.DeepCopy())
+		p.Labels = map[string]string{"touched": "yes"}
+		Expect(k8sClient.Patch(ctx, p, patch)).To(Succeed())
+		rv := p.ResourceVersion
+		Consistently(func() string {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+			return p.ResourceVersion
+		}).WithTimeout(2*time.Second).WithPolling(poll).Should(Equal(rv), "no status write follows an unrelated change")
 	})
 
 	It("reports an L7 policy on a Service without a waypoint, then enforced once a Waypoint serves it", func(ctx SpecContext) {

@@ -389,9 +389,8 @@ var _ = Describe("authentication on the xDS port", func() {
 		if err != nil {
 			return err
 		}
-		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: pb.TrustBundleTypeURL, ResourceNamesSubscribe: []string{"*"}}); err != nil {
-			return err
-		}
+		// A refused stream may fail the Send with io.EOF; Recv then carries the status.
+		_ = stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: pb.TrustBundleTypeURL, ResourceNamesSubscribe: []string{"*"}})
 		_, err = stream.Recv()
 		return err
 	}
