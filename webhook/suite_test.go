@@ -13,10 +13,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,9 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
 	"github.com/ambientmesh/ambient-operator/webhook"
 )
@@ -75,13 +69,7 @@ var _ = BeforeSuite(func() {
 	Expect(env.WebhookInstallOptions.MutatingWebhooks).NotTo(BeEmpty(), "no mutating webhooks in config/webhook: run make manifests")
 	Expect(env.WebhookInstallOptions.ValidatingWebhooks).NotTo(BeEmpty(), "no validating webhooks in config/webhook: run make manifests")
 
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(meshv1alpha1.AddToScheme(scheme))
-	// testenv installs cert-manager's and the Gateway API's CRDs at the
-	// versions compiled into this binary.
-	utilruntime.Must(certmanagerv1.AddToScheme(scheme))
-	utilruntime.Must(gatewayv1.Install(scheme))
+	scheme := testenv.Scheme()
 
 	opts := &env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
