@@ -35,6 +35,7 @@ const uninstallPollInterval = 10 * time.Second
 // that do not end (a node that is down) are waited for at most
 // podTerminationTimeout after the mesh's deletion started.
 func (r *Reconciler) reconcileDelete(ctx context.Context, mesh *meshv1alpha1.AmbientMesh, obs *observation) (ctrl.Result, error) {
+	obs.Deleting = "uninstalling"
 	if !controllerutil.ContainsFinalizer(mesh, Finalizer) {
 		return ctrl.Result{}, nil
 	}
