@@ -35,7 +35,7 @@ func (r *ServiceReconciler) setup(mgr ctrl.Manager) error {
 // Reconcile recomputes one Service. Its resource name derives from namespace and name,
 // so a deleted Service is unpublished without remembering anything.
 func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	name := pb.ServiceResourceName(req.Namespace, req.Name+"."+req.Namespace+".svc."+r.mesh.ClusterDomain)
+	name := translate.ServiceNameFor(r.mesh, req.Namespace, req.Name)
 	var svc corev1.Service
 	if err := r.client.Get(ctx, req.NamespacedName, &svc); err != nil {
 		if apierrors.IsNotFound(err) {

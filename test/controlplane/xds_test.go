@@ -307,6 +307,19 @@ var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
 		expectOnly(mark, pb.WorkloadTypeURL, string(web1.UID), true)
 	})
 
+	It("replaces the Workload of a pod recreated under the same name", func(ctx SpecContext) {
+		spec := podSpec{namespace: ns, name: "again", serviceAccount: "web", node: "node-x", ip: "10.10.0.9"}
+		old := runPod(ctx, spec)
+		Eventually(func() bool { return rec.has(string(old.UID)) }).WithTimeout(timeout).Should(BeTrue())
+		Expect(k8sClient.Delete(ctx, old, client.GracePeriodSeconds(0))).To(Succeed())
+		renewed := runPod(ctx, spec) // possibly before the control plane saw the deletion
+		Expect(renewed.UID).NotTo(Equal(old.UID))
+		Eventually(func(g Gomega) {
+			g.Expect(rec.has(string(renewed.UID))).To(BeTrue())
+			g.Expect(rec.has(string(old.UID))).To(BeFalse(), "the old pod's Workload is removed")
+		}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+	})
+
 	It("keeps serving other clients while one client reads nothing", func(ctx SpecContext) {
 		By("opening a delta stream that subscribes to Workloads and never reads")
 		conn := dial(xdsAddr)

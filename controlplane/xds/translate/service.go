@@ -24,7 +24,13 @@ func Hostname(mesh Mesh, svc *corev1.Service) string {
 
 // ServiceName is the xDS resource name of a Kubernetes Service.
 func ServiceName(mesh Mesh, svc *corev1.Service) string {
-	return pb.ServiceResourceName(svc.Namespace, Hostname(mesh, svc))
+	return ServiceNameFor(mesh, svc.Namespace, svc.Name)
+}
+
+// ServiceNameFor is ServiceName from the Service's namespace and name (for a Service that
+// is gone).
+func ServiceNameFor(mesh Mesh, namespace, name string) string {
+	return pb.ServiceResourceName(namespace, name+"."+namespace+".svc."+mesh.ClusterDomain)
 }
 
 // Service translates one Kubernetes Service; nil when it is not a mesh service.
