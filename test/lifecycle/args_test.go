@@ -21,6 +21,9 @@ import (
 // it exit non-zero before printing the version. The manifests are the
 // single source of truth for the command lines; this keeps the mains in step.
 func TestRenderedArgsParseInTheComponentBinaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the controlplane, ztunnel and cni-agent binaries: skipped in -short mode, run by make test")
+	}
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
