@@ -103,7 +103,6 @@ test-unit: ## Run the fast tests only (go test -short: the envtest suites skip t
 test-e2e: tools ## Run the end-to-end suite on the local mesh (root; it builds the component binaries itself).
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test -count=1 -timeout 20m -v ./test/e2e/...
 
-
 .PHONY: bench-dataplane
 bench-dataplane: ## Benchmark ztunnel against direct pod-to-pod traffic (root: netns nodes, real ztunnels); one line per figure.
 	go test -count=1 -run '^$$' -bench '^BenchmarkDataplane$$' -benchtime 1x -timeout 20m ./dataplane/ztunnel/nodetest/ \
