@@ -87,9 +87,11 @@ func (s *ServingCert) Issue(ctx context.Context) error {
 
 // Run renews the certificate at half its life (retrying every 10s on failure) until ctx ends.
 func (s *ServingCert) Run(ctx context.Context) {
+	const retry = 10 * time.Second
+	failed := false
 	for {
-		wait := 10 * time.Second
-		if leaf := s.leaf(); leaf != nil {
+		wait := retry
+		if leaf := s.leaf(); leaf != nil && !failed {
 			half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
 			wait = max(time.Until(half), 0)
 		}
@@ -98,7 +100,9 @@ func (s *ServingCert) Run(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
-		if err := s.Issue(ctx); err != nil && ctx.Err() == nil {
+		err := s.Issue(ctx)
+		failed = err != nil // past half life already: retry every 10s, not in a tight loop
+		if err != nil && ctx.Err() == nil {
 			s.Log.Error(err, "renewing the control-plane certificate; keeping the current one")
 		}
 	}
