@@ -36,6 +36,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 const token = "ztunnel-sa-token"
@@ -214,13 +215,7 @@ func roundTrip(c net.Conn, msg string) (string, error) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, what, 10*time.Second, cond)
 }
 
 func ready(z *ztunnel.Ztunnel) bool { return z.Ready() == nil }

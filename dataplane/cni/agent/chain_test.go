@@ -28,6 +28,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/wire"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // debianCNIDir holds Debian's containernetworking-plugins.
@@ -168,7 +169,7 @@ func runChain(t *testing.T, backendName string) {
 			stopAgent()
 		}
 	}()
-	waitFor(t, "agent socket and ztunnel connection", 5*time.Second, func() bool {
+	testwait.For(t, "agent socket and ztunnel connection", 5*time.Second, func() bool {
 		_, err := os.Stat(cniSocket)
 		return err == nil && ztc.Connected()
 	})

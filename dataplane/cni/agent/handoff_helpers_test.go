@@ -8,16 +8,13 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
-	"testing"
-	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/go-logr/logr/testr"
 
-	"github.com/ambientmesh/ambient-operator/internal/netnstest"
-
 	pb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
+	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 
 // fakeZtunnel is the real hand-off server (ztunnel's package) with a
@@ -173,15 +170,4 @@ func inode(t tb, path string) uint64 {
 		t.Fatalf("%v", err)
 	}
 	return st.Ino
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // fdFile stands in for a netns: the hand-off carries any fd.
@@ -34,7 +36,7 @@ func TestZtunnelClientReplaysOnEveryConnect(t *testing.T) {
 	go func() { done <- c.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	waitFor(t, "first snapshot", 5*time.Second, func() bool { return c.Connected() && zt.srv.SnapshotsReceived() == 1 })
+	testwait.For(t, "first snapshot", 5*time.Second, func() bool { return c.Connected() && zt.srv.SnapshotsReceived() == 1 })
 	if w, ok := zt.get("a"); !ok || w.msg.GetServiceAccount() != "sa" || w.inode != inode(t, a.NetnsPath) {
 		t.Fatalf("replay did not hand over pod a with its fd: %+v %v", w, ok)
 	}
@@ -50,10 +52,10 @@ func TestZtunnelClientReplaysOnEveryConnect(t *testing.T) {
 	// ztunnel restarts with nothing: the agent notices, reconnects and
 	// replays exactly its set.
 	zt.stop()
-	waitFor(t, "disconnect noticed", 5*time.Second, func() bool { return !c.Connected() })
+	testwait.For(t, "disconnect noticed", 5*time.Second, func() bool { return !c.Connected() })
 	zt.Retain(map[string]struct{}{})
 	zt.start(t)
-	waitFor(t, "replay after reconnect", 5*time.Second, func() bool { return c.Connected() && zt.srv.SnapshotsReceived() == 1 })
+	testwait.For(t, "replay after reconnect", 5*time.Second, func() bool { return c.Connected() && zt.srv.SnapshotsReceived() == 1 })
 	if !zt.Has("b") || zt.Has("a") {
 		t.Fatalf("after replay ztunnel has a=%v b=%v, want only b", zt.Has("a"), zt.Has("b"))
 	}
@@ -66,9 +68,9 @@ func TestZtunnelClientReplaysOnEveryConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	zt.stop()
-	waitFor(t, "disconnect noticed", 5*time.Second, func() bool { return !c.Connected() })
+	testwait.For(t, "disconnect noticed", 5*time.Second, func() bool { return !c.Connected() })
 	zt.start(t)
-	waitFor(t, "replay with a vanished netns", 5*time.Second, func() bool { return c.Connected() })
+	testwait.For(t, "replay with a vanished netns", 5*time.Second, func() bool { return c.Connected() })
 	if !zt.Has("b") {
 		t.Fatal("ztunnel dropped a pod whose netns the agent could not reopen")
 	}
@@ -81,7 +83,7 @@ func TestZtunnelRefusalKeepsTheConnection(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, "connect", 5*time.Second, c.Connected)
+	testwait.For(t, "connect", 5*time.Second, c.Connected)
 
 	// The server refuses an AddWorkload without a service account.
 	err := c.Add(Workload{UID: "x", Name: "p", Namespace: "ns", NetnsPath: fdFile(t, "x")})

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -101,13 +103,7 @@ func readJSONFile(t *testing.T, path string) []byte {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, what, 5*time.Second, cond)
 }
 
 // The installer must survive the primary CNI writing its config late and

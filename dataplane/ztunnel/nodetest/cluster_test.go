@@ -30,6 +30,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 var ztunnelBin string
@@ -315,13 +316,7 @@ func get(t testing.TB, url string) string {
 
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, what, timeout, cond)
 }
 
 // --- the node agent ------------------------------------------------------------------------

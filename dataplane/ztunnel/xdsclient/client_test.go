@@ -19,6 +19,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/state"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/xdsclient"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 func workload(uid, ip string) *pb.Workload {
@@ -28,13 +29,7 @@ func workload(uid, ip string) *pb.Workload {
 // eventually polls cond until it holds or 10s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, what, 10*time.Second, cond)
 }
 
 func startClient(t *testing.T, addr string, store *state.Store) *xdsclient.Client {
