@@ -22,20 +22,7 @@ func BenchmarkDialLoopback(b *testing.B) {
 	netnstest.RequireRoot(b)
 	pod := netnstest.New(b, "zpod")
 	ns := openNetNS(b, pod)
-	ln, err := ns.Listen(7000)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	serveGreeting(b, ns, 7000, "")
 	for b.Loop() {
 		c, err := ns.Dial(context.Background(), "tcp", "127.0.0.1:7000")
 		if err != nil {

@@ -32,6 +32,29 @@ func openNetNS(tb testing.TB, n *netnstest.NS) *NetNS {
 	return ns
 }
 
+// serveGreeting listens on port inside ns until the test ends and answers
+// each connection with greeting (nothing when empty) before closing it.
+func serveGreeting(tb testing.TB, ns *NetNS, port uint16, greeting string) {
+	tb.Helper()
+	ln, err := ns.Listen(port)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if greeting != "" {
+				_, _ = c.Write([]byte(greeting))
+			}
+			c.Close()
+		}
+	}()
+}
+
 // threadsOutsideHostNetns lists this process's threads whose netns is not the host's.
 func threadsOutsideHostNetns(t *testing.T) []string {
 	t.Helper()
@@ -188,22 +211,7 @@ func TestDialerMarksItsSockets(t *testing.T) {
 	netnstest.Veth(t, pod, "10.252.0.2/24", peer, "10.252.0.1/24")
 	// Inside the pod, only marked packets may leave towards port 9000.
 	pod.Run(t, "iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "9000", "-m", "mark", "!", "--mark", "0x539", "-j", "REJECT")
-	peerNS := openNetNS(t, peer)
-	ln, err := peerNS.Listen(9000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Write([]byte("served"))
-			c.Close()
-		}
-	}()
+	serveGreeting(t, openNetNS(t, peer), 9000, "served")
 	ns := openNetNS(t, pod)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
