@@ -320,6 +320,36 @@ var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
 		}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 	})
 
+	It("moves a namespace's pods into the mesh when the namespace is labelled, pushing only them", func(ctx SpecContext) {
+		const late = "xds-late"
+		ensureNamespace(ctx, late, nil)
+		a := runPod(ctx, podSpec{namespace: late, name: "a", serviceAccount: "app", node: "node-x", ip: "10.10.1.1"})
+		b := runPod(ctx, podSpec{namespace: late, name: "b", serviceAccount: "app", node: "node-x", ip: "10.10.1.2"})
+		Eventually(func() []string { return rec.workload(string(b.UID)).GetAddresses() }).WithTimeout(timeout).Should(Equal([]string{"10.10.1.2"}))
+		Expect(rec.workload(string(a.UID)).GetTunnelProtocol()).To(Equal(pb.TunnelProtocol_TUNNEL_PROTOCOL_NONE))
+		rec.settle()
+		mark := rec.count()
+
+		var nsObj corev1.Namespace
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: late}, &nsObj)).To(Succeed())
+		patch := client.MergeFrom(nsObj.DeepCopy())
+		nsObj.Labels = map[string]string{meshv1.LabelDataplaneMode: meshv1.DataplaneModeAmbient}
+		Expect(k8sClient.Patch(ctx, &nsObj, patch)).To(Succeed())
+
+		Eventually(func(g Gomega) {
+			g.Expect(rec.workload(string(a.UID)).GetTunnelProtocol()).To(Equal(pb.TunnelProtocol_TUNNEL_PROTOCOL_HBONE))
+			g.Expect(rec.workload(string(b.UID)).GetTunnelProtocol()).To(Equal(pb.TunnelProtocol_TUNNEL_PROTOCOL_HBONE))
+		}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+		rec.settle()
+		var pushed []string
+		for _, u := range rec.since(mark) {
+			Expect(u.typeURL).To(Equal(pb.WorkloadTypeURL))
+			Expect(u.removed).To(BeEmpty())
+			pushed = append(pushed, u.upserts...)
+		}
+		Expect(pushed).To(ConsistOf(string(a.UID), string(b.UID)), "only the namespace's pods change")
+	})
+
 	It("keeps serving other clients while one client reads nothing", func(ctx SpecContext) {
 		By("opening a delta stream that subscribes to Workloads and never reads")
 		conn := dial(xdsAddr)
