@@ -45,13 +45,16 @@ func BenchmarkDataplane(b *testing.B) {
 		}
 	}
 
-	var thrMesh, thrDirect float64
-	for range 2 { // best of two rounds each, interleaved, to damp noise from the shared CPUs
-		thrDirect = max(thrDirect, throughput(b, direct))
-		thrMesh = max(thrMesh, throughput(b, mesh))
+	// Direct and mesh are measured interleaved (run by run, sample by sample), so that
+	// both see the same load from whatever else shares the two CPUs.
+	var thrDirectRuns, thrMeshRuns []float64
+	for range 3 { // the median of three runs each
+		thrDirectRuns = append(thrDirectRuns, throughput(b, direct, throughputBytes))
+		thrMeshRuns = append(thrMeshRuns, throughput(b, mesh, throughputBytes))
 	}
-	rrDirect, rrMesh := requestResponse(b, direct, 5000), requestResponse(b, mesh, 5000)
-	ncDirect, ncMesh := newConnections(b, direct, 1000), newConnections(b, mesh, 1000)
+	thrDirect, thrMesh := median(thrDirectRuns), median(thrMeshRuns)
+	rrDirect, rrMesh := requestResponse(b, direct, mesh, 5000)
+	ncDirect, ncMesh := newConnections(b, direct, mesh, 1000)
 	leakedG, leakedFD := leaks(b, c, mesh, 10000)
 	rss := idleRSS(b, c, 100)
 
@@ -62,12 +65,26 @@ func BenchmarkDataplane(b *testing.B) {
 	fmt.Printf("ztunnel_rss_mb_100_pods: %.1f\n", rss)
 	fmt.Printf("leaked_goroutines_after_10k: %d\n", leakedG)
 	fmt.Printf("leaked_fds_after_10k: %d\n", leakedFD)
-	b.Logf("details: throughput direct %.0f MB/s mesh %.0f MB/s; rr p50 direct %v mesh %v, p99 direct %v mesh %v; new conn p50 direct %v mesh %v",
-		thrDirect/1e6, thrMesh/1e6, pct(rrDirect, 50), pct(rrMesh, 50), pct(rrDirect, 99), pct(rrMesh, 99), pct(ncDirect, 50), pct(ncMesh, 50))
+	b.Logf("details: throughput (MB/s, %d MiB per run) direct %.0f mesh %.0f (runs: direct %.0f, mesh %.0f); rr p50 direct %v mesh %v, p99 direct %v mesh %v; new conn p50 direct %v mesh %v",
+		throughputBytes>>20, thrDirect/1e6, thrMesh/1e6, mb(thrDirectRuns), mb(thrMeshRuns), pct(rrDirect, 50), pct(rrMesh, 50), pct(rrDirect, 99), pct(rrMesh, 99), pct(ncDirect, 50), pct(ncMesh, 50))
 	b.ReportMetric(thrMesh/thrDirect, "throughput_ratio")
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func mb(v []float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = x / 1e6
+	}
+	return out
+}
 
 func pct(samples []time.Duration, p int) time.Duration {
 	s := append([]time.Duration(nil), samples...)
@@ -135,9 +152,13 @@ func (p *pod) dial(addr string) (net.Conn, error) {
 	return c, err
 }
 
-// throughput sends as much as it can for 2s over one connection; bytes/s as counted by
-// the server.
-func throughput(t testing.TB, path func() (*pod, string)) float64 {
+// throughputBytes is what one throughput run sends: a fixed amount (not a fixed time), so
+// that every run does the same work.
+const throughputBytes = 512 << 20
+
+// throughput sends total bytes over one connection and returns bytes/s, from the first
+// write until the server's answer (its count of the bytes received, checked) arrives.
+func throughput(t testing.TB, path func() (*pod, string), total int64) float64 {
 	p, ip := path()
 	c, err := p.dial(ip + ":7001")
 	if err != nil {
@@ -146,31 +167,39 @@ func throughput(t testing.TB, path func() (*pod, string)) float64 {
 	defer c.Close()
 	buf := make([]byte, 256<<10)
 	start := time.Now()
-	for time.Since(start) < 2*time.Second {
+	for sent := int64(0); sent < total; sent += int64(len(buf)) {
 		if _, err := c.Write(buf); err != nil {
 			t.Fatal(err)
 		}
 	}
 	_ = c.(*net.TCPConn).CloseWrite()
 	var out [8]byte
-	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
 	if _, err := io.ReadFull(c, out[:]); err != nil {
 		t.Fatalf("reading the byte count: %v", err)
 	}
-	return float64(binary.BigEndian.Uint64(out[:])) / time.Since(start).Seconds()
+	elapsed := time.Since(start)
+	if got := int64(binary.BigEndian.Uint64(out[:])); got != total {
+		t.Fatalf("the server received %d bytes, want %d", got, total)
+	}
+	return float64(total) / elapsed.Seconds()
 }
 
-// requestResponse times n 64-byte round trips on one open connection.
-func requestResponse(t testing.TB, path func() (*pod, string), n int) []time.Duration {
-	p, ip := path()
-	c, err := p.dial(ip + ":7000")
-	if err != nil {
-		t.Fatal(err)
+// requestResponse times n 64-byte round trips on one open connection per path,
+// alternating between the two.
+func requestResponse(t testing.TB, direct, mesh func() (*pod, string), n int) (directRTT, meshRTT []time.Duration) {
+	open := func(path func() (*pod, string)) net.Conn {
+		p, ip := path()
+		c, err := p.dial(ip + ":7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
 	}
-	defer c.Close()
+	dc, mc := open(direct), open(mesh)
 	buf := make([]byte, 64)
-	out := make([]time.Duration, 0, n)
-	for range n {
+	rtt := func(c net.Conn) time.Duration {
 		start := time.Now()
 		if _, err := c.Write(buf); err != nil {
 			t.Fatal(err)
@@ -178,9 +207,13 @@ func requestResponse(t testing.TB, path func() (*pod, string), n int) []time.Dur
 		if _, err := io.ReadFull(c, buf); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, time.Since(start))
+		return time.Since(start)
 	}
-	return out
+	for range n {
+		directRTT = append(directRTT, rtt(dc))
+		meshRTT = append(meshRTT, rtt(mc))
+	}
+	return directRTT, meshRTT
 }
 
 // connectRTT opens a new connection and times it until the first answer arrives.
@@ -202,17 +235,25 @@ func connectRTT(p *pod, addr string) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-func newConnections(t testing.TB, path func() (*pod, string), n int) []time.Duration {
-	p, ip := path()
-	out := make([]time.Duration, 0, n)
-	for range n {
+// newConnections times n new connections per path (connect + first 64-byte round trip),
+// alternating between the two. Each sample starts after a pause in which the previous
+// connection's tear-down (in the ztunnels: closing both sides, access log, metrics) is
+// over, so that neither path pays for the other's.
+func newConnections(t testing.TB, direct, mesh func() (*pod, string), n int) (directNC, meshNC []time.Duration) {
+	sample := func(path func() (*pod, string)) time.Duration {
+		time.Sleep(2 * time.Millisecond)
+		p, ip := path()
 		d, err := connectRTT(p, ip+":7000")
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, d)
+		return d
 	}
-	return out
+	for range n {
+		directNC = append(directNC, sample(direct))
+		meshNC = append(meshNC, sample(mesh))
+	}
+	return directNC, meshNC
 }
 
 var metricLine = regexp.MustCompile(`(?m)^(go_goroutines|process_open_fds) (\S+)$`)
@@ -242,7 +283,8 @@ func leaks(t testing.TB, c *cluster, path func() (*pod, string), n int) (gorouti
 		}
 		return g, f
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Idle reusable goroutines (hbone.Go) exit after a second: wait for a clean baseline.
+	time.Sleep(1500 * time.Millisecond)
 	g0, f0 := sum()
 	p, ip := path()
 	for i := range n {
