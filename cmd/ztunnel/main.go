@@ -183,7 +183,7 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 		Node:             o.node,
 		TrustDomain:      o.trustDomain,
 		XDSAddress:       o.xdsAddress,
-		XDSDialOptions:   []grpc.DialOption{transport(o, roots, clientCert)},
+		XDSDialOptions:   []grpc.DialOption{transport(o, roots, clientCert), grpc.WithPerRPCCredentials(bearerToken{read: token, secure: !o.insecurePlain})},
 		CA:               pb.NewCertificateServiceClient(caConn),
 		Token:            token,
 		CertTTL:          o.certTTL,
@@ -206,6 +206,24 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	log.Info("starting", "version", version.String("ztunnel"), "node", o.node, "xds", o.xdsAddress, "ca", o.caAddress, "handoff", o.handoffSocket)
 	return z.Run(ctx)
 }
+
+// bearerToken sends ztunnel's projected token on the xDS stream: the control
+// plane authenticates a ztunnel that has no mesh certificate of its own yet
+// (no --service-account) by it, as Istio's ztunnel does.
+type bearerToken struct {
+	read   func() (string, error)
+	secure bool
+}
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	tok, err := b.read()
+	if err != nil {
+		return nil, fmt.Errorf("reading the service-account token: %w", err)
+	}
+	return map[string]string{"authorization": "Bearer " + tok}, nil
+}
+
+func (b bearerToken) RequireTransportSecurity() bool { return b.secure }
 
 func loadRoots(o *options) (*x509.CertPool, error) {
 	if o.insecurePlain {
