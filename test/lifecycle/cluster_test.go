@@ -167,6 +167,13 @@ func (f *fakeCluster) syncControlPlane(ctx context.Context) error {
 }
 
 func (f *fakeCluster) syncDaemonSet(ctx context.Context, name string) error {
+	// Pods first, then the DaemonSet: the operator changes the template
+	// before it deletes a pod, so a pod seen deleted here is always
+	// replaced from the template that caused the deletion.
+	pods := &corev1.PodList{}
+	if err := f.c.List(ctx, pods, client.InNamespace(f.ns), client.MatchingLabels{manifests.LabelName: name}); err != nil {
+		return err
+	}
 	ds := &appsv1.DaemonSet{}
 	dsErr := f.c.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, ds)
 	if dsErr != nil && !apierrors.IsNotFound(dsErr) {
@@ -175,10 +182,6 @@ func (f *fakeCluster) syncDaemonSet(ctx context.Context, name string) error {
 	dsGone := apierrors.IsNotFound(dsErr)
 	if dsGone && f.seen["exists:"+name] {
 		f.record("deleted:" + name)
-	}
-	pods := &corev1.PodList{}
-	if err := f.c.List(ctx, pods, client.InNamespace(f.ns), client.MatchingLabels{manifests.LabelName: name}); err != nil {
-		return err
 	}
 	if dsGone {
 		return f.collectOrphans(ctx, name, pods.Items)

@@ -619,6 +619,7 @@ var _ = Describe("AmbientMesh uninstall", func() {
 
 		tb.cluster.set(func(f *fakeCluster) { f.holdGC = false })
 		Eventually(func() error { return k8sClient.Get(suiteCtx, meshKey, &meshv1alpha1.AmbientMesh{}) }).Should(Satisfy(apierrors.IsNotFound))
+		Eventually(func() int { return indexOf(tb.cluster.Timeline(), "deleted:controlplane") }).Should(BeNumerically(">=", 0))
 
 		tl := tb.cluster.Timeline()
 		GinkgoWriter.Println("timeline:", strings.Join(tl, "\n  "))
