@@ -49,8 +49,7 @@ type clusterState struct {
 	ControlPlane workloadState
 	CNI          workloadState
 	ZTunnel      workloadState
-	// ZTunnelDesiredHash is the template hash of the ztunnel DaemonSet as
-	// applied in this pass.
+	// ZTunnelPods are the ztunnel pods scheduled to a node.
 	ZTunnelPods []ztunnelPod
 }
 
