@@ -29,6 +29,8 @@ func main() {
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	stateDir := fs.String("state-dir", ".demo", "state directory (logs, state file)")
 	pause := fs.Duration("pause", 2*time.Second, "pause between the story's steps")
+	keep := fs.Bool("keep", false, "keep the mesh running until Ctrl-C/SIGTERM even when stdin is not a terminal")
+	story := fs.Bool("story", true, "walk the story once the mesh is up")
 	_ = fs.Parse(os.Args[2:])
 	dir, err := filepath.Abs(*stateDir)
 	if err != nil {
@@ -44,7 +46,7 @@ func main() {
 		fmt.Println("local mesh removed: no process, network namespace or file of it is left")
 		return
 	}
-	os.Exit(up(dir, *pause))
+	os.Exit(up(dir, *pause, *keep, *story))
 }
 
 func fail(err error) {
@@ -52,7 +54,7 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func up(dir string, pause time.Duration) int {
+func up(dir string, pause time.Duration, keep, story bool) int {
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		fail(err)
@@ -72,11 +74,13 @@ func up(dir string, pause time.Duration) int {
 		_ = os.RemoveAll(dir)
 		fmt.Println("done: no process, network namespace or rule of the demo is left")
 	}()
-	if err := s.Run(ctx, m); err != nil {
-		fmt.Fprintln(os.Stderr, "demo:", err)
-		return 1
+	if story {
+		if err := s.Run(ctx, m); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			return 1
+		}
 	}
-	if term.IsTerminal(int(os.Stdin.Fd())) {
+	if keep || term.IsTerminal(int(os.Stdin.Fd())) {
 		fmt.Printf("\nThe mesh keeps running. Try, in another terminal:\n"+
 			"  bin/kubectl --kubeconfig %s get ambientmesh,pods -A\n"+
 			"  bin/ambientctl --kubeconfig %s status\n"+

@@ -224,6 +224,7 @@ func (k *kubelet) start(ctx context.Context, cp *componentPod) error {
 	if cp.Node != nil {
 		netns = cp.Node.Name
 	}
+	k.m.debugf("%s: paths %v", pod.Name, paths)
 	proc, err := startProc(k.m.state, k.m.LogDir(), pod.Name, netns, bin, args, env)
 	if err != nil {
 		return err
@@ -237,13 +238,13 @@ func (k *kubelet) start(ctx context.Context, cp *componentPod) error {
 type pathMap [][2]string
 
 func (p pathMap) translate(s string) string {
-	// Longest container path first, so /a/b wins over /a.
+	// One pass, longest container path first (/a/b wins over /a), so a
+	// replacement is never translated again.
+	pairs := make([]string, 0, 2*len(p))
 	for _, m := range p {
-		if strings.Contains(s, m[0]) {
-			s = strings.ReplaceAll(s, m[0], m[1])
-		}
+		pairs = append(pairs, m[0], m[1])
 	}
-	return s
+	return strings.NewReplacer(pairs...).Replace(s)
 }
 
 func (p *pathMap) add(container, host string) {

@@ -97,6 +97,16 @@ func (m *Mesh) logf(format string, args ...any) {
 	}
 }
 
+// debugf appends a line to the harness's own log.
+func (m *Mesh) debugf(format string, args ...any) {
+	f, err := os.OpenFile(filepath.Join(m.LogDir(), "kubelet.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s "+format+"\n", append([]any{time.Now().Format(time.RFC3339)}, args...)...)
+}
+
 // LogDir holds one log file per process.
 func (m *Mesh) LogDir() string { return filepath.Join(m.StateDir, "logs") }
 

@@ -122,7 +122,14 @@ func Down(dir string, grace time.Duration) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	// Nothing is left to remove: the logs may stay for a diagnosis.
+	if err := os.Remove(filepath.Join(dir, StateFile)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
 }
 
 // stopPIDs sends SIGTERM to each PID, waits up to grace for all to exit,
