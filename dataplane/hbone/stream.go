@@ -34,7 +34,8 @@ type Stream struct {
 	mu       sync.Mutex // guards the fields below and every use of rc
 	state    streamState
 	ended    chan struct{} // closed by CloseWrite/Close: the handler must return now
-	accepted bool          // 200 was sent
+	accepted bool          // 200 was sent (or is being flushed)
+	answered chan struct{} // closed once the 200 is flushed
 	done     bool          // serveHTTP returned: w and rc are dead
 }
 
@@ -60,29 +61,50 @@ func newStream(w http.ResponseWriter, r *http.Request, req *Request) *Stream {
 	return st
 }
 
+// accept answers 200. The answer is flushed on another goroutine while the
+// caller goes on: x/net/http2 returns from a flush only once the frame is
+// written, and the client's first bytes (sent with its CONNECT) should not
+// wait for that on their way to the upstream. wmu is held until the 200 is
+// out, so Write, CloseWrite and Close come after it.
 func (s *Stream) accept() (*Stream, error) {
+	s.wmu.Lock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var err error
 	switch {
 	case s.done:
-		return nil, ErrStreamClosed
+		err = ErrStreamClosed
 	case s.accepted:
-		return nil, errors.New("hbone: Accept called twice")
+		err = errors.New("hbone: Accept called twice")
 	case s.state != streamNew:
-		return nil, ErrStreamClosed
+		err = ErrStreamClosed
 	}
-	s.w.WriteHeader(http.StatusOK)
-	if err := s.rc.Flush(); err != nil {
-		return nil, fmt.Errorf("hbone: send 200 to %s: %w", s.req.Peer, err)
+	if err != nil {
+		s.mu.Unlock()
+		s.wmu.Unlock()
+		return nil, err
 	}
+	s.w.WriteHeader(http.StatusOK) // recorded only: x/net writes it at the flush
 	s.state = streamAccepted
 	s.accepted = true
+	s.answered = make(chan struct{})
+	s.mu.Unlock()
+	goWorkers.Go(func() {
+		_ = s.rc.Flush() // a failure fails the stream's later reads and writes too
+		s.wmu.Unlock()   // before answered: finish reads a held wmu as a Write in progress
+		close(s.answered)
+	})
 	return s, nil
 }
 
 // finish runs when the handler returned (or the stream ended early): it
 // answers a refusal or ends/resets the stream, then marks w unusable.
 func (s *Stream) finish(handlerErr error) {
+	s.mu.Lock()
+	answered := s.answered
+	s.mu.Unlock()
+	if answered != nil {
+		<-answered // the 200's flush uses w
+	}
 	s.mu.Lock()
 	if !s.accepted {
 		if handlerErr == nil {
