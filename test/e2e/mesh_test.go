@@ -8,6 +8,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/test/e2e/localmesh"
@@ -107,7 +108,7 @@ func TestPermissiveAllowsPlaintextAndStrictRefusesIt(t *testing.T) {
 	if err := mesh.Client.Create(ctx, strict); err != nil {
 		t.Fatal(err)
 	}
-	defer mesh.Client.Delete(ctx, strict)
+	t.Cleanup(func() { _ = client.IgnoreNotFound(mesh.Client.Delete(context.Background(), strict)) })
 	mustBeRefused(t, w.Legacy, w.ServerA.Addr(), "STRICT mTLS in shop: plaintext from a pod outside the mesh")
 	mustReach(t, w.Client, w.ServerA.Addr())
 }
@@ -132,6 +133,7 @@ func TestDenyRefusesNewAndClosesOpenConnectionsAllowLets(t *testing.T) {
 	if err := mesh.Client.Create(ctx, deny); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = client.IgnoreNotFound(mesh.Client.Delete(context.Background(), deny)) })
 	mustBeRefused(t, w.Client, w.ServerB.Addr(), "DENY policy for shop/client")
 	eventually(t, 20*time.Second, "the connection opened before the DENY policy should be closed", func() error {
 		if open.Echo("still open?", time.Second) == nil {
@@ -161,11 +163,15 @@ func TestDenyRefusesNewAndClosesOpenConnectionsAllowLets(t *testing.T) {
 	if err := mesh.Client.Create(ctx, allow); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = client.IgnoreNotFound(mesh.Client.Delete(context.Background(), allow)) })
 	mustBeRefused(t, w.Client, w.ServerB.Addr(), "an ALLOW policy that names only shop/frontend")
-	allow.Spec.Rules[0].From[0].ServiceAccounts = append(allow.Spec.Rules[0].From[0].ServiceAccounts, "shop/client")
-	if err := mesh.Client.Update(ctx, allow); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, 10*time.Second, "adding shop/client to the ALLOW policy", func() error {
+		if err := mesh.Client.Get(ctx, client.ObjectKeyFromObject(allow), allow); err != nil {
+			return err
+		}
+		allow.Spec.Rules[0].From[0].ServiceAccounts = []meshv1alpha1.ServiceAccountRef{"shop/frontend", "shop/client"}
+		return mesh.Client.Update(ctx, allow)
+	})
 	mustReach(t, w.Client, w.ServerB.Addr())
 	if err := mesh.Client.Delete(ctx, allow); err != nil {
 		t.Fatal(err)

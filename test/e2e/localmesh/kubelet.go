@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -650,4 +651,68 @@ func (k *kubelet) stopAll(grace time.Duration) {
 			cp.Proc.Stop(grace)
 		}
 	}
+}
+
+// Component returns the running process of a workload's pod on node
+// ("" for the control-plane node's Deployment pod).
+func (m *Mesh) Component(workload, node string) (*Proc, error) {
+	if node == "" {
+		node = ControlPlaneNode
+	}
+	pods := m.kubelet.componentPods(workload, node)
+	if len(pods) == 0 || pods[0].Proc == nil {
+		return nil, fmt.Errorf("no %s pod runs on %s", workload, node)
+	}
+	return pods[0].Proc, nil
+}
+
+// RestartComponent restarts a component's container the way a kubelet
+// does: SIGTERM, wait (up to grace), start again with the same pod.
+// With surge, the new process starts right after SIGTERM, beside the
+// draining one, as a rolling DaemonSet update with surge does.
+func (m *Mesh) RestartComponent(ctx context.Context, workload, node string, grace time.Duration, surge bool) error {
+	if node == "" {
+		node = ControlPlaneNode
+	}
+	pods := m.kubelet.componentPods(workload, node)
+	if len(pods) == 0 || pods[0].Proc == nil {
+		return fmt.Errorf("no %s pod runs on %s", workload, node)
+	}
+	cp := pods[0]
+	old := cp.Proc
+	if surge {
+		_ = old.cmd.Process.Signal(syscall.SIGTERM)
+		if err := m.kubelet.start(ctx, cp); err != nil {
+			return err
+		}
+		go old.Stop(grace)
+	} else {
+		old.Stop(grace)
+	}
+	return m.WaitComponentReady(ctx, workload, node, 60*time.Second)
+}
+
+// WaitComponentReady waits until the workload's pod on node runs a
+// process that passes its readiness probe.
+func (m *Mesh) WaitComponentReady(ctx context.Context, workload, node string, timeout time.Duration) error {
+	return Eventually(timeout, func() error {
+		pods := m.kubelet.componentPods(workload, node)
+		if len(pods) == 0 || pods[0].Proc == nil || pods[0].Proc.Exited() || !pods[0].Ready {
+			return fmt.Errorf("%s on %s is not ready (see %s)", workload, node, m.LogDir())
+		}
+		return nil
+	})
+}
+
+// ComponentPIDs lists the PIDs of every component process still running.
+func (m *Mesh) ComponentPIDs() []int {
+	m.kubelet.mu.Lock()
+	defer m.kubelet.mu.Unlock()
+	var out []int
+	for _, cp := range m.kubelet.pods {
+		if cp.Proc != nil && !cp.Proc.Exited() {
+			out = append(out, cp.Proc.PID())
+		}
+	}
+	return out
 }

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +33,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
@@ -185,6 +187,8 @@ func Up(ctx context.Context, o Options) (m *Mesh, err error) {
 }
 
 func (m *Mesh) startAPIServer(ctx context.Context) error {
+	// envtest logs through controller-runtime's logger; its progress is ours to print.
+	ctrllog.SetLogger(logr.Discard())
 	env, err := testenv.New()
 	if err != nil {
 		return err
