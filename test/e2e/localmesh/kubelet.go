@@ -48,6 +48,16 @@ type componentPod struct {
 	Proc     *Proc
 	Ready    bool
 	hash     string
+	// configMaps are the pod's ConfigMap volumes, refreshed while it runs
+	// as a kubelet does (components may re-read them).
+	configMaps []configMapVolume
+}
+
+type configMapVolume struct {
+	name  string
+	items []corev1.KeyToPath
+	dir   string
+	paths pathMap
 }
 
 type kubelet struct {
@@ -156,6 +166,8 @@ func (k *kubelet) ensurePod(ctx context.Context, workload, name string, node *No
 		if err := k.start(ctx, cp); err != nil {
 			return fmt.Errorf("pod %s: %w", name, err)
 		}
+	} else if err := k.refreshConfigMaps(ctx, cp); err != nil {
+		return err
 	}
 	return k.probe(ctx, cp)
 }
@@ -335,7 +347,36 @@ func (k *kubelet) volumes(ctx context.Context, cp *componentPod, dir string, c c
 			return nil, err
 		}
 	}
+	cp.configMaps = nil
+	for _, v := range cp.Pod.Spec.Volumes {
+		if v.ConfigMap != nil {
+			cp.configMaps = append(cp.configMaps, configMapVolume{name: v.ConfigMap.Name, items: v.ConfigMap.Items,
+				dir: filepath.Join(dir, "volumes", v.Name), paths: paths})
+		}
+	}
 	return paths, nil
+}
+
+// refreshConfigMaps rewrites a running pod's ConfigMap volumes when the
+// ConfigMaps changed, as the kubelet's volume sync does.
+func (k *kubelet) refreshConfigMaps(ctx context.Context, cp *componentPod) error {
+	for _, v := range cp.configMaps {
+		files, err := k.configMapFiles(ctx, cp.Pod.Namespace, v.name, v.items)
+		if err != nil {
+			continue // a deleted ConfigMap leaves the last content, like the kubelet
+		}
+		for name, data := range files {
+			path := filepath.Join(v.dir, name)
+			want := []byte(v.paths.translate(string(data)))
+			if cur, err := os.ReadFile(path); err == nil && string(cur) == string(want) {
+				continue
+			}
+			if err := os.WriteFile(path, want, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (k *kubelet) hostPath(node *Node, p string) string {
