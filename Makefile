@@ -28,7 +28,8 @@ PROTOS := $(shell find api -name '*.proto' 2>/dev/null | sort)
 
 # Files `make generate manifests` write; verify-gen checks exactly these.
 GENERATED := ':(glob)api/**/zz_generated.*.go' ':(glob)api/**/*.pb.go' \
-	config/crd/bases config/rbac/role.yaml config/webhook/manifests.yaml
+	config/crd/bases config/rbac/role.yaml config/webhook/manifests.yaml \
+	bundle bundle.Dockerfile
 
 # -p 2: the proving ground has two cores. -count=1: tests on real parts are not cached.
 GO_TEST_FLAGS ?= -count=1 -p 2 -timeout 30m
@@ -66,14 +67,14 @@ manifests: tools ## Generate CRDs (config/crd/bases), RBAC (config/rbac/role.yam
 	$(CONTROLLER_GEN) rbac:roleName=ambient-operator crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
 
 .PHONY: verify-gen
-verify-gen: generate manifests ## Fail when committed generated code or manifests are stale.
+verify-gen: generate manifests bundle ## Fail when committed generated code, manifests or the OLM bundle are stale.
 	@if ! git diff --quiet -- $(GENERATED); then \
-		echo "verify-gen: generated files differ from what is committed; run 'make generate manifests' and commit:"; \
+		echo "verify-gen: generated files differ from what is committed; run 'make generate manifests bundle' and commit:"; \
 		git diff --stat -- $(GENERATED); exit 1; \
 	fi
 	@untracked="$$(git ls-files --others --exclude-standard -- $(GENERATED))"; \
 	if [ -n "$$untracked" ]; then \
-		echo "verify-gen: generated files are not committed; run 'make generate manifests' and commit:"; \
+		echo "verify-gen: generated files are not committed; run 'make generate manifests bundle' and commit:"; \
 		echo "$$untracked"; exit 1; \
 	fi
 
