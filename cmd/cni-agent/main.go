@@ -6,12 +6,18 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -104,11 +110,45 @@ func run() error {
 		}
 		return nil
 	}
-	a, err := agent.New(ctrl.GetConfigOrDie(), o)
+	cfg := ctrl.GetConfigOrDie()
+	a, err := agent.New(cfg, o)
 	if err != nil {
 		return err
 	}
-	return a.Start(ctx)
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	// The operator uninstalls by marking the mesh config and then deleting
+	// this DaemonSet: on the way out, clean the node when that is why we stop.
+	if uninstallingNow(cfg, meshConfigPath) {
+		log.Info("the mesh is being uninstalled: removing it from this node")
+		return agent.UninstallNode(o, log)
+	}
+	return nil
+}
+
+// uninstallingNow reads the mesh config again, from the mounted file and,
+// because a ConfigMap change reaches mounted files only after the
+// kubelet's next sync, from the apiserver.
+func uninstallingNow(cfg *rest.Config, path string) bool {
+	if path != "" {
+		if mc, err := meshconfig.Load(path); err == nil && mc.Uninstalling {
+			return true
+		}
+	}
+	ns := os.Getenv("POD_NAMESPACE")
+	cs, err := kubernetes.NewForConfig(cfg)
+	if ns == "" || err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, meshconfig.ConfigMapName, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	mc, err := meshconfig.Parse([]byte(cm.Data[meshconfig.ConfigMapKey]))
+	return err == nil && mc.Uninstalling
 }
 
 // applyMeshConfig fills what the flags left empty from the mesh config.
