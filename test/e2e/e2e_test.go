@@ -53,12 +53,19 @@ func run(m *testing.M) int {
 	defer cancel()
 	start := time.Now()
 	mesh, setupErr = localmesh.Up(ctx, localmesh.Options{RepoRoot: root, StateDir: filepath.Join(tmp, "state"), BinDir: binDir, Log: os.Stderr})
-	if setupErr == nil {
-		defer mesh.Down()
-		w, setupErr = mesh.Deploy(ctx)
-		fmt.Fprintf(os.Stderr, "local mesh up with workloads in %s\n", time.Since(start).Round(time.Second))
+	if setupErr != nil {
+		return m.Run()
 	}
-	return m.Run()
+	w, setupErr = mesh.Deploy(ctx)
+	fmt.Fprintf(os.Stderr, "local mesh up with workloads in %s\n", time.Since(start).Round(time.Second))
+	code := m.Run()
+	// Teardown is part of the contract (make demo-down, Ctrl-C): nothing may remain.
+	mesh.Down()
+	if left := localmesh.Leftovers(mesh.StateDir); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the local mesh's teardown left behind:\n  %s\n", strings.Join(left, "\n  "))
+		return 1
+	}
+	return code
 }
 
 // buildBinaries builds the components of this checkout, so the suite never

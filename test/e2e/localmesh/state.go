@@ -192,3 +192,23 @@ func processesNaming(dir string) []int {
 	}
 	return out
 }
+
+// Leftovers lists what a torn-down mesh left behind: network namespaces
+// named am-*, processes naming dir, /etc/netns/am-* entries.
+func Leftovers(dir string) []string {
+	var out []string
+	entries, _ := os.ReadDir(NetnsDir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "am-") {
+			out = append(out, "network namespace "+e.Name())
+		}
+	}
+	for _, pid := range processesNaming(dir) {
+		out = append(out, fmt.Sprintf("process %d: %s", pid, cmdline(pid)))
+	}
+	hosts, _ := filepath.Glob("/etc/netns/am-*")
+	for _, h := range hosts {
+		out = append(out, "file "+h)
+	}
+	return out
+}
