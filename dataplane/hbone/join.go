@@ -40,10 +40,10 @@ func Join(a, b net.Conn, stats *JoinStats) error {
 		})
 	}
 	done := make(chan struct{})
-	goWorkers.Go(func() {
+	go func() {
 		defer close(done)
 		copyHalf(b, a, &stats.AToB, fail)
-	})
+	}()
 	copyHalf(a, b, &stats.BToA, fail)
 	<-done
 	a.Close()

@@ -322,7 +322,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// The handler runs on its own goroutine so that CloseWrite can end the
 	// response stream at once: x/net/http2 only sends END_STREAM when this
 	// function returns.
-	goWorkers.Go(func() {
+	go func() {
 		defer func() {
 			if p := recover(); p != nil {
 				s.log.Error(fmt.Errorf("panic: %v", p), "HBONE handler panicked", "target", req.Target.String())
@@ -330,7 +330,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}()
 		result <- s.cfg.Handler.ServeHBONE(r.Context(), req)
-	})
+	}()
 	select {
 	case err := <-result:
 		st.finish(err)

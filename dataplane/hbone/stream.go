@@ -88,11 +88,11 @@ func (s *Stream) accept() (*Stream, error) {
 	s.accepted = true
 	s.answered = make(chan struct{})
 	s.mu.Unlock()
-	goWorkers.Go(func() {
+	go func() {
 		_ = s.rc.Flush() // a failure fails the stream's later reads and writes too
 		s.wmu.Unlock()   // before answered: finish reads a held wmu as a Write in progress
 		close(s.answered)
-	})
+	}()
 	return s, nil
 }
 

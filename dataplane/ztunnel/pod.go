@@ -81,10 +81,10 @@ func (p *podServer) acceptLoop(l net.Listener, wg *sync.WaitGroup, serve func(ne
 			return
 		}
 		wg.Add(1)
-		hbone.Go(func() { // a reused goroutine: see hbone.Go
+		go func() {
 			defer wg.Done()
 			serve(c)
-		})
+		}()
 	}
 }
 

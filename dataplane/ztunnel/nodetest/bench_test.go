@@ -283,8 +283,7 @@ func leaks(t testing.TB, c *cluster, path func() (*pod, string), n int) (gorouti
 		}
 		return g, f
 	}
-	// Idle reusable goroutines (hbone.Go) exit after a second: wait for a clean baseline.
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
 	g0, f0 := sum()
 	p, ip := path()
 	for i := range n {
