@@ -100,6 +100,16 @@ func Down(dir string, grace time.Duration) error {
 	if err != nil {
 		return err
 	}
+	// A running driver (make demo) tears down in order when asked: give it
+	// the chance, then remove whatever is left.
+	if s.DriverPID != os.Getpid() && s.DriverPID > 0 && cmdlineHas(s.DriverPID, "") {
+		stopPIDs([]int{s.DriverPID}, 90*time.Second)
+		if reread, err := LoadState(dir); err == nil {
+			s = reread
+		} else if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+	}
 	var pids []int
 	for _, r := range s.Procs {
 		if r.PID != os.Getpid() && cmdlineHas(r.PID, r.Binary) {
@@ -177,16 +187,21 @@ func cmdlineHas(pid int, s string) bool {
 	return c != "" && strings.Contains(c, s)
 }
 
-// processesNaming lists the PIDs whose command line contains dir.
+// processesNaming lists the etcd and kube-apiserver PIDs whose command
+// line contains dir.
 func processesNaming(dir string) []int {
 	entries, _ := os.ReadDir("/proc")
 	var out []int
+	self := ancestors()
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
+		if err != nil || self[pid] {
 			continue
 		}
-		if cmdlineHas(pid, dir) {
+		// Only envtest's processes: anything else naming the dir (a
+		// `demo down` in another terminal) is not ours to stop.
+		argv0 := strings.Fields(cmdline(pid) + " ")
+		if len(argv0) > 0 && cmdlineHas(pid, dir) && slices.Contains([]string{"etcd", "kube-apiserver"}, filepath.Base(argv0[0])) {
 			out = append(out, pid)
 		}
 	}
@@ -209,6 +224,27 @@ func Leftovers(dir string) []string {
 	hosts, _ := filepath.Glob("/etc/netns/am-*")
 	for _, h := range hosts {
 		out = append(out, "file "+h)
+	}
+	return out
+}
+
+// ancestors is this process and its parents (`go run`, make): their
+// command lines may name the state dir too.
+func ancestors() map[int]bool {
+	out := map[int]bool{}
+	for pid := os.Getpid(); pid > 1 && !out[pid]; {
+		out[pid] = true
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			break
+		}
+		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(fields) < 2 {
+			break
+		}
+		if pid, err = strconv.Atoi(fields[1]); err != nil {
+			break
+		}
 	}
 	return out
 }
