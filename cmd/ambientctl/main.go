@@ -3,6 +3,7 @@
 //	ambientctl status                      the AmbientMesh: version, phase, components, conditions
 //	ambientctl ztunnel workloads --node N  ztunnel's view on node N (workloads, services,
 //	                                       policies, certs, connections), from its admin endpoint
+//	ambientctl ztunnel renew-certs --node N renew ztunnel's certificates on node N now
 //	ambientctl check                       pre-flight checks of this machine
 //
 // Output is a table, or JSON/YAML with -o json|yaml.
@@ -23,6 +24,7 @@ const usage = `ambientctl: debug an ambient mesh.
 Usage:
   ambientctl status [-o table|json|yaml] [--kubeconfig FILE]
   ambientctl ztunnel workloads|services|policies|certs|connections --node NODE [-o ...]
+  ambientctl ztunnel renew-certs --node NODE [-o ...]   (renews every certificate now)
   ambientctl check [--cni-conf-dir DIR] [-o ...]
   ambientctl version
 `

@@ -23,11 +23,15 @@ var views = map[string][]string{
 	"policies":    {"name", "namespace", "scope", "action", "rules"},
 	"certs":       {"identity", "state", "serial", "notBefore", "notAfter", "renewAt", "pods", "lastError"},
 	"connections": {"direction", "pod", "source", "destination", "sourceIdentity", "destinationIdentity", "started", "bytesSent", "bytesReceived"},
+	"renew-certs": {"identity", "previousSerial", "serial", "error"},
 }
+
+// actions are the views that change something: they POST to another path.
+var actions = map[string]string{"renew-certs": "/certs/renew"}
 
 func runZtunnel(args []string, out io.Writer) error {
 	if len(args) == 0 || views[args[0]] == nil {
-		return fmt.Errorf("ztunnel: want one of workloads, services, policies, certs, connections")
+		return fmt.Errorf("ztunnel: want one of workloads, services, policies, certs, connections, renew-certs")
 	}
 	view := args[0]
 	fs, c := newFlagSet("ztunnel "+view, "")
@@ -40,22 +44,26 @@ func runZtunnel(args []string, out io.Writer) error {
 	if *node == "" {
 		return fmt.Errorf("ztunnel %s: --node is required", view)
 	}
-	body, err := fetchAdmin(*netnsDir, *node, *admin, "/"+view)
+	method, path := http.MethodGet, "/"+view
+	if p, ok := actions[view]; ok {
+		method, path = http.MethodPost, p
+	}
+	body, err := fetchAdmin(*netnsDir, *node, *admin, method, path)
 	if err != nil {
 		return err
 	}
 	var items []map[string]any
 	if err := json.Unmarshal(body, &items); err != nil {
-		return fmt.Errorf("ztunnel on %s: /%s is not a JSON list: %w", *node, view, err)
+		return fmt.Errorf("ztunnel on %s: %s is not a JSON list: %w", *node, path, err)
 	}
 	return write(out, c.output, items, objectTable(items, views[view]))
 }
 
-// fetchAdmin GETs path from the ztunnel admin endpoint of node. The admin
+// fetchAdmin sends method path to the ztunnel admin endpoint of node. The admin
 // endpoint listens on localhost only: when the node is a network namespace
 // here (the local mesh), the connection is opened inside it; when it is
 // this host, directly.
-func fetchAdmin(netnsDir, node, admin, path string) ([]byte, error) {
+func fetchAdmin(netnsDir, node, admin, method, path string) ([]byte, error) {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}
@@ -67,8 +75,16 @@ func fetchAdmin(netnsDir, node, admin, path string) ([]byte, error) {
 	} else if host, _ := os.Hostname(); host != node {
 		return nil, fmt.Errorf("node %s is neither a network namespace in %s nor this host (%s): run ambientctl on that node", node, netnsDir, host)
 	}
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial}}
-	resp, err := c.Get("http://" + admin + path)
+	timeout := 5 * time.Second
+	if method != http.MethodGet {
+		timeout = time.Minute // an action waits for the certificate service, once per identity
+	}
+	c := &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: dial}}
+	req, err := http.NewRequest(method, "http://"+admin+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("ztunnel admin on %s: %w (is ztunnel running there?)", node, err)
 	}
@@ -78,7 +94,7 @@ func fetchAdmin(netnsDir, node, admin, path string) ([]byte, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("ztunnel admin on %s: GET %s: %s", node, path, resp.Status)
+		return nil, fmt.Errorf("ztunnel admin on %s: %s %s: %s: %.500s", node, method, path, resp.Status, body)
 	}
 	return body, nil
 }

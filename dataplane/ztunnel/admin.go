@@ -14,7 +14,9 @@ import (
 
 // AdminHandler serves JSON dumps (bound to localhost by default):
 // /workloads /services /policies /trustbundles /certs /connections /pods /pool /xds,
-// and Go profiles under /debug/pprof/.
+// Go profiles under /debug/pprof/, and one action: POST /certs/renew renews every
+// certificate now (for operators and tests: normal renewal waits for half life, 12h by
+// default) and answers the new serials, 500 if any renewal failed.
 func (z *Ztunnel) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -34,6 +36,19 @@ func (z *Ztunnel) AdminHandler() http.Handler {
 		writeProtos(w, z.Store.Snapshot().TrustBundles)
 	})
 	mux.HandleFunc("GET /certs", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, z.Identity.Dump()) })
+	// The method in the pattern makes the mux answer 405 (with Allow: POST) to any other.
+	mux.HandleFunc("POST /certs/renew", func(w http.ResponseWriter, r *http.Request) {
+		renewals := z.Identity.RenewAll(r.Context())
+		status := http.StatusOK
+		for _, rn := range renewals {
+			if rn.Error != "" {
+				status = http.StatusInternalServerError
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		writeJSON(w, renewals)
+	})
 	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, z.conns.dump()) })
 	mux.HandleFunc("GET /pods", func(w http.ResponseWriter, _ *http.Request) {
 		type podInfo struct {

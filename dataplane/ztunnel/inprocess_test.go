@@ -9,6 +9,8 @@ package ztunnel_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +32,7 @@ import (
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel"
+	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/identity"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/echoapp"
@@ -569,5 +572,129 @@ func TestNotReadyWithoutControlPlane(t *testing.T) {
 	z.ReadinessHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz/ready", nil))
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "waiting for configuration from the control plane") {
 		t.Fatalf("readiness %d %s", rec.Code, rec.Body)
+	}
+}
+
+// servedSerial returns the serial of the certificate the server pod's HBONE port presents
+// to a new TLS handshake (with a valid client certificate, so the handshake completes).
+func servedSerial(t *testing.T, m *mesh) string {
+	t.Helper()
+	conf := &tls.Config{
+		Certificates:       []tls.Certificate{*m.ca.CA.Issue(t, clientID)},
+		NextProtos:         []string{"h2"},
+		InsecureSkipVerify: true, // only the presented serial matters here; other tests verify the peer
+	}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", "127.10.0.3:15008", conf)
+	if err != nil {
+		t.Fatalf("TLS handshake with the server pod's HBONE port: %v", err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber.Text(16)
+}
+
+// renewCerts POSTs /certs/renew to z's admin handler and returns new serial by identity.
+func renewCerts(t *testing.T, z *ztunnel.Ztunnel) map[string]identity.Renewal {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	z.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/certs/renew", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("POST /certs/renew: %d %s", rec.Code, rec.Body)
+	}
+	var list []identity.Renewal
+	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil {
+		t.Fatalf("POST /certs/renew answer is not a JSON list of renewals: %v\n%s", err, rec.Body)
+	}
+	out := map[string]identity.Renewal{}
+	for _, r := range list {
+		out[r.Identity] = r
+	}
+	return out
+}
+
+func certSerials(t *testing.T, z *ztunnel.Ztunnel) map[string]string {
+	t.Helper()
+	var certs []identity.CertInfo
+	if err := json.Unmarshal([]byte(adminJSON(t, z, "/certs")), &certs); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, c := range certs {
+		out[c.Identity] = c.Serial
+	}
+	return out
+}
+
+func TestForcedCertRenewalKeepsOpenConnections(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	open := m.client.connect(t, 15001, "127.10.0.3:8080")
+	if got, err := roundTrip(open, "before"); err != nil || got != "echo before" {
+		t.Fatalf("round trip before renewal: %q %v", got, err)
+	}
+	servedBefore := servedSerial(t, m)
+	requestsBefore := m.ca.Requests()
+
+	for _, tc := range []struct {
+		z  *ztunnel.Ztunnel
+		id spiffe.ID
+	}{{m.a, clientID}, {m.b, serverID}} {
+		before := certSerials(t, tc.z)[tc.id.String()]
+		r, ok := renewCerts(t, tc.z)[tc.id.String()]
+		if !ok || r.Error != "" || r.PreviousSerial != before || r.Serial == "" || r.Serial == before {
+			t.Fatalf("renewal of %s: %+v, previous serial %s: want a new serial", tc.id, r, before)
+		}
+		if now := certSerials(t, tc.z)[tc.id.String()]; now != r.Serial {
+			t.Fatalf("/certs shows serial %s for %s after renewal, /certs/renew said %s", now, tc.id, r.Serial)
+		}
+	}
+	if n := m.ca.Requests() - requestsBefore; n != 2 {
+		t.Fatalf("the certificate service got %d requests for 2 renewals", n)
+	}
+	if got := servedSerial(t, m); got == servedBefore || got != certSerials(t, m.b)[serverID.String()] {
+		t.Fatalf("after renewal the server pod presents serial %s (before %s), want the new one", got, servedBefore)
+	}
+	for i := range 3 {
+		msg := fmt.Sprintf("after-%d", i)
+		if got, err := roundTrip(open, msg); err != nil || got != "echo "+msg {
+			t.Fatalf("the connection opened before renewal broke: %q %v", got, err)
+		}
+	}
+	if got, err := roundTrip(m.client.connect(t, 15001, "127.10.0.3:8080"), "new"); err != nil || got != "echo new" {
+		t.Fatalf("a new connection after renewal: %q %v", got, err)
+	}
+	dst := map[string]string{"reporter": "destination", "source_principal": clientID.String(), "connection_security_policy": "mutual_tls"}
+	if v := counter(t, m.b, "istio_tcp_connections_opened_total", dst); v != 2 {
+		t.Fatalf("server ztunnel counted %v mTLS connections from %s, want 2", v, clientID)
+	}
+}
+
+func TestCertRenewOnlyByPOST(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "ready", func() bool { return ready(m.a) })
+	before := m.ca.Requests()
+	for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
+		rec := httptest.NewRecorder()
+		m.a.AdminHandler().ServeHTTP(rec, httptest.NewRequest(method, "/certs/renew", nil))
+		if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != http.MethodPost {
+			t.Errorf("%s /certs/renew: %d (Allow %q), want 405 with Allow: POST", method, rec.Code, rec.Header().Get("Allow"))
+		}
+	}
+	if m.ca.Requests() != before {
+		t.Fatal("a rejected method still renewed certificates")
+	}
+}
+
+func TestCertRenewReportsFailure(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "client certificate", func() bool { return certSerials(t, m.a)[clientID.String()] != "" })
+	before := certSerials(t, m.a)[clientID.String()]
+	m.ca.FailNext(1)
+	rec := httptest.NewRecorder()
+	m.a.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/certs/renew", nil))
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), `"error"`) {
+		t.Fatalf("POST /certs/renew with the certificate service failing: %d %s, want 500 naming the error", rec.Code, rec.Body)
+	}
+	if now := certSerials(t, m.a)[clientID.String()]; now != before {
+		t.Fatalf("a failed renewal replaced the certificate: %s → %s", before, now)
 	}
 }

@@ -54,6 +54,7 @@ type Manager struct {
 
 type entry struct {
 	refs    int
+	ctx     context.Context // ends when the last reference is released
 	cancel  context.CancelFunc
 	timer   *time.Timer   // the next request (renewal or retry)
 	retry   time.Duration // the next retry delay
@@ -88,9 +89,9 @@ func (m *Manager) Acquire(id spiffe.ID) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &entry{refs: 1, cancel: cancel, ready: make(chan struct{}), retry: m.cfg.RetryMin}
+	e := &entry{refs: 1, ctx: ctx, cancel: cancel, ready: make(chan struct{}), retry: m.cfg.RetryMin}
 	m.certs[id] = e
-	e.timer = time.AfterFunc(0, func() { m.refresh(ctx, id, e) })
+	e.timer = time.AfterFunc(0, func() { _ = m.refresh(ctx, id, e) })
 }
 
 // Release drops a reference; the last one stops renewal and forgets the certificate.
@@ -146,14 +147,14 @@ func (m *Manager) Roots() *x509.CertPool {
 
 // refresh requests a certificate and schedules the next attempt: at half life after a
 // success, with exponential backoff after a failure. It runs on a timer, so an identity
-// holds no goroutine between renewals.
-func (m *Manager) refresh(ctx context.Context, id spiffe.ID, e *entry) {
+// holds no goroutine between renewals; RenewAll calls it directly.
+func (m *Manager) refresh(ctx context.Context, id spiffe.ID, e *entry) error {
 	log := m.cfg.Log.WithValues("identity", id.String())
 	cert, leaf, err := m.fetch(ctx, id)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if ctx.Err() != nil {
-		return // released meanwhile
+		return ctx.Err() // released meanwhile (or RenewAll's caller gave up): keep the schedule
 	}
 	var wait time.Duration
 	if err != nil {
@@ -175,6 +176,63 @@ func (m *Manager) refresh(ctx context.Context, id spiffe.ID, e *entry) {
 		log.Info("certificate issued", "serial", leaf.SerialNumber.Text(16), "notAfter", leaf.NotAfter, "renewIn", wait.Round(time.Second))
 	}
 	e.timer.Reset(wait)
+	return err
+}
+
+// Renewal is the outcome of a forced renewal of one identity's certificate.
+type Renewal struct {
+	Identity       string `json:"identity"`
+	PreviousSerial string `json:"previousSerial,omitempty"`
+	Serial         string `json:"serial,omitempty"` // the new certificate's; empty when it failed
+	Error          string `json:"error,omitempty"`
+}
+
+// RenewAll renews every identity's certificate now (new key, new CSR), through the same
+// path as the half-life renewal, one identity after the other; ctx bounds the wait. New
+// handshakes use the new certificates; open connections keep the one they were made with.
+// The next scheduled renewal moves to the new certificates' half life.
+func (m *Manager) RenewAll(ctx context.Context) []Renewal {
+	m.mu.Lock()
+	ids := make([]spiffe.ID, 0, len(m.certs))
+	for id := range m.certs {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+	out := make([]Renewal, 0, len(ids))
+	for _, id := range ids {
+		r := Renewal{Identity: id.String(), PreviousSerial: m.serial(id)}
+		if err := m.renew(ctx, id); err != nil {
+			r.Error = err.Error()
+		} else {
+			r.Serial = m.serial(id)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// renew runs refresh for id, bounded by both ctx and the identity's own lifetime.
+func (m *Manager) renew(ctx context.Context, id spiffe.ID) error {
+	m.mu.Lock()
+	e := m.certs[id]
+	m.mu.Unlock()
+	if e == nil {
+		return ErrUnknownIdentity // released since RenewAll listed it
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(e.ctx, cancel)()
+	return m.refresh(ctx, id, e)
+}
+
+func (m *Manager) serial(id spiffe.ID) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.certs[id]; e != nil && e.leaf != nil {
+		return serialHex(e.leaf.SerialNumber)
+	}
+	return ""
 }
 
 // renewAt is half way through the certificate's validity, counted from when it was
