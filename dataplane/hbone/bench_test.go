@@ -24,56 +24,26 @@ const benchChunk = 256 << 10
 // startSink runs a TCP server that reads and discards everything with a large
 // buffer, then closes.
 func startSink(tb testing.TB) netip.AddrPort {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	go func() {
+	return startUpstream(tb, func(c *net.TCPConn) {
+		buf := make([]byte, benchChunk)
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			if _, err := c.Read(buf); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, benchChunk)
-				for {
-					if _, err := c.Read(buf); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return l.Addr().(*net.TCPAddr).AddrPort()
+	})
 }
 
 // startSource runs a TCP server that writes chunks until the peer goes away.
 func startSource(tb testing.TB) netip.AddrPort {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	go func() {
+	return startUpstream(tb, func(c *net.TCPConn) {
+		buf := make([]byte, benchChunk)
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			if _, err := c.Write(buf); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, benchChunk)
-				for {
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return l.Addr().(*net.TCPAddr).AddrPort()
+	})
 }
 
 // uploadMBps writes total bytes to c in benchChunk writes and returns MB/s.
