@@ -51,7 +51,11 @@ type registry struct {
 	mu    sync.Mutex
 	next  uint64
 	conns map[uint64]*conn
-	idle  chan struct{} // closed when conns becomes empty, if someone waits
+	// handlers counts connection handlers still running, from accept on. A connection
+	// joins conns only once its upstream is dialled, so without this a drain would see
+	// "idle" while a just-accepted connection is still dialling, and cut it.
+	handlers int
+	idle     chan struct{} // closed when nothing is open or being set up, if someone waits
 }
 
 func newRegistry(m *metrics.Metrics, log logr.Logger) *registry {
@@ -74,10 +78,7 @@ func (r *registry) remove(c *conn) (reason string) {
 	delete(r.conns, c.id)
 	r.flushLocked(c)
 	reason = c.closedReason
-	if len(r.conns) == 0 && r.idle != nil {
-		close(r.idle)
-		r.idle = nil
-	}
+	r.signalIdleLocked()
 	r.mu.Unlock()
 	r.metrics.Closed(c.labels)
 	return reason
@@ -143,12 +144,36 @@ func (r *registry) closePod(uid string) {
 	}
 }
 
-// waitIdle returns a channel closed when no connection is open.
+// handlerStarted is called as a connection is accepted, before its handler runs;
+// handlerDone when the handler returns.
+func (r *registry) handlerStarted() {
+	r.mu.Lock()
+	r.handlers++
+	r.mu.Unlock()
+}
+
+func (r *registry) handlerDone() {
+	r.mu.Lock()
+	r.handlers--
+	r.signalIdleLocked()
+	r.mu.Unlock()
+}
+
+func (r *registry) idleLocked() bool { return len(r.conns) == 0 && r.handlers == 0 }
+
+func (r *registry) signalIdleLocked() {
+	if r.idleLocked() && r.idle != nil {
+		close(r.idle)
+		r.idle = nil
+	}
+}
+
+// waitIdle returns a channel closed when no connection is open or being set up.
 func (r *registry) waitIdle() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ch := make(chan struct{})
-	if len(r.conns) == 0 {
+	if r.idleLocked() {
 		close(ch)
 		return ch
 	}

@@ -81,8 +81,10 @@ func (p *podServer) acceptLoop(l net.Listener, wg *sync.WaitGroup, serve func(ne
 			return
 		}
 		wg.Add(1)
+		p.z.conns.handlerStarted()
 		go func() {
 			defer wg.Done()
+			defer p.z.conns.handlerDone()
 			serve(c)
 		}()
 	}
@@ -216,6 +218,8 @@ func workloadName(w *pb.Workload) string {
 // ServeHBONE handles an inbound CONNECT on the pod's 15008 (hbone.Handler).
 func (p *podServer) ServeHBONE(ctx context.Context, req *hbone.Request) error {
 	z := p.z
+	z.conns.handlerStarted()
+	defer z.conns.handlerDone()
 	src := remoteAddrPort(req.RemoteAddr)
 	lctx, cancel := context.WithTimeout(ctx, z.cfg.LazyStartTimeout)
 	defer cancel()
