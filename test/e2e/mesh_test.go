@@ -122,18 +122,7 @@ func TestDenyRefusesNewAndClosesOpenConnectionsAllowLets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer open.Close()
-	deny := &meshv1alpha1.MeshPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "deny-client", Namespace: "shop"},
-		Spec: meshv1alpha1.MeshPolicySpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
-			Action:   "DENY",
-			Rules:    []meshv1alpha1.Rule{{From: []meshv1alpha1.Source{{ServiceAccounts: []meshv1alpha1.ServiceAccountRef{"shop/client"}}}}},
-		},
-	}
-	if err := mesh.Client.Create(ctx, deny); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.IgnoreNotFound(mesh.Client.Delete(context.Background(), deny)) })
+	deny := denyClientPolicy(t, "deny-client")
 	mustBeRefused(t, w.Client, w.ServerB.Addr(), "DENY policy for shop/client")
 	eventually(t, 20*time.Second, "the connection opened before the DENY policy should be closed", func() error {
 		if open.Echo("still open?", time.Second) == nil {
@@ -216,4 +205,23 @@ func TestAmbientctlCheckOnANode(t *testing.T) {
 		t.Fatalf("ambientctl check on a node's CNI conf dir should pass: %v\n%s", err, out)
 	}
 	contains(t, "ambientctl check", out, "network namespaces", "ok", "10-podnet.conflist", "no istio-cni")
+}
+
+// denyClientPolicy creates a DENY MeshPolicy in shop refusing the client service
+// account on the echo servers, deleted when the test ends (if still there).
+func denyClientPolicy(t *testing.T, name string) *meshv1alpha1.MeshPolicy {
+	t.Helper()
+	deny := &meshv1alpha1.MeshPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"},
+		Spec: meshv1alpha1.MeshPolicySpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
+			Action:   "DENY",
+			Rules:    []meshv1alpha1.Rule{{From: []meshv1alpha1.Source{{ServiceAccounts: []meshv1alpha1.ServiceAccountRef{"shop/client"}}}}},
+		},
+	}
+	if err := mesh.Client.Create(context.Background(), deny); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.IgnoreNotFound(mesh.Client.Delete(context.Background(), deny)) })
+	return deny
 }

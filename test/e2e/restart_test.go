@@ -9,9 +9,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
 	"github.com/ambientmesh/ambient-operator/test/e2e/localmesh"
 )
@@ -169,18 +167,7 @@ func TestControlPlaneRestartKeepsTrafficAndResumesUpdates(t *testing.T) {
 	}
 	tr.finish(t, "while the control plane restarted")
 	// Updates resume: a DENY policy made after the restart is enforced.
-	deny := &meshv1alpha1.MeshPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "deny-after-restart", Namespace: "shop"},
-		Spec: meshv1alpha1.MeshPolicySpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
-			Action:   "DENY",
-			Rules:    []meshv1alpha1.Rule{{From: []meshv1alpha1.Source{{ServiceAccounts: []meshv1alpha1.ServiceAccountRef{"shop/client"}}}}},
-		},
-	}
-	if err := mesh.Client.Create(ctx, deny); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.IgnoreNotFound(mesh.Client.Delete(context.Background(), deny)) })
+	deny := denyClientPolicy(t, "deny-after-restart")
 	mustBeRefused(t, w.Client, w.ServerB.Addr(), "a DENY policy created after the control plane restarted")
 	if err := mesh.Client.Delete(ctx, deny); err != nil {
 		t.Fatal(err)
