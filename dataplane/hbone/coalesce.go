@@ -1,7 +1,6 @@
 package hbone
 
 import (
-	"crypto/tls"
 	"net"
 	"sync"
 )
@@ -124,51 +123,4 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 		c.rbuf, c.r, c.w = nil, 0, 0
 	}
 	return n, nil
-}
-
-// batchedTLSConn is the TLS connection HTTP/2 writes to: each Write is one
-// batch on the coalescingConn beneath. It embeds *tls.Conn so x/net/http2
-// still finds ConnectionState.
-type batchedTLSConn struct {
-	*tls.Conn
-	raw     *coalescingConn
-	onClose func()
-
-	readErrOnce sync.Once
-	readErr     error
-	readFailed  chan struct{} // closed once readErr is set
-}
-
-func newBatchedTLSConn(tc *tls.Conn, raw *coalescingConn, onClose func()) *batchedTLSConn {
-	return &batchedTLSConn{Conn: tc, raw: raw, onClose: onClose, readFailed: make(chan struct{})}
-}
-
-// Read records the first read error: with TLS 1.3 the server's verdict on
-// our certificate arrives as an alert on the first read, and x/net/http2
-// does not report it to callers.
-func (c *batchedTLSConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err != nil {
-		c.readErrOnce.Do(func() {
-			c.readErr = err
-			close(c.readFailed)
-		})
-	}
-	return n, err
-}
-
-func (c *batchedTLSConn) Write(p []byte) (int, error) {
-	c.raw.beginBatch()
-	n, err := c.Conn.Write(p)
-	if ferr := c.raw.endBatch(); err == nil && ferr != nil {
-		err = ferr
-	}
-	return n, err
-}
-
-func (c *batchedTLSConn) Close() error {
-	if c.onClose != nil {
-		c.onClose()
-	}
-	return c.Conn.Close()
 }

@@ -76,10 +76,10 @@ func closeWrite(c net.Conn) error {
 	return c.Close()
 }
 
-// directReader is implemented by our tunneled streams: a read that skips the
-// deadline machinery, for the one goroutine that owns the read side.
-type directReader interface {
-	readDirect(p []byte) (int, error)
+// streamWriterTo is implemented by both ends of a tunneled stream: it hands
+// the received buffer itself to the destination, without a copy.
+type streamWriterTo interface {
+	writeTo(dst io.Writer, count *atomic.Int64) error
 }
 
 // Copy buffers start small so that an idle connection holds only a small
@@ -96,26 +96,22 @@ var (
 )
 
 // copyData copies until EOF (returning nil) or an error.
-func copyData(dst, src net.Conn, count *atomic.Int64) error {
+func copyData(dst io.Writer, src io.Reader, count *atomic.Int64) error {
 	if isPlainTCP(dst) && isPlainTCP(src) {
 		// Both kernel sockets: io.Copy splices without entering user space.
 		n, err := io.Copy(dst, src)
 		count.Add(n)
 		return err
 	}
-	if c, ok := dst.(*Conn); ok {
-		return c.readFrom(src, count)
-	}
-	read := src.Read
-	if dr, ok := src.(directReader); ok {
-		read = dr.readDirect
+	if s, ok := src.(streamWriterTo); ok {
+		return s.writeTo(dst, count)
 	}
 	pool := &smallBufs
 	bp := pool.Get().(*[]byte)
 	defer func() { pool.Put(bp) }()
 	for {
 		buf := *bp
-		nr, rerr := read(buf)
+		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			nw, werr := dst.Write(buf[:nr])
 			count.Add(int64(nw))
@@ -142,7 +138,7 @@ func copyData(dst, src net.Conn, count *atomic.Int64) error {
 	}
 }
 
-func isPlainTCP(c net.Conn) bool {
+func isPlainTCP(c any) bool {
 	_, ok := c.(*net.TCPConn)
 	return ok
 }

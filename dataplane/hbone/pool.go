@@ -9,12 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 )
@@ -90,19 +91,12 @@ type poolKey struct {
 // poolConn is one pooled HTTP/2 connection.
 type poolConn struct {
 	key       poolKey
-	cc        *http2.ClientConn
-	conn      *batchedTLSConn
-	dead      atomic.Bool // the transport closed the connection
+	sess      *session
+	dead      atomic.Bool // the session ended
 	localAddr net.Addr
 	tlsState  tls.ConnectionState
 	created   time.Time
-	// settled is closed once the server's SETTINGS (and so its stream
-	// limit) are known; before that only the creating request uses cc.
-	settled   chan struct{}
-	settleErr error // set before settled is closed
 }
-
-func (pc *poolConn) isSettled() bool { return isClosed(pc.settled) }
 
 // dialCall is a connection being established for a key; concurrent requests
 // for the key wait for it instead of dialing their own.
@@ -114,7 +108,6 @@ type dialCall struct{ done chan struct{} }
 // when all are full another one is opened. It is safe for concurrent use.
 type Pool struct {
 	cfg PoolConfig
-	t   *http2.Transport
 
 	mu      sync.Mutex
 	conns   map[poolKey][]*poolConn
@@ -138,18 +131,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	if cfg.MaxReadFrameSize == 0 {
 		cfg.MaxReadFrameSize = 1 << 20
 	}
-	t := &http2.Transport{
-		DisableCompression: true,
-		MaxReadFrameSize:   cfg.MaxReadFrameSize,
-		PingTimeout:        cfg.PingTimeout,
-	}
-	if cfg.IdleTimeout > 0 {
-		t.IdleConnTimeout = cfg.IdleTimeout
-	}
-	if cfg.PingInterval > 0 {
-		t.ReadIdleTimeout = cfg.PingInterval
-	}
-	return &Pool{cfg: cfg, t: t, conns: map[poolKey][]*poolConn{}, dialing: map[poolKey]*dialCall{}}, nil
+	return &Pool{cfg: cfg, conns: map[poolKey][]*poolConn{}, dialing: map[poolKey]*dialCall{}}, nil
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -162,31 +144,30 @@ func orDefault(d, def time.Duration) time.Duration {
 // Dial opens a tunneled stream to d.Target through d.Via and returns once the
 // server answered 200 (its upstream connection is up). A refusal is a
 // *StatusError; a peer with the wrong identity an *IdentityMismatchError in
-// the chain. ctx bounds only the dial, not the stream's life.
+// the chain. ctx bounds only the dial, not the stream's life. A stream the
+// server did not process (REFUSED_STREAM, or GOAWAY) is sent once more.
 func (p *Pool) Dial(ctx context.Context, d DialRequest) (*Conn, error) {
 	if err := p.normalize(&d); err != nil {
 		return nil, err
 	}
-	pc, err := p.reserve(ctx, &d)
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		pc, err := p.reserve(ctx, &d)
+		if err != nil {
+			return nil, err
+		}
+		c, err := p.openStream(ctx, pc, &d)
+		if attempt == 0 && refusedUnprocessed(err) {
+			continue
+		}
+		return c, err
 	}
-	// x/net/http2 sizes a stream's upload frames from the server's SETTINGS
-	// when the stream starts: on a brand-new connection wait for them, or a
-	// bulk upload would be cut into 16 KiB frames for its whole life.
-	select {
-	case <-pc.settled:
-	case <-ctx.Done():
-		pc.cc.RoundTrip(new(http.Request)) // releases the reservation (documented x/net idiom)
-		return nil, fmt.Errorf("hbone: dial %s via %s: %w", d.Target, d.Via, context.Cause(ctx))
-	}
-	if pc.settleErr != nil {
-		// With TLS 1.3 the server judges our certificate after our side of
-		// the handshake is done: its verdict (an alert) surfaces here.
-		pc.cc.RoundTrip(new(http.Request))
-		return nil, fmt.Errorf("hbone: connection to %s (%s) failed: %w", d.Via, d.Peer, pc.settleErr)
-	}
-	return p.openStream(ctx, pc, &d)
+}
+
+// refusedUnprocessed says the server did not process the stream (RFC 9113
+// §8.7): it is safe to send it again.
+func refusedUnprocessed(err error) bool {
+	var se http2.StreamError
+	return errors.Is(err, errSessionGoingAway) || errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream
 }
 
 func (p *Pool) normalize(d *DialRequest) error {
@@ -203,7 +184,9 @@ func (p *Pool) normalize(d *DialRequest) error {
 }
 
 // reserve returns a connection with a stream reserved for this request,
-// reusing one with room or establishing a new one.
+// reusing one with room or establishing a new one. Until a new connection
+// has the server's SETTINGS (and so its stream limit), only the request that
+// created it uses it; the others wait.
 func (p *Pool) reserve(ctx context.Context, d *DialRequest) (*poolConn, error) {
 	key := poolKey{source: d.Source, peer: d.Peer, via: d.Via, sourceAddr: d.SourceAddr}
 	for {
@@ -214,11 +197,11 @@ func (p *Pool) reserve(ctx context.Context, d *DialRequest) (*poolConn, error) {
 		}
 		var wait chan struct{}
 		for _, pc := range p.liveLocked(key) {
-			if !pc.isSettled() {
-				wait = pc.settled
+			if !isClosed(pc.sess.settled) {
+				wait = pc.sess.settled
 				continue
 			}
-			if pc.cc.ReserveNewRequest() {
+			if pc.sess.reserve() {
 				p.mu.Unlock()
 				return pc, nil
 			}
@@ -245,10 +228,10 @@ func (p *Pool) reserve(ctx context.Context, d *DialRequest) (*poolConn, error) {
 		delete(p.dialing, key)
 		if err == nil {
 			if p.closed {
-				pc.cc.Close()
+				pc.sess.close(errors.New("hbone: pool is closed"))
 				err = errors.New("hbone: pool is closed")
 			} else {
-				pc.cc.ReserveNewRequest() // a fresh connection always has room for one
+				pc.sess.reserve() // a fresh connection always has room for one
 				p.pruneLocked()
 				p.conns[key] = append(p.conns[key], pc)
 			}
@@ -258,14 +241,11 @@ func (p *Pool) reserve(ctx context.Context, d *DialRequest) (*poolConn, error) {
 		if err != nil {
 			return nil, err
 		}
-		go p.settle(pc)
 		return pc, nil
 	}
 }
 
-// liveLocked drops the connections the transport has closed (after an
-// error, idle expiry or a finished shutdown). It must not call
-// ClientConn.State, which can block behind a stalled write.
+// liveLocked drops the connections whose session has ended.
 func (p *Pool) liveLocked(key poolKey) []*poolConn {
 	conns := p.conns[key]
 	live := conns[:0]
@@ -289,28 +269,6 @@ func (p *Pool) pruneLocked() {
 	}
 }
 
-// settle waits until the server's SETTINGS are known. The server sends them
-// before it answers anything, so the answer to a PING proves they arrived.
-func (p *Pool) settle(pc *poolConn) {
-	defer close(pc.settled)
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.HandshakeTimeout)
-	defer cancel()
-	if err := pc.cc.Ping(ctx); err != nil {
-		pc.settleErr = err
-		// If the server refused us, its alert is the useful error, not the
-		// broken pipe our PING may have hit: give the read side a moment.
-		select {
-		case <-pc.conn.readFailed:
-			if !errors.Is(pc.conn.readErr, net.ErrClosed) && !errors.Is(pc.conn.readErr, io.EOF) {
-				pc.settleErr = pc.conn.readErr
-			}
-		case <-time.After(time.Second):
-		}
-		pc.cc.SetDoNotReuse()
-		pc.cc.Close()
-	}
-}
-
 // connect establishes TCP + TLS + HTTP/2 to d.Via.
 func (p *Pool) connect(ctx context.Context, key poolKey, d *DialRequest) (*poolConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
@@ -329,62 +287,63 @@ func (p *Pool) connect(ctx context.Context, key poolKey, d *DialRequest) (*poolC
 		raw.Close()
 		return nil, fmt.Errorf("hbone: TLS handshake with %s (want %s): %w", d.Via, d.Peer, err)
 	}
-	pc := &poolConn{key: key, localAddr: raw.LocalAddr(), tlsState: tc.ConnectionState(), created: time.Now(), settled: make(chan struct{})}
-	// The transport closes the connection when it dies (error, idle
-	// expiry, GOAWAY completed): that is when the pool forgets it.
-	pc.conn = newBatchedTLSConn(tc, cr, func() { pc.dead.Store(true) })
-	cc, err := p.t.NewClientConn(pc.conn)
-	if err != nil {
-		tc.Close()
+	pc := &poolConn{key: key, localAddr: raw.LocalAddr(), tlsState: tc.ConnectionState(), created: time.Now()}
+	pc.sess = newSession(tc, cr, sessionConfig{
+		maxFrame: p.cfg.MaxReadFrameSize, streamWin: clientStreamWindow, connWin: clientConnWindow,
+		idleTimeout:  max(p.cfg.IdleTimeout, 0),
+		pingInterval: p.cfg.PingInterval, pingTimeout: p.cfg.PingTimeout,
+		onClose: func(error) { pc.dead.Store(true) },
+	})
+	if err := pc.sess.start(); err != nil {
+		pc.sess.close(err)
 		return nil, fmt.Errorf("hbone: HTTP/2 with %s: %w", d.Via, err)
 	}
-	pc.cc = cc
 	return pc, nil
 }
 
-// openStream sends the CONNECT on pc (which holds a reservation for it).
+// The receive windows of the download direction.
+const (
+	clientStreamWindow = 4 << 20
+	clientConnWindow   = 16 << 20
+)
+
+// openStream sends the CONNECT on pc (which holds a reservation for it) and
+// waits for the answer.
 func (p *Pool) openStream(ctx context.Context, pc *poolConn, d *DialRequest) (*Conn, error) {
-	// The stream outlives ctx: it gets its own context, tied to ctx only
-	// until the response arrives.
-	streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, cancel)
-	pr, pw := io.Pipe()
-	body := &uploadBody{pr: pr, early: d.EarlyData}
-	authority := d.Target.String()
-	req := (&http.Request{
-		Method:        http.MethodConnect,
-		URL:           &url.URL{Host: authority},
-		Host:          authority,
-		Header:        d.Header.Clone(),
-		Body:          body,
-		ContentLength: -1,
-	}).WithContext(streamCtx)
-	if req.Header == nil {
-		req.Header = http.Header{}
+	fields := []hpack.HeaderField{
+		{Name: ":method", Value: http.MethodConnect},
+		{Name: ":authority", Value: d.Target.String()},
 	}
-	resp, err := pc.cc.RoundTrip(req)
-	if !stop() {
-		// ctx ended while waiting for the answer.
-		if err == nil {
-			resp.Body.Close()
+	for name, values := range d.Header {
+		for _, v := range values {
+			fields = append(fields, hpack.HeaderField{Name: strings.ToLower(name), Value: v})
 		}
-		pw.CloseWithError(ErrStreamClosed)
-		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via, context.Cause(ctx))
 	}
+	st, err := pc.sess.openStream(fields, d.EarlyData)
 	if err != nil {
-		cancel()
-		pw.CloseWithError(ErrStreamClosed)
 		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		reason, _ := io.ReadAll(io.LimitReader(resp.Body, maxReasonLen))
-		resp.Body.Close()
-		cancel()
-		pw.CloseWithError(ErrStreamClosed)
-		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via,
-			&StatusError{Code: resp.StatusCode, Reason: string(reason)})
+	c := &Conn{st: st, target: d.Target, via: d.Via, peer: d.Peer, pc: pc}
+	select {
+	case <-st.answered:
+	case <-ctx.Done():
+		st.Close()
+		return nil, fmt.Errorf("hbone: dial %s via %s: %w", d.Target, d.Via, context.Cause(ctx))
 	}
-	return newConn(pc, d, resp, pw, body, cancel), nil
+	pc.sess.mu.Lock()
+	status, serr := st.status, st.err
+	pc.sess.mu.Unlock()
+	switch {
+	case status == 0:
+		st.Close()
+		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via, serr)
+	case status != http.StatusOK:
+		reason, _ := io.ReadAll(io.LimitReader(c, maxReasonLen))
+		st.Close()
+		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via,
+			&StatusError{Code: status, Reason: string(reason)})
+	}
+	return c, nil
 }
 
 // PoolStats is a snapshot of a Pool.
@@ -415,15 +374,12 @@ func (p *Pool) Stats() PoolStats {
 	p.mu.Unlock()
 	var s PoolStats
 	for _, pc := range all {
-		{
-			st := pc.cc.State()
-			s.Conns = append(s.Conns, ConnStats{
-				Source: pc.key.source, Peer: pc.key.peer, Via: pc.key.via, SourceAddr: pc.key.sourceAddr,
-				LocalAddr: pc.localAddr.String(), Streams: st.StreamsActive, MaxStreams: st.MaxConcurrentStreams,
-				Created: pc.created,
-			})
-			s.Streams += st.StreamsActive
-		}
+		active, limit := pc.sess.streamCounts()
+		s.Conns = append(s.Conns, ConnStats{
+			Source: pc.key.source, Peer: pc.key.peer, Via: pc.key.via, SourceAddr: pc.key.sourceAddr,
+			LocalAddr: pc.localAddr.String(), Streams: active, MaxStreams: limit, Created: pc.created,
+		})
+		s.Streams += active
 	}
 	return s
 }
@@ -438,7 +394,7 @@ func (p *Pool) Close() error {
 	p.mu.Unlock()
 	for _, list := range conns {
 		for _, pc := range list {
-			pc.cc.Close()
+			pc.sess.close(errors.New("hbone: pool closed"))
 		}
 	}
 	return nil

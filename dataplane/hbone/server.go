@@ -5,11 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log"
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -90,15 +88,13 @@ var ErrServerClosed = errors.New("hbone: server closed")
 type Server struct {
 	cfg    ServerConfig
 	tls    *tls.Config
-	h2     *http2.Server
-	hs     *http.Server // only carries x/net's graceful-shutdown hook
 	log    logr.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
+	conns     map[net.Conn]*session // nil session: still in the TLS handshake
 	shutdown  bool
 	idle      chan struct{} // closed when conns becomes empty during shutdown
 }
@@ -126,28 +122,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = logr.Discard()
 	}
-	h2 := &http2.Server{
-		MaxConcurrentStreams:         cfg.MaxConcurrentStreams,
-		MaxReadFrameSize:             cfg.MaxReadFrameSize,
-		MaxUploadBufferPerStream:     cfg.StreamWindow,
-		MaxUploadBufferPerConnection: cfg.ConnWindow,
-		IdleTimeout:                  cfg.IdleTimeout,
-		PingTimeout:                  cfg.PingTimeout,
-	}
-	if cfg.PingInterval > 0 {
-		h2.ReadIdleTimeout = cfg.PingInterval
-	}
-	tlsConf := ServerTLSConfig(cfg.Identity, cfg.Certs, cfg.Roots)
-	// x/net/http2 reports connection errors through the http.Server's
-	// ErrorLog: route them to our logger (they are peers' mistakes).
-	hs := &http.Server{TLSConfig: tlsConf.Clone(), ErrorLog: log.New(logWriter{cfg.Logger.V(1)}, "", 0)}
-	if err := http2.ConfigureServer(hs, h2); err != nil {
-		return nil, fmt.Errorf("hbone: configure HTTP/2: %w", err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		cfg: cfg, tls: tlsConf, h2: h2, hs: hs, log: cfg.Logger, ctx: ctx, cancel: cancel,
-		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{},
+		cfg: cfg, tls: ServerTLSConfig(cfg.Identity, cfg.Certs, cfg.Roots), log: cfg.Logger, ctx: ctx, cancel: cancel,
+		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]*session{},
 	}, nil
 }
 
@@ -179,11 +157,11 @@ func (s *Server) Serve(l net.Listener) error {
 // ServeConn serves one accepted TCP connection: TLS handshake, then HTTP/2
 // until the connection ends. It closes c.
 func (s *Server) ServeConn(c net.Conn) {
-	if !s.trackConn(c, true) {
+	if !s.trackConn(c, nil, true) {
 		c.Close()
 		return
 	}
-	defer s.trackConn(c, false)
+	defer s.trackConn(c, nil, false)
 	cr := newCoalescingConn(c)
 	tc := tls.Server(cr, s.tls)
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
@@ -194,12 +172,6 @@ func (s *Server) ServeConn(c net.Conn) {
 		c.Close()
 		return
 	}
-	if s.isShutdown() {
-		// Shutdown began during the handshake: x/net's GOAWAY broadcast has
-		// missed this connection, so do not start serving it.
-		tc.Close()
-		return
-	}
 	cs := tc.ConnectionState()
 	peer, err := PeerIdentity(&cs)
 	if err != nil { // VerifyConnection already checked it; never expected
@@ -207,29 +179,36 @@ func (s *Server) ServeConn(c net.Conn) {
 		return
 	}
 	info := &connInfo{peer: peer, remote: c.RemoteAddr(), local: c.LocalAddr(), tls: &cs}
-	connCtx := context.WithValue(s.ctx, connInfoKey{}, info)
-	s.h2.ServeConn(newBatchedTLSConn(tc, cr, nil), &http2.ServeConnOpts{Context: connCtx, BaseConfig: s.hs, Handler: http.HandlerFunc(s.serveHTTP)})
-	c.Close()
+	ended := make(chan struct{})
+	sess := newSession(tc, cr, sessionConfig{
+		server: true, maxFrame: s.cfg.MaxReadFrameSize, streamWin: s.cfg.StreamWindow, connWin: s.cfg.ConnWindow,
+		maxStreams: s.cfg.MaxConcurrentStreams, idleTimeout: s.cfg.IdleTimeout,
+		pingInterval: s.cfg.PingInterval, pingTimeout: s.cfg.PingTimeout, log: s.log,
+		onRequest: func(st *h2stream, hf *http2.MetaHeadersFrame) { s.serveStream(info, st, hf) },
+		onClose: func(err error) {
+			s.log.V(1).Info("HBONE connection ended", "remote", info.remote.String(), "reason", err.Error())
+			close(ended)
+		},
+	})
+	if !s.trackConn(c, sess, true) {
+		// Shutdown began during the handshake: do not start serving.
+		tc.Close()
+		return
+	}
+	if err := sess.start(); err != nil {
+		s.log.V(1).Info("HBONE connection refused", "remote", info.remote.String(), "error", err.Error())
+		sess.close(err)
+		return
+	}
+	<-ended
 }
 
-// logWriter adapts a logr.Logger to the io.Writer of a *log.Logger.
-type logWriter struct{ l logr.Logger }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.l.Info(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-// connInfo is what every request of one connection shares. x/net/http2
-// leaves Request.TLS nil for CONNECT (it has no :scheme), so the verified
-// identity travels in the connection's context instead.
+// connInfo is what every request of one connection shares.
 type connInfo struct {
 	peer          spiffe.ID
 	remote, local net.Addr
 	tls           *tls.ConnectionState
 }
-
-type connInfoKey struct{}
 
 // Shutdown stops accepting, asks clients to go away (GOAWAY: no new
 // streams) and waits until open streams finish or ctx is done, then closes
@@ -245,8 +224,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		close(s.idle)
 	}
 	idle := s.idle
+	var sessions []*session
+	for _, sess := range s.conns {
+		if sess != nil {
+			sessions = append(sessions, sess)
+		}
+	}
 	s.mu.Unlock()
-	s.hs.Shutdown(ctx) // runs x/net's hook: GOAWAY on every HTTP/2 connection
+	for _, sess := range sessions {
+		sess.goAway()
+	}
 	select {
 	case <-idle:
 		s.cancel()
@@ -292,14 +279,16 @@ func (s *Server) track(l net.Listener, add bool) bool {
 	return true
 }
 
-func (s *Server) trackConn(c net.Conn, add bool) bool {
+// trackConn registers c (add, with its session once there is one) or
+// forgets it; it refuses new connections and sessions after Shutdown.
+func (s *Server) trackConn(c net.Conn, sess *session, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
 		if s.shutdown {
 			return false
 		}
-		s.conns[c] = struct{}{}
+		s.conns[c] = sess
 		return true
 	}
 	delete(s.conns, c)
@@ -309,65 +298,58 @@ func (s *Server) trackConn(c net.Conn, add bool) bool {
 	return true
 }
 
-// serveHTTP validates one request and runs the Handler for it.
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	req, code, err := s.parseRequest(r)
+// serveStream validates one request and runs the Handler for it.
+func (s *Server) serveStream(info *connInfo, st *h2stream, hf *http2.MetaHeadersFrame) {
+	req, code, err := s.parseRequest(info, hf)
 	if err != nil {
-		writeRefusal(w, code, err.Error())
+		refuse(st, code, err.Error())
+		(&Stream{st: st}).stopUpload()
 		return
 	}
-	st := newStream(w, r, req)
-	req.stream = st
-	result := make(chan error, 1)
-	// The handler runs on its own goroutine so that CloseWrite can end the
-	// response stream at once: x/net/http2 only sends END_STREAM when this
-	// function returns.
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error(fmt.Errorf("panic: %v", p), "HBONE handler panicked", "target", req.Target.String())
-				result <- fmt.Errorf("hbone: handler panicked: %v", p)
-			}
-		}()
-		result <- s.cfg.Handler.ServeHBONE(r.Context(), req)
-	}()
-	select {
-	case err := <-result:
-		st.finish(err)
-	case <-st.ended:
-		st.finish(nil)
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	sess := st.s
+	sess.mu.Lock()
+	st.cancel = cancel
+	if st.err != nil || st.closed {
+		cancel()
 	}
+	sess.mu.Unlock()
+	stream := newStream(st, req)
+	req.stream = stream
+	stream.finish(s.runHandler(ctx, req))
 }
 
-// parseRequest checks method and authority and reads the peer identity.
-func (s *Server) parseRequest(r *http.Request) (*Request, int, error) {
-	if r.Method != http.MethodConnect {
-		return nil, http.StatusMethodNotAllowed, fmt.Errorf("hbone: method %s not allowed, only CONNECT", r.Method)
+func (s *Server) runHandler(ctx context.Context, req *Request) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error(fmt.Errorf("panic: %v", p), "HBONE handler panicked", "target", req.Target.String())
+			err = fmt.Errorf("hbone: handler panicked: %v", p)
+		}
+	}()
+	return s.cfg.Handler.ServeHBONE(ctx, req)
+}
+
+// parseRequest checks method and authority.
+func (s *Server) parseRequest(info *connInfo, hf *http2.MetaHeadersFrame) (*Request, int, error) {
+	if m := hf.PseudoValue("method"); m != http.MethodConnect {
+		return nil, http.StatusMethodNotAllowed, fmt.Errorf("hbone: method %s not allowed, only CONNECT", m)
 	}
-	if r.Header.Get(":protocol") != "" {
+	if hf.PseudoValue("protocol") != "" {
 		return nil, http.StatusBadRequest, errors.New("hbone: extended CONNECT (:protocol) is not supported")
 	}
-	target, err := ParseAuthority(r.Host)
+	if hf.PseudoValue("path") != "" || hf.PseudoValue("scheme") != "" {
+		return nil, http.StatusBadRequest, errors.New("hbone: CONNECT must not carry :path or :scheme")
+	}
+	target, err := ParseAuthority(hf.PseudoValue("authority"))
 	if err != nil {
 		return nil, http.StatusBadRequest, err
 	}
-	info, ok := r.Context().Value(connInfoKey{}).(*connInfo)
-	if !ok {
-		return nil, http.StatusForbidden, errors.New("hbone: connection has no verified peer")
+	header := make(http.Header, len(hf.RegularFields()))
+	for _, f := range hf.RegularFields() {
+		header.Add(http.CanonicalHeaderKey(f.Name), f.Value)
 	}
-	req := &Request{Peer: info.peer, Identity: s.cfg.Identity, Target: target, Header: r.Header,
+	req := &Request{Peer: info.peer, Identity: s.cfg.Identity, Target: target, Header: header,
 		RemoteAddr: info.remote, LocalAddr: info.local, TLS: info.tls}
 	return req, 0, nil
-}
-
-func writeRefusal(w http.ResponseWriter, code int, reason string) {
-	if len(reason) > maxReasonLen {
-		reason = reason[:maxReasonLen]
-	}
-	if code == http.StatusMethodNotAllowed {
-		w.Header().Set("Allow", http.MethodConnect)
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(code)
-	w.Write([]byte(reason))
 }

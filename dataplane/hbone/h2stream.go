@@ -1,0 +1,416 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// h2stream is one HTTP/2 stream of a session: the byte stream both Conn (client
+// end) and Stream (server end) are built on. Received DATA waits in recv until
+// read; writes wait for send window and write their DATA frames themselves.
+type h2stream struct {
+	s  *session
+	id uint32
+
+	rmu sync.Mutex // serializes readers
+	wmu sync.Mutex // serializes writers (DATA order)
+	rdl *deadline
+	wdl *deadline
+
+	readable chan struct{} // cap 1: recv, remoteEnd or err changed
+	answered chan struct{} // client: closed at the response HEADERS (or failure)
+
+	// Guarded by s.mu.
+	recv       []byte
+	roff       int
+	spare      []byte
+	recvWin    int32 // what the peer may still send
+	pendingAck int32 // consumed, not yet returned in a WINDOW_UPDATE
+	sendWin    int64
+	remoteEnd  bool // END_STREAM received
+	localEnd   bool // END_STREAM sent
+	closed     bool // Close called
+	err        error // reset (by either side) or connection lost
+	status     int   // client: the response status
+	header     http.Header
+	cancel     context.CancelFunc // server: ends the request's context
+}
+
+// keepBufSize bounds the receive buffer a stream keeps for reuse.
+const keepBufSize = 1 << 20
+
+func newH2Stream(s *session, id uint32) *h2stream {
+	st := &h2stream{
+		s: s, id: id,
+		readable: make(chan struct{}, 1),
+		answered: make(chan struct{}),
+		recvWin:  s.cfg.streamWin,
+		sendWin:  int64(s.peerInitWin),
+	}
+	st.rdl = newDeadline(nil)
+	st.wdl = newDeadline(nil)
+	return st
+}
+
+func (st *h2stream) wakeReader() {
+	select {
+	case st.readable <- struct{}{}:
+	default:
+	}
+}
+
+// appendLocked takes a DATA frame's payload; n is its flow-controlled
+// length. finished says both sides have now ended the stream.
+func (st *h2stream) appendLocked(data []byte, n int32, end bool) (finished bool, err error) {
+	if st.remoteEnd {
+		return false, http2.StreamError{StreamID: st.id, Code: http2.ErrCodeStreamClosed}
+	}
+	if n > st.recvWin {
+		return false, http2.StreamError{StreamID: st.id, Code: http2.ErrCodeFlowControl}
+	}
+	st.recvWin -= n
+	if st.closed || st.err != nil {
+		return false, errDiscarded // nobody reads any more: the caller returns the window
+	}
+	if st.roff == len(st.recv) {
+		st.recv, st.roff = st.recv[:0], 0
+	}
+	st.recv = append(st.recv, data...)
+	st.remoteEnd = end
+	st.wakeReader()
+	return end && st.localEnd, nil
+}
+
+var errDiscarded = errors.New("hbone: data for a closed stream discarded")
+
+// headers takes the HEADERS of an open stream: the client's response, or
+// trailers (which only end the stream).
+func (st *h2stream) headers(f *http2.MetaHeadersFrame) {
+	s := st.s
+	s.mu.Lock()
+	if !s.cfg.server && st.status == 0 {
+		code, err := strconv.Atoi(f.PseudoValue("status"))
+		if err != nil || code < 100 || code > 999 {
+			s.mu.Unlock()
+			s.resetByUs(st.id, http2.ErrCodeProtocol)
+			return
+		}
+		if code < 200 {
+			s.mu.Unlock()
+			return // informational; the final answer follows
+		}
+		st.status = code
+		st.header = make(http.Header, len(f.RegularFields()))
+		for _, hf := range f.RegularFields() {
+			st.header.Add(http.CanonicalHeaderKey(hf.Name), hf.Value)
+		}
+		close(st.answered)
+	}
+	finished := false
+	if f.StreamEnded() && !st.remoteEnd {
+		st.remoteEnd = true
+		finished = st.localEnd
+		st.wakeReader()
+	}
+	s.mu.Unlock()
+	if finished {
+		s.forget(st)
+	}
+}
+
+// fail ends the stream with err (a reset by the peer, a protocol error, the
+// connection lost). Data already received stays readable only when the peer
+// had ended its side cleanly.
+func (st *h2stream) fail(err error) {
+	s := st.s
+	s.mu.Lock()
+	if st.err == nil {
+		st.err = err
+	}
+	var se http2.StreamError
+	keep := st.remoteEnd && errors.As(err, &se) && se.Code == http2.ErrCodeNo
+	unread := 0
+	if !keep {
+		unread = len(st.recv) - st.roff
+		st.recv, st.roff, st.spare = nil, 0, nil
+	}
+	st.answeredLocked()
+	st.endContextLocked()
+	s.windowsChangedLocked()
+	s.mu.Unlock()
+	st.wakeReader()
+	if unread > 0 {
+		s.consumed(nil, int32(unread))
+	}
+	s.forget(st)
+}
+
+func (st *h2stream) answeredLocked() {
+	select {
+	case <-st.answered:
+	default:
+		close(st.answered)
+	}
+}
+
+func (st *h2stream) endContextLocked() {
+	if st.cancel != nil {
+		st.cancel()
+	}
+}
+
+// Read reads what the peer sent.
+func (st *h2stream) Read(p []byte) (int, error) {
+	st.rmu.Lock()
+	defer st.rmu.Unlock()
+	s := st.s
+	for {
+		s.mu.Lock()
+		if st.closed {
+			s.mu.Unlock()
+			return 0, ErrStreamClosed
+		}
+		if st.roff < len(st.recv) {
+			n := copy(p, st.recv[st.roff:])
+			st.roff += n
+			s.mu.Unlock()
+			s.consumed(st, int32(n))
+			return n, nil
+		}
+		if err := st.readEndLocked(); err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+		s.mu.Unlock()
+		if err := st.waitReadable(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// readEndLocked is io.EOF after the peer's END_STREAM, the stream's error
+// after a reset, nil while more may come.
+func (st *h2stream) readEndLocked() error {
+	switch {
+	case st.remoteEnd:
+		return io.EOF
+	case st.err != nil:
+		return st.err
+	}
+	return nil
+}
+
+func (st *h2stream) waitReadable() error {
+	expired := st.rdl.wait()
+	if isClosed(expired) {
+		return os.ErrDeadlineExceeded
+	}
+	select {
+	case <-st.readable:
+		return nil
+	case <-expired:
+		return os.ErrDeadlineExceeded
+	}
+}
+
+// writeTo copies what the peer sends to dst until END_STREAM (nil) or an
+// error. The received buffer itself is written, not a copy: the session
+// appends to a spare one meanwhile.
+func (st *h2stream) writeTo(dst io.Writer, count *atomic.Int64) error {
+	st.rmu.Lock()
+	defer st.rmu.Unlock()
+	s := st.s
+	for {
+		s.mu.Lock()
+		if st.closed {
+			s.mu.Unlock()
+			return ErrStreamClosed
+		}
+		if st.roff < len(st.recv) {
+			buf, chunk := st.recv, st.recv[st.roff:]
+			st.recv, st.roff, st.spare = st.spare[:0], 0, nil
+			s.mu.Unlock()
+			n, err := dst.Write(chunk)
+			count.Add(int64(n))
+			s.consumed(st, int32(len(chunk)))
+			if cap(buf) <= keepBufSize {
+				s.mu.Lock()
+				if st.spare == nil && !st.closed && st.err == nil {
+					st.spare = buf[:0]
+				}
+				s.mu.Unlock()
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		err := st.readEndLocked()
+		s.mu.Unlock()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := st.waitReadable(); err != nil {
+			return err
+		}
+	}
+}
+
+// Write sends p as DATA frames, as the send windows allow.
+func (st *h2stream) Write(p []byte) (int, error) {
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	written := 0
+	for len(p) > 0 {
+		n, err := st.awaitSendWindow(len(p))
+		if err != nil {
+			return written, err
+		}
+		if err := st.s.write(func() error { return st.s.fr.WriteData(st.id, false, p[:n]) }); err != nil {
+			return written, fmt.Errorf("hbone: stream %d: %w", st.id, err)
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// awaitSendWindow reserves up to want bytes of send window (one frame's worth).
+func (st *h2stream) awaitSendWindow(want int) (int, error) {
+	s := st.s
+	for {
+		expired := st.wdl.wait()
+		s.mu.Lock()
+		if err := st.writableLocked(); err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+		if isClosed(expired) {
+			s.mu.Unlock()
+			return 0, os.ErrDeadlineExceeded
+		}
+		n := min(int64(want), int64(maxDataFrame), int64(s.peerMaxFrame), st.sendWin, s.sendWin)
+		if n > 0 {
+			st.sendWin -= n
+			s.sendWin -= n
+			s.mu.Unlock()
+			return int(n), nil
+		}
+		changed := s.winChanged
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-expired:
+			// Blocked past the write deadline: as with crypto/tls, the
+			// stream cannot be resumed, so it is reset.
+			st.reset(http2.ErrCodeCancel, os.ErrDeadlineExceeded)
+			return 0, os.ErrDeadlineExceeded
+		}
+	}
+}
+
+func (st *h2stream) writableLocked() error {
+	switch {
+	case st.closed:
+		return ErrStreamClosed
+	case st.localEnd:
+		return fmt.Errorf("hbone: write after CloseWrite: %w", net.ErrClosed)
+	case st.err != nil:
+		var se http2.StreamError
+		if errors.As(st.err, &se) && st.remoteEnd {
+			return fmt.Errorf("hbone: stream was closed by the peer: %w", net.ErrClosed)
+		}
+		return st.err
+	}
+	return nil
+}
+
+// CloseWrite sends END_STREAM: the peer reads EOF; reading goes on.
+func (st *h2stream) CloseWrite() error {
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	s := st.s
+	s.mu.Lock()
+	if st.localEnd || st.closed || st.err != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	st.localEnd = true
+	finished := st.remoteEnd
+	s.mu.Unlock()
+	err := s.write(func() error { return s.fr.WriteData(st.id, true, nil) })
+	if finished {
+		s.forget(st)
+	}
+	return err
+}
+
+// Close resets the stream unless both sides already ended it, and fails
+// blocked reads and writes.
+func (st *h2stream) Close() error {
+	st.reset(http2.ErrCodeCancel, nil)
+	return nil
+}
+
+// reset closes the stream locally, sending RST_STREAM(code) if it is still
+// open; cause, if set, is what later writes report.
+func (st *h2stream) reset(code http2.ErrCode, cause error) {
+	s := st.s
+	s.mu.Lock()
+	if st.closed {
+		s.mu.Unlock()
+		return
+	}
+	st.closed = true
+	open := st.err == nil && !(st.localEnd && st.remoteEnd)
+	if st.err == nil {
+		st.err = ErrStreamClosed
+		if cause != nil {
+			st.err = cause
+		}
+	}
+	unread := len(st.recv) - st.roff
+	st.recv, st.roff, st.spare = nil, 0, nil
+	st.answeredLocked()
+	st.endContextLocked()
+	s.windowsChangedLocked()
+	s.mu.Unlock()
+	st.wakeReader()
+	if open {
+		// Written now, not queued: a stream opened right after this one
+		// must find the slot free at the peer.
+		_ = s.write(func() error { return s.fr.WriteRSTStream(st.id, code) })
+	}
+	if unread > 0 {
+		s.consumed(nil, int32(unread))
+	}
+	s.forget(st)
+}
+
+// setReadDeadline and setWriteDeadline follow net.Conn: a deadline set while
+// a call is blocked applies to it.
+func (st *h2stream) setReadDeadline(t time.Time) {
+	st.rdl.set(t)
+	st.wakeReader() // a blocked Read re-reads the deadline
+}
+
+func (st *h2stream) setWriteDeadline(t time.Time) {
+	st.wdl.set(t)
+	st.s.mu.Lock()
+	st.s.windowsChangedLocked() // a Write waiting for window re-reads the deadline
+	st.s.mu.Unlock()
+}
