@@ -32,9 +32,7 @@ type h2stream struct {
 	answered chan struct{} // client: closed at the response HEADERS (or failure)
 
 	// Guarded by s.mu.
-	recv       []byte
-	roff       int
-	spare      []byte
+	recv       recvQueue
 	recvWin    int32 // what the peer may still send
 	pendingAck int32 // consumed, not yet returned in a WINDOW_UPDATE
 	sendWin    int64
@@ -46,9 +44,6 @@ type h2stream struct {
 	header     http.Header
 	cancel     context.CancelFunc // server: ends the request's context
 }
-
-// keepBufSize bounds the receive buffer a stream keeps for reuse.
-const keepBufSize = 1 << 20
 
 func newH2Stream(s *session, id uint32) *h2stream {
 	st := &h2stream{
@@ -83,10 +78,7 @@ func (st *h2stream) appendLocked(data []byte, n int32, end bool) (finished bool,
 	if st.closed || st.err != nil {
 		return false, errDiscarded // nobody reads any more: the caller returns the window
 	}
-	if st.roff == len(st.recv) {
-		st.recv, st.roff = st.recv[:0], 0
-	}
-	st.recv = append(st.recv, data...)
+	st.recv.push(data)
 	st.remoteEnd = end
 	st.wakeReader()
 	return end && st.localEnd, nil
@@ -142,8 +134,8 @@ func (st *h2stream) fail(err error) {
 	keep := st.remoteEnd && errors.As(err, &se) && se.Code == http2.ErrCodeNo
 	unread := 0
 	if !keep {
-		unread = len(st.recv) - st.roff
-		st.recv, st.roff, st.spare = nil, 0, nil
+		unread = st.recv.len()
+		st.recv.drop()
 	}
 	st.answeredLocked()
 	st.endContextLocked()
@@ -181,9 +173,8 @@ func (st *h2stream) Read(p []byte) (int, error) {
 			s.mu.Unlock()
 			return 0, ErrStreamClosed
 		}
-		if st.roff < len(st.recv) {
-			n := copy(p, st.recv[st.roff:])
-			st.roff += n
+		if st.recv.len() > 0 {
+			n := st.recv.read(p)
 			s.mu.Unlock()
 			s.consumed(st, int32(n))
 			return n, nil
@@ -225,8 +216,8 @@ func (st *h2stream) waitReadable() error {
 }
 
 // writeTo copies what the peer sends to dst until END_STREAM (nil) or an
-// error. The received buffer itself is written, not a copy: the session
-// appends to a spare one meanwhile.
+// error. The received chunks themselves are written (no copy), all that is
+// queued at once.
 func (st *h2stream) writeTo(dst io.Writer, count *atomic.Int64) error {
 	st.rmu.Lock()
 	defer st.rmu.Unlock()
@@ -237,20 +228,13 @@ func (st *h2stream) writeTo(dst io.Writer, count *atomic.Int64) error {
 			s.mu.Unlock()
 			return ErrStreamClosed
 		}
-		if st.roff < len(st.recv) {
-			buf, chunk := st.recv, st.recv[st.roff:]
-			st.recv, st.roff, st.spare = st.spare[:0], 0, nil
+		if st.recv.len() > 0 {
+			queued := st.recv.take()
 			s.mu.Unlock()
-			n, err := dst.Write(chunk)
-			count.Add(int64(n))
-			s.consumed(st, int32(len(chunk)))
-			if cap(buf) <= keepBufSize {
-				s.mu.Lock()
-				if st.spare == nil && !st.closed && st.err == nil {
-					st.spare = buf[:0]
-				}
-				s.mu.Unlock()
-			}
+			size := queued.len()
+			n, err := queued.writeTo(dst)
+			count.Add(n)
+			s.consumed(st, int32(size))
 			if err != nil {
 				return err
 			}
@@ -270,17 +254,28 @@ func (st *h2stream) writeTo(dst io.Writer, count *atomic.Int64) error {
 	}
 }
 
-// Write sends p as DATA frames, as the send windows allow.
+// Write sends p as DATA frames, as the send windows allow. The frames for
+// all the window available at once leave in one write(2).
 func (st *h2stream) Write(p []byte) (int, error) {
 	st.wmu.Lock()
 	defer st.wmu.Unlock()
 	written := 0
 	for len(p) > 0 {
-		n, err := st.awaitSendWindow(len(p))
+		n, frameSize, err := st.awaitSendWindow(len(p))
 		if err != nil {
 			return written, err
 		}
-		if err := st.s.write(func() error { return st.s.fr.WriteData(st.id, false, p[:n]) }); err != nil {
+		err = st.s.write(func() error {
+			for chunk := p[:n]; len(chunk) > 0; {
+				size := min(len(chunk), frameSize)
+				if err := st.s.fr.WriteData(st.id, false, chunk[:size]); err != nil {
+					return err
+				}
+				chunk = chunk[size:]
+			}
+			return nil
+		})
+		if err != nil {
 			return written, fmt.Errorf("hbone: stream %d: %w", st.id, err)
 		}
 		written += n
@@ -289,26 +284,27 @@ func (st *h2stream) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// awaitSendWindow reserves up to want bytes of send window (one frame's worth).
-func (st *h2stream) awaitSendWindow(want int) (int, error) {
+// awaitSendWindow reserves up to want bytes of send window, and says how
+// large the frames carrying them may be.
+func (st *h2stream) awaitSendWindow(want int) (n, frameSize int, err error) {
 	s := st.s
 	for {
 		expired := st.wdl.wait()
 		s.mu.Lock()
 		if err := st.writableLocked(); err != nil {
 			s.mu.Unlock()
-			return 0, err
+			return 0, 0, err
 		}
 		if isClosed(expired) {
 			s.mu.Unlock()
-			return 0, os.ErrDeadlineExceeded
+			return 0, 0, os.ErrDeadlineExceeded
 		}
-		n := min(int64(want), int64(maxDataFrame), int64(s.peerMaxFrame), st.sendWin, s.sendWin)
-		if n > 0 {
+		if n := min(int64(want), st.sendWin, s.sendWin); n > 0 {
 			st.sendWin -= n
 			s.sendWin -= n
+			frameSize := min(maxDataFrame, int(s.peerMaxFrame))
 			s.mu.Unlock()
-			return int(n), nil
+			return int(n), frameSize, nil
 		}
 		changed := s.winChanged
 		s.mu.Unlock()
@@ -318,7 +314,7 @@ func (st *h2stream) awaitSendWindow(want int) (int, error) {
 			// Blocked past the write deadline: as with crypto/tls, the
 			// stream cannot be resumed, so it is reset.
 			st.reset(http2.ErrCodeCancel, os.ErrDeadlineExceeded)
-			return 0, os.ErrDeadlineExceeded
+			return 0, 0, os.ErrDeadlineExceeded
 		}
 	}
 }
@@ -383,8 +379,8 @@ func (st *h2stream) reset(code http2.ErrCode, cause error) {
 			st.err = cause
 		}
 	}
-	unread := len(st.recv) - st.roff
-	st.recv, st.roff, st.spare = nil, 0, nil
+	unread := st.recv.len()
+	st.recv.drop()
 	st.answeredLocked()
 	st.endContextLocked()
 	s.windowsChangedLocked()

@@ -124,6 +124,7 @@ func newSession(tc *tls.Conn, raw *coalescingConn, cfg sessionConfig) *session {
 	s.fr.SetMaxReadFrameSize(cfg.maxFrame)
 	s.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	s.fr.MaxHeaderListSize = maxHeaderListSize
+	s.fr.SetReuseFrames() // DATA is copied out before the next read
 	s.henc = hpack.NewEncoder(&s.hbuf)
 	s.lastRead.Store(time.Now().UnixNano())
 	return s
