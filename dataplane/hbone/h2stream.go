@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -33,6 +34,7 @@ type h2stream struct {
 
 	// Guarded by s.mu.
 	recv       recvQueue
+	parked     *directSink // writeTo waits with nothing queued: DATA may go straight to its destination
 	recvWin    int32 // what the peer may still send
 	pendingAck int32 // consumed, not yet returned in a WINDOW_UPDATE
 	sendWin    int64
@@ -66,22 +68,60 @@ func (st *h2stream) wakeReader() {
 }
 
 // appendLocked takes a DATA frame's payload; n is its flow-controlled
-// length. finished says both sides have now ended the stream.
-func (st *h2stream) appendLocked(data []byte, n int32, end bool) (finished bool, err error) {
+// length. finished says both sides have now ended the stream; direct is how
+// much of data went straight to the destination of a waiting writeTo (it
+// releases s.mu meanwhile: only the reading goroutine calls this).
+func (st *h2stream) appendLocked(data []byte, n int32, end bool) (finished bool, direct int, err error) {
 	if st.remoteEnd {
-		return false, http2.StreamError{StreamID: st.id, Code: http2.ErrCodeStreamClosed}
+		return false, 0, http2.StreamError{StreamID: st.id, Code: http2.ErrCodeStreamClosed}
 	}
 	if n > st.recvWin {
-		return false, http2.StreamError{StreamID: st.id, Code: http2.ErrCodeFlowControl}
+		return false, 0, http2.StreamError{StreamID: st.id, Code: http2.ErrCodeFlowControl}
 	}
 	st.recvWin -= n
 	if st.closed || st.err != nil {
-		return false, errDiscarded // nobody reads any more: the caller returns the window
+		return false, 0, errDiscarded // nobody reads any more: the caller returns the window
 	}
-	st.recv.push(data)
+	if sink := st.parked; sink != nil && st.recv.len() == 0 && len(data) > 0 {
+		// The copy loop is idle: writing here saves waking it, which is
+		// most of a small message's latency. Nothing else writes to the
+		// destination meanwhile: the loop only writes what is queued.
+		st.s.mu.Unlock()
+		direct = sink.tryWrite(data)
+		st.s.mu.Lock()
+		data = data[direct:]
+		if st.closed || st.err != nil {
+			return false, direct, errDiscarded
+		}
+	}
+	if len(data) > 0 {
+		st.recv.push(data)
+	}
 	st.remoteEnd = end
-	st.wakeReader()
-	return end && st.localEnd, nil
+	if len(data) > 0 || end {
+		st.wakeReader()
+	}
+	return end && st.localEnd, direct, nil
+}
+
+// directSink is the destination of a writeTo, written without blocking by
+// the session's reading goroutine while writeTo waits.
+type directSink struct {
+	rc    syscall.RawConn
+	count *atomic.Int64
+}
+
+// tryWrite writes what the socket takes now, without waiting.
+func (k *directSink) tryWrite(p []byte) int {
+	n := 0
+	_ = k.rc.Write(func(fd uintptr) bool {
+		if w, err := syscall.Write(int(fd), p); err == nil && w > 0 {
+			n = w
+		}
+		return true // never wait in the poller: the rest is queued
+	})
+	k.count.Add(int64(n))
+	return n
 }
 
 var errDiscarded = errors.New("hbone: data for a closed stream discarded")
@@ -143,7 +183,7 @@ func (st *h2stream) fail(err error) {
 	s.mu.Unlock()
 	st.wakeReader()
 	if unread > 0 {
-		s.consumed(nil, int32(unread))
+		s.consumed(nil, int32(unread), true) // fail may run on the reading goroutine
 	}
 	s.forget(st)
 }
@@ -176,7 +216,7 @@ func (st *h2stream) Read(p []byte) (int, error) {
 		if st.recv.len() > 0 {
 			n := st.recv.read(p)
 			s.mu.Unlock()
-			s.consumed(st, int32(n))
+			s.consumed(st, int32(n), false)
 			return n, nil
 		}
 		if err := st.readEndLocked(); err != nil {
@@ -221,9 +261,21 @@ func (st *h2stream) waitReadable() error {
 func (st *h2stream) writeTo(dst io.Writer, count *atomic.Int64) error {
 	st.rmu.Lock()
 	defer st.rmu.Unlock()
+	var sink *directSink
+	if sc, ok := dst.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			sink = &directSink{rc: rc, count: count}
+		}
+	}
 	s := st.s
+	defer func() {
+		s.mu.Lock()
+		st.parked = nil
+		s.mu.Unlock()
+	}()
 	for {
 		s.mu.Lock()
+		st.parked = nil
 		if st.closed {
 			s.mu.Unlock()
 			return ErrStreamClosed
@@ -234,13 +286,16 @@ func (st *h2stream) writeTo(dst io.Writer, count *atomic.Int64) error {
 			size := queued.len()
 			n, err := queued.writeTo(dst)
 			count.Add(n)
-			s.consumed(st, int32(size))
+			s.consumed(st, int32(size), false)
 			if err != nil {
 				return err
 			}
 			continue
 		}
 		err := st.readEndLocked()
+		if err == nil {
+			st.parked = sink
+		}
 		s.mu.Unlock()
 		if err == io.EOF {
 			return nil
@@ -392,7 +447,7 @@ func (st *h2stream) reset(code http2.ErrCode, cause error) {
 		_ = s.write(func() error { return s.fr.WriteRSTStream(st.id, code) })
 	}
 	if unread > 0 {
-		s.consumed(nil, int32(unread))
+		s.consumed(nil, int32(unread), false)
 	}
 	s.forget(st)
 }

@@ -531,25 +531,27 @@ func (s *session) processData(f *http2.DataFrame) error {
 		// A stream that has ended (or never existed): drop the data but give
 		// the connection window back.
 		s.mu.Unlock()
-		s.consumed(nil, n)
+		s.consumed(nil, n, true)
 		if f.StreamID > s.highestStreamID() {
 			return s.protocolError(http2.ErrCodeProtocol, fmt.Errorf("DATA on idle stream %d", f.StreamID))
 		}
 		s.resetByUs(f.StreamID, http2.ErrCodeStreamClosed)
 		return nil
 	}
-	finished, err := st.appendLocked(f.Data(), n, f.StreamEnded())
+	finished, direct, err := st.appendLocked(f.Data(), n, f.StreamEnded())
 	s.mu.Unlock()
 	var se http2.StreamError
 	switch {
 	case errors.As(err, &se):
-		s.consumed(nil, n)
+		s.consumed(nil, n, true)
 		s.resetByUs(f.StreamID, se.Code)
 	case err != nil: // a stream closed locally: nobody reads the data
-		s.consumed(nil, n)
+		s.consumed(nil, n, true)
 	default:
-		if pad := n - int32(len(f.Data())); pad > 0 {
-			s.consumed(st, pad) // padding counts against the window but is never read
+		// Padding counts against the window but is never read; what went
+		// straight to the reader's destination is consumed already.
+		if done := n - int32(len(f.Data())) + int32(direct); done > 0 {
+			s.consumed(st, done, true)
 		}
 		if finished {
 			s.forget(st)
@@ -594,8 +596,9 @@ func (s *session) windowsChangedLocked() {
 
 // consumed returns n bytes of receive window to the peer once enough has
 // accumulated (a quarter of the window), for the connection and, if st is
-// not nil, for st.
-func (s *session) consumed(st *h2stream, n int32) {
+// not nil, for st. The reading goroutine passes fromReader: it must not wait
+// for the write mutex, so its WINDOW_UPDATEs are queued.
+func (s *session) consumed(st *h2stream, n int32, fromReader bool) {
 	var connIncr, streamIncr uint32
 	s.mu.Lock()
 	s.pendingConnAck += n
@@ -616,7 +619,7 @@ func (s *session) consumed(st *h2stream, n int32) {
 	if connIncr == 0 && streamIncr == 0 {
 		return
 	}
-	_ = s.write(func() error {
+	update := func() error {
 		if connIncr > 0 {
 			if err := s.fr.WriteWindowUpdate(0, connIncr); err != nil {
 				return err
@@ -626,7 +629,12 @@ func (s *session) consumed(st *h2stream, n int32) {
 			return s.fr.WriteWindowUpdate(st.id, streamIncr)
 		}
 		return nil
-	})
+	}
+	if fromReader {
+		s.queueControl(update)
+		return
+	}
+	_ = s.write(update)
 }
 
 // resetByUs sends RST_STREAM (from any goroutine) and forgets the stream.
