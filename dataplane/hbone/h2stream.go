@@ -35,12 +35,12 @@ type h2stream struct {
 	// Guarded by s.mu.
 	recv       recvQueue
 	parked     *directSink // writeTo waits with nothing queued: DATA may go straight to its destination
-	recvWin    int32 // what the peer may still send
-	pendingAck int32 // consumed, not yet returned in a WINDOW_UPDATE
+	recvWin    int32       // what the peer may still send
+	pendingAck int32       // consumed, not yet returned in a WINDOW_UPDATE
 	sendWin    int64
-	remoteEnd  bool // END_STREAM received
-	localEnd   bool // END_STREAM sent
-	closed     bool // Close called
+	remoteEnd  bool  // END_STREAM received
+	localEnd   bool  // END_STREAM sent
+	closed     bool  // Close called
 	err        error // reset (by either side) or connection lost
 	status     int   // client: the response status
 	header     http.Header

@@ -174,7 +174,16 @@ func connectFD(ctx context.Context, fd int, sa unix.Sockaddr, addr string) (net.
 		if !started {
 			started = true
 			connErr = unix.Connect(int(fd), sa)
-			return connErr != unix.EINPROGRESS // wait for writability
+			if connErr != unix.EINPROGRESS {
+				return true
+			}
+			// A connect within the pod (the inbound upstream) usually completes
+			// during the connect call itself: check before parking in the poller,
+			// which would cost a wake-up.
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+			if n, _ := unix.Poll(pfd, 0); n == 0 {
+				return false // wait for writability
+			}
 		}
 		soErr, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
 		if err != nil {
