@@ -30,7 +30,12 @@ type Conn struct {
 	via    netip.AddrPort
 	peer   spiffe.ID
 	pc     *poolConn
+	early  int // bytes sent before the answer (EarlyData and forwarded from EarlyFrom)
 }
+
+// EarlyBytes is how many bytes Dial sent before the server's answer:
+// DialRequest.EarlyData and what it forwarded from DialRequest.EarlyFrom.
+func (c *Conn) EarlyBytes() int { return c.early }
 
 // Read reads what the target sent.
 func (c *Conn) Read(p []byte) (int, error) {

@@ -121,3 +121,120 @@ func TestEarlyDataOfRefusedStream(t *testing.T) {
 		}
 	}
 }
+
+// tcpPair returns the two ends of a loopback TCP connection: app (the side an
+// application writes to) and proxy (the side a ztunnel reads, EarlyFrom).
+func tcpPair(t *testing.T) (app, proxy net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	app, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err = l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close(); proxy.Close() })
+	return app, proxy
+}
+
+// What the app sends while Dial waits for the answer is forwarded at once: the handler
+// reads it before it accepts (it would time out otherwise). After Dial the source is
+// readable again (its deadline cleared) and nothing is lost or sent twice.
+func TestEarlyFromForwardsBeforeTheAnswer(t *testing.T) {
+	e := newEnv(t, envOpts{handler: HandlerFunc(func(ctx context.Context, req *Request) error {
+		got := make([]byte, 5)
+		_ = req.stream.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(req.stream, got); err != nil || string(got) != "hello" {
+			return Reject(400, "want the forwarded bytes before accepting, got %q %v", got, err)
+		}
+		_ = req.stream.SetReadDeadline(time.Time{})
+		up, err := net.Dial("tcp", req.Target.String())
+		if err != nil {
+			return Reject(503, "%v", err)
+		}
+		if _, err := up.Write(got); err != nil {
+			return Reject(503, "%v", err)
+		}
+		st, err := req.Accept()
+		if err != nil {
+			up.Close()
+			return err
+		}
+		return Join(st, up, nil)
+	})})
+	app, proxy := tcpPair(t)
+	go func() {
+		time.Sleep(20 * time.Millisecond) // after Dial sent the CONNECT
+		_, _ = app.Write([]byte("hello"))
+	}()
+	d := e.dialReq()
+	d.EarlyFrom = proxy
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := e.pool.Dial(ctx, d)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer c.Close()
+	if c.EarlyBytes() != 5 {
+		t.Errorf("EarlyBytes = %d, want 5", c.EarlyBytes())
+	}
+	// The rest of the app's bytes go through the ordinary copy.
+	if _, err := app.Write([]byte(" world")); err != nil {
+		t.Fatal(err)
+	}
+	_ = app.(*net.TCPConn).CloseWrite()
+	go func() { _ = Join(proxy, c, nil) }()
+	_ = app.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(app)
+	if err != nil || string(got) != "hello world" {
+		t.Fatalf("echo through the tunnel: %q %v, want %q", got, err, "hello world")
+	}
+}
+
+// A refused stream reports the refusal, and the source keeps working: the forwarded
+// bytes are gone with the refused stream, the deadline used to stop forwarding is cleared.
+func TestEarlyFromOfRefusedStream(t *testing.T) {
+	e := newEnv(t, envOpts{handler: HandlerFunc(func(ctx context.Context, req *Request) error {
+		buf := make([]byte, 3)
+		_, _ = io.ReadFull(req.stream, buf)
+		return Reject(403, "denied after reading %q", buf)
+	})})
+	app, proxy := tcpPair(t)
+	if _, err := app.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	d := e.dialReq()
+	d.EarlyFrom = proxy
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := e.pool.Dial(ctx, d)
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != 403 || !strings.Contains(se.Reason, `"abc"`) {
+		t.Fatalf("want a 403 after the server read the forwarded bytes, got %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4)
+		_, err := io.ReadFull(proxy, buf)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // a read still under the stop deadline would fail at once
+	if _, err := app.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("reading the source after the refusal: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the source is not readable after Dial")
+	}
+}

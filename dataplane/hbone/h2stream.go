@@ -147,7 +147,7 @@ func (st *h2stream) headers(f *http2.MetaHeadersFrame) {
 		for _, hf := range f.RegularFields() {
 			st.header.Add(http.CanonicalHeaderKey(hf.Name), hf.Value)
 		}
-		close(st.answered)
+		st.answeredLocked() // (already closed if the stream was closed meanwhile)
 	}
 	finished := false
 	if f.StreamEnded() && !st.remoteEnd {

@@ -42,9 +42,11 @@ func Join(a, b net.Conn, stats *JoinStats) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		copyHalf(b, a, &stats.AToB, fail)
+		copyHalf(a, b, &stats.BToA, fail)
 	}()
-	copyHalf(a, b, &stats.BToA, fail)
+	// a→b runs at once on this goroutine: for an HBONE server that is the
+	// client's early data, already waiting, on its way to the upstream.
+	copyHalf(b, a, &stats.AToB, fail)
 	<-done
 	a.Close()
 	b.Close()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,7 +78,19 @@ type DialRequest struct {
 	// accepted the stream. A refused stream discards them; a dial retried on
 	// another connection sends them again. Dial does not modify them.
 	EarlyData []byte
+	// EarlyFrom, if set, is where the stream's next bytes come from (the
+	// ztunnel passes the app's connection). While Dial waits for the
+	// answer it forwards what arrives there, up to MaxEarlyForward bytes, so
+	// an app that speaks first does not wait a round trip; before returning
+	// it stops reading (interrupting the read with a past deadline, then
+	// clearing the deadline), so the caller copies the rest. Forwarded bytes
+	// are sent again if the dial is retried; Conn.EarlyBytes counts them.
+	EarlyFrom net.Conn
 }
+
+// MaxEarlyForward bounds what Dial forwards from DialRequest.EarlyFrom before
+// the answer: what it must keep to send again if the stream is retried.
+const MaxEarlyForward = 64 << 10
 
 // HBONEPort is the port on which every mesh workload accepts HBONE.
 const HBONEPort = 15008
@@ -155,8 +168,10 @@ func (p *Pool) Dial(ctx context.Context, d DialRequest) (*Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := p.openStream(ctx, pc, &d)
+		c, forwarded, err := p.openStream(ctx, pc, &d)
 		if attempt == 0 && refusedUnprocessed(err) {
+			// The bytes forwarded from EarlyFrom are early data now.
+			d.EarlyData = append(d.EarlyData[:len(d.EarlyData):len(d.EarlyData)], forwarded...)
 			continue
 		}
 		return c, err
@@ -308,8 +323,9 @@ const (
 )
 
 // openStream sends the CONNECT on pc (which holds a reservation for it) and
-// waits for the answer.
-func (p *Pool) openStream(ctx context.Context, pc *poolConn, d *DialRequest) (*Conn, error) {
+// waits for the answer, forwarding from d.EarlyFrom meanwhile; forwarded is
+// what it forwarded.
+func (p *Pool) openStream(ctx context.Context, pc *poolConn, d *DialRequest) (c *Conn, forwarded []byte, err error) {
 	fields := []hpack.HeaderField{
 		{Name: ":method", Value: http.MethodConnect},
 		{Name: ":authority", Value: d.Target.String()},
@@ -321,29 +337,82 @@ func (p *Pool) openStream(ctx context.Context, pc *poolConn, d *DialRequest) (*C
 	}
 	st, err := pc.sess.openStream(fields, d.EarlyData)
 	if err != nil {
-		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via, err)
+		return nil, nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via, err)
 	}
-	c := &Conn{st: st, target: d.Target, via: d.Via, peer: d.Peer, pc: pc}
+	c = &Conn{st: st, target: d.Target, via: d.Via, peer: d.Peer, pc: pc}
+	var fw *forwarder
+	if d.EarlyFrom != nil {
+		fw = startForwarder(d.EarlyFrom, st)
+	}
 	select {
 	case <-st.answered:
 	case <-ctx.Done():
-		st.Close()
-		return nil, fmt.Errorf("hbone: dial %s via %s: %w", d.Target, d.Via, context.Cause(ctx))
 	}
+	var fwErr error
+	if fw != nil {
+		forwarded, fwErr = fw.stop()
+	}
+	c.early = len(d.EarlyData) + len(forwarded)
 	pc.sess.mu.Lock()
 	status, serr := st.status, st.err
 	pc.sess.mu.Unlock()
 	switch {
+	case ctx.Err() != nil && status == 0:
+		st.Close()
+		return nil, forwarded, fmt.Errorf("hbone: dial %s via %s: %w", d.Target, d.Via, context.Cause(ctx))
 	case status == 0:
 		st.Close()
-		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via, serr)
+		return nil, forwarded, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via, serr)
 	case status != http.StatusOK:
 		reason, _ := io.ReadAll(io.LimitReader(c, maxReasonLen))
 		st.Close()
-		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via,
+		return nil, forwarded, fmt.Errorf("hbone: CONNECT %s via %s: %w", d.Target, d.Via,
 			&StatusError{Code: status, Reason: string(reason)})
+	case fwErr != nil:
+		st.Close()
+		return nil, forwarded, fmt.Errorf("hbone: reading the stream's first bytes: %w", fwErr)
 	}
-	return c, nil
+	return c, forwarded, nil
+}
+
+// forwarder copies from a source to a stream that waits for its answer.
+type forwarder struct {
+	src       net.Conn
+	done      chan struct{}
+	forwarded []byte
+	err       error // a read error other than the stop deadline
+}
+
+func startForwarder(src net.Conn, st *h2stream) *forwarder {
+	f := &forwarder{src: src, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		buf := make([]byte, 16<<10)
+		for len(f.forwarded) < MaxEarlyForward {
+			n, err := src.Read(buf[:min(len(buf), MaxEarlyForward-len(f.forwarded))])
+			if n > 0 {
+				f.forwarded = append(f.forwarded, buf[:n]...)
+				if _, werr := st.Write(buf[:n]); werr != nil {
+					return // the stream failed: the answer says why
+				}
+			}
+			if err != nil {
+				if err != io.EOF && !errors.Is(err, os.ErrDeadlineExceeded) {
+					f.err = err
+				}
+				return // at EOF the caller's own read sees EOF again
+			}
+		}
+	}()
+	return f
+}
+
+// stop interrupts the forwarder's read, waits for it and clears the deadline.
+func (f *forwarder) stop() ([]byte, error) {
+	_ = f.src.SetReadDeadline(time.Unix(1, 0))
+	<-f.done
+	_ = f.src.SetReadDeadline(time.Time{})
+	return f.forwarded, f.err
 }
 
 // PoolStats is a snapshot of a Pool.

@@ -154,10 +154,11 @@ func (p *podServer) serveOutbound(c net.Conn) {
 	z.accessLog(DirOutbound, p.pod, src, d.Target, t.srcID, t.dstID, t.stats.AToB.Load(), t.stats.BToA.Load(), time.Since(t.started), joinErr(err, reason))
 }
 
-// dialOutbound routes dst and connects: over HBONE (retried once on a fresh connection if
-// the pooled one went away, e.g. its server is restarting) or plain TCP. What the app has
-// already sent on c travels with the HBONE CONNECT (early is its length): the first bytes
-// then reach the destination without waiting a round trip for the 200.
+// dialOutbound routes dst and connects: over HBONE or plain TCP. What the app sends before
+// the server answers travels with the CONNECT and right behind it (early is its length),
+// so the first bytes reach the destination without waiting a round trip for the 200. The
+// pool sends a stream once more if the server did not process it (GOAWAY, REFUSED_STREAM,
+// e.g. while the destination's ztunnel restarts).
 func (p *podServer) dialOutbound(ctx context.Context, c net.Conn, dst netip.AddrPort) (up net.Conn, d routing.Decision, local *pb.Workload, early int, err error) {
 	local, err = p.localWorkload(ctx)
 	if err != nil {
@@ -171,19 +172,15 @@ func (p *podServer) dialOutbound(ctx context.Context, c net.Conn, dst netip.Addr
 		up, err := p.pod.Net.Dial(ctx, "tcp", d.Dial.String())
 		return up, d, local, 0, err
 	}
-	req := hbone.DialRequest{Source: p.id, Peer: d.Peer, Target: d.Target, Via: d.Dial}
+	req := hbone.DialRequest{Source: p.id, Peer: d.Peer, Target: d.Target, Via: d.Dial, EarlyFrom: c}
 	if req.EarlyData, err = readReady(c); err != nil {
 		return nil, d, local, 0, fmt.Errorf("reading from the app: %w", err)
 	}
-	up, err = p.pool.Dial(ctx, req)
-	var refused *hbone.StatusError
-	if err != nil && !errors.As(err, &refused) && ctx.Err() == nil {
-		up, err = p.pool.Dial(ctx, req)
-	}
+	hc, err := p.pool.Dial(ctx, req)
 	if err != nil {
 		return nil, d, local, 0, err
 	}
-	return up, d, local, len(req.EarlyData), nil
+	return hc, d, local, hc.EarlyBytes(), nil
 }
 
 func outboundLabels(local *pb.Workload, id spiffe.ID, d routing.Decision) metrics.Labels {
