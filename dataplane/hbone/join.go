@@ -99,9 +99,9 @@ var (
 
 // copyData copies until EOF (returning nil) or an error.
 func copyData(dst io.Writer, src io.Reader, count *atomic.Int64) error {
-	if isPlainTCP(dst) && isPlainTCP(src) {
+	if d, s := plainTCP(dst), plainTCP(src); d != nil && s != nil {
 		// Both kernel sockets: io.Copy splices without entering user space.
-		n, err := io.Copy(dst, src)
+		n, err := io.Copy(d, s)
 		count.Add(n)
 		return err
 	}
@@ -140,7 +140,14 @@ func copyData(dst io.Writer, src io.Reader, count *atomic.Int64) error {
 	}
 }
 
-func isPlainTCP(c any) bool {
-	_, ok := c.(*net.TCPConn)
-	return ok
+// plainTCP is c's TCP connection when c is one, or wraps one without
+// transforming the bytes and says so with a PlainTCP method; else nil.
+func plainTCP(c any) *net.TCPConn {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		return c
+	case interface{ PlainTCP() *net.TCPConn }:
+		return c.PlainTCP()
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -34,7 +35,17 @@ var hostNetns = func() *os.File {
 // NetNS is an open network namespace.
 type NetNS struct {
 	file *os.File
+
+	// Unconnected IPv4 sockets made in advance (see Dial). Guarded by mu.
+	mu       sync.Mutex
+	spares   []*net.TCPConn
+	filling  bool
+	closed   bool
+	useSpare bool // the namespace dials: keep spares (idle pods keep none)
 }
+
+// spareCount is how many sockets a dialing namespace keeps ready.
+const spareCount = 4
 
 // NewNetNS takes ownership of f, an open netns file (from the hand-off or /var/run/netns).
 func NewNetNS(f *os.File) (*NetNS, error) {
@@ -71,8 +82,18 @@ func (n *NetNS) Inode() uint64 {
 	return st.Ino
 }
 
-// Close releases the namespace file.
-func (n *NetNS) Close() error { return n.file.Close() }
+// Close releases the namespace file and the spare sockets.
+func (n *NetNS) Close() error {
+	n.mu.Lock()
+	n.closed = true
+	spares := n.spares
+	n.spares = nil
+	n.mu.Unlock()
+	for _, c := range spares {
+		c.Close()
+	}
+	return n.file.Close()
+}
 
 // Do runs fn on an OS thread switched into the namespace. Sockets fn creates belong to the
 // namespace for their whole life, wherever they are used later. fn must not start
@@ -111,7 +132,9 @@ func (n *NetNS) Listen(port uint16) (net.Listener, error) {
 		// Queued connections of a closed SO_REUSEPORT listener move to the others instead of
 		// being reset: what a restart needs to refuse nothing. Best effort (kernel ≥ 5.14).
 		_ = os.WriteFile("/proc/sys/net/ipv4/tcp_migrate_req", []byte("1"), 0o644)
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		// No TCP keepalive on accepted connections: the apps are in the pod itself, and
+		// peers on 15008 are watched by HTTP/2 PINGs. It saves four syscalls per accept.
+		lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
 			return setsockopt(c, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 		}}
 		var err error
@@ -125,6 +148,11 @@ func (n *NetNS) Listen(port uint16) (net.Listener, error) {
 // created on a thread in the namespace (a socket keeps its namespace for life); the connect
 // then waits in the runtime's poller like any dial, so no OS thread is held in the pod's
 // namespace while the peer answers.
+//
+// IPv4 dials take a socket made in advance when one is ready: entering the namespace and
+// wrapping the socket for the runtime (net.FileConn) are half the cost of a dial to the
+// pod's own app, on the critical path of every inbound connection. A namespace keeps
+// spareCount such sockets from its first dial on.
 func (n *NetNS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	if network != "tcp" && network != "tcp4" && network != "tcp6" {
 		return nil, fmt.Errorf("inpod: dial %s: only tcp is supported", network)
@@ -138,6 +166,20 @@ func (n *NetNS) Dial(ctx context.Context, network, addr string) (net.Conn, error
 	if dst.Addr().Is6() {
 		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()}
 	}
+	if family == unix.AF_INET {
+		if c := n.takeSpare(); c != nil {
+			return connectSpare(ctx, c, sa, dst)
+		}
+	}
+	fd, err := n.socket(family)
+	if err != nil {
+		return nil, err
+	}
+	return connectFD(ctx, fd, sa, addr)
+}
+
+// socket makes a non-blocking TCP socket with SO_MARK in the namespace.
+func (n *NetNS) socket(family int) (int, error) {
 	fd := -1
 	if err := n.Do(func() error {
 		var err error
@@ -149,10 +191,122 @@ func (n *NetNS) Dial(ctx context.Context, network, addr string) (net.Conn, error
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return nil, fmt.Errorf("inpod: socket in pod netns: %w", err)
+		return -1, fmt.Errorf("inpod: socket in pod netns: %w", err)
 	}
-	return connectFD(ctx, fd, sa, addr)
+	return fd, nil
 }
+
+// takeSpare returns a spare socket, if one is ready, and has the spares refilled.
+func (n *NetNS) takeSpare() *net.TCPConn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.useSpare = true
+	var c *net.TCPConn
+	if len(n.spares) > 0 {
+		c = n.spares[len(n.spares)-1]
+		n.spares = n.spares[:len(n.spares)-1]
+	}
+	if !n.filling && len(n.spares) < spareCount/2 {
+		n.filling = true
+		go n.refill()
+	}
+	return c
+}
+
+// refill makes spare sockets up to spareCount, all in one visit to the namespace.
+func (n *NetNS) refill() {
+	n.mu.Lock()
+	want := spareCount - len(n.spares)
+	n.mu.Unlock()
+	var fds []int
+	_ = n.Do(func() error {
+		for range want {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, ProxyMark); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var made []*net.TCPConn
+	for _, fd := range fds {
+		f := os.NewFile(uintptr(fd), "tcp-spare")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err == nil {
+			made = append(made, c.(*net.TCPConn))
+		}
+	}
+	n.mu.Lock()
+	n.filling = false
+	if n.closed {
+		n.mu.Unlock()
+		for _, c := range made {
+			c.Close()
+		}
+		return
+	}
+	n.spares = append(n.spares, made...)
+	n.mu.Unlock()
+}
+
+// connectSpare connects a spare socket to dst.
+func connectSpare(ctx context.Context, c *net.TCPConn, sa unix.Sockaddr, dst netip.AddrPort) (net.Conn, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetWriteDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+	rc, err := c.SyscallConn()
+	if err == nil {
+		err = connectRaw(ctx, rc, sa)
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetWriteDeadline(time.Time{})
+	return &spareConn{TCPConn: c, remote: net.TCPAddrFromAddrPort(dst)}, nil
+}
+
+// spareConn is a connected spare socket. net.FileConn fixed a socket's addresses when it
+// wrapped it, unconnected: these are the right ones.
+type spareConn struct {
+	*net.TCPConn
+	remote    net.Addr
+	localOnce sync.Once
+	local     net.Addr
+}
+
+func (c *spareConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *spareConn) LocalAddr() net.Addr {
+	c.localOnce.Do(func() {
+		c.local = c.TCPConn.LocalAddr()
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return
+		}
+		_ = rc.Control(func(fd uintptr) {
+			if sa, err := unix.Getsockname(int(fd)); err == nil {
+				if in4, ok := sa.(*unix.SockaddrInet4); ok {
+					c.local = net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)))
+				}
+			}
+		})
+	})
+	return c.local
+}
+
+// PlainTCP is the TCP connection itself, for copies that splice between kernel sockets.
+func (c *spareConn) PlainTCP() *net.TCPConn { return c.TCPConn }
 
 // connectFD connects a non-blocking socket, waiting for completion in the poller, and
 // returns it as a net.Conn. It takes ownership of fd.
@@ -166,10 +320,19 @@ func connectFD(ctx context.Context, fd int, sa unix.Sockaddr, addr string) (net.
 	if err != nil {
 		return nil, err
 	}
-	started := false
-	var connErr error
 	stop := context.AfterFunc(ctx, func() { _ = f.SetWriteDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if err := connectRaw(ctx, rc, sa); err != nil {
+		return nil, err
+	}
+	return net.FileConn(f)
+}
+
+// connectRaw connects the socket behind rc, waiting in the poller (write deadlines bound
+// the wait; the caller ties them to ctx).
+func connectRaw(ctx context.Context, rc syscall.RawConn, sa unix.Sockaddr) error {
+	started := false
+	var connErr error
 	werr := rc.Write(func(fd uintptr) bool {
 		if !started {
 			started = true
@@ -199,12 +362,12 @@ func connectFD(ctx context.Context, fd int, sa unix.Sockaddr, addr string) (net.
 		if ctx.Err() != nil {
 			werr = ctx.Err()
 		}
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: werr}
+		return &net.OpError{Op: "dial", Net: "tcp", Err: werr}
 	}
 	if connErr != nil {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", connErr)}
+		return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", connErr)}
 	}
-	return net.FileConn(f)
+	return nil
 }
 
 // DialTCP dials addr from inside the namespace with SO_MARK ProxyMark.
