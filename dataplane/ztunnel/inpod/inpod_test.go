@@ -271,3 +271,52 @@ func appRoundTrip(t *testing.T, ns *NetNS, addr, msg string) string {
 	}
 	return string(got)
 }
+
+// Dials after the first take sockets made in advance: they too carry the mark (the rule
+// below rejects unmarked ones), report their real addresses, and closing the namespace
+// closes the spares left.
+func TestSpareSocketsAreMarkedAndAddressed(t *testing.T) {
+	netnstest.RequireRoot(t)
+	pod := netnstest.New(t, "zpod")
+	peer := netnstest.New(t, "zpeer")
+	netnstest.Veth(t, pod, "10.252.0.2/24", peer, "10.252.0.1/24")
+	pod.Run(t, "iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "9000", "-m", "mark", "!", "--mark", "0x539", "-j", "REJECT")
+	serveGreeting(t, openNetNS(t, peer), 9000, "served")
+	ns := openNetNS(t, pod)
+	dst := netip.MustParseAddrPort("10.252.0.1:9000")
+	spared := 0
+	for i := range 3 * spareCount {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := ns.DialTCP(ctx, dst)
+		cancel()
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		if _, ok := c.(*spareConn); ok {
+			spared++
+		}
+		local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+		if c.RemoteAddr().String() != dst.String() || local.Addr() != netip.MustParseAddr("10.252.0.2") || local.Port() == 0 {
+			t.Fatalf("dial %d: local %v remote %v, want 10.252.0.2:<port> and %v", i, c.LocalAddr(), c.RemoteAddr(), dst)
+		}
+		got, _ := io.ReadAll(c)
+		c.Close()
+		if strings.TrimSpace(string(got)) != "served" {
+			t.Fatalf("dial %d: read %q", i, got)
+		}
+		time.Sleep(10 * time.Millisecond) // let the refill run
+	}
+	if spared == 0 {
+		t.Fatal("no dial used a spare socket")
+	}
+	ns.mu.Lock()
+	spares := append([]*net.TCPConn(nil), ns.spares...)
+	ns.mu.Unlock()
+	if len(spares) == 0 {
+		t.Fatal("no spare socket kept after dialing")
+	}
+	ns.Close()
+	if rc, err := spares[0].SyscallConn(); err == nil && rc.Control(func(uintptr) {}) == nil {
+		t.Fatal("a spare socket is still open after the namespace was closed")
+	}
+}
