@@ -10,9 +10,9 @@ import (
 // record or two per read(2). On a machine whose cores are shared by the
 // applications and both proxies, that CPU is throughput lost. So:
 //
-//   - writes: each HTTP/2 write to the TLS connection is one "batch"; the
-//     records crypto/tls produces for it are gathered and sent with one
-//     write(2) (up to batchSize at a time);
+//   - writes: each session write (a group of frames, see session.write) is
+//     one "batch"; the records crypto/tls produces for it are gathered and
+//     sent with one write(2) (up to batchSize at a time);
 //   - reads: while the peer streams (a read fills the caller's buffer), reads
 //     go through a large buffer so one read(2) returns many records; an idle
 //     connection holds no buffer.

@@ -1,6 +1,10 @@
 // Package hbone implements HBONE, the mesh's tunnel: HTTP/2 CONNECT over
-// mutual TLS 1.3 (ALPN h2) between workloads identified by SPIFFE IDs, built
-// on golang.org/x/net/http2.
+// mutual TLS 1.3 (ALPN h2) between workloads identified by SPIFFE IDs. The
+// wire format is golang.org/x/net/http2's Framer and hpack; the connection
+// (session.go: settings, flow control, streams, PING, GOAWAY) is our own,
+// because x/net's generic Server and Transport hand every frame between
+// several goroutines and copy it twice more, which on a small node was most
+// of a new connection's and a small message's added latency.
 //
 // # Identities and certificates
 //
@@ -50,12 +54,12 @@
 //		return nil
 //	}
 //
-// Stream (the server end) is a net.Conn. Its CloseWrite ends the response
-// stream at once; x/net/http2 then resets the request side, so upload data
-// the client sends after the upstream half-closed is discarded (the client
-// still reads everything up to EOF). Client-initiated half-close (the client
-// calls CloseWrite: the upstream gets CloseWrite and may keep answering) is
-// fully supported.
+// Stream (the server end) is a net.Conn. TCP half-close crosses the tunnel
+// both ways: the client's CloseWrite (END_STREAM) gives the upstream a
+// CloseWrite while it may keep answering, and the Stream's CloseWrite ends the
+// response while the client's upload stays readable. A Handler that returns
+// nil after its response ended makes a client still uploading stop
+// (RST_STREAM NO_ERROR, RFC 9113 §8.1).
 //
 // # Client
 //
@@ -74,7 +78,10 @@
 // DialRequest.EarlyData, when the caller already holds the stream's first
 // bytes, sends them right after the CONNECT HEADERS instead of a round trip
 // later (the server holds them until it accepted; a refused stream drops
-// them, a retried dial sends them again).
+// them, a retried dial sends them again). DialRequest.EarlyFrom does the
+// same for what arrives on a connection (the app's) while Dial waits for
+// the answer. A stream the server did not process (REFUSED_STREAM, or above
+// a GOAWAY's last stream) is sent once more, on another connection.
 //
 // Dial returns once the server answered 200; a refusal is a *StatusError with
 // the server's code and reason, a wrong peer an *IdentityMismatchError, a
@@ -88,25 +95,31 @@
 // SETTINGS (one round trip) so that its frames are sized right. Pool.Stats
 // lists connections and stream counts.
 //
-// Deadlines on Conn and Stream: reads become deadline-aware from the first
-// SetReadDeadline call (a timed-out Read loses no data); a write deadline that
-// passes while a Write is blocked resets the stream, as in crypto/tls.
+// Deadlines on Conn and Stream behave as in net.Conn (a timed-out Read loses
+// no data); a write deadline that passes while a Write waits for flow control
+// resets the stream, as in crypto/tls. A Write blocked on the TCP connection
+// itself waits for it: keepalive PINGs end a connection whose peer is gone.
 //
 // # Joining two connections
 //
 // Join(a, b net.Conn, stats *JoinStats) error is the bidirectional copy both
 // ends of the ztunnel use: EOF on one side becomes CloseWrite on the other,
 // an error resets both, JoinStats counts bytes while it runs. Copy buffers
-// are pooled and grow from 16 KiB to 256 KiB only while data streams; into a
-// *Conn the HTTP/2 writer reads the source directly (Conn.ReadFrom).
+// are pooled and grow from 16 KiB to 256 KiB only while data streams; out of
+// a tunneled stream the received chunks themselves are written; between two
+// TCP connections the kernel splices.
 //
 // # Performance notes
 //
-// Per byte, a tunnel costs AES-GCM twice, x/net/http2's internal copies and
-// one more TCP hop; the package trims what it controls: TLS records of one
-// HTTP/2 write leave in one write(2) and streaming reads take many records
-// per read(2) (coalesce.go), frames up to 1 MiB with 4 MiB stream windows,
-// full-size TLS records from the start, no deadline machinery unless asked
-// for. bench_test.go measures throughput and CPU per byte against direct
-// loopback TCP, request/response latency and new-stream latency.
+// Per byte, a tunnel costs AES-GCM twice and one more TCP hop; the package
+// trims the rest: the goroutine that has data writes its frames itself (one
+// write(2) per group of frames, TLS records batched by coalesce.go); one
+// goroutine per connection reads frames and queues DATA in pooled 64 KiB
+// chunks, which the stream's copy loop hands to writev(2) without copying
+// them again; when that loop is idle, the reading goroutine writes the DATA
+// to its destination socket itself (non-blocking), saving a wake-up per
+// message; frames up to 64 KiB out, 1 MiB in, with 4 MiB stream windows.
+// bench_test.go measures throughput and CPU per byte against direct
+// loopback TCP, request/response latency and new-stream latency;
+// docs/benchmarks.md has the figures.
 package hbone

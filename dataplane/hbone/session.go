@@ -372,12 +372,17 @@ func (s *session) readFrames() error {
 	}
 }
 
-// protocolError sends GOAWAY with code and returns the error ending the session.
+// protocolError sends GOAWAY with code, if the write lock is free (the
+// reading goroutine never waits for it; the session ends either way), and
+// returns the error ending the session.
 func (s *session) protocolError(code http2.ErrCode, err error) error {
 	s.mu.Lock()
 	last := s.maxPeerID
 	s.mu.Unlock()
-	_ = s.write(func() error { return s.fr.WriteGoAway(last, code, nil) })
+	if s.wmu.TryLock() {
+		_ = s.writeLocked(func() error { return s.fr.WriteGoAway(last, code, nil) })
+		s.wmu.Unlock()
+	}
 	return fmt.Errorf("hbone: HTTP/2 protocol error from peer (%s): %w", code, err)
 }
 
@@ -435,6 +440,7 @@ func (s *session) processSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
 	}
+	var tableSize *uint32
 	s.mu.Lock()
 	err := f.ForeachSetting(func(set http2.Setting) error {
 		if err := set.Valid(); err != nil {
@@ -451,13 +457,13 @@ func (s *session) processSettings(f *http2.SettingsFrame) error {
 			s.peerMaxFrame = set.Val
 		case http2.SettingMaxConcurrentStreams:
 			s.peerMaxStreams = set.Val
+		case http2.SettingHeaderTableSize:
+			tableSize = &set.Val
 		}
 		return nil
 	})
 	s.windowsChangedLocked()
-	select {
-	case <-s.settled:
-	default:
+	if !isClosed(s.settled) {
 		close(s.settled)
 	}
 	s.mu.Unlock()
@@ -468,9 +474,14 @@ func (s *session) processSettings(f *http2.SettingsFrame) error {
 		}
 		return s.protocolError(http2.ErrCodeProtocol, err)
 	}
-	// A smaller header table than hpack's default would need the encoder
-	// told; HBONE peers (ours, Istio's) never shrink it.
-	s.queueControl(func() error { return s.fr.WriteSettingsAck() })
+	// The control writer applies a new header table size under the write
+	// lock, then acknowledges: the next header block announces the change.
+	s.queueControl(func() error {
+		if tableSize != nil {
+			s.henc.SetMaxDynamicTableSizeLimit(*tableSize)
+		}
+		return s.fr.WriteSettingsAck()
+	})
 	return nil
 }
 
@@ -484,8 +495,9 @@ func (s *session) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	if !s.cfg.server {
+		opened := id%2 == 1 && id < s.nextID
 		s.mu.Unlock()
-		if id%2 == 1 && id < s.nextIDSnapshot() {
+		if opened {
 			return nil // an answer for a stream we already closed
 		}
 		return s.protocolError(http2.ErrCodeProtocol, fmt.Errorf("HEADERS for stream %d we never opened", id))
@@ -510,12 +522,6 @@ func (s *session) processHeaders(f *http2.MetaHeadersFrame) error {
 	s.mu.Unlock()
 	go s.cfg.onRequest(st, f)
 	return nil
-}
-
-func (s *session) nextIDSnapshot() uint32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.nextID
 }
 
 func (s *session) processData(f *http2.DataFrame) error {
@@ -570,21 +576,25 @@ func (s *session) highestStreamID() uint32 {
 }
 
 func (s *session) processWindowUpdate(f *http2.WindowUpdateFrame) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	const maxWindow = 1<<31 - 1
 	incr := int64(f.Increment)
+	s.mu.Lock()
 	if f.StreamID == 0 {
-		if s.sendWin+incr > 1<<31-1 {
+		if s.sendWin+incr > maxWindow {
 			s.mu.Unlock()
-			err := s.protocolError(http2.ErrCodeFlowControl, errors.New("connection send window overflow"))
-			s.mu.Lock()
-			return err
+			return s.protocolError(http2.ErrCodeFlowControl, errors.New("connection send window overflow"))
 		}
 		s.sendWin += incr
 	} else if st := s.streams[f.StreamID]; st != nil {
+		if st.sendWin+incr > maxWindow {
+			s.mu.Unlock()
+			s.resetByUs(f.StreamID, http2.ErrCodeFlowControl)
+			return nil
+		}
 		st.sendWin += incr
 	}
 	s.windowsChangedLocked()
+	s.mu.Unlock()
 	return nil
 }
 
@@ -779,9 +789,7 @@ func (s *session) close(err error) {
 	if s.idle != nil {
 		s.idle.Stop()
 	}
-	select {
-	case <-s.settled:
-	default:
+	if !isClosed(s.settled) {
 		close(s.settled)
 	}
 	close(s.done)
