@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"testing"
@@ -189,4 +190,71 @@ func isTimeout(err error) bool {
 	type timeout interface{ Timeout() bool }
 	t, ok := err.(timeout)
 	return ok && t.Timeout()
+}
+
+// FuzzSessionFrames feeds arbitrary bytes, after a valid preface and SETTINGS,
+// to a real server's HTTP/2 session over mTLS: whatever the frames, the server
+// must not crash and must go on serving new connections (a well-formed request
+// on a fresh connection gets its 403).
+func FuzzSessionFrames(f *testing.F) {
+	frames := func(write func(fr *http2.Framer)) []byte {
+		var b bytes.Buffer
+		write(http2.NewFramer(&b, nil))
+		return b.Bytes()
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	enc.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
+	enc.WriteField(hpack.HeaderField{Name: ":authority", Value: "127.0.0.1:1"})
+	connect := append([]byte(nil), hb.Bytes()...)
+	f.Add(frames(func(fr *http2.Framer) { fr.WriteData(1, false, []byte("no such stream")) }))
+	f.Add(frames(func(fr *http2.Framer) { fr.WriteWindowUpdate(0, 1<<31-1) }))
+	f.Add(frames(func(fr *http2.Framer) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: connect, EndHeaders: true})
+		fr.WriteWindowUpdate(1, 1<<31-1)
+		fr.WriteData(1, true, make([]byte, 1000))
+		fr.WriteData(1, false, []byte("after end"))
+	}))
+	f.Add(frames(func(fr *http2.Framer) {
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 31}, http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1})
+	}))
+	f.Add(frames(func(fr *http2.Framer) {
+		fr.WriteSettings(http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: connect, EndHeaders: true})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: connect, EndHeaders: true})
+	}))
+	f.Add(frames(func(fr *http2.Framer) {
+		fr.WritePing(false, [8]byte{1})
+		fr.WriteRSTStream(7, http2.ErrCodeCancel)
+		fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: connect, EndHeaders: true})
+	}))
+	f.Add(frames(func(fr *http2.Framer) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: connect[:2], EndHeaders: false})
+		fr.WriteContinuation(1, true, connect[2:])
+		fr.WriteGoAway(0, http2.ErrCodeNo, []byte("bye"))
+	}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01})
+
+	e := newEnv(f, envOpts{handler: HandlerFunc(func(ctx context.Context, req *Request) error {
+		return Reject(http.StatusForbidden, "fuzz: no upstream")
+	})})
+	fc := &fuzzClient{e: e}
+	defer fc.close()
+
+	f.Fuzz(func(t *testing.T, input []byte) {
+		raw := &fuzzClient{e: e}
+		if err := raw.connect(); err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		raw.tc.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		raw.tc.Write(input)
+		io.Copy(io.Discard, raw.tc) // until the server closes or the deadline passes
+		raw.close()
+
+		fc.tc = nil // a fresh connection
+		status, err := fc.send("CONNECT", "127.0.0.1:1", "", "", "", "", "", false, nil)
+		if err != nil || status != http.StatusForbidden {
+			t.Fatalf("server broken after input: status %d, %v", status, err)
+		}
+	})
 }

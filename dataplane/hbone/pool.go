@@ -46,6 +46,10 @@ type PoolConfig struct {
 	// MaxReadFrameSize is the largest DATA frame the pool accepts from
 	// servers (default 1 MiB: fewer frames per byte on bulk transfers).
 	MaxReadFrameSize uint32
+	// StreamWindow and ConnWindow are the HTTP/2 receive windows of the
+	// download direction (defaults 4 MiB and 16 MiB).
+	StreamWindow int32
+	ConnWindow   int32
 }
 
 // DialRequest describes one tunneled stream.
@@ -143,6 +147,12 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	cfg.HandshakeTimeout = orDefault(cfg.HandshakeTimeout, 10*time.Second)
 	if cfg.MaxReadFrameSize == 0 {
 		cfg.MaxReadFrameSize = 1 << 20
+	}
+	if cfg.StreamWindow == 0 {
+		cfg.StreamWindow = 4 << 20
+	}
+	if cfg.ConnWindow == 0 {
+		cfg.ConnWindow = 16 << 20
 	}
 	return &Pool{cfg: cfg, conns: map[poolKey][]*poolConn{}, dialing: map[poolKey]*dialCall{}}, nil
 }
@@ -304,7 +314,7 @@ func (p *Pool) connect(ctx context.Context, key poolKey, d *DialRequest) (*poolC
 	}
 	pc := &poolConn{key: key, localAddr: raw.LocalAddr(), tlsState: tc.ConnectionState(), created: time.Now()}
 	pc.sess = newSession(tc, cr, sessionConfig{
-		maxFrame: p.cfg.MaxReadFrameSize, streamWin: clientStreamWindow, connWin: clientConnWindow,
+		maxFrame: p.cfg.MaxReadFrameSize, streamWin: p.cfg.StreamWindow, connWin: p.cfg.ConnWindow,
 		idleTimeout:  max(p.cfg.IdleTimeout, 0),
 		pingInterval: p.cfg.PingInterval, pingTimeout: p.cfg.PingTimeout,
 		onClose: func(error) { pc.dead.Store(true) },
@@ -315,12 +325,6 @@ func (p *Pool) connect(ctx context.Context, key poolKey, d *DialRequest) (*poolC
 	}
 	return pc, nil
 }
-
-// The receive windows of the download direction.
-const (
-	clientStreamWindow = 4 << 20
-	clientConnWindow   = 16 << 20
-)
 
 // openStream sends the CONNECT on pc (which holds a reservation for it) and
 // waits for the answer, forwarding from d.EarlyFrom meanwhile; forwarded is

@@ -1,9 +1,11 @@
 package hbone
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -348,4 +350,65 @@ func TestLazyCertificate(t *testing.T) {
 	defer c.Close()
 	echoCheck(t, c, "late cert")
 	wg.Wait()
+}
+
+// Flow control across many streams: with small windows, concurrent streams carry far
+// more than the connection window in both directions, streams closed with data still
+// unread give their share of the connection window back, and the connection then still
+// carries a large transfer (a leak of window credit would stall it).
+func TestConnectionWindowIsReturned(t *testing.T) {
+	e := newEnv(t, envOpts{
+		server: func(c *ServerConfig) { c.StreamWindow = 64 << 10; c.ConnWindow = 256 << 10 },
+		pool:   func(c *PoolConfig) { c.StreamWindow = 64 << 10; c.ConnWindow = 256 << 10 },
+	})
+	transfer := func(size int) error {
+		c, err := e.pool.Dial(context.Background(), e.dialReq())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		payload := make([]byte, size)
+		for i := range payload {
+			payload[i] = byte(i * 13)
+		}
+		go func() {
+			c.Write(payload)
+			c.CloseWrite()
+		}()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a leaked window stalls until then
+		got, err := io.ReadAll(c)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, payload) {
+			return fmt.Errorf("echoed %d bytes (want %d) or content differs", len(got), size)
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- transfer(3 << 20) }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent transfer: %v", err)
+		}
+	}
+	// Streams closed with unread data on both sides.
+	for range 8 {
+		c := e.dial(t)
+		c.Write(make([]byte, 60<<10))
+		time.Sleep(5 * time.Millisecond) // the echo arrives and waits unread
+		c.Close()
+	}
+	if err := transfer(4 << 20); err != nil {
+		t.Fatalf("after closing streams with unread data: %v", err)
+	}
+	if n := len(e.pool.Stats().Conns); n != 1 {
+		t.Fatalf("%d connections, want the one pooled connection reused throughout", n)
+	}
 }
