@@ -48,9 +48,14 @@ func BenchmarkDataplane(b *testing.B) {
 	// Direct and mesh are measured interleaved (run by run, sample by sample), so that
 	// both see the same load from whatever else shares the two CPUs.
 	var thrDirectRuns, thrMeshRuns []float64
-	for range 3 { // the median of three runs each
+	var directCPU, meshCPU cpuUse // where the CPU of the runs went
+	for range 3 {                 // the median of three runs each
+		before := c.cpuUse()
 		thrDirectRuns = append(thrDirectRuns, throughput(b, direct, throughputBytes))
+		directCPU = directCPU.add(c.cpuUse().sub(before))
+		before = c.cpuUse()
 		thrMeshRuns = append(thrMeshRuns, throughput(b, mesh, throughputBytes))
+		meshCPU = meshCPU.add(c.cpuUse().sub(before))
 	}
 	thrDirect, thrMesh := median(thrDirectRuns), median(thrMeshRuns)
 	rrDirect, rrMesh := requestResponse(b, direct, mesh, 5000)
@@ -68,10 +73,41 @@ func BenchmarkDataplane(b *testing.B) {
 	fmt.Printf("ztunnel_rss_mb_100_pods: %.1f\n", rss)
 	fmt.Printf("leaked_goroutines_after_10k: %d\n", leakedG)
 	fmt.Printf("leaked_fds_after_10k: %d\n", leakedFD)
+	gib := float64(3*throughputBytes) / (1 << 30)
+	b.Logf("details: CPU seconds per GiB: mesh: ztunnel a %.2f, ztunnel b %.2f, the apps %.2f; direct: the apps %.2f",
+		meshCPU.ztA/gib, meshCPU.ztB/gib, meshCPU.apps/gib, directCPU.apps/gib)
 	b.Logf("details: throughput (MB/s, %d MiB per run) direct %.0f mesh %.0f (runs: direct %.0f, mesh %.0f); rr p50 direct %v mesh %v, p99 direct %v mesh %v; new conn p50 direct %v mesh %v (back to back: direct %v mesh %v, ratio %.2f)",
 		throughputBytes>>20, thrDirect/1e6, thrMesh/1e6, mb(thrDirectRuns), mb(thrMeshRuns), pct(rrDirect, 50), pct(rrMesh, 50), pct(rrDirect, 99), pct(rrMesh, 99), pct(ncDirect, 50), pct(ncMesh, 50),
 		pct(ncDirectB2B, 50), pct(ncMeshB2B, 50), float64(pct(ncMeshB2B, 50))/float64(pct(ncDirectB2B, 50)))
 	b.ReportMetric(thrMesh/thrDirect, "throughput_ratio")
+}
+
+// cpuUse is CPU time (user + system, seconds) of the two ztunnels and of this process,
+// where the client and server apps run.
+type cpuUse struct{ ztA, ztB, apps float64 }
+
+func (c *cluster) cpuUse() cpuUse {
+	return cpuUse{
+		ztA:  cpuSeconds(c.nodes["a"].zt.cmd.Process.Pid),
+		ztB:  cpuSeconds(c.nodes["b"].zt.cmd.Process.Pid),
+		apps: cpuSeconds(os.Getpid()),
+	}
+}
+
+func (u cpuUse) sub(v cpuUse) cpuUse { return cpuUse{u.ztA - v.ztA, u.ztB - v.ztB, u.apps - v.apps} }
+func (u cpuUse) add(v cpuUse) cpuUse { return cpuUse{u.ztA + v.ztA, u.ztB + v.ztB, u.apps + v.apps} }
+
+// cpuSeconds reads utime + stime of a process (clock ticks of 1/100 s on Linux).
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may contain spaces) start at state (field 3).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -234,7 +234,11 @@ func (c *cluster) startZtunnel(n *node, suffix string) *ztProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	z.cmd = exec.Command(ztunnelBin,
+	bin := ztunnelBin
+	if v := os.Getenv("ZTUNNEL_BIN"); v != "" {
+		bin = v // to compare two builds in one sitting (docs/benchmarks.md)
+	}
+	z.cmd = exec.Command(bin,
 		"--node", "node-"+n.name,
 		"--insecure-control-plane",
 		"--xds-address", c.xds.Addr,
