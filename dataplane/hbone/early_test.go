@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/tcptest"
 )
 
 // The early bytes leave with the CONNECT, before the 200: a handler that reads them before
@@ -122,27 +124,6 @@ func TestEarlyDataOfRefusedStream(t *testing.T) {
 	}
 }
 
-// tcpPair returns the two ends of a loopback TCP connection: app (the side an
-// application writes to) and proxy (the side a ztunnel reads, EarlyFrom).
-func tcpPair(t *testing.T) (app, proxy net.Conn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	app, err = net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err = l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close(); proxy.Close() })
-	return app, proxy
-}
-
 // What the app sends while Dial waits for the answer is forwarded at once: the handler
 // reads it before it accepts (it would time out otherwise). After Dial the source is
 // readable again (its deadline cleared) and nothing is lost or sent twice.
@@ -168,7 +149,7 @@ func TestEarlyFromForwardsBeforeTheAnswer(t *testing.T) {
 		}
 		return Join(st, up, nil)
 	})})
-	app, proxy := tcpPair(t)
+	app, proxy := tcptest.Pair(t)
 	go func() {
 		time.Sleep(20 * time.Millisecond) // after Dial sent the CONNECT
 		_, _ = app.Write([]byte("hello"))
@@ -206,7 +187,7 @@ func TestEarlyFromOfRefusedStream(t *testing.T) {
 		_, _ = io.ReadFull(req.stream, buf)
 		return Reject(403, "denied after reading %q", buf)
 	})})
-	app, proxy := tcpPair(t)
+	app, proxy := tcptest.Pair(t)
 	if _, err := app.Write([]byte("abc")); err != nil {
 		t.Fatal(err)
 	}

@@ -172,20 +172,29 @@ func (st *h2stream) fail(err error) {
 	}
 	var se http2.StreamError
 	keep := st.remoteEnd && errors.As(err, &se) && se.Code == http2.ErrCodeNo
-	unread := 0
-	if !keep {
-		unread = st.recv.len()
+	if unread := st.stopLocked(!keep); unread > 0 {
+		s.consumed(nil, unread, true) // fail may run on the reading goroutine
+	}
+	s.forget(st)
+}
+
+// stopLocked wakes whoever waits on a stream that failed or closed (a reader,
+// Dial waiting for the answer, writers waiting for window, the request's
+// context), drops the data not read yet if drop is set, and unlocks s.mu. It
+// returns how much it dropped: window to give back.
+func (st *h2stream) stopLocked(drop bool) (unread int32) {
+	if drop {
+		unread = int32(st.recv.len())
 		st.recv.drop()
 	}
 	st.answeredLocked()
-	st.endContextLocked()
-	s.windowsChangedLocked()
-	s.mu.Unlock()
-	st.wakeReader()
-	if unread > 0 {
-		s.consumed(nil, int32(unread), true) // fail may run on the reading goroutine
+	if st.cancel != nil {
+		st.cancel()
 	}
-	s.forget(st)
+	st.s.windowsChangedLocked()
+	st.s.mu.Unlock()
+	st.wakeReader()
+	return unread
 }
 
 func (st *h2stream) answeredLocked() {
@@ -193,12 +202,6 @@ func (st *h2stream) answeredLocked() {
 	case <-st.answered:
 	default:
 		close(st.answered)
-	}
-}
-
-func (st *h2stream) endContextLocked() {
-	if st.cancel != nil {
-		st.cancel()
 	}
 }
 
@@ -434,20 +437,14 @@ func (st *h2stream) reset(code http2.ErrCode, cause error) {
 			st.err = cause
 		}
 	}
-	unread := st.recv.len()
-	st.recv.drop()
-	st.answeredLocked()
-	st.endContextLocked()
-	s.windowsChangedLocked()
-	s.mu.Unlock()
-	st.wakeReader()
+	unread := st.stopLocked(true)
 	if open {
 		// Written now, not queued: a stream opened right after this one
 		// must find the slot free at the peer.
 		_ = s.write(func() error { return s.fr.WriteRSTStream(st.id, code) })
 	}
 	if unread > 0 {
-		s.consumed(nil, int32(unread), false)
+		s.consumed(nil, unread, false)
 	}
 	s.forget(st)
 }

@@ -5,30 +5,12 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/tcptest"
 )
 
-// tcpPair returns both ends of a loopback TCP connection: the app's and the proxy's.
-func tcpPair(t *testing.T) (app, proxy net.Conn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	app, err = net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err = l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close(); proxy.Close() })
-	return app, proxy
-}
-
 func TestReadReadyTakesQueuedBytesWithoutWaiting(t *testing.T) {
-	app, proxy := tcpPair(t)
+	app, proxy := tcptest.Pair(t)
 	start := time.Now()
 	if got, err := readReady(proxy); err != nil || got != nil {
 		t.Fatalf("nothing sent yet: got %q %v, want nothing", got, err)
@@ -60,7 +42,7 @@ func TestReadReadyTakesQueuedBytesWithoutWaiting(t *testing.T) {
 }
 
 func TestReadReadyLeavesEOFForTheCopy(t *testing.T) {
-	app, proxy := tcpPair(t)
+	app, proxy := tcptest.Pair(t)
 	app.(*net.TCPConn).CloseWrite()
 	time.Sleep(50 * time.Millisecond) // let the FIN arrive
 	if got, err := readReady(proxy); err != nil || got != nil {

@@ -204,15 +204,20 @@ func TestManagerListensInPodNetnsWithCapture(t *testing.T) {
 	}
 }
 
-func TestDialerMarksItsSockets(t *testing.T) {
+// markOnlyPod is a pod netns (10.252.0.2) with a peer (10.252.0.1) serving "served" on
+// port 9000, which the pod reaches only with marked packets: its OUTPUT rejects the rest.
+func markOnlyPod(t *testing.T) *NetNS {
 	netnstest.RequireRoot(t)
 	pod := netnstest.New(t, "zpod")
 	peer := netnstest.New(t, "zpeer")
 	netnstest.Veth(t, pod, "10.252.0.2/24", peer, "10.252.0.1/24")
-	// Inside the pod, only marked packets may leave towards port 9000.
 	pod.Run(t, "iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "9000", "-m", "mark", "!", "--mark", "0x539", "-j", "REJECT")
 	serveGreeting(t, openNetNS(t, peer), 9000, "served")
-	ns := openNetNS(t, pod)
+	return openNetNS(t, pod)
+}
+
+func TestDialerMarksItsSockets(t *testing.T) {
+	ns := markOnlyPod(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := ns.DialTCP(ctx, netip.MustParseAddrPort("10.252.0.1:9000"))
@@ -276,13 +281,7 @@ func appRoundTrip(t *testing.T, ns *NetNS, addr, msg string) string {
 // below rejects unmarked ones), report their real addresses, and closing the namespace
 // closes the spares left.
 func TestSpareSocketsAreMarkedAndAddressed(t *testing.T) {
-	netnstest.RequireRoot(t)
-	pod := netnstest.New(t, "zpod")
-	peer := netnstest.New(t, "zpeer")
-	netnstest.Veth(t, pod, "10.252.0.2/24", peer, "10.252.0.1/24")
-	pod.Run(t, "iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "9000", "-m", "mark", "!", "--mark", "0x539", "-j", "REJECT")
-	serveGreeting(t, openNetNS(t, peer), 9000, "served")
-	ns := openNetNS(t, pod)
+	ns := markOnlyPod(t)
 	dst := netip.MustParseAddrPort("10.252.0.1:9000")
 	spared := 0
 	for i := range 3 * spareCount {
