@@ -17,25 +17,7 @@ import (
 // it accepts gets them (if the client waited for the 200 this would time out), and the
 // upstream then sees them first, followed by what the client writes later.
 func TestEarlyDataArrivesBeforeTheAnswer(t *testing.T) {
-	e := newEnv(t, envOpts{handler: HandlerFunc(func(ctx context.Context, req *Request) error {
-		got := make([]byte, 5)
-		if _, err := io.ReadFull(req.stream, got); err != nil || string(got) != "early" {
-			return Reject(400, "want the early bytes before accepting, got %q %v", got, err)
-		}
-		up, err := net.Dial("tcp", req.Target.String())
-		if err != nil {
-			return Reject(503, "%v", err)
-		}
-		if _, err := up.Write(got); err != nil {
-			return Reject(503, "%v", err)
-		}
-		st, err := req.Accept()
-		if err != nil {
-			up.Close()
-			return err
-		}
-		return Join(st, up, nil)
-	})})
+	e := newEnv(t, envOpts{handler: readBeforeAccepting("early")})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	d := e.dialReq()
@@ -57,6 +39,33 @@ func TestEarlyDataArrivesBeforeTheAnswer(t *testing.T) {
 	if string(d.EarlyData) != "early" {
 		t.Fatalf("Dial modified EarlyData: %q", d.EarlyData)
 	}
+}
+
+// readBeforeAccepting is a handler that reads want from the stream before it answers
+// (refusing with 400 if that does not come within 5 s), then forwards: it proves bytes
+// arrived ahead of the 200.
+func readBeforeAccepting(want string) Handler {
+	return HandlerFunc(func(ctx context.Context, req *Request) error {
+		got := make([]byte, len(want))
+		_ = req.stream.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(req.stream, got); err != nil || string(got) != want {
+			return Reject(400, "want %q before accepting, got %q %v", want, got, err)
+		}
+		_ = req.stream.SetReadDeadline(time.Time{})
+		up, err := net.Dial("tcp", req.Target.String())
+		if err != nil {
+			return Reject(503, "%v", err)
+		}
+		if _, err := up.Write(got); err != nil {
+			return Reject(503, "%v", err)
+		}
+		st, err := req.Accept()
+		if err != nil {
+			up.Close()
+			return err
+		}
+		return Join(st, up, nil)
+	})
 }
 
 // With the normal handler flow (dial, Accept, Join) the early bytes reach the upstream.
@@ -128,27 +137,7 @@ func TestEarlyDataOfRefusedStream(t *testing.T) {
 // reads it before it accepts (it would time out otherwise). After Dial the source is
 // readable again (its deadline cleared) and nothing is lost or sent twice.
 func TestEarlyFromForwardsBeforeTheAnswer(t *testing.T) {
-	e := newEnv(t, envOpts{handler: HandlerFunc(func(ctx context.Context, req *Request) error {
-		got := make([]byte, 5)
-		_ = req.stream.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(req.stream, got); err != nil || string(got) != "hello" {
-			return Reject(400, "want the forwarded bytes before accepting, got %q %v", got, err)
-		}
-		_ = req.stream.SetReadDeadline(time.Time{})
-		up, err := net.Dial("tcp", req.Target.String())
-		if err != nil {
-			return Reject(503, "%v", err)
-		}
-		if _, err := up.Write(got); err != nil {
-			return Reject(503, "%v", err)
-		}
-		st, err := req.Accept()
-		if err != nil {
-			up.Close()
-			return err
-		}
-		return Join(st, up, nil)
-	})})
+	e := newEnv(t, envOpts{handler: readBeforeAccepting("hello")})
 	app, proxy := tcptest.Pair(t)
 	go func() {
 		time.Sleep(20 * time.Millisecond) // after Dial sent the CONNECT
