@@ -391,7 +391,9 @@ func startForwarder(src net.Conn, st *h2stream) *forwarder {
 	f := &forwarder{src: src, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
-		buf := make([]byte, 16<<10)
+		bp := smallBufs.Get().(*[]byte)
+		defer smallBufs.Put(bp)
+		buf := *bp
 		for len(f.forwarded) < MaxEarlyForward {
 			n, err := src.Read(buf[:min(len(buf), MaxEarlyForward-len(f.forwarded))])
 			if n > 0 {
