@@ -11,12 +11,9 @@ type deadline struct {
 	mu      sync.Mutex
 	timer   *time.Timer
 	expired chan struct{}
-	onFire  func() // optional, run (without mu) when the deadline passes
 }
 
-func newDeadline(onFire func()) *deadline {
-	return &deadline{expired: make(chan struct{}), onFire: onFire}
-}
+func newDeadline() *deadline { return &deadline{expired: make(chan struct{})} }
 
 // set arms the deadline at t; the zero time disarms it.
 func (d *deadline) set(t time.Time) {
@@ -34,18 +31,10 @@ func (d *deadline) set(t time.Time) {
 	}
 	if dur := time.Until(t); dur > 0 {
 		expired := d.expired
-		d.timer = time.AfterFunc(dur, func() {
-			close(expired)
-			if d.onFire != nil {
-				d.onFire()
-			}
-		})
+		d.timer = time.AfterFunc(dur, func() { close(expired) })
 		return
 	}
 	close(d.expired)
-	if d.onFire != nil {
-		go d.onFire() // not under mu: onFire may take other locks
-	}
 }
 
 // wait returns a channel closed when the deadline has passed.

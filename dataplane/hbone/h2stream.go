@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -43,7 +42,6 @@ type h2stream struct {
 	closed     bool  // Close called
 	err        error // reset (by either side) or connection lost
 	status     int   // client: the response status
-	header     http.Header
 	cancel     context.CancelFunc // server: ends the request's context
 }
 
@@ -55,8 +53,8 @@ func newH2Stream(s *session, id uint32) *h2stream {
 		recvWin:  s.cfg.streamWin,
 		sendWin:  int64(s.peerInitWin),
 	}
-	st.rdl = newDeadline(nil)
-	st.wdl = newDeadline(nil)
+	st.rdl = newDeadline()
+	st.wdl = newDeadline()
 	return st
 }
 
@@ -143,10 +141,6 @@ func (st *h2stream) headers(f *http2.MetaHeadersFrame) {
 			return // informational; the final answer follows
 		}
 		st.status = code
-		st.header = make(http.Header, len(f.RegularFields()))
-		for _, hf := range f.RegularFields() {
-			st.header.Add(http.CanonicalHeaderKey(hf.Name), hf.Value)
-		}
 		st.answeredLocked() // (already closed if the stream was closed meanwhile)
 	}
 	finished := false

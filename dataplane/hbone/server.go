@@ -303,7 +303,6 @@ func (s *Server) serveStream(info *connInfo, st *h2stream, hf *http2.MetaHeaders
 	req, code, err := s.parseRequest(info, hf)
 	if err != nil {
 		refuse(st, code, err.Error())
-		(&Stream{st: st}).stopUpload()
 		return
 	}
 	ctx, cancel := context.WithCancel(s.ctx)

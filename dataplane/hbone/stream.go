@@ -75,7 +75,7 @@ func (s *Stream) finish(handlerErr error) {
 		if handlerErr == nil {
 			handlerErr = Reject(http.StatusInternalServerError, "handler neither accepted nor refused the stream")
 		}
-		s.refuse(StatusCode(handlerErr), handlerErr.Error())
+		refuse(s.st, StatusCode(handlerErr), handlerErr.Error())
 		return
 	}
 	if handlerErr != nil {
@@ -83,24 +83,24 @@ func (s *Stream) finish(handlerErr error) {
 		return
 	}
 	_ = s.st.CloseWrite()
-	s.stopUpload()
+	s.st.stopUpload()
 }
 
 // stopUpload ends a stream whose response is complete: RST_STREAM(NO_ERROR)
 // tells a client still uploading that nothing more is read (RFC 9113 §8.1).
-func (s *Stream) stopUpload() {
-	sess := s.st.s
+func (st *h2stream) stopUpload() {
+	sess := st.s
 	sess.mu.Lock()
-	uploading := !s.st.remoteEnd && s.st.err == nil && !s.st.closed
+	uploading := !st.remoteEnd && st.err == nil && !st.closed
 	sess.mu.Unlock()
 	if uploading {
-		s.st.reset(http2.ErrCodeNo, nil)
+		st.reset(http2.ErrCodeNo, nil)
 		return
 	}
-	sess.forget(s.st)
+	sess.forget(st)
 }
 
-// refuse answers code with reason as a short text body.
+// refuse answers code with reason as a short text body, and ends the stream.
 func refuse(st *h2stream, code int, reason string) {
 	if len(reason) > maxReasonLen {
 		reason = reason[:maxReasonLen]
@@ -122,11 +122,7 @@ func refuse(st *h2stream, code int, reason string) {
 		}
 		return sess.fr.WriteData(st.id, true, []byte(reason))
 	})
-}
-
-func (s *Stream) refuse(code int, reason string) {
-	refuse(s.st, code, reason)
-	s.stopUpload()
+	st.stopUpload()
 }
 
 // Read reads what the client sent.
