@@ -698,3 +698,88 @@ func TestCertRenewReportsFailure(t *testing.T) {
 		t.Fatalf("a failed renewal replaced the certificate: %s → %s", before, now)
 	}
 }
+
+// A workload with a waypoint: the client's ztunnel sends its traffic to the waypoint (not
+// to the pod) with the waypoint's identity as the expected peer and the original
+// destination as :authority; the waypoint (a real HBONE server and pool, as a waypoint
+// proxy would run them) forwards over HBONE with Forwarded: for=<client IP>, and the
+// destination ztunnel trusts that header from its own waypoint only: a DENY on the
+// client's IP applies to the traffic the waypoint relays.
+func TestTrafficGoesThroughTheWaypoint(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waypointID := spiffe.MustNew("cluster.local", "shop", "waypoint")
+	certs := hbone.NewCertStore()
+	certs.Put(waypointID, m.ca.CA.Issue(t, waypointID))
+	roots := hbone.NewBundle(m.ca.CA.Pool())
+	pool, err := hbone.NewPool(hbone.PoolConfig{Certs: certs, Roots: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Close() })
+	type seen struct {
+		peer   spiffe.ID
+		target netip.AddrPort
+	}
+	requests := make(chan seen, 10)
+	srv, err := hbone.NewServer(hbone.ServerConfig{Identity: waypointID, Certs: certs, Roots: roots,
+		Handler: hbone.HandlerFunc(func(ctx context.Context, req *hbone.Request) error {
+			requests <- seen{req.Peer, req.Target}
+			clientIP := req.RemoteAddr.(*net.TCPAddr).AddrPort().Addr()
+			up, err := pool.Dial(ctx, hbone.DialRequest{Source: waypointID, Peer: serverID, Target: req.Target,
+				Header: http.Header{"Forwarded": {"for=" + clientIP.String()}}})
+			if err != nil {
+				return hbone.Reject(http.StatusServiceUnavailable, "%v", err)
+			}
+			st, err := req.Accept()
+			if err != nil {
+				up.Close()
+				return err
+			}
+			return hbone.Join(st, up, nil)
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.10.0.9:15008")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	server := workload("server-uid", "server", "server", "127.10.0.3")
+	server.Waypoint = &pb.GatewayAddress{Address: "127.10.0.9", HbonePort: 15008, Identity: waypointID.String()}
+	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{
+		"client-uid": workload("client-uid", "client", "client", "127.10.0.2"),
+		"server-uid": server,
+	})
+	waitFor(t, "the waypoint in both ztunnels' configuration", func() bool {
+		return ready(m.a) && ready(m.b) && m.a.Store.Workload("server-uid").GetWaypoint() != nil &&
+			m.b.Store.Workload("server-uid").GetWaypoint() != nil
+	})
+
+	if got, err := roundTrip(m.client.connect(t, 15001, "127.10.0.3:8080"), "via waypoint"); err != nil || got != "echo via waypoint" {
+		t.Fatalf("round trip through the waypoint: %q, %v", got, err)
+	}
+	select {
+	case r := <-requests:
+		if r.peer != clientID || r.target != netip.MustParseAddrPort("127.10.0.3:8080") {
+			t.Fatalf("the waypoint saw peer %s target %s, want %s and 127.10.0.3:8080", r.peer, r.target, clientID)
+		}
+	default:
+		t.Fatal("the connection did not go through the waypoint")
+	}
+	conns := adminJSON(t, m.b, "/connections")
+	if !strings.Contains(conns, `"sourceIdentity": "`+waypointID.String()+`"`) {
+		t.Fatalf("the destination ztunnel's connections do not come from the waypoint: %s", conns)
+	}
+
+	// The destination trusts the waypoint's Forwarded: a DENY on the client's address
+	// refuses the relayed connection, though the waypoint's own address is 127.10.0.9.
+	m.setPolicy("no-client-ip", pb.AuthorizationAction_AUTHORIZATION_ACTION_DENY, &pb.Rule{IpBlocks: []string{"127.10.0.2/32"}})
+	waitFor(t, "policy", func() bool { return len(m.b.Store.Snapshot().Authorizations) == 1 })
+	refused(t, m, m.client.connect(t, 15001, "127.10.0.3:8080"))
+	if len(requests) != 1 {
+		t.Fatalf("the refused connection did not go through the waypoint (%d requests)", len(requests))
+	}
+}
