@@ -782,4 +782,25 @@ func TestTrafficGoesThroughTheWaypoint(t *testing.T) {
 	if len(requests) != 1 {
 		t.Fatalf("the refused connection did not go through the waypoint (%d requests)", len(requests))
 	}
+
+	// From any other peer the header is ignored: a client claiming the denied address is
+	// judged by its own (127.0.0.1), and let through.
+	clientCerts := hbone.NewCertStore()
+	clientCerts.Put(clientID, m.ca.CA.Issue(t, clientID))
+	direct, err := hbone.NewPool(hbone.PoolConfig{Certs: clientCerts, Roots: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { direct.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := direct.Dial(ctx, hbone.DialRequest{Source: clientID, Peer: serverID, Target: netip.MustParseAddrPort("127.10.0.3:8080"),
+		Header: http.Header{"Forwarded": {"for=127.10.0.2"}}})
+	if err != nil {
+		t.Fatalf("a non-waypoint peer's Forwarded was trusted: %v", err)
+	}
+	defer c.Close()
+	if got, err := roundTrip(c, "direct"); err != nil || got != "echo direct" {
+		t.Fatalf("direct HBONE client: %q, %v", got, err)
+	}
 }
