@@ -75,7 +75,7 @@ func (s *Stream) finish(handlerErr error) {
 		if handlerErr == nil {
 			handlerErr = Reject(http.StatusInternalServerError, "handler neither accepted nor refused the stream")
 		}
-		refuse(s.st, StatusCode(handlerErr), handlerErr.Error())
+		refuse(s.st, StatusCode(handlerErr), refusalReason(handlerErr))
 		return
 	}
 	if handlerErr != nil {
@@ -98,6 +98,16 @@ func (st *h2stream) stopUpload() {
 		return
 	}
 	sess.forget(st)
+}
+
+// refusalReason is what a refusal's body says: a *StatusError's own reason
+// (the client adds the status again), any other error whole.
+func refusalReason(err error) string {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Reason
+	}
+	return err.Error()
 }
 
 // refuse answers code with reason as a short text body, and ends the stream.
