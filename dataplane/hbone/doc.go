@@ -91,9 +91,10 @@
 // local end of the HBONE TCP connection. A connection is reused while the
 // server's MaxConcurrentStreams allows, another one is opened when it is
 // full; idle connections close after PoolConfig.IdleTimeout; PINGs detect
-// dead ones. The first stream on a new connection waits for the server's
-// SETTINGS (one round trip) so that its frames are sized right. Pool.Stats
-// lists connections and stream counts.
+// dead ones. The stream that opens a connection goes at once; others wait
+// for the server's SETTINGS (its stream limit) before sharing it.
+// Pool.Stats lists connections and stream counts; EarlyBytes what Dial sent
+// before the answer.
 //
 // Deadlines on Conn and Stream behave as in net.Conn (a timed-out Read loses
 // no data); a write deadline that passes while a Write waits for flow control
