@@ -37,11 +37,11 @@ type h2stream struct {
 	recvWin    int32       // what the peer may still send
 	pendingAck int32       // consumed, not yet returned in a WINDOW_UPDATE
 	sendWin    int64
-	remoteEnd  bool  // END_STREAM received
-	localEnd   bool  // END_STREAM sent
-	closed     bool  // Close called
-	err        error // reset (by either side) or connection lost
-	status     int   // client: the response status
+	remoteEnd  bool               // END_STREAM received
+	localEnd   bool               // END_STREAM sent
+	closed     bool               // Close called
+	err        error              // reset (by either side) or connection lost
+	status     int                // client: the response status
 	cancel     context.CancelFunc // server: ends the request's context
 }
 
