@@ -183,7 +183,7 @@ func (s *Server) ServeConn(c net.Conn) {
 	sess := newSession(tc, cr, sessionConfig{
 		server: true, maxFrame: s.cfg.MaxReadFrameSize, streamWin: s.cfg.StreamWindow, connWin: s.cfg.ConnWindow,
 		maxStreams: s.cfg.MaxConcurrentStreams, idleTimeout: s.cfg.IdleTimeout,
-		pingInterval: s.cfg.PingInterval, pingTimeout: s.cfg.PingTimeout, log: s.log,
+		pingInterval: s.cfg.PingInterval, pingTimeout: s.cfg.PingTimeout,
 		onRequest: func(st *h2stream, hf *http2.MetaHeadersFrame) { s.serveStream(info, st, hf) },
 		onClose: func(err error) {
 			s.log.V(1).Info("HBONE connection ended", "remote", info.remote.String(), "reason", err.Error())

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/logr"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -33,11 +32,10 @@ import (
 //     through a small queue written by a helper goroutine, so two peers
 //     blocked on full TCP buffers cannot deadlock each other.
 type session struct {
-	cfg  sessionConfig
-	tc   *tls.Conn
-	raw  *coalescingConn
-	fr   *http2.Framer
-	info *connInfo // server side: the peer, for every request
+	cfg sessionConfig
+	tc  *tls.Conn
+	raw *coalescingConn
+	fr  *http2.Framer
 
 	wmu  sync.Mutex // frame writes: fr's write side, henc and hbuf
 	henc *hpack.Encoder
@@ -83,7 +81,6 @@ type sessionConfig struct {
 	onRequest func(st *h2stream, hf *http2.MetaHeadersFrame)
 	// onClose runs once the session ended.
 	onClose func(err error)
-	log     logr.Logger
 }
 
 const (
@@ -116,9 +113,6 @@ func newSession(tc *tls.Conn, raw *coalescingConn, cfg sessionConfig) *session {
 		settled:        make(chan struct{}),
 		done:           make(chan struct{}),
 		pings:          map[[8]byte]chan struct{}{},
-	}
-	if cfg.log.GetSink() == nil {
-		s.cfg.log = logr.Discard()
 	}
 	s.fr = http2.NewFramer(tc, tc)
 	s.fr.SetMaxReadFrameSize(cfg.maxFrame)
