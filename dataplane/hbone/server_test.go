@@ -412,3 +412,45 @@ func TestConnectionWindowIsReturned(t *testing.T) {
 		t.Fatalf("%d connections, want the one pooled connection reused throughout", n)
 	}
 }
+
+// Half-close from the server side: after Stream.CloseWrite the client reads EOF, and what
+// it uploads afterwards still reaches the handler (TCP half-close crosses the tunnel both
+// ways).
+func TestServerHalfCloseKeepsUploadReadable(t *testing.T) {
+	got := make(chan string, 1)
+	e := newEnv(t, envOpts{handler: HandlerFunc(func(ctx context.Context, req *Request) error {
+		st, err := req.Accept()
+		if err != nil {
+			return err
+		}
+		if err := st.CloseWrite(); err != nil {
+			return err
+		}
+		_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(st)
+		if err != nil {
+			got <- "error: " + err.Error()
+			return err
+		}
+		got <- string(b)
+		return nil
+	})})
+	c := e.dial(t)
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+		t.Fatalf("after the server's CloseWrite: read %q %v, want EOF", b, err)
+	}
+	if _, err := c.Write([]byte("still uploading")); err != nil {
+		t.Fatalf("upload after the server's CloseWrite: %v", err)
+	}
+	c.CloseWrite()
+	select {
+	case s := <-got:
+		if s != "still uploading" {
+			t.Fatalf("the handler read %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler never finished reading the upload")
+	}
+}
