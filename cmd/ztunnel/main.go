@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,6 +56,7 @@ type options struct {
 	drainPeriod      time.Duration
 	handoverGrace    time.Duration
 	lazyStart        time.Duration
+	workerThreads    int
 	verbosity        int
 	showVersion      bool
 }
@@ -82,6 +84,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.drainPeriod, "drain-period", 30*time.Second, "On SIGTERM, how long open connections may finish.")
 	fs.DurationVar(&o.handoverGrace, "handover-grace", 2*time.Second, "On SIGTERM, how long to keep accepting while a successor takes over the pods.")
 	fs.DurationVar(&o.lazyStart, "lazy-start-timeout", 10*time.Second, "How long a connection waits for its workload's configuration and certificate.")
+	fs.IntVar(&o.workerThreads, "worker-threads", 0, "Threads running Go code (GOMAXPROCS); 0: half the CPUs available to the process, at least 1 ($GOMAXPROCS, when set, wins over that default).")
 	fs.IntVar(&o.verbosity, "v", 0, "Log verbosity.")
 	fs.Func("log-level", "debug, info, warn or error (debug sets -v=1; the operator's DaemonSet passes it).", func(level string) error {
 		switch level {
@@ -103,6 +106,9 @@ func main() {
 	if o.showVersion {
 		fmt.Println(version.String("ztunnel"))
 		return
+	}
+	if n := workerThreads(o.workerThreads, os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)); n > 0 {
+		runtime.GOMAXPROCS(n)
 	}
 	log := funcr.NewJSON(func(obj string) { fmt.Fprintln(os.Stderr, obj) }, funcr.Options{LogTimestamp: true, Verbosity: o.verbosity})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -138,6 +144,22 @@ func applyMeshConfig(o *options) (inpod.Ports, error) {
 		o.certTTL = time.Duration(mc.Identity.WorkloadCertTTL)
 	}
 	return inpod.Ports{Outbound: uint16(mc.Ports.Outbound), Inbound: uint16(mc.Ports.InboundPlaintext), HBONE: uint16(mc.Ports.HBONE)}, nil
+}
+
+// workerThreads is the GOMAXPROCS to set (0: leave the runtime's). ztunnel shares its node
+// with the apps whose traffic it carries, and every byte it moves an app moves too, so by
+// default it runs Go code on half the CPUs the runtime would use. On small nodes this also
+// spares the Go scheduler's wake-ups of idle threads, measured as most of a new
+// connection's added latency (docs/benchmarks.md). Istio's ztunnel likewise runs a fixed
+// two worker threads.
+func workerThreads(flagValue int, envGOMAXPROCS string, available int) int {
+	switch {
+	case flagValue > 0:
+		return flagValue
+	case envGOMAXPROCS != "":
+		return 0
+	}
+	return max(1, (available+1)/2)
 }
 
 func run(ctx context.Context, o *options, log logr.Logger) error {
@@ -203,7 +225,7 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	if !ownID.IsZero() {
 		z.Identity.Acquire(ownID)
 	}
-	log.Info("starting", "version", version.String("ztunnel"), "node", o.node, "xds", o.xdsAddress, "ca", o.caAddress, "handoff", o.handoffSocket)
+	log.Info("starting", "version", version.String("ztunnel"), "workerThreads", runtime.GOMAXPROCS(0), "node", o.node, "xds", o.xdsAddress, "ca", o.caAddress, "handoff", o.handoffSocket)
 	return z.Run(ctx)
 }
 

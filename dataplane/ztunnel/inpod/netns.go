@@ -209,52 +209,77 @@ func (n *NetNS) takeSpare() *net.TCPConn {
 		c = n.spares[len(n.spares)-1]
 		n.spares = n.spares[:len(n.spares)-1]
 	}
-	if !n.filling && len(n.spares) < spareCount/2 {
+	// Back to spareCount after every take: an idle namespace always holds exactly that
+	// many (a steady number of fds), and the refill is off the dial's path.
+	if !n.filling && len(n.spares) < spareCount {
 		n.filling = true
 		go n.refill()
 	}
 	return c
 }
 
-// refill makes spare sockets up to spareCount, all in one visit to the namespace.
+// refill makes spare sockets until there are spareCount (dials may take some meanwhile),
+// each batch in one visit to the namespace.
 func (n *NetNS) refill() {
-	n.mu.Lock()
-	want := spareCount - len(n.spares)
-	n.mu.Unlock()
+	for {
+		n.mu.Lock()
+		want := spareCount - len(n.spares)
+		if want <= 0 || n.closed {
+			n.filling = false
+			n.mu.Unlock()
+			return
+		}
+		n.mu.Unlock()
+		made, err := n.makeSpares(want)
+		n.mu.Lock()
+		if n.closed {
+			n.filling = false
+			n.mu.Unlock()
+			for _, c := range made {
+				c.Close()
+			}
+			return
+		}
+		n.spares = append(n.spares, made...)
+		if err != nil { // dials fall back to a socket of their own; the next one retries
+			n.filling = false
+			n.mu.Unlock()
+			return
+		}
+		n.mu.Unlock()
+	}
+}
+
+// makeSpares makes count unconnected, marked IPv4 TCP sockets in the namespace, wrapped
+// for the runtime's poller.
+func (n *NetNS) makeSpares(count int) ([]*net.TCPConn, error) {
 	var fds []int
-	_ = n.Do(func() error {
-		for range want {
+	err := n.Do(func() error {
+		for range count {
 			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
 				return err
 			}
-			fds = append(fds, fd)
 			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, ProxyMark); err != nil {
+				unix.Close(fd)
 				return err
 			}
+			fds = append(fds, fd)
 		}
 		return nil
 	})
 	var made []*net.TCPConn
 	for _, fd := range fds {
 		f := os.NewFile(uintptr(fd), "tcp-spare")
-		c, err := net.FileConn(f)
+		c, ferr := net.FileConn(f)
 		f.Close()
-		if err == nil {
-			made = append(made, c.(*net.TCPConn))
+		if ferr != nil {
+			err = errors.Join(err, ferr)
+			continue
 		}
+		made = append(made, c.(*net.TCPConn))
 	}
-	n.mu.Lock()
-	n.filling = false
-	if n.closed {
-		n.mu.Unlock()
-		for _, c := range made {
-			c.Close()
-		}
-		return
-	}
-	n.spares = append(n.spares, made...)
-	n.mu.Unlock()
+	return made, err
 }
 
 // connectSpare connects a spare socket to dst.

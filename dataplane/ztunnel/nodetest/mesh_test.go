@@ -3,6 +3,7 @@ package nodetest
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,6 +73,11 @@ func TestMeshOnRealNamespaces(t *testing.T) {
 				if !containsLine(metrics, "istio_tcp_connections_opened_total{", `reporter="destination"`, `source_principal="spiffe://cluster.local/ns/shop/sa/client"`,
 					`destination_workload="server-b"`, `connection_security_policy="mutual_tls"`) {
 					t.Fatalf("server-b's ztunnel metrics lack the mTLS connection from the client identity:\n%s", grep(metrics, "istio_tcp_connections_opened"))
+				}
+				// The default worker threads: half the CPUs, at least one.
+				want := fmt.Sprintf("go_sched_gomaxprocs_threads %d", max(1, (runtime.GOMAXPROCS(0)+1)/2))
+				if !strings.Contains(metrics, "\n"+want+"\n") {
+					t.Fatalf("ztunnel's GOMAXPROCS: want %q in\n%s", want, grep(metrics, "gomaxprocs"))
 				}
 			})
 
