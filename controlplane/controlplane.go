@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
@@ -20,9 +19,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -71,16 +67,6 @@ type Options struct {
 	SignTimeout time.Duration
 }
 
-// Scheme holds every type the control plane reads or writes.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(s))
-	utilruntime.Must(meshv1.AddToScheme(s))
-	utilruntime.Must(cmapi.AddToScheme(s))
-	utilruntime.Must(gatewayv1.Install(s))
-	return s
-}
-
 // ControlPlane is an assembled control plane; Add it to its manager with mgr.Add.
 type ControlPlane struct {
 	opts  Options
@@ -98,7 +84,7 @@ type ControlPlane struct {
 	readyErr error
 }
 
-// New wires the control plane into mgr (a manager built with Scheme()); cfg is for the
+// New wires the control plane into mgr (a manager built with meshscheme.New()); cfg is for the
 // live (uncached) client that creates TokenReviews and CertificateRequests.
 func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) (*ControlPlane, error) {
 	if err := validate(&opts); err != nil {

@@ -22,6 +22,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
 	"github.com/ambientmesh/ambient-operator/webhook"
 )
@@ -69,7 +70,7 @@ var _ = BeforeSuite(func() {
 	Expect(env.WebhookInstallOptions.MutatingWebhooks).NotTo(BeEmpty(), "no mutating webhooks in config/webhook: run make manifests")
 	Expect(env.WebhookInstallOptions.ValidatingWebhooks).NotTo(BeEmpty(), "no validating webhooks in config/webhook: run make manifests")
 
-	scheme := testenv.Scheme()
+	scheme := meshscheme.New()
 
 	opts := &env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{

@@ -28,6 +28,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/controlplane"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 	"github.com/ambientmesh/ambient-operator/internal/version"
 )
 
@@ -99,7 +100,7 @@ func run(f *flags) error {
 	opts := options(f, mc)
 	cfg := ctrl.GetConfigOrDie()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  controlplane.Scheme(),
+		Scheme:                  meshscheme.New(),
 		Metrics:                 metricsserver.Options{BindAddress: "0"}, // served on the monitoring port below
 		LeaderElection:          f.leader,
 		LeaderElectionID:        "ambientmesh-controlplane-status",

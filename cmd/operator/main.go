@@ -9,9 +9,6 @@ import (
 	"fmt"
 	"os"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -20,11 +17,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
-
-	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 	"github.com/ambientmesh/ambient-operator/internal/version"
 	meshwebhook "github.com/ambientmesh/ambient-operator/webhook"
 )
@@ -90,18 +84,6 @@ func main() {
 	}
 }
 
-// newScheme knows every kind the operator reads or writes: Kubernetes'
-// built-ins, our API, cert-manager's (the identity issuer chain) and the
-// Gateway API (HTTPRoutes attached to waypoints).
-func newScheme() *runtime.Scheme {
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(meshv1alpha1.AddToScheme(scheme))
-	utilruntime.Must(certmanagerv1.AddToScheme(scheme))
-	utilruntime.Must(gatewayv1.Install(scheme))
-	return scheme
-}
-
 // newManager builds the manager with its metrics, probes and leader election,
 // and registers the controllers; the caller starts it.
 func newManager(cfg *rest.Config, opts *options) (ctrl.Manager, error) {
@@ -118,7 +100,7 @@ func newManager(cfg *rest.Config, opts *options) (ctrl.Manager, error) {
 		metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  newScheme(),
+		Scheme:                  meshscheme.New(),
 		Metrics:                 metrics,
 		HealthProbeBindAddress:  opts.probeAddr,
 		LeaderElection:          opts.leaderElect,

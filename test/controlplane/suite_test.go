@@ -25,6 +25,7 @@ import (
 
 	"github.com/ambientmesh/ambient-operator/controlplane"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 	"github.com/ambientmesh/ambient-operator/test/controlplane/meshenv"
 )
 
@@ -72,7 +73,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 
 	mgr, err := ctrl.NewManager(menv.Config, ctrl.Options{
-		Scheme:  controlplane.Scheme(),
+		Scheme:  meshscheme.New(),
 		Metrics: metricsserver.Options{BindAddress: "0"},
 	})
 	Expect(err).NotTo(HaveOccurred())

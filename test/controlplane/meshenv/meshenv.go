@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/ambientmesh/ambient-operator/controlplane"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
 )
 
@@ -54,7 +54,7 @@ func Start(ctx context.Context, logs io.Writer) (*Env, error) {
 	}
 	cfg.QPS, cfg.Burst = 2000, 4000
 	e := &Env{Config: cfg, env: env}
-	if e.Client, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()}); err != nil {
+	if e.Client, err = client.New(cfg, client.Options{Scheme: meshscheme.New()}); err != nil {
 		_ = env.Stop()
 		return nil, err
 	}

@@ -1,4 +1,6 @@
-package testenv
+// Package meshscheme builds the one runtime.Scheme the operator, the control plane and the
+// test harnesses share.
+package meshscheme
 
 import (
 	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -10,9 +12,10 @@ import (
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 )
 
-// Scheme knows the built-in kinds and the kinds of every CRD New installs
-// (ours, cert-manager's, the Gateway API's), at the versions compiled in.
-func Scheme() *runtime.Scheme {
+// New knows every kind the mesh's components read or write: Kubernetes' built-ins, our
+// API, cert-manager's (the identity issuer chain, certificate requests) and the Gateway
+// API's (HTTPRoutes attached to waypoints), at the versions compiled in.
+func New() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(meshv1alpha1.AddToScheme(s))
