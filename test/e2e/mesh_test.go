@@ -71,18 +71,9 @@ func TestUnderlayCarriesNoPlaintextBetweenMeshedPods(t *testing.T) {
 	requireMesh(t)
 	mustReach(t, w.Client, w.ServerB.Addr())
 	secret := fmt.Sprintf("secret-%d", time.Now().UnixNano())
-	capture, err := mesh.StartCapture(w.Client.Node)
+	text, err := mesh.CaptureEcho(w.Client, w.ServerB.Addr(), secret, 3*time.Second)
 	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := w.Client.Dial(w.ServerB.Addr(), 3*time.Second)
-	if err == nil {
-		err = conn.Echo(secret, 3*time.Second)
-		conn.Close()
-	}
-	text, cerr := capture.Stop()
-	if err != nil || cerr != nil {
-		t.Fatalf("request during the capture: %v %v", err, cerr)
+		t.Fatalf("request during the capture: %v", err)
 	}
 	if localmesh.PacketCount(text) == 0 {
 		t.Fatalf("tcpdump on %s's underlay saw no packet: the capture does not work", w.Client.Node.Name)

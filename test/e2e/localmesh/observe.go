@@ -59,6 +59,26 @@ func MetricLines(text, name string, fragments ...string) []string {
 	return out
 }
 
+// CaptureEcho sends secret from `from` to addr and reads its echo while tcpdump
+// captures the underlay of from's node. It returns what the capture printed, and
+// the echo's error or else the capture's.
+func (m *Mesh) CaptureEcho(from *AppPod, addr, secret string, timeout time.Duration) (string, error) {
+	capture, err := m.StartCapture(from.Node)
+	if err != nil {
+		return "", err
+	}
+	conn, err := from.Dial(addr, timeout)
+	if err == nil {
+		err = conn.Echo(secret, timeout)
+		conn.Close()
+	}
+	text, cerr := capture.Stop()
+	if err == nil {
+		err = cerr
+	}
+	return text, err
+}
+
 // Capture is a tcpdump running on a node's underlay interface.
 type Capture struct {
 	cmd  *exec.Cmd

@@ -158,35 +158,17 @@ func (s *Story) Run(ctx context.Context, m *Mesh) error {
 
 	s.Heading("The underlay carried no plaintext (tcpdump on " + w.Client.Node.Name + "'s underlay link)")
 	secret := fmt.Sprintf("card-number-%d", time.Now().UnixNano())
-	capture, err := m.StartCapture(w.Client.Node)
+	text, err := m.CaptureEcho(w.Client, w.ServerB.Addr(), secret, 3*time.Second)
 	if err != nil {
-		return err
-	}
-	conn, err := w.Client.Dial(w.ServerB.Addr(), 3*time.Second)
-	if err == nil {
-		err = conn.Echo(secret, 3*time.Second)
-		conn.Close()
-	}
-	text, cerr := capture.Stop()
-	if err != nil || cerr != nil {
-		return fmt.Errorf("meshed request during the capture: %v %v", err, cerr)
+		return fmt.Errorf("meshed request during the capture: %w", err)
 	}
 	if strings.Contains(text, secret) {
 		return fmt.Errorf("the underlay carried %q in plaintext between meshed pods", secret)
 	}
 	s.Say("meshed: %d packets on the underlay, %q appears in none of them (HBONE: mTLS on port 15008)", PacketCount(text), secret)
-	capture, err = m.StartCapture(w.Client.Node)
+	text, err = m.CaptureEcho(w.Legacy, w.ServerA.Addr(), secret, 3*time.Second)
 	if err != nil {
-		return err
-	}
-	conn, err = w.Legacy.Dial(w.ServerA.Addr(), 3*time.Second)
-	if err == nil {
-		err = conn.Echo(secret, 3*time.Second)
-		conn.Close()
-	}
-	text, cerr = capture.Stop()
-	if err != nil || cerr != nil {
-		return fmt.Errorf("legacy/client → shop/server-a (PERMISSIVE plaintext): %v %v", err, cerr)
+		return fmt.Errorf("legacy/client → shop/server-a (PERMISSIVE plaintext): %w", err)
 	}
 	s.Say("for contrast, legacy/client (not meshed) → shop/server-a: %q visible on the underlay: %v", secret, strings.Contains(text, secret))
 
@@ -239,16 +221,7 @@ func (s *Story) Run(ctx context.Context, m *Mesh) error {
 	}
 	s.Say("kubectl label namespace shop %s-", EnrollLabel)
 	if err := Eventually(30*time.Second, func() error {
-		capture, err := m.StartCapture(w.Client.Node)
-		if err != nil {
-			return err
-		}
-		conn, err := w.Client.Dial(w.ServerB.Addr(), 2*time.Second)
-		if err == nil {
-			err = conn.Echo(secret, 2*time.Second)
-			conn.Close()
-		}
-		text, _ := capture.Stop()
+		text, err := m.CaptureEcho(w.Client, w.ServerB.Addr(), secret, 2*time.Second)
 		if err != nil {
 			return err
 		}
