@@ -284,16 +284,7 @@ func (n *NetNS) makeSpares(count int) ([]*net.TCPConn, error) {
 
 // connectSpare connects a spare socket to dst.
 func connectSpare(ctx context.Context, c *net.TCPConn, sa unix.Sockaddr, dst netip.AddrPort) (net.Conn, error) {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetWriteDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = c.SetWriteDeadline(time.Unix(1, 0)) })
-	defer stop()
-	rc, err := c.SyscallConn()
-	if err == nil {
-		err = connectRaw(ctx, rc, sa)
-	}
-	if err != nil {
+	if err := connectWithin(ctx, c, sa); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -338,23 +329,36 @@ func (c *spareConn) PlainTCP() *net.TCPConn { return c.TCPConn }
 func connectFD(ctx context.Context, fd int, sa unix.Sockaddr, addr string) (net.Conn, error) {
 	f := os.NewFile(uintptr(fd), "tcp:"+addr) // non-blocking: registered with the poller
 	defer f.Close()                           // net.FileConn keeps its own duplicate
-	if dl, ok := ctx.Deadline(); ok {
-		_ = f.SetWriteDeadline(dl)
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	stop := context.AfterFunc(ctx, func() { _ = f.SetWriteDeadline(time.Unix(1, 0)) })
-	defer stop()
-	if err := connectRaw(ctx, rc, sa); err != nil {
+	if err := connectWithin(ctx, f, sa); err != nil {
 		return nil, err
 	}
 	return net.FileConn(f)
 }
 
+// pollerSocket is a socket registered with the runtime's poller: an *os.File or a
+// *net.TCPConn.
+type pollerSocket interface {
+	SyscallConn() (syscall.RawConn, error)
+	SetWriteDeadline(t time.Time) error
+}
+
+// connectWithin connects s, waiting in the poller until ctx is done at the latest (its
+// deadline, or its cancellation, becomes s's write deadline).
+func connectWithin(ctx context.Context, s pollerSocket, sa unix.Sockaddr) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetWriteDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+	rc, err := s.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return connectRaw(ctx, rc, sa)
+}
+
 // connectRaw connects the socket behind rc, waiting in the poller (write deadlines bound
-// the wait; the caller ties them to ctx).
+// the wait; connectWithin ties them to ctx).
 func connectRaw(ctx context.Context, rc syscall.RawConn, sa unix.Sockaddr) error {
 	started := false
 	var connErr error
