@@ -107,10 +107,13 @@ func main() {
 		fmt.Println(version.String("ztunnel"))
 		return
 	}
+	log := funcr.NewJSON(func(obj string) { fmt.Fprintln(os.Stderr, obj) }, funcr.Options{LogTimestamp: true, Verbosity: o.verbosity})
+	if err := keepSysmonAwake(); err != nil {
+		log.Error(err, "running with the Go runtime's default monitor thread; new connections take longer")
+	}
 	if n := workerThreads(o.workerThreads, os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)); n > 0 {
 		runtime.GOMAXPROCS(n)
 	}
-	log := funcr.NewJSON(func(obj string) { fmt.Fprintln(os.Stderr, obj) }, funcr.Options{LogTimestamp: true, Verbosity: o.verbosity})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, o, log); err != nil {

@@ -3,6 +3,8 @@ package nodetest
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -78,6 +80,11 @@ func TestMeshOnRealNamespaces(t *testing.T) {
 				want := fmt.Sprintf("go_sched_gomaxprocs_threads %d", max(1, (runtime.GOMAXPROCS(0)+1)/2))
 				if !strings.Contains(metrics, "\n"+want+"\n") {
 					t.Fatalf("ztunnel's GOMAXPROCS: want %q in\n%s", want, grep(metrics, "gomaxprocs"))
+				}
+				// Started without that setting, the ztunnel re-executed itself with sysmon kept awake.
+				environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c.nodes["b"].zt.cmd.Process.Pid))
+				if err != nil || !regexp.MustCompile(`(^|\x00)GODEBUG=([^\x00]*,)?schedtrace=2147483647(,|\x00)`).Match(environ) {
+					t.Fatalf("ztunnel's environment lacks GODEBUG schedtrace=2147483647 (%v)", err)
 				}
 			})
 
