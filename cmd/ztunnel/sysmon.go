@@ -58,9 +58,11 @@ func keepSysmonAwake() error {
 	if !changed {
 		return nil
 	}
-	// /proc/self/exe: the running binary even if its file was replaced meanwhile (upgrades).
-	if err := syscall.Exec("/proc/self/exe", os.Args, env); err != nil {
-		return fmt.Errorf("re-executing with GODEBUG=%s: %w", sysmonAwake, err)
+	// The binary's own path, not /proc/self/exe: the kernel names the process after the
+	// file executed, and ps should say ztunnel.
+	exe, err := os.Executable()
+	if err == nil {
+		err = syscall.Exec(exe, os.Args, env)
 	}
-	return nil
+	return fmt.Errorf("re-executing with GODEBUG=%s: %w", sysmonAwake, err)
 }
