@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ambientmesh/ambient-operator/internal/workers"
 )
 
 // JoinStats counts the bytes Join has copied so far; it may be read while
@@ -40,10 +42,10 @@ func Join(a, b net.Conn, stats *JoinStats) error {
 		})
 	}
 	done := make(chan struct{})
-	go func() {
+	workers.Go(func() {
 		defer close(done)
 		copyHalf(a, b, &stats.BToA, fail)
-	}()
+	})
 	// a→b runs at once on this goroutine: for an HBONE server that is the
 	// client's early data, already waiting, on its way to the upstream.
 	copyHalf(b, a, &stats.AToB, fail)

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/workers"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -389,7 +391,7 @@ type forwarder struct {
 
 func startForwarder(src net.Conn, st *h2stream) *forwarder {
 	f := &forwarder{src: src, done: make(chan struct{})}
-	go func() {
+	workers.Go(func() {
 		defer close(f.done)
 		bp := smallBufs.Get().(*[]byte)
 		defer smallBufs.Put(bp)
@@ -409,7 +411,7 @@ func startForwarder(src net.Conn, st *h2stream) *forwarder {
 				return // at EOF the caller's own read sees EOF again
 			}
 		}
-	}()
+	})
 	return f
 }
 

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/workers"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -514,7 +516,7 @@ func (s *session) processHeaders(f *http2.MetaHeadersFrame) error {
 		st.remoteEnd = true
 	}
 	s.mu.Unlock()
-	go s.cfg.onRequest(st, f)
+	workers.Go(func() { s.cfg.onRequest(st, f) })
 	return nil
 }
 

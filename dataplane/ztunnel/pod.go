@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/workers"
+
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/authz"
@@ -82,11 +84,11 @@ func (p *podServer) acceptLoop(l net.Listener, wg *sync.WaitGroup, serve func(ne
 		}
 		wg.Add(1)
 		p.z.conns.handlerStarted()
-		go func() {
+		workers.Go(func() {
 			defer wg.Done()
 			defer p.z.conns.handlerDone()
 			serve(c)
-		}()
+		})
 	}
 }
 

@@ -1,0 +1,55 @@
+package workers
+
+import (
+	"runtime"
+	"testing"
+	"time"
+)
+
+// An idle worker takes the next function instead of a new goroutine, and idle workers end
+// after the timeout.
+func TestWorkersAreReusedThenEnd(t *testing.T) {
+	p := NewPool(200 * time.Millisecond)
+	base := runtime.NumGoroutine()
+
+	ran := make(chan struct{})
+	p.Go(func() { close(ran) })
+	<-ran
+	waitFor(t, "the first worker to become idle", func() bool { return idleWorkers(p) })
+	if n := runtime.NumGoroutine(); n != base+1 {
+		t.Fatalf("goroutines: %d, want %d (the idle worker)", n, base+1)
+	}
+
+	// Three at once: the idle worker takes one, two new workers the others.
+	release := make(chan struct{})
+	for range 3 {
+		p.Go(func() { <-release })
+	}
+	if n := runtime.NumGoroutine(); n != base+3 {
+		t.Fatalf("goroutines while three run: %d, want %d", n, base+3)
+	}
+	close(release)
+
+	waitFor(t, "idle workers to end", func() bool { return runtime.NumGoroutine() == base })
+}
+
+// idleWorkers reports whether some worker of p waits for work.
+func idleWorkers(p *Pool) bool {
+	probe := make(chan struct{})
+	select {
+	case p.handoff <- func() { close(probe) }:
+		<-probe
+		return true
+	default:
+		return false
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
