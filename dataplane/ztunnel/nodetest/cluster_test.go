@@ -35,8 +35,12 @@ import (
 
 var ztunnelBin string
 
-// TestMain builds the real ztunnel binary once for the package.
+// TestMain builds the real ztunnel binary once for the package (or runs a relay process
+// for BenchmarkDataplane).
 func TestMain(m *testing.M) {
+	if spec, ok := os.LookupEnv(relayEnv); ok {
+		os.Exit(runRelay(spec))
+	}
 	flag.Parse()
 	if os.Geteuid() != 0 || testing.Short() {
 		os.Exit(m.Run()) // every test skips with its reason

@@ -1,0 +1,74 @@
+package nodetest
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// relayEnv makes this test binary a plain TCP relay ("listen>target") instead of running
+// tests (TestMain): the floor against which BenchmarkDataplane's round-trip figure is read.
+const relayEnv = "NODETEST_RELAY"
+
+// runRelay accepts on listen and copies each connection both ways to a new connection to
+// target: what any user-space proxy does at least, with no TLS, HTTP/2 or capture rules.
+func runRelay(spec string) int {
+	listen, target, _ := strings.Cut(spec, ">")
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			go func() { _, _ = io.Copy(u, c) }()
+			_, _ = io.Copy(c, u)
+		}()
+	}
+}
+
+// startRelays runs two relay processes on the mesh path's route, one in each node's
+// namespace: plain-a → relay on node a (its bridge address) → relay on node b (its underlay
+// address) → legacy. Like the mesh path it crosses three TCP connections and two proxy
+// processes. It returns the path for requestResponse.
+func (c *cluster) startRelays(t testing.TB) func() (*pod, string) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(n *node, listen, target string) {
+		cmd := n.ns.Cmd(exe)
+		cmd.Env = append(os.Environ(), relayEnv+"="+listen+">"+target)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	}
+	start(c.nodes["b"], "10.99.0.2:7000", "10.100.2.30:7000")
+	start(c.nodes["a"], "10.100.1.1:7000", "10.99.0.2:7000")
+	relayed := func() (*pod, string) { return c.pods["plain-a"], "10.100.1.1" }
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		p, ip := relayed()
+		if _, err := connectRTT(p, ip+":7000"); err == nil {
+			return relayed
+		} else if time.Now().After(deadline) {
+			t.Fatalf("relays not answering: %v", err)
+		}
+	}
+}
