@@ -15,12 +15,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ambientmesh/ambient-operator/internal/workers"
-
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+	"github.com/ambientmesh/ambient-operator/internal/workers"
 )
 
 // DialFunc opens the TCP connection to an HBONE endpoint. The ztunnel passes

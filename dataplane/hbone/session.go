@@ -12,10 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ambientmesh/ambient-operator/internal/workers"
-
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/ambientmesh/ambient-operator/internal/workers"
 )
 
 // A session is one HTTP/2 connection carrying HBONE streams, on either side.

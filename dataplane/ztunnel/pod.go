@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ambientmesh/ambient-operator/internal/workers"
-
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/authz"
@@ -20,6 +18,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/metrics"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/routing"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+	"github.com/ambientmesh/ambient-operator/internal/workers"
 )
 
 // ServePod starts serving one pod's listeners (inpod.PodHandler). The returned stop, called
