@@ -60,15 +60,15 @@ func (c *cluster) startRelays(t testing.TB) func() (*pod, string) {
 		}
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	}
-	start(c.nodes["b"], "10.99.0.2:7000", "10.100.2.30:7000")
-	start(c.nodes["a"], "10.100.1.1:7000", "10.99.0.2:7000")
-	relayed := func() (*pod, string) { return c.pods["plain-a"], "10.100.1.1" }
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	const nodeBUnderlay = "10.99.0.2:7000" // newCluster's underlay address of node b
+	nodeA := c.nodes["a"]
+	start(c.nodes["b"], nodeBUnderlay, c.pods["legacy"].ip.String()+":7000")
+	start(nodeA, nodeA.gateway+":7000", nodeBUnderlay)
+	relayed := func() (*pod, string) { return c.pods["plain-a"], nodeA.gateway }
+	waitFor(t, "the relays to answer", 10*time.Second, func() bool {
 		p, ip := relayed()
-		if _, err := connectRTT(p, ip+":7000"); err == nil {
-			return relayed
-		} else if time.Now().After(deadline) {
-			t.Fatalf("relays not answering: %v", err)
-		}
-	}
+		_, err := connectRTT(p, ip+":7000")
+		return err == nil
+	})
+	return relayed
 }
