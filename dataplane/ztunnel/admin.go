@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/xdsclient"
+	"github.com/ambientmesh/ambient-operator/dataplane/xdsclient"
 )
 
 // AdminHandler serves JSON dumps (bound to localhost by default):

@@ -31,15 +31,15 @@ import (
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
+	"github.com/ambientmesh/ambient-operator/dataplane/identity"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/identity"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/echoapp"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
+	"github.com/ambientmesh/ambient-operator/internal/catest"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
 	"github.com/ambientmesh/ambient-operator/internal/testwait"
+	"github.com/ambientmesh/ambient-operator/internal/xdstest"
 )
 
 const token = "ztunnel-sa-token"

@@ -24,13 +24,13 @@ import (
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
+	"github.com/ambientmesh/ambient-operator/dataplane/identity"
+	"github.com/ambientmesh/ambient-operator/dataplane/xdsclient"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/identity"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/metrics"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/routing"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/state"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/xdsclient"
 )
 
 // Config configures a Ztunnel. Zero durations and empty addresses take the defaults noted.

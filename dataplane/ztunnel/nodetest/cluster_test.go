@@ -25,12 +25,12 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/echoapp"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
+	"github.com/ambientmesh/ambient-operator/internal/catest"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
 	"github.com/ambientmesh/ambient-operator/internal/testwait"
+	"github.com/ambientmesh/ambient-operator/internal/xdstest"
 )
 
 var ztunnelBin string

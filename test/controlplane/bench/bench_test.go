@@ -37,7 +37,7 @@ import (
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/xdsclient"
+	"github.com/ambientmesh/ambient-operator/dataplane/xdsclient"
 	"github.com/ambientmesh/ambient-operator/test/controlplane/meshenv"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
 )

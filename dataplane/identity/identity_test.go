@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/identity"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/catest"
+	"github.com/ambientmesh/ambient-operator/dataplane/identity"
+	"github.com/ambientmesh/ambient-operator/internal/catest"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
 )

@@ -16,10 +16,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/xdstest"
+	"github.com/ambientmesh/ambient-operator/dataplane/xdsclient"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/state"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/xdsclient"
 	"github.com/ambientmesh/ambient-operator/internal/testwait"
+	"github.com/ambientmesh/ambient-operator/internal/xdstest"
 )
 
 func workload(uid, ip string) *pb.Workload {

@@ -1,6 +1,7 @@
-// Package identity obtains and renews the workload certificates ztunnel presents: one per
-// service account with a pod on this node, each with its own ECDSA P-256 key, requested from
-// the certificate service with a CSR and renewed at half its lifetime. It implements the
+// Package identity obtains and renews the workload certificates a data-plane proxy presents:
+// ztunnel holds one per service account with a pod on its node, a waypoint holds its own. Each
+// has its own ECDSA P-256 key, is requested from the certificate service with a CSR and is
+// renewed at half its lifetime. It implements the
 // hbone.CertSource that the HBONE client and servers ask at every handshake, so a renewed
 // certificate applies to new connections while open ones continue.
 package identity
