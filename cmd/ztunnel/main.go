@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -16,26 +15,20 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/bootstrap"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/version"
 )
-
-// DefaultTokenFile is where the DaemonSet mounts ztunnel's projected service-account token
-// (audience meshconfig.CAAudience).
-const DefaultTokenFile = "/var/run/secrets/ambientmesh/tokens/ambientmesh-ca-token"
 
 type options struct {
 	meshConfig       string
@@ -74,8 +67,8 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.caRootFile, "ca-root-file", "", "PEM roots that sign the control plane's serving certificate.")
 	fs.StringVar(&o.caRootFile, "ca-root", "", "Same as --ca-root-file (the name the operator's DaemonSet passes).")
 	fs.BoolVar(&o.insecurePlain, "insecure-control-plane", false, "Talk to the control plane without TLS (tests only).")
-	fs.StringVar(&o.tokenFile, "token-file", DefaultTokenFile, "ztunnel's projected service-account token, re-read for every request.")
-	fs.StringVar(&o.tokenFile, "ca-token", DefaultTokenFile, "Same as --token-file (the name the operator's DaemonSet passes).")
+	fs.StringVar(&o.tokenFile, "token-file", bootstrap.DefaultTokenFile, "ztunnel's projected service-account token, re-read for every request.")
+	fs.StringVar(&o.tokenFile, "ca-token", bootstrap.DefaultTokenFile, "Same as --token-file (the name the operator's DaemonSet passes).")
 	fs.DurationVar(&o.certTTL, "cert-ttl", 0, "Requested workload certificate lifetime (default from the mesh config, else 24h).")
 	fs.StringVar(&o.handoffSocket, "handoff-socket", "", "Unix SOCK_SEQPACKET socket the CNI node agent connects to (default from the mesh config).")
 	fs.StringVar(&o.adminAddress, "admin-address", "", `Admin JSON dumps (default 127.0.0.1:15000; "-" disables).`)
@@ -124,10 +117,10 @@ func main() {
 
 // applyMeshConfig fills options the flags left empty from the mesh config (or its defaults).
 func applyMeshConfig(o *options) (inpod.Ports, error) {
-	mc := defaultMeshConfig()
+	mc := bootstrap.DefaultMeshConfig()
 	if o.meshConfig != "" {
 		var err error
-		if mc, err = loadMeshConfig(o.meshConfig); err != nil {
+		if mc, err = bootstrap.LoadMeshConfig(o.meshConfig); err != nil {
 			return inpod.Ports{}, err
 		}
 	}
@@ -170,18 +163,14 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
-	token := func() (string, error) {
-		b, err := os.ReadFile(o.tokenFile)
-		if err != nil {
-			return "", err
+	token := bootstrap.TokenFile(o.tokenFile)
+	var roots *x509.CertPool
+	if !o.insecurePlain {
+		if roots, err = bootstrap.LoadRoots(o.caRootFile); err != nil {
+			return err
 		}
-		return strings.TrimSpace(string(b)), nil
 	}
-	roots, err := loadRoots(o)
-	if err != nil {
-		return err
-	}
-	caConn, err := grpc.NewClient(o.caAddress, transport(o, roots, nil))
+	caConn, err := grpc.NewClient(o.caAddress, bootstrap.Transport(o.insecurePlain, roots, nil))
 	if err != nil {
 		return fmt.Errorf("certificate service %s: %w", o.caAddress, err)
 	}
@@ -208,7 +197,7 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 		Node:             o.node,
 		TrustDomain:      o.trustDomain,
 		XDSAddress:       o.xdsAddress,
-		XDSDialOptions:   []grpc.DialOption{transport(o, roots, clientCert), grpc.WithPerRPCCredentials(bearerToken{read: token, secure: !o.insecurePlain})},
+		XDSDialOptions:   []grpc.DialOption{bootstrap.Transport(o.insecurePlain, roots, clientCert), grpc.WithPerRPCCredentials(bootstrap.BearerToken{Read: token, Secure: !o.insecurePlain})},
 		CA:               pb.NewCertificateServiceClient(caConn),
 		Token:            token,
 		CertTTL:          o.certTTL,
@@ -230,53 +219,4 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	}
 	log.Info("starting", "version", version.String("ztunnel"), "workerThreads", runtime.GOMAXPROCS(0), "node", o.node, "xds", o.xdsAddress, "ca", o.caAddress, "handoff", o.handoffSocket)
 	return z.Run(ctx)
-}
-
-// bearerToken sends ztunnel's projected token on the xDS stream: the control
-// plane authenticates a ztunnel that has no mesh certificate of its own yet
-// (no --service-account) by it, as Istio's ztunnel does.
-type bearerToken struct {
-	read   func() (string, error)
-	secure bool
-}
-
-func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	tok, err := b.read()
-	if err != nil {
-		return nil, fmt.Errorf("reading the service-account token: %w", err)
-	}
-	return map[string]string{"authorization": "Bearer " + tok}, nil
-}
-
-func (b bearerToken) RequireTransportSecurity() bool { return b.secure }
-
-func loadRoots(o *options) (*x509.CertPool, error) {
-	if o.insecurePlain {
-		return nil, nil
-	}
-	if o.caRootFile == "" {
-		return nil, errors.New("--ca-root-file is required (or --insecure-control-plane for tests)")
-	}
-	pem, err := os.ReadFile(o.caRootFile)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("--ca-root-file %s: no PEM certificate", o.caRootFile)
-	}
-	return pool, nil
-}
-
-// transport returns the control-plane credentials: TLS 1.3 verified against roots, with
-// a client certificate when clientCert is set; plaintext with --insecure-control-plane.
-func transport(o *options, roots *x509.CertPool, clientCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) grpc.DialOption {
-	if o.insecurePlain {
-		return grpc.WithTransportCredentials(insecure.NewCredentials())
-	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		MinVersion:           tls.VersionTLS13,
-		RootCAs:              roots,
-		GetClientCertificate: clientCert,
-	}))
 }

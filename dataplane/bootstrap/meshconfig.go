@@ -1,4 +1,8 @@
-package main
+// Package bootstrap is what the data-plane proxies (ztunnel, waypoint) share to start: a
+// light view of the operator's mesh config document and the credentials they talk to the
+// control plane with (its TLS roots, their own client certificate, their projected
+// service-account token).
+package bootstrap
 
 import (
 	"encoding/json"
@@ -9,12 +13,12 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// meshConfig is ztunnel's view of the mesh config document (internal/meshconfig): only
-// the fields it uses, decoded without the Kubernetes API machinery internal/meshconfig
-// pulls in, which would cost ztunnel several MB of memory on every node. The operator
-// validates the document with internal/meshconfig before writing it; main_test.go checks
-// that this view reads what internal/meshconfig writes.
-type meshConfig struct {
+// MeshConfig is the proxies' view of the mesh config document (internal/meshconfig): only
+// the fields they use, decoded without the Kubernetes API machinery internal/meshconfig
+// pulls in, which would cost every ztunnel and waypoint several MB of memory. The operator
+// validates the document with internal/meshconfig before writing it; the proxies' main
+// tests check that this view reads what internal/meshconfig writes.
+type MeshConfig struct {
 	TrustDomain  string `json:"trustDomain"`
 	ControlPlane struct {
 		Address string `json:"address"`
@@ -22,7 +26,7 @@ type meshConfig struct {
 		CAPort  int32  `json:"caPort"`
 	} `json:"controlPlane"`
 	Identity struct {
-		WorkloadCertTTL jsonDuration `json:"workloadCertTTL"`
+		WorkloadCertTTL Duration `json:"workloadCertTTL"`
 	} `json:"identity"`
 	Ports struct {
 		Outbound         int32 `json:"outbound"`
@@ -37,10 +41,10 @@ type meshConfig struct {
 	} `json:"cni"`
 }
 
-// jsonDuration decodes a Go duration string ("24h0m0s"), as metav1.Duration encodes it.
-type jsonDuration time.Duration
+// Duration decodes a Go duration string ("24h0m0s"), as metav1.Duration encodes it.
+type Duration time.Duration
 
-func (d *jsonDuration) UnmarshalJSON(b []byte) error {
+func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		return err
@@ -49,25 +53,26 @@ func (d *jsonDuration) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return err
 	}
-	*d = jsonDuration(v)
+	*d = Duration(v)
 	return nil
 }
 
-// defaultMeshConfig holds the values internal/meshconfig.Default() has (checked by a test).
-func defaultMeshConfig() meshConfig {
-	var c meshConfig
+// DefaultMeshConfig holds the values internal/meshconfig.Default() has (checked by a test).
+func DefaultMeshConfig() MeshConfig {
+	var c MeshConfig
 	c.TrustDomain = "cluster.local"
 	c.ControlPlane.Address = "ambientmesh-controlplane.ambient-system.svc"
 	c.ControlPlane.XDSPort, c.ControlPlane.CAPort = 15010, 15012
-	c.Identity.WorkloadCertTTL = jsonDuration(24 * time.Hour)
+	c.Identity.WorkloadCertTTL = Duration(24 * time.Hour)
 	c.Ports.Outbound, c.Ports.InboundPlaintext, c.Ports.HBONE = 15001, 15006, 15008
 	c.Ports.Metrics, c.Ports.Readiness, c.Ports.Admin = 15020, 15021, 15000
 	c.CNI.HandoffSocket = "/var/run/ambientmesh/ztunnel/ztunnel.sock"
 	return c
 }
 
-func loadMeshConfig(path string) (meshConfig, error) {
-	c := defaultMeshConfig()
+// LoadMeshConfig reads the document at path over the defaults.
+func LoadMeshConfig(path string) (MeshConfig, error) {
+	c := DefaultMeshConfig()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return c, fmt.Errorf("mesh config: %w", err)

@@ -1,0 +1,104 @@
+package waypoint
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/jwt"
+)
+
+// ConfigDump is what /config_dump shows: every xDS resource the waypoint holds, as the
+// control plane sent it (protobuf JSON), and the state of its xDS stream.
+type ConfigDump struct {
+	Node      string                      `json:"node"`
+	Resources map[string][]DumpedResource `json:"resources"`
+	LastNack  string                      `json:"lastNack,omitempty"`
+	XDS       any                         `json:"xds,omitempty"`
+	JWT       []jwt.ProviderStatus        `json:"jwtProviders,omitempty"`
+}
+
+// DumpedResource is one held resource.
+type DumpedResource struct {
+	Name     string          `json:"name"`
+	Version  string          `json:"version"`
+	Resource json.RawMessage `json:"resource"`
+}
+
+// ConfigDump returns the configuration the waypoint holds.
+func (w *Waypoint) ConfigDump() ConfigDump {
+	w.store.mu.Lock()
+	defer w.store.mu.Unlock()
+	out := ConfigDump{Node: NodeCluster(w.cfg.Namespace, w.cfg.Name), Resources: map[string][]DumpedResource{}, LastNack: w.store.lastNack}
+	for typeURL, held := range w.store.resources {
+		list := make([]DumpedResource, 0, len(held))
+		for name, r := range held {
+			b, err := protojson.Marshal(r.msg)
+			if err != nil {
+				b, _ = json.Marshal(err.Error())
+			}
+			list = append(list, DumpedResource{Name: name, Version: r.version, Resource: b})
+		}
+		sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+		out.Resources[typeURL] = list
+	}
+	for _, l := range w.store.compiled {
+		if l.http != nil && l.http.jwt != nil {
+			out.JWT = append(out.JWT, l.http.jwt.Status()...)
+		}
+	}
+	if w.xds != nil {
+		out.XDS = w.xds.Stats()
+	}
+	return out
+}
+
+// AdminHandler serves the localhost admin endpoint: /config_dump (the xDS held, as JSON),
+// /clusters (endpoints with health, outlier and circuit-breaker state), /stats (counters
+// as "name: value" lines), /stats/prometheus, /certs, /ready.
+func (w *Waypoint) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /config_dump", func(rw http.ResponseWriter, _ *http.Request) { writeJSON(rw, w.ConfigDump()) })
+	mux.HandleFunc("GET /clusters", func(rw http.ResponseWriter, _ *http.Request) { writeJSON(rw, w.clusters.Dump()) })
+	mux.HandleFunc("GET /stats", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := w.metrics.WriteStats(rw); err != nil {
+			http.Error(rw, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	mux.Handle("GET /stats/prometheus", w.metricsHandler())
+	mux.HandleFunc("GET /certs", func(rw http.ResponseWriter, _ *http.Request) {
+		if w.identity == nil {
+			writeJSON(rw, []any{})
+			return
+		}
+		writeJSON(rw, w.identity.Dump())
+	})
+	mux.Handle("GET /ready", w.readinessHandler())
+	return mux
+}
+
+func (w *Waypoint) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(w.metrics.Registry(), promhttp.HandlerOpts{})
+}
+
+// readinessHandler answers /healthz/ready (the Deployment's readiness probe).
+func (w *Waypoint) readinessHandler() http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if err := w.Ready(r.Context()); err != nil {
+			http.Error(rw, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		rw.Write([]byte("ready\n"))
+	})
+}
+
+func writeJSON(rw http.ResponseWriter, v any) {
+	rw.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(rw)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

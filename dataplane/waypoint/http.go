@@ -1,0 +1,541 @@
+package waypoint
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/jwt"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/rbac"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/route"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/telemetry"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/upstream"
+)
+
+// maxReplayBody is the largest request body kept in memory so that a retry or a mirror
+// can send it again (Envoy's default per-request buffer limit is of the same order). A
+// larger or streamed body (gRPC streams) is sent once, without retries or mirrors.
+const maxReplayBody = 1 << 20
+
+// exchange is one downstream request on its way through the filters and the router; the
+// router fills in what telemetry reports.
+type exchange struct {
+	d        *downstream
+	start    time.Time
+	route    *route.Route
+	weighted *route.WeightedCluster
+	cluster  *upstream.Cluster
+	retry    *route.RetryPolicy
+	body     []byte // the buffered request body, when replayable
+	replay   bool
+	h2       bool
+
+	flags    string
+	policy   string // the RBAC policy that denied
+	host     *upstream.Host
+	attempts int
+	traceID, spanID string
+	upstart         time.Time
+	upstreamTime    time.Duration // until the upstream's response headers
+}
+
+type exchangeKey struct{}
+
+func exchangeFrom(ctx context.Context) *exchange {
+	x, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return x
+}
+
+// newReverseProxy is the router's last step: net/http's ReverseProxy copies the request
+// and the response (hop-by-hop headers removed, trailers and streaming kept, flushed at
+// once so gRPC and small responses are not delayed), over the waypoint's RoundTripper,
+// which picks the endpoint and retries.
+func (w *Waypoint) newReverseProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = pr.In.Host // replaced by the endpoint's address per try
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:     roundTripperFunc(w.roundTrip),
+		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			if x := exchangeFrom(resp.Request.Context()); x != nil {
+				x.upstreamTime = time.Since(x.upstart)
+				x.route.ApplyResponse(resp.Header, x.weighted)
+			}
+			return nil
+		},
+		ErrorHandler: w.upstreamError,
+		ErrorLog:     nil,
+	}
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// ServeHTTP runs one request through the listener's filters — jwt_authn, RBAC (DENY,
+// then ALLOW), fault — and the router.
+func (w *Waypoint) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	d := downstreamFrom(r.Context())
+	if d == nil {
+		http.Error(rw, "no downstream", http.StatusInternalServerError)
+		return
+	}
+	x := &exchange{d: d, start: time.Now(), h2: r.ProtoMajor == 2, flags: "-"}
+	sw := &statusWriter{ResponseWriter: rw}
+	if r.Body != nil {
+		r.Body = &countingBody{ReadCloser: r.Body}
+	}
+	x.traceID, x.spanID = telemetry.Propagate(r.Header)
+	// The access log names the request as the client sent it, before any rewrite.
+	method, authority, path := r.Method, r.Host, r.URL.RequestURI()
+	w.handle(sw, r, x)
+	w.observe(sw, r, x, method, authority, path)
+}
+
+func (w *Waypoint) handle(rw *statusWriter, r *http.Request, x *exchange) {
+	snap := w.store.snapshot()
+	l := snap.listeners[x.d.listener.name]
+	if l == nil || l.http == nil {
+		l = x.d.listener // removed since the connection opened: finish with what it had
+	}
+	chain := l.http
+	claims, err := chain.authenticate(r)
+	if err != nil {
+		var je *jwt.Error
+		if errors.As(err, &je) {
+			if je.WWWAuthenticate != "" {
+				rw.Header().Set("WWW-Authenticate", je.WWWAuthenticate)
+			}
+			w.metrics.JWTFailed(je.Status)
+			plain(rw, je.Status, je.Reason)
+			return
+		}
+		plain(rw, http.StatusUnauthorized, err.Error())
+		return
+	}
+	attrs := &rbac.Attributes{
+		Principal: x.d.peer.String(), RemoteIP: x.d.clientIP, DirectRemoteIP: x.d.direct,
+		DestinationIP: x.d.target.Addr(), DestinationPort: x.d.target.Port(),
+		Method: r.Method, Host: r.Host, Path: r.URL.RequestURI(), Scheme: "http", Header: r.Header,
+		Metadata: map[string]map[string]any{jwtFilterName: claims},
+	}
+	if dec := rbac.EvaluateChain(attrs, chain.rbac...); !dec.Allowed {
+		x.policy = dec.Policy
+		x.flags = telemetry.FlagRBACAccessDenied
+		w.metrics.RBACDenied(l.name)
+		plain(rw, http.StatusForbidden, "RBAC: access denied")
+		return
+	}
+	table := snap.routes[chain.routeConfig]
+	if table == nil {
+		x.flags = telemetry.FlagNoRoute
+		plain(rw, http.StatusNotFound, "route configuration "+chain.routeConfig+" not found")
+		return
+	}
+	rt := table.Match(r)
+	if rt == nil {
+		x.flags = telemetry.FlagNoRoute
+		plain(rw, http.StatusNotFound, "no route")
+		return
+	}
+	x.route = rt
+	if chain.fault && rt.Fault != nil && w.injectFault(rw, r, rt.Fault, x) {
+		return
+	}
+	switch {
+	case rt.Redirect != nil:
+		status, location := rt.Redirect.Response(r)
+		rt.ResponseHeaders.Apply(rw.Header())
+		rw.Header().Set("Location", location)
+		rw.WriteHeader(status)
+	case rt.Direct != nil:
+		rt.ResponseHeaders.Apply(rw.Header())
+		rw.WriteHeader(rt.Direct.Status)
+		rw.Write(rt.Direct.Body)
+	case rt.Forward != nil:
+		w.forward(rw, r, rt, x)
+	}
+}
+
+const jwtFilterName = "envoy.filters.http.jwt_authn"
+
+func (c *httpChain) authenticate(r *http.Request) (map[string]any, error) {
+	if c.jwt == nil {
+		return nil, nil
+	}
+	return c.jwt.Authenticate(r.Context(), r)
+}
+
+// injectFault delays and/or aborts the request as the route's fault says; true when it
+// answered.
+func (w *Waypoint) injectFault(rw *statusWriter, r *http.Request, f *route.Fault, x *exchange) bool {
+	delay, abort := f.Decide(w.rand32)
+	if delay > 0 {
+		x.flags = telemetry.FlagDelayInjected
+		w.metrics.DelayInjected()
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return true
+		}
+	}
+	if abort == 0 {
+		return false
+	}
+	x.flags = telemetry.FlagFaultInjected
+	w.metrics.AbortInjected()
+	body := f.AbortBody
+	if body == "" {
+		body = "fault filter abort"
+	}
+	plain(rw, abort, body)
+	return true
+}
+
+// forward sends the request to the route's cluster (through the reverse proxy and the
+// retrying round trip) and fires its mirrors.
+func (w *Waypoint) forward(rw *statusWriter, r *http.Request, rt *route.Route, x *exchange) {
+	fwd := rt.Forward
+	x.weighted = fwd.PickCluster(w.rand64)
+	rt.ApplyRequest(r, x.weighted)
+	x.cluster = w.clusters.Cluster(x.weighted.Name)
+	if x.cluster == nil {
+		x.flags = telemetry.FlagNoClusterFound
+		plain(rw, http.StatusServiceUnavailable, "cluster "+x.weighted.Name+" not found")
+		return
+	}
+	done, err := x.cluster.StartRequest()
+	if err != nil {
+		x.flags = telemetry.FlagUpstreamOverflow
+		plain(rw, http.StatusServiceUnavailable, "upstream overflow")
+		return
+	}
+	defer done()
+	x.retry = fwd.Retry
+	if x.retry != nil || len(fwd.Mirrors) > 0 {
+		x.body, x.replay = bufferBody(r)
+	}
+	for _, m := range fwd.Mirrors {
+		if (x.replay || r.Body == nil || r.Body == http.NoBody) && w.rand32(1_000_000) < m.PerMillion {
+			w.mirror(r, x.body, m)
+		}
+	}
+	ctx := context.WithValue(r.Context(), exchangeKey{}, x)
+	if fwd.Timeout != route.NoTimeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, fwd.Timeout)
+		defer cancel()
+	}
+	x.upstart = time.Now()
+	w.proxy.ServeHTTP(rw, r.WithContext(ctx))
+}
+
+// bufferBody reads a request body of known, small size into memory so that it can be
+// sent more than once.
+func bufferBody(r *http.Request) ([]byte, bool) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, true
+	}
+	if r.ContentLength < 0 || r.ContentLength > maxReplayBody {
+		return nil, false
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
+	if err != nil || int64(len(b)) != r.ContentLength {
+		// The client went away or lied about the length: send what there is, once.
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		return nil, false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return b, true
+}
+
+// roundTrip is the router's upstream step for one request: pick a healthy endpoint of the
+// cluster, send, and retry while the route's policy, the cluster's retry budget and the
+// route timeout allow. Each try reports its outcome to outlier detection.
+func (w *Waypoint) roundTrip(out *http.Request) (*http.Response, error) {
+	x := exchangeFrom(out.Context())
+	// Retry slots are held until the request is answered, so that the budget counts
+	// retries in flight.
+	var retrySlots []func()
+	defer func() {
+		for _, done := range retrySlots {
+			done()
+		}
+	}()
+	for try := 0; ; try++ {
+		resp, outcome, err := w.try(out, x, try)
+		if !w.shouldRetry(x, try, outcome) {
+			if try > 0 && x.retry.Retriable(outcome) {
+				x.flags = telemetry.FlagUpstreamRetryLimitExceeded
+			}
+			return resp, err
+		}
+		done, overBudget := x.cluster.StartRetry()
+		if overBudget != nil {
+			return resp, err // the last answer stands
+		}
+		retrySlots = append(retrySlots, done)
+		if resp != nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+		w.metrics.Retried(x.cluster.Name())
+		t := time.NewTimer(x.retry.Backoff(try, w.rand63))
+		select {
+		case <-t.C:
+		case <-out.Context().Done():
+			t.Stop()
+			return nil, out.Context().Err()
+		}
+	}
+}
+
+func (w *Waypoint) shouldRetry(x *exchange, try int, o route.Outcome) bool {
+	return x.retry != nil && x.replay && try < x.retry.NumRetries && x.retry.Retriable(o)
+}
+
+// try sends the request once to one endpoint.
+func (w *Waypoint) try(out *http.Request, x *exchange, try int) (*http.Response, route.Outcome, error) {
+	host, err := x.cluster.Pick()
+	if err != nil {
+		x.flags = telemetry.FlagNoHealthyUpstream
+		return nil, route.Outcome{}, err
+	}
+	x.host, x.attempts = host, try+1
+	ctx := out.Context()
+	cancel := context.CancelFunc(func() {})
+	if x.retry != nil && x.retry.PerTryTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, x.retry.PerTryTimeout)
+	}
+	ctx = context.WithValue(ctx, connAdmitKey{}, x.cluster.StartConnection)
+	req := out.Clone(ctx)
+	req.URL.Host = host.Addr.String()
+	if try > 0 {
+		req.Body = nil // a retry is only made with a replayable body
+		if x.body != nil {
+			req.Body = io.NopCloser(bytes.NewReader(x.body))
+		}
+	}
+	rt := w.transports.get(transportKey{clientIP: x.d.clientIP, tunnel: host.Tunnel, peer: host.PeerID, h2: x.h2})
+	host.Begin()
+	resp, err := rt.RoundTrip(req)
+	o := outcomeOf(resp, err)
+	host.End(upstream.Outcome{Status: o.Status, ConnectFailure: o.ConnectFailure, Reset: o.Reset})
+	if err != nil {
+		cancel()
+		return nil, o, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, o, nil
+}
+
+func outcomeOf(resp *http.Response, err error) route.Outcome {
+	if err == nil {
+		return route.Outcome{Status: resp.StatusCode}
+	}
+	var ce *connectError
+	if errors.As(err, &ce) {
+		return route.Outcome{ConnectFailure: true}
+	}
+	return route.Outcome{Reset: true}
+}
+
+// cancelOnClose ends a try's per-try timeout once its response body is done.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// upstreamError answers a request whose upstream failed, with Envoy's codes and bodies.
+func (w *Waypoint) upstreamError(rw http.ResponseWriter, r *http.Request, err error) {
+	x := exchangeFrom(r.Context())
+	var ce *connectError
+	switch {
+	case errors.Is(err, upstream.ErrNoHealthyUpstream):
+		x.flags = telemetry.FlagNoHealthyUpstream
+		plain(rw, http.StatusServiceUnavailable, "no healthy upstream")
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(r.Context().Err(), context.DeadlineExceeded):
+		x.flags = telemetry.FlagUpstreamRequestTimeout
+		plain(rw, http.StatusGatewayTimeout, "upstream request timeout")
+	case errors.As(err, &ce):
+		x.flags = telemetry.FlagUpstreamConnectionFailure
+		plain(rw, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
+	case errors.Is(err, context.Canceled):
+		x.flags = telemetry.FlagDownstreamConnectionTermination
+		rw.WriteHeader(499) // the client went away: nobody reads this
+	default:
+		x.flags = telemetry.FlagUpstreamRemoteReset
+		plain(rw, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: remote reset")
+	}
+}
+
+// mirror sends a copy of the request to the mirror cluster, fire and forget: it runs on
+// its own, its answer is dropped, and when too many mirrors are in flight the copy is
+// dropped rather than slowing anything down.
+func (w *Waypoint) mirror(r *http.Request, body []byte, m route.Mirror) {
+	c := w.clusters.Cluster(m.Cluster)
+	if c == nil {
+		return
+	}
+	select {
+	case w.mirrors <- struct{}{}:
+	default:
+		w.metrics.MirrorDropped(m.Cluster)
+		return
+	}
+	d := downstreamFrom(r.Context())
+	req := r.Clone(context.WithoutCancel(r.Context()))
+	req.RequestURI = ""
+	req.URL.Scheme = "http"
+	req.Header.Del("Connection")
+	switch {
+	case m.HostRewrite != "":
+		req.Host = m.HostRewrite
+	case !m.DisableShadowHostSuffix:
+		req.Host = shadowHost(req.Host)
+	}
+	req.Body = nil
+	if body != nil {
+		req.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	go func() {
+		defer func() { <-w.mirrors }()
+		ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
+		defer cancel()
+		host, err := c.Pick()
+		if err != nil {
+			return
+		}
+		req = req.WithContext(ctx)
+		req.URL.Host = host.Addr.String()
+		host.Begin()
+		resp, err := w.transports.get(transportKey{clientIP: d.clientIP, tunnel: host.Tunnel, peer: host.PeerID, h2: r.ProtoMajor == 2}).RoundTrip(req)
+		o := outcomeOf(resp, err)
+		host.End(upstream.Outcome{Status: o.Status, ConnectFailure: o.ConnectFailure, Reset: o.Reset})
+		w.metrics.Mirrored(m.Cluster)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+}
+
+// shadowHost appends Envoy's "-shadow" to the host name, before any port.
+func shadowHost(host string) string {
+	if h, port, ok := strings.Cut(host, ":"); ok && !strings.Contains(port, ":") {
+		return h + "-shadow:" + port
+	}
+	return host + "-shadow"
+}
+
+// observe records the request in metrics and the access log.
+func (w *Waypoint) observe(sw *statusWriter, r *http.Request, x *exchange, method, authority, path string) {
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	proto := "http"
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		proto = "grpc"
+	}
+	labels := w.labels(x.d, x.host, proto)
+	labels.ResponseCode = status
+	labels.ResponseFlags = x.flags
+	if proto == "grpc" {
+		labels.GRPCResponseStatus = sw.Header().Get("Grpc-Status")
+	}
+	var reqBytes int64
+	if cb, ok := r.Body.(*countingBody); ok {
+		reqBytes = cb.n.Load()
+	}
+	dur := time.Since(x.start)
+	w.metrics.ObserveRequest(labels, dur, reqBytes, sw.bytes)
+	e := &telemetry.Entry{
+		Method: method, Authority: authority, Path: path, Protocol: r.Proto, ResponseCode: status, ResponseFlags: x.flags,
+		Duration: dur, Start: x.start, BytesReceived: reqBytes, BytesSent: sw.bytes,
+		SourceAddress: x.d.clientIP.String(), SourcePrincipal: x.d.peer.String(), DestinationService: labels.DestinationService,
+		RequestID: r.Header.Get("X-Request-Id"), TraceParent: r.Header.Get("Traceparent"), TraceID: x.traceID, SpanID: x.spanID, UserAgent: r.UserAgent(),
+		Attempts: x.attempts, RBACPolicy: x.policy,
+	}
+	if x.route != nil {
+		e.RouteName = x.route.Name
+	}
+	if x.cluster != nil {
+		e.UpstreamCluster = x.cluster.Name()
+	}
+	if x.host != nil {
+		e.UpstreamHost = x.host.Addr.String()
+		e.UpstreamServiceTime = x.upstreamTime
+	}
+	w.accessLog.Log(e)
+}
+
+// plain answers with a text/plain body, as Envoy's local replies do.
+func plain(rw http.ResponseWriter, status int, body string) {
+	rw.Header().Set("Content-Type", "text/plain")
+	rw.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	rw.WriteHeader(status)
+	io.WriteString(rw, body)
+}
+
+// statusWriter records the status and body size for telemetry; Unwrap keeps
+// http.ResponseController (flush, deadlines) working through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(p)
+	s.bytes += int64(n)
+	return n, err
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// countingBody counts request body bytes for istio_request_bytes.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}

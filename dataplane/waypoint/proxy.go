@@ -1,0 +1,223 @@
+package waypoint
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/rbac"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/telemetry"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/upstream"
+	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+)
+
+// downstream is what every request of one inner connection shares: who sent it (the
+// verified HBONE peer and the client's address) and where it was going (the CONNECT
+// target, which chose the listener).
+type downstream struct {
+	peer     spiffe.ID
+	clientIP netip.Addr // the client workload's address (its ztunnel dials from the pod's IP)
+	direct   netip.Addr // the HBONE connection's source
+	target   netip.AddrPort
+	listener *listener
+}
+
+type downstreamKey struct{}
+
+func downstreamFrom(ctx context.Context) *downstream {
+	d, _ := ctx.Value(downstreamKey{}).(*downstream)
+	return d
+}
+
+// ServeHBONE handles one CONNECT: the target picks the listener; HTTP listeners serve
+// HTTP/1.1 or h2c (sniffed) on the stream, TCP listeners relay it after L4 RBAC.
+func (w *Waypoint) ServeHBONE(ctx context.Context, req *hbone.Request) error {
+	snap := w.store.snapshot()
+	l := snap.listenerFor(req.Target)
+	if l == nil {
+		return hbone.Reject(http.StatusServiceUnavailable, "no listener for %s", req.Target)
+	}
+	d := &downstream{peer: req.Peer, target: req.Target, listener: l}
+	if ap, ok := addrPortOf(req.RemoteAddr); ok {
+		d.direct = ap.Addr().Unmap()
+		d.clientIP = d.direct
+	}
+	if l.tcp != nil {
+		return w.serveTCP(ctx, req, d, l.tcp)
+	}
+	st, err := req.Accept()
+	if err != nil {
+		return err
+	}
+	w.serveHTTPConn(ctx, st, d)
+	return nil
+}
+
+// h2Preface is what an h2c (prior knowledge) client sends first.
+var h2Preface = []byte(http2ClientPreface)
+
+const http2ClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// serveHTTPConn sniffs the protocol and serves HTTP on one inner connection until it ends.
+func (w *Waypoint) serveHTTPConn(ctx context.Context, c net.Conn, d *downstream) {
+	br := bufio.NewReaderSize(c, 4096)
+	pc := &peekedConn{Conn: c, r: br, done: make(chan struct{}), d: d}
+	isH2, err := sniffH2(br)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if isH2 {
+		w.h2.ServeConn(pc, w.h2Opts(ctx, d))
+		pc.Close()
+		return
+	}
+	if !w.h1.offer(pc) {
+		pc.Close()
+		return
+	}
+	select {
+	case <-pc.done:
+	case <-ctx.Done():
+		pc.Close()
+	}
+}
+
+// sniffH2 reads just enough to tell the h2c preface from an HTTP/1.x request line: any
+// HTTP/1 method differs from "PRI " within its first four bytes, so this never waits for
+// bytes an HTTP/1 client has not sent.
+func sniffH2(br *bufio.Reader) (bool, error) {
+	for n := 1; n <= len(h2Preface); n++ {
+		b, err := br.Peek(n)
+		if err != nil {
+			return false, err
+		}
+		if !bytes.Equal(b, h2Preface[:n]) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// peekedConn is an inner connection whose first bytes were sniffed; done is closed when
+// it is closed, which ends the HBONE stream.
+type peekedConn struct {
+	net.Conn
+	r    *bufio.Reader
+	d    *downstream
+	once sync.Once
+	done chan struct{}
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *peekedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.done) })
+	return err
+}
+
+// h1Listener hands the waypoint's HTTP/1 connections to one http.Server: each inner
+// connection is "accepted" once, and the server's ConnContext finds its downstream.
+type h1Listener struct {
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newH1Listener() *h1Listener {
+	return &h1Listener{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *h1Listener) offer(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *h1Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *h1Listener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *h1Listener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero, Port: 15008} }
+
+// serveTCP relays a TCP listener's stream to an endpoint of its cluster, after the
+// network RBAC filters allowed the connection.
+func (w *Waypoint) serveTCP(ctx context.Context, req *hbone.Request, d *downstream, chain *tcpChain) error {
+	start := time.Now()
+	labels := w.labels(d, nil, "tcp")
+	attrs := &rbac.Attributes{Principal: d.peer.String(), RemoteIP: d.clientIP, DirectRemoteIP: d.direct,
+		DestinationIP: d.target.Addr(), DestinationPort: d.target.Port()}
+	if dec := rbac.EvaluateChain(attrs, chain.rbac...); !dec.Allowed {
+		w.metrics.RBACDenied(d.listener.name)
+		w.accessLog.Log(&telemetry.Entry{Protocol: "tcp", ResponseCode: http.StatusForbidden, SourceAddress: d.clientIP.String(),
+			SourcePrincipal: d.peer.String(), DestinationService: d.listener.name, RBACPolicy: dec.Policy, Duration: time.Since(start)})
+		return hbone.Reject(http.StatusForbidden, "RBAC: access denied")
+	}
+	c := w.clusters.Cluster(chain.cluster)
+	if c == nil {
+		return hbone.Reject(http.StatusServiceUnavailable, "cluster %s not found", chain.cluster)
+	}
+	done, err := c.StartConnection()
+	if err != nil {
+		return hbone.Reject(http.StatusServiceUnavailable, "%v", err)
+	}
+	defer done()
+	host, err := c.Pick()
+	if err != nil {
+		return hbone.Reject(http.StatusServiceUnavailable, "%v", err)
+	}
+	host.Begin()
+	dctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout())
+	up, err := w.dialer.dial(dctx, host.Addr, host, d.clientIP)
+	cancel()
+	if err != nil {
+		host.End(upstream.Outcome{ConnectFailure: true})
+		return hbone.Reject(http.StatusServiceUnavailable, "connect %s: %v", host.Addr, err)
+	}
+	st, err := req.Accept()
+	if err != nil {
+		host.End(upstream.Outcome{Reset: true})
+		up.Close()
+		return err
+	}
+	labels = w.labels(d, host, "tcp")
+	w.metrics.TCPOpened(labels)
+	var stats hbone.JoinStats
+	err = hbone.Join(st, up, &stats)
+	host.End(upstream.Outcome{Reset: err != nil && !errors.Is(err, net.ErrClosed)})
+	w.metrics.TCPClosed(labels, stats.BToA.Load(), stats.AToB.Load())
+	w.accessLog.Log(&telemetry.Entry{Protocol: "tcp", SourceAddress: d.clientIP.String(), SourcePrincipal: d.peer.String(),
+		DestinationService: d.listener.name, UpstreamCluster: chain.cluster, UpstreamHost: host.Addr.String(),
+		BytesReceived: stats.AToB.Load(), BytesSent: stats.BToA.Load(), Duration: time.Since(start)})
+	return nil
+}
+
+func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort(), true
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	return ap, err == nil
+}
+

@@ -1,0 +1,49 @@
+package telemetry
+
+import (
+	"bufio"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// WriteStats writes the waypoint's filter counters (the ambientmesh_waypoint_*
+// metrics) for the admin /stats page, one per line and sorted, in the
+// "name: value" form of Envoy's /stats with the labels kept in Prometheus
+// notation:
+//
+//	ambientmesh_waypoint_rbac_denied_total{filter="deny"}: 3
+//
+// Counters that have not counted anything yet are listed only when they have
+// no labels.
+func (m *Metrics) WriteStats(w io.Writer) error {
+	families, err := m.registry.Gather()
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(w)
+	for _, f := range families {
+		if !strings.HasPrefix(f.GetName(), statsPrefix) {
+			continue
+		}
+		for _, metric := range f.GetMetric() {
+			bw.WriteString(f.GetName())
+			if len(metric.GetLabel()) > 0 {
+				bw.WriteByte('{')
+				for i, l := range metric.GetLabel() {
+					if i > 0 {
+						bw.WriteByte(',')
+					}
+					bw.WriteString(l.GetName())
+					bw.WriteByte('=')
+					bw.WriteString(strconv.Quote(l.GetValue()))
+				}
+				bw.WriteByte('}')
+			}
+			bw.WriteString(": ")
+			bw.WriteString(strconv.FormatFloat(metric.GetCounter().GetValue(), 'f', -1, 64))
+			bw.WriteByte('\n')
+		}
+	}
+	return bw.Flush()
+}

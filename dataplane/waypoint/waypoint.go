@@ -1,0 +1,331 @@
+package waypoint
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/go-logr/logr"
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+
+	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
+	"github.com/ambientmesh/ambient-operator/dataplane/identity"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/jwt"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/telemetry"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/upstream"
+	"github.com/ambientmesh/ambient-operator/dataplane/xdsclient"
+	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+)
+
+// Config configures a Waypoint. Zero durations and empty addresses take the defaults noted.
+type Config struct {
+	// Namespace and Name of the Waypoint this proxy serves, and the pod it runs in: they
+	// make its xDS node (cluster "waypoint/<namespace>/<name>", id "<pod>.<namespace>").
+	Namespace, Name, PodName string
+	// Identity is the waypoint's own SPIFFE ID (its service account): it terminates HBONE
+	// and dials endpoints with it.
+	Identity spiffe.ID
+	// XDSAddress of the control plane's delta ADS; empty: the caller feeds Handler itself.
+	XDSAddress     string
+	XDSDialOptions []grpc.DialOption
+	XDSCallOptions []grpc.CallOption
+	// CA issues the waypoint's certificate; Token returns its projected service-account
+	// token. Certs and Roots replace both (tests with a fixed certificate).
+	CA      pb.CertificateServiceClient
+	Token   identity.TokenSource
+	CertTTL time.Duration
+	Certs   hbone.CertSource
+	Roots   hbone.RootsSource
+	// HBONEAddress (default :15008), AdminAddress (default 127.0.0.1:15000), MetricsAddress
+	// (default :15020) and ReadinessAddress (default :15021); "-" disables one.
+	HBONEAddress, AdminAddress, MetricsAddress, ReadinessAddress string
+	// DrainPeriod bounds how long a stopping waypoint lets open requests finish (default 5s).
+	DrainPeriod time.Duration
+	// AccessLog receives one JSON line per request (nil: none).
+	AccessLog io.Writer
+	// HTTPClient fetches remote JWKS (default: a 5 s timeout client).
+	HTTPClient *http.Client
+	Log        logr.Logger
+}
+
+func (c *Config) setDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.HBONEAddress, ":15008")
+	def(&c.AdminAddress, "127.0.0.1:15000")
+	def(&c.MetricsAddress, ":15020")
+	def(&c.ReadinessAddress, ":15021")
+	if c.DrainPeriod == 0 {
+		c.DrainPeriod = 5 * time.Second
+	}
+	if c.Log.GetSink() == nil {
+		c.Log = logr.Discard()
+	}
+}
+
+// Waypoint is the L7 proxy: it terminates HBONE, serves HTTP (or relays TCP) per the
+// Envoy xDS the control plane sends, and opens HBONE to the chosen endpoints.
+type Waypoint struct {
+	cfg        Config
+	log        logr.Logger
+	store      *store
+	clusters   *upstream.Set
+	identity   *identity.Manager // nil when Config.Certs is set
+	certs      hbone.CertSource
+	roots      hbone.RootsSource
+	pool       *hbone.Pool
+	hbone      *hbone.Server
+	xds        *xdsclient.Client
+	dialer     *dialer
+	transports *transports
+	proxy      *httputil.ReverseProxy
+	h1         *h1Listener
+	h1Server   *http.Server
+	h2         *http2.Server
+	metrics    *telemetry.Metrics
+	accessLog  *telemetry.AccessLog
+	mirrors    chan struct{} // bounds mirrored requests in flight
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+
+	draining chan struct{}
+	drainOne sync.Once
+}
+
+// New builds a Waypoint; Run starts it.
+func New(cfg Config) (*Waypoint, error) {
+	cfg.setDefaults()
+	if cfg.Identity.IsZero() {
+		return nil, errors.New("waypoint: Identity is required")
+	}
+	w := &Waypoint{cfg: cfg, log: cfg.Log, mirrors: make(chan struct{}, 64), draining: make(chan struct{}),
+		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+	w.certs, w.roots = cfg.Certs, cfg.Roots
+	if w.certs == nil {
+		if cfg.CA == nil || cfg.Token == nil {
+			return nil, errors.New("waypoint: CA and Token (or Certs and Roots) are required")
+		}
+		w.identity = identity.NewManager(identity.Config{CA: cfg.CA, Token: cfg.Token, TTL: cfg.CertTTL, Log: cfg.Log.WithName("identity")})
+		w.identity.Acquire(cfg.Identity)
+		w.certs, w.roots = w.identity, hbone.RootsFunc(w.identity.Roots)
+	}
+	w.clusters = upstream.NewSet(upstream.Options{Rand: w.randN})
+	w.store = newStore(w.clusters, jwt.Options{HTTPClient: cfg.HTTPClient, Log: cfg.Log.WithName("jwt")}, cfg.Log.WithName("xds"))
+	w.metrics = telemetry.NewMetrics(nil)
+	w.accessLog = telemetry.NewAccessLog(cfg.AccessLog)
+	pool, err := hbone.NewPool(hbone.PoolConfig{Certs: w.certs, Roots: w.roots})
+	if err != nil {
+		return nil, err
+	}
+	w.pool = pool
+	w.dialer = &dialer{self: cfg.Identity, pool: pool}
+	w.transports = &transports{dialer: w.dialer, idle: 90 * time.Second, m: map[transportKey]*pooledTransport{}}
+	w.proxy = w.newReverseProxy()
+	w.h1 = newH1Listener()
+	w.h1Server = &http.Server{
+		Handler:           w,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pc, ok := c.(*peekedConn); ok {
+				return context.WithValue(ctx, downstreamKey{}, pc.d)
+			}
+			return ctx
+		},
+		ErrorLog: nil,
+	}
+	w.h2 = &http2.Server{IdleTimeout: 5 * time.Minute}
+	if err := http2.ConfigureServer(w.h1Server, w.h2); err != nil {
+		return nil, err
+	}
+	w.hbone, err = hbone.NewServer(hbone.ServerConfig{Identity: cfg.Identity, Certs: w.certs, Roots: w.roots, Handler: w,
+		MaxConcurrentStreams: 1000, Logger: cfg.Log.WithName("hbone")})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.XDSAddress != "" {
+		w.xds = xdsclient.New(cfg.XDSAddress, w.store, xdsclient.Options{
+			TypeURLs:    TypeURLs,
+			Node:        &corev3.Node{Id: cfg.PodName + "." + cfg.Namespace, Cluster: NodeCluster(cfg.Namespace, cfg.Name)},
+			DialOptions: cfg.XDSDialOptions, CallOptions: cfg.XDSCallOptions,
+			Log: cfg.Log.WithName("xds"),
+		})
+	}
+	return w, nil
+}
+
+// NodeCluster is the xDS node cluster a waypoint announces: the control plane sends a
+// waypoint only the resources of the Waypoint it names (and checks its identity).
+func NodeCluster(namespace, name string) string { return "waypoint/" + namespace + "/" + name }
+
+// Handler is where xDS updates go when the caller runs its own client (tests).
+func (w *Waypoint) Handler() xdsclient.Handler { return w.store }
+
+// Metrics exposes the waypoint's metrics (tests, benchmarks).
+func (w *Waypoint) Metrics() *telemetry.Metrics { return w.metrics }
+
+func (w *Waypoint) h2Opts(ctx context.Context, d *downstream) *http2.ServeConnOpts {
+	return &http2.ServeConnOpts{Context: context.WithValue(ctx, downstreamKey{}, d), BaseConfig: w.h1Server, Handler: w}
+}
+
+// Serve runs the HBONE server on l until ctx ends (for tests that bring a listener).
+func (w *Waypoint) Serve(l net.Listener) error { return w.hbone.Serve(l) }
+
+// Run serves until ctx ends, then drains: not ready, GOAWAY to HBONE clients, open
+// requests finish within DrainPeriod, then everything closes.
+func (w *Waypoint) Run(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	goRun := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, hbone.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	if w.xds != nil {
+		goRun("xds", func() error { return w.xds.Run(runCtx) })
+	}
+	goRun("http/1", func() error { return w.h1Server.Serve(w.h1) })
+	var servers []*http.Server
+	for _, s := range []struct {
+		name, addr string
+		h          http.Handler
+	}{
+		{"admin", w.cfg.AdminAddress, w.AdminHandler()},
+		{"metrics", w.cfg.MetricsAddress, w.metricsHandler()},
+		{"readiness", w.cfg.ReadinessAddress, w.readinessHandler()},
+	} {
+		if s.addr == "-" {
+			continue
+		}
+		l, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", s.name, s.addr, err)
+		}
+		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, srv)
+		goRun(s.name, func() error { return srv.Serve(l) })
+	}
+	if w.cfg.HBONEAddress != "-" {
+		l, err := net.Listen("tcp", w.cfg.HBONEAddress)
+		if err != nil {
+			return fmt.Errorf("hbone %s: %w", w.cfg.HBONEAddress, err)
+		}
+		goRun("hbone", func() error { return w.hbone.Serve(l) })
+	}
+	go func() {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case now := <-t.C:
+				w.transports.sweep(now)
+			}
+		}
+	}()
+	w.log.Info("waypoint started", "identity", w.cfg.Identity.String(), "hbone", w.cfg.HBONEAddress, "xds", w.cfg.XDSAddress)
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errs:
+	}
+	w.drain()
+	for _, srv := range servers {
+		srv.Close()
+	}
+	cancel()
+	w.pool.Close()
+	w.transports.closeAll()
+	wg.Wait()
+	return runErr
+}
+
+// drain stops taking new work and lets open requests finish within DrainPeriod.
+func (w *Waypoint) drain() {
+	w.drainOne.Do(func() { close(w.draining) })
+	w.log.Info("draining", "period", w.cfg.DrainPeriod)
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.DrainPeriod)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.hbone.Shutdown(ctx) }()
+	go func() { defer wg.Done(); w.h1Server.Shutdown(ctx) }()
+	wg.Wait()
+	w.hbone.Close()
+	w.h1Server.Close()
+}
+
+// Ready reports whether the waypoint can serve: configuration received for every type
+// and its certificate issued, and not draining.
+func (w *Waypoint) Ready(ctx context.Context) error {
+	select {
+	case <-w.draining:
+		return errors.New("draining")
+	default:
+	}
+	if w.xds != nil {
+		select {
+		case <-w.xds.Synced():
+		default:
+			return errors.New("waiting for the configuration (xDS)")
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := w.certs.Certificate(cctx, w.cfg.Identity); err != nil {
+		return fmt.Errorf("certificate: %w", err)
+	}
+	return nil
+}
+
+func (w *Waypoint) randN(n int) int {
+	w.rngMu.Lock()
+	defer w.rngMu.Unlock()
+	return w.rng.IntN(n)
+}
+
+func (w *Waypoint) rand32(n uint32) uint32 {
+	w.rngMu.Lock()
+	defer w.rngMu.Unlock()
+	return w.rng.Uint32N(n)
+}
+
+func (w *Waypoint) rand64(n uint64) uint64 {
+	w.rngMu.Lock()
+	defer w.rngMu.Unlock()
+	return w.rng.Uint64N(n)
+}
+
+func (w *Waypoint) rand63(n int64) int64 {
+	w.rngMu.Lock()
+	defer w.rngMu.Unlock()
+	return w.rng.Int64N(n)
+}
+
+// Certificate returns the waypoint's own certificate (for its client certificate on the
+// control-plane connection).
+func (w *Waypoint) Certificate(ctx context.Context) (*tls.Certificate, error) {
+	return w.certs.Certificate(ctx, w.cfg.Identity)
+}
