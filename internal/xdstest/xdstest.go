@@ -1,5 +1,6 @@
 // Package xdstest runs an in-process go-control-plane delta ADS server (a linear cache per
-// workload API type) on loopback, for ztunnel's tests.
+// type: the workload API's by default, Envoy's for the waypoint) on loopback, for the
+// proxies' tests.
 package xdstest
 
 import (
@@ -45,10 +46,14 @@ func StartAt(t testing.TB, addr string, opts ...grpc.ServerOption) *Server {
 	return s
 }
 
-// New returns a server with empty caches that does not serve yet (Set resources, then Serve).
-func New() *Server {
+// New returns a server with empty caches that does not serve yet (Set resources, then
+// Serve), for typeURLs (default: the workload API's types).
+func New(typeURLs ...string) *Server {
+	if len(typeURLs) == 0 {
+		typeURLs = pb.TypeURLs
+	}
 	s := &Server{caches: map[string]*cache.LinearCache{}}
-	for _, t := range pb.TypeURLs {
+	for _, t := range typeURLs {
 		s.caches[t] = cache.NewLinearCache(t)
 	}
 	return s
