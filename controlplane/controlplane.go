@@ -1,5 +1,6 @@
 // Package controlplane assembles the mesh control plane: discovery (controller-runtime
-// cache and reconcilers), the workload API over delta ADS (go-control-plane), the
+// cache and reconcilers), the workload API and the waypoints' Envoy resources over delta
+// ADS (go-control-plane), the
 // certificate service (TokenReview + cert-manager) and the status writers. cmd/controlplane
 // runs it as a process; tests run it in-process against envtest.
 package controlplane
@@ -96,14 +97,22 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 	if err != nil {
 		return nil, err
 	}
-	cp.XDS = xdsserver.New(ctx, xdsserver.Options{Debounce: opts.Debounce, Registerer: metrics.Registry, Log: log.WithName("xds")})
+	cp.XDS = xdsserver.New(ctx, xdsserver.Options{
+		Debounce: opts.Debounce, Registerer: metrics.Registry, Log: log.WithName("xds"),
+		PeerIdentity: func(ctx context.Context) (string, string, bool) {
+			return identity.XDSPeer(ctx, opts.Mesh.TrustDomain)
+		},
+	})
 	if err := discovery.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
 	}
-	if cp.recs, err = discovery.Setup(mgr, discovery.Config{Mesh: opts.Mesh, Publisher: cp.XDS.Publisher()}); err != nil {
+	routeKinds := discovery.InstalledRouteKinds(mgr.GetRESTMapper())
+	if cp.recs, err = discovery.Setup(mgr, discovery.Config{
+		Mesh: opts.Mesh, Publisher: cp.XDS.Publisher(), Waypoints: cp.XDS.Waypoints(), RouteKinds: routeKinds,
+	}); err != nil {
 		return nil, err
 	}
-	if err := startInformers(ctx, mgr); err != nil {
+	if err := startInformers(ctx, mgr, routeKinds); err != nil {
 		return nil, err
 	}
 	if err := status.Setup(mgr, opts.Mesh, discovery.NewTargetLookup(mgr.GetClient(), opts.Mesh)); err != nil {
@@ -119,15 +128,18 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 	return cp, nil
 }
 
-// startInformers caches the kinds no reconciler here watches yet but the mesh's other
-// consumers of this cache read: Nodes, EndpointSlices, and Gateway API HTTPRoutes (for the
-// waypoint's routes) when their CRD is installed.
-func startInformers(ctx context.Context, mgr ctrl.Manager) error {
+// startInformers caches the kinds the mesh's consumers of this cache read before any
+// reconciler asks for them: Nodes, EndpointSlices, and the Gateway API routes (which the
+// waypoint reconciler reads) when their CRDs are installed.
+func startInformers(ctx context.Context, mgr ctrl.Manager, routeKinds map[string]bool) error {
 	objs := []client.Object{&corev1.Node{}, &discoveryv1.EndpointSlice{}}
-	if _, err := mgr.GetRESTMapper().RESTMapping(gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute").GroupKind(), gatewayv1.SchemeGroupVersion.Version); err == nil {
+	if routeKinds["HTTPRoute"] {
 		objs = append(objs, &gatewayv1.HTTPRoute{})
 	} else {
-		ctrl.Log.WithName("controlplane").Info("Gateway API HTTPRoute CRD not installed; not watching HTTPRoutes")
+		ctrl.Log.WithName("controlplane").Info("Gateway API HTTPRoute CRD not installed; waypoints serve default routes")
+	}
+	if routeKinds["GRPCRoute"] {
+		objs = append(objs, &gatewayv1.GRPCRoute{})
 	}
 	for _, o := range objs {
 		if _, err := mgr.GetCache().GetInformer(ctx, o); err != nil {

@@ -2,9 +2,14 @@ package webhook
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/url"
+	"strconv"
 	"strings"
 
+	jose "github.com/go-jose/go-jose/v4"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -61,6 +66,7 @@ func (v *MeshPolicyValidator) validate(ctx context.Context, policy *meshv1alpha1
 	spec := field.NewPath("spec")
 	errs := validatePolicyTargets(spec.Child("targetRefs"), policy)
 	errs = append(errs, validateRuleIdentities(spec.Child("rules"), policy.Spec.Rules)...)
+	errs = append(errs, validateJWT(spec.Child("jwt"), policy.Spec.JWT)...)
 
 	mesh, found, err := getMesh(ctx, v.Reader)
 	if err != nil {
@@ -126,6 +132,98 @@ func validateRuleIdentities(path *field.Path, rules []meshv1alpha1.Rule) field.E
 		}
 	}
 	return errs
+}
+
+// validateJWT checks what the schema cannot: the issuer is not blank, the inline key set
+// is a JSON Web Key Set of public keys, and the key set URI is an https URL (http only
+// for localhost, where no one can intercept it).
+func validateJWT(path *field.Path, j *meshv1alpha1.JWTSettings) field.ErrorList {
+	if j == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	if strings.TrimSpace(j.Issuer) == "" {
+		errs = append(errs, field.Required(path.Child("issuer"), "the issuer the token's \"iss\" claim must equal"))
+	}
+	switch {
+	case j.JWKS != "" && j.JWKSURI != "":
+		errs = append(errs, field.Invalid(path.Child("jwksUri"), j.JWKSURI, "set exactly one of jwks or jwksUri"))
+	case j.JWKS != "":
+		if msg := jwksError(j.JWKS); msg != "" {
+			errs = append(errs, field.Invalid(path.Child("jwks"), abbreviate(j.JWKS), msg))
+		}
+	case j.JWKSURI != "":
+		if msg := jwksURIError(j.JWKSURI); msg != "" {
+			errs = append(errs, field.Invalid(path.Child("jwksUri"), j.JWKSURI, msg))
+		}
+	default:
+		errs = append(errs, field.Required(path.Child("jwks"), "set jwks (the key set, inline) or jwksUri (where to fetch it)"))
+	}
+	for i, h := range j.FromHeaders {
+		if msgs := validation.IsHTTPHeaderName(h.Name); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(path.Child("fromHeaders").Index(i).Child("name"), h.Name, strings.Join(msgs, "; ")))
+		}
+	}
+	return errs
+}
+
+// jwksError parses a JSON Web Key Set; "" when it is one, with at least one key, all
+// public.
+func jwksError(raw string) string {
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal([]byte(raw), &set); err != nil {
+		return "not a JSON Web Key Set ({\"keys\": [...]}): " + err.Error()
+	}
+	if len(set.Keys) == 0 {
+		return "the key set has no keys: no token could be validated"
+	}
+	for i := range set.Keys {
+		if !set.Keys[i].IsPublic() {
+			return fmt.Sprintf("keys[%d] is a private key: publish only public keys", i)
+		}
+	}
+	return ""
+}
+
+func jwksURIError(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err.Error()
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return "must be an absolute URL with a host, e.g. https://issuer.example.com/.well-known/jwks.json"
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Sprintf("port %q is not in 1-65535", port)
+		}
+	}
+	switch u.Scheme {
+	case "https":
+		return ""
+	case "http":
+		if isLocalhost(u.Hostname()) {
+			return ""
+		}
+		return "must use https (http is allowed only for localhost): the keys decide which tokens are trusted"
+	}
+	return fmt.Sprintf("scheme %q: must be https", u.Scheme)
+}
+
+func isLocalhost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// abbreviate keeps error messages about a large inline value readable.
+func abbreviate(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	return s[:61] + "..."
 }
 
 func serviceAccountRefError(ref meshv1alpha1.ServiceAccountRef) string {

@@ -252,3 +252,33 @@ func TestUpdatesOfObjectsBeingDeletedPass(t *testing.T) {
 		t.Fatalf("finalizer removal of a waypoint being deleted refused: %v", err)
 	}
 }
+
+func TestValidateJWT(t *testing.T) {
+	const publicKey = `{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}`
+	const privateKey = `{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}]}`
+	path := field.NewPath("spec", "jwt")
+	for _, tc := range []struct {
+		name                  string
+		jwt                   meshv1alpha1.JWTSettings
+		wantField, wantDetail string
+	}{
+		{"inline keys", meshv1alpha1.JWTSettings{Issuer: "https://a.example.com", JWKS: publicKey}, "", ""},
+		{"https URI", meshv1alpha1.JWTSettings{Issuer: "a", JWKSURI: "https://a.example.com/keys"}, "", ""},
+		{"http on localhost", meshv1alpha1.JWTSettings{Issuer: "a", JWKSURI: "http://127.0.0.1:8080/keys"}, "", ""},
+		{"blank issuer", meshv1alpha1.JWTSettings{Issuer: "  ", JWKS: publicKey}, "spec.jwt.issuer", "Required value"},
+		{"not JSON", meshv1alpha1.JWTSettings{Issuer: "a", JWKS: `{"keys": [`}, "spec.jwt.jwks", "not a JSON Web Key Set"},
+		{"unknown key type", meshv1alpha1.JWTSettings{Issuer: "a", JWKS: `{"keys":[{"kty":"XYZ"}]}`}, "spec.jwt.jwks", "not a JSON Web Key Set"},
+		{"no keys", meshv1alpha1.JWTSettings{Issuer: "a", JWKS: `{"keys":[]}`}, "spec.jwt.jwks", "no keys"},
+		{"private key", meshv1alpha1.JWTSettings{Issuer: "a", JWKS: privateKey}, "spec.jwt.jwks", "keys[0] is a private key"},
+		{"plain http", meshv1alpha1.JWTSettings{Issuer: "a", JWKSURI: "http://a.example.com/keys"}, "spec.jwt.jwksUri", "must use https"},
+		{"relative URI", meshv1alpha1.JWTSettings{Issuer: "a", JWKSURI: "/keys"}, "spec.jwt.jwksUri", "absolute URL"},
+		{"bad port", meshv1alpha1.JWTSettings{Issuer: "a", JWKSURI: "https://a.example.com:99999/keys"}, "spec.jwt.jwksUri", "1-65535"},
+		{"neither", meshv1alpha1.JWTSettings{Issuer: "a"}, "spec.jwt.jwks", "Required value"},
+		{"bad header", meshv1alpha1.JWTSettings{Issuer: "a", JWKS: publicKey, FromHeaders: []meshv1alpha1.JWTHeader{{Name: "x auth"}}},
+			"spec.jwt.fromHeaders[0].name", "Invalid value"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			onlyError(t, validateJWT(path, &tc.jwt), tc.wantField, tc.wantDetail)
+		})
+	}
+}

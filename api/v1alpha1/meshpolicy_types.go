@@ -255,10 +255,75 @@ type MTLSSettings struct {
 	Mode MTLSMode `json:"mode"`
 }
 
+// JWTHeader is a request header a JSON Web Token is read from.
+type JWTHeader struct {
+	// name of the header, e.g. Authorization.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
+	Name string `json:"name"`
+
+	// prefix before the token in the header value, e.g. "Bearer ".
+	// Empty: the whole value is the token.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Prefix string `json:"prefix,omitempty"`
+}
+
+// JWTSettings says how the waypoint validates the request's JSON Web Token
+// (JWT). Requests on the paths the policy's rules cover must carry a valid
+// token from this issuer, or they are refused with 401; the token's claims
+// can then be matched with rules[].when[].claim.
+// +kubebuilder:validation:XValidation:rule="has(self.jwks) != has(self.jwksUri)",message="set exactly one of jwks or jwksUri"
+type JWTSettings struct {
+	// issuer is the "iss" claim the token must carry, e.g.
+	// https://accounts.example.com.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Issuer string `json:"issuer"`
+
+	// audiences: the token's "aud" claim must contain one of them. Empty:
+	// any audience.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=512
+	// +listType=set
+	Audiences []string `json:"audiences,omitempty"`
+
+	// jwks is the issuer's public JSON Web Key Set, inline, as JSON
+	// ({"keys": [...]}). Mutually exclusive with jwksUri.
+	// +optional
+	// +kubebuilder:validation:MaxLength=65536
+	JWKS string `json:"jwks,omitempty"`
+
+	// jwksUri is where the waypoint fetches the issuer's key set: an https
+	// URL (http only for localhost). Mutually exclusive with jwks.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	JWKSURI string `json:"jwksUri,omitempty"`
+
+	// fromHeaders lists where the token is read from, the first present
+	// wins. Default: the Authorization header with the prefix "Bearer ".
+	// +optional
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=4
+	// +listType=atomic
+	FromHeaders []JWTHeader `json:"fromHeaders,omitempty"`
+
+	// forwardOriginalToken keeps the token in the request forwarded to the
+	// destination. By default the waypoint removes it once validated.
+	// +optional
+	ForwardOriginalToken bool `json:"forwardOriginalToken,omitempty"`
+}
+
 // MeshPolicySpec is an authorization and peer-authentication policy.
 // +kubebuilder:validation:XValidation:rule="!(has(self.selector) && has(self.targetRefs))",message="set selector or targetRefs, not both (set neither to apply the policy to the whole namespace)",fieldPath=".targetRefs"
 // +kubebuilder:validation:XValidation:rule="!(has(self.mtls) && has(self.targetRefs))",message="mtls applies to workloads: use selector or no target, not targetRefs",fieldPath=".mtls"
 // +kubebuilder:validation:XValidation:rule="has(self.rules) || has(self.mtls)",message="set rules, mtls, or both"
+// +kubebuilder:validation:XValidation:rule="!has(self.jwt) || has(self.targetRefs)",message="jwt is validated by a waypoint: attach the policy to a Service, Waypoint or Namespace with targetRefs",fieldPath=".jwt"
 type MeshPolicySpec struct {
 	// selector picks the workloads (pods) in this namespace the policy
 	// applies to. Mutually exclusive with targetRefs. When neither is set,
@@ -296,6 +361,13 @@ type MeshPolicySpec struct {
 	// PERMISSIVE.
 	// +optional
 	MTLS *MTLSSettings `json:"mtls,omitempty"`
+
+	// jwt makes the waypoint validate the request's JSON Web Token on the
+	// paths the rules cover (every path when a rule has no paths): a request
+	// without a valid token is refused with 401. rules[].when[].claim then
+	// matches the token's claims. Needs targetRefs.
+	// +optional
+	JWT *JWTSettings `json:"jwt,omitempty"`
 }
 
 // EnforcementPoint is a proxy that enforces a policy.

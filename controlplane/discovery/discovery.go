@@ -1,7 +1,8 @@
 // Package discovery watches the cluster through a controller-runtime cache and keeps the
 // xDS caches up to date: one reconciler per resource type (Workload from Pod, Service from
 // Service, Authorization from MeshPolicy), each recomputing one resource with the pure
-// functions of controlplane/xds/translate and publishing it only when it changed.
+// functions of controlplane/xds/translate and publishing it only when it changed; and one
+// per Waypoint, rebuilding its Envoy resources with controlplane/xds/waypoint.
 //
 // Every replica runs these reconcilers (they write nothing to the API server), so they opt
 // out of leader election; only the status writers in controlplane/status need the lease.
@@ -43,6 +44,10 @@ type Publisher interface {
 type Config struct {
 	Mesh      translate.Mesh
 	Publisher Publisher
+	// Waypoints receives each waypoint's Envoy resources; nil translates none.
+	Waypoints WaypointPublisher
+	// RouteKinds are the installed Gateway API route kinds (see InstalledRouteKinds).
+	RouteKinds map[string]bool
 }
 
 // SetupIndexes registers the field indexes the reconcilers and the CA use.
@@ -89,14 +94,22 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Reconcilers, error) {
 	if err := r.policies.setup(mgr); err != nil {
 		return nil, err
 	}
+	if cfg.Waypoints != nil {
+		r.waypoints = &WaypointReconciler{reader: reader{mgr.GetClient(), cfg.Mesh}, publisher: cfg.Waypoints, routeKinds: cfg.RouteKinds}
+		if err := r.waypoints.setup(mgr); err != nil {
+			return nil, err
+		}
+	}
 	return r, nil
 }
 
-// Reconcilers are the three xDS reconcilers.
+// Reconcilers are the xDS reconcilers: the three of the workload API, and the
+// waypoints' (nil when waypoints are not translated).
 type Reconcilers struct {
 	workloads *WorkloadReconciler
 	services  *ServiceReconciler
 	policies  *AuthorizationReconciler
+	waypoints *WaypointReconciler
 }
 
 // Prime translates everything in the cache once, so a control plane opens its xDS port
@@ -129,6 +142,9 @@ func (r *Reconcilers) Prime(ctx context.Context) error {
 		if _, err := r.policies.Reconcile(ctx, requestFor(&policies.Items[i])); err != nil {
 			return err
 		}
+	}
+	if r.waypoints != nil {
+		return r.waypoints.prime(ctx)
 	}
 	return nil
 }

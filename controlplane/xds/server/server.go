@@ -1,5 +1,9 @@
-// Package server serves the workload API over delta ADS with go-control-plane: one
-// LinearCache per resource type behind a MuxCache, and go-control-plane's own xDS server.
+// Package server serves delta ADS with go-control-plane: the workload API (one
+// LinearCache per resource type, shared by every ztunnel) and, on the same port, each
+// waypoint's Envoy resources (LDS/RDS/CDS/EDS, one LinearCache per waypoint and type,
+// chosen by the node cluster "waypoint/<namespace>/<name>"), all behind one MuxCache and
+// go-control-plane's own xDS server. Envoy types go only to a node whose authenticated
+// service account is the waypoint's it names (see access).
 //
 // Pushes never block on a slow client: a LinearCache answers each watch at most once on a
 // buffered channel and then forgets it, and the client's stream goroutine opens the next
@@ -23,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
 )
 
 // Options configure a Server.
@@ -32,13 +37,18 @@ type Options struct {
 	// Registerer receives the server's metrics; nil registers none.
 	Registerer prometheus.Registerer
 	Log        logr.Logger
+	// PeerIdentity tells who a stream authenticated as; waypoint resources go only to a
+	// node whose identity is its waypoint's service account. Nil serves them to no one.
+	PeerIdentity PeerIdentity
 }
 
-// Server is the workload API's delta ADS server.
+// Server is the delta ADS server: the workload API for ztunnels, and each waypoint's
+// Envoy resources for that waypoint (see waypointCaches).
 type Server struct {
 	caches    map[string]*cache.LinearCache
 	xds       serverv3.Server
 	publisher *Publisher
+	waypoints *WaypointPublisher
 	metrics   *metrics
 }
 
@@ -55,15 +65,52 @@ func New(ctx context.Context, opts Options) *Server {
 		c := cache.NewLinearCache(t, cache.WithLogger(quietLogger{}))
 		s.caches[t], muxed[t], forPublisher[t] = c, c, c
 	}
+	wc := newWaypointCaches()
+	for _, t := range waypoint.TypeURLs {
+		muxed[t] = wc
+	}
 	mux := &cache.MuxCache{
 		Classify:      func(r *cache.Request) string { return r.GetTypeUrl() },
 		ClassifyDelta: func(r *cache.DeltaRequest) string { return r.GetTypeUrl() },
 		Caches:        muxed,
 	}
 	s.publisher = newPublisher(forPublisher, opts.Debounce, m.updates)
-	s.xds = serverv3.NewServer(ctx, mux, m.callbacks(opts.Log))
+	s.waypoints = &WaypointPublisher{caches: wc, updates: m.updates, current: map[string]map[string]map[string]proto.Message{}}
+	s.xds = serverv3.NewServer(ctx, mux, callbacks(m.callbacks(opts.Log), newAccess(opts.PeerIdentity), newAccess(opts.PeerIdentity)))
 	return s
 }
+
+// callbacks adds the waypoint access checks (one per protocol: state-of-the-world and
+// delta streams are numbered separately) to the metrics callbacks.
+func callbacks(cb serverv3.CallbackFuncs, sotw, delta *access) serverv3.CallbackFuncs {
+	deltaOpen, deltaClosed, deltaRequest := cb.DeltaStreamOpenFunc, cb.DeltaStreamClosedFunc, cb.StreamDeltaRequestFunc
+	cb.DeltaStreamOpenFunc = func(ctx context.Context, id int64, typeURL string) error {
+		delta.open(ctx, id)
+		return deltaOpen(ctx, id, typeURL)
+	}
+	cb.DeltaStreamClosedFunc = func(id int64, node *corev3.Node) {
+		delta.close(id)
+		deltaClosed(id, node)
+	}
+	cb.StreamDeltaRequestFunc = func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+		if err := delta.check(id, req.GetTypeUrl(), req.GetNode()); err != nil {
+			return err
+		}
+		return deltaRequest(id, req)
+	}
+	cb.StreamOpenFunc = func(ctx context.Context, id int64, _ string) error {
+		sotw.open(ctx, id)
+		return nil
+	}
+	cb.StreamClosedFunc = func(id int64, _ *corev3.Node) { sotw.close(id) }
+	cb.StreamRequestFunc = func(id int64, req *discoveryv3.DiscoveryRequest) error {
+		return sotw.check(id, req.GetTypeUrl(), req.GetNode())
+	}
+	return cb
+}
+
+// Waypoints is where each waypoint's translated resources go.
+func (s *Server) Waypoints() *WaypointPublisher { return s.waypoints }
 
 // Register adds the Aggregated Discovery Service to a gRPC server.
 func (s *Server) Register(g *grpc.Server) {
