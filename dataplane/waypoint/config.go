@@ -19,6 +19,10 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	// Types that clusters from the control plane embed: registered so that they decode
+	// and show in /config_dump.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/proto"
@@ -161,7 +165,12 @@ func (s *store) compile(res map[string]map[string]resource, changed string) (*sn
 	case resourcev3.ClusterType, resourcev3.EndpointType:
 		clusters := map[string]*clusterv3.Cluster{}
 		for name, r := range res[resourcev3.ClusterType] {
-			clusters[name] = r.msg.(*clusterv3.Cluster)
+			// Only EDS clusters carry traffic here. Others exist for an Envoy's sake
+			// (the cluster a jwt_authn provider fetches its remote JWKS through); the
+			// waypoint fetches those URIs itself, so it holds them without using them.
+			if c := r.msg.(*clusterv3.Cluster); c.GetType() == clusterv3.Cluster_EDS {
+				clusters[name] = c
+			}
 		}
 		loads := map[string]*endpointv3.ClusterLoadAssignment{}
 		for name, r := range res[resourcev3.EndpointType] {

@@ -213,7 +213,7 @@ func (w *Waypoint) forward(rw *statusWriter, r *http.Request, rt *route.Route, x
 	x.cluster = w.clusters.Cluster(x.weighted.Name)
 	if x.cluster == nil {
 		x.flags = telemetry.FlagNoClusterFound
-		plain(rw, http.StatusServiceUnavailable, "cluster "+x.weighted.Name+" not found")
+		plain(rw, fwd.ClusterNotFoundStatus, "cluster "+x.weighted.Name+" not found")
 		return
 	}
 	done, err := x.cluster.StartRequest()

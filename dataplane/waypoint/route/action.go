@@ -58,6 +58,9 @@ type Forward struct {
 	// HostRewrite replaces the Host header when not empty
 	// (host_rewrite_literal).
 	HostRewrite string
+	// ClusterNotFoundStatus is answered when the chosen cluster does not
+	// exist (cluster_not_found_response_code; 503 by default).
+	ClusterNotFoundStatus int
 
 	totalWeight uint64
 	rewrite     pathRewrite

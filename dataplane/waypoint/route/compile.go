@@ -291,7 +291,7 @@ func (c *compiler) forward(ra *routev3.RouteAction, rewriteLen int, vhost level,
 	if err := checkFields(ra, "route", routeActionFields); err != nil {
 		return nil, err
 	}
-	f := &Forward{Timeout: DefaultTimeout, HostRewrite: ra.GetHostRewriteLiteral()}
+	f := &Forward{Timeout: DefaultTimeout, HostRewrite: ra.GetHostRewriteLiteral(), ClusterNotFoundStatus: clusterNotFoundCodes[ra.GetClusterNotFoundResponseCode()]}
 	switch spec := ra.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_Cluster:
 		f.Clusters = []WeightedCluster{{Name: spec.Cluster, Weight: 1}}
@@ -387,6 +387,15 @@ func compileMirrors(policies []*routev3.RouteAction_RequestMirrorPolicy) ([]Mirr
 		mirrors = append(mirrors, m)
 	}
 	return mirrors, nil
+}
+
+// clusterNotFoundCodes maps cluster_not_found_response_code to the status answered when
+// the chosen cluster does not exist (the control plane points unresolved backends at a
+// cluster it never sends, so their share of traffic fails visibly).
+var clusterNotFoundCodes = map[routev3.RouteAction_ClusterNotFoundResponseCode]int{
+	routev3.RouteAction_SERVICE_UNAVAILABLE:   503,
+	routev3.RouteAction_NOT_FOUND:             404,
+	routev3.RouteAction_INTERNAL_SERVER_ERROR: 500,
 }
 
 var redirectCodes = map[routev3.RedirectAction_RedirectResponseCode]int{

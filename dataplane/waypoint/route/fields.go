@@ -61,7 +61,7 @@ var (
 
 	routeActionFields = fields(&routev3.RouteAction{},
 		"cluster", "weighted_clusters", "timeout", "retry_policy", "request_mirror_policies",
-		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal",
+		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "cluster_not_found_response_code",
 		// Ignored: the load balancer's and the upgrade handler's business.
 		"priority", "hash_policy", "upgrade_configs")
 
