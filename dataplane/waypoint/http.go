@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
@@ -37,10 +38,10 @@ type exchange struct {
 	replay   bool
 	h2       bool
 
-	flags    string
-	policy   string // the RBAC policy that denied
-	host     *upstream.Host
-	attempts int
+	flags           string
+	policy          string // the RBAC policy that denied
+	host            *upstream.Host
+	attempts        int
 	traceID, spanID string
 	upstart         time.Time
 	upstreamTime    time.Duration // until the upstream's response headers
@@ -179,7 +180,7 @@ func (c *httpChain) authenticate(r *http.Request) (map[string]any, error) {
 // injectFault delays and/or aborts the request as the route's fault says; true when it
 // answered.
 func (w *Waypoint) injectFault(rw *statusWriter, r *http.Request, f *route.Fault, x *exchange) bool {
-	delay, abort := f.Decide(w.rand32)
+	delay, abort := f.Decide(rand.Uint32N)
 	if delay > 0 {
 		x.flags = telemetry.FlagDelayInjected
 		w.metrics.DelayInjected()
@@ -208,7 +209,7 @@ func (w *Waypoint) injectFault(rw *statusWriter, r *http.Request, f *route.Fault
 // retrying round trip) and fires its mirrors.
 func (w *Waypoint) forward(rw *statusWriter, r *http.Request, rt *route.Route, x *exchange) {
 	fwd := rt.Forward
-	x.weighted = fwd.PickCluster(w.rand64)
+	x.weighted = fwd.PickCluster(rand.Uint64N)
 	rt.ApplyRequest(r, x.weighted)
 	x.cluster = w.clusters.Cluster(x.weighted.Name)
 	if x.cluster == nil {
@@ -228,7 +229,7 @@ func (w *Waypoint) forward(rw *statusWriter, r *http.Request, rt *route.Route, x
 		x.body, x.replay = bufferBody(r)
 	}
 	for _, m := range fwd.Mirrors {
-		if (x.replay || r.Body == nil || r.Body == http.NoBody) && w.rand32(1_000_000) < m.PerMillion {
+		if (x.replay || r.Body == nil || r.Body == http.NoBody) && rand.Uint32N(1_000_000) < m.PerMillion {
 			w.mirror(r, x.body, m)
 		}
 	}
@@ -292,7 +293,7 @@ func (w *Waypoint) roundTrip(out *http.Request) (*http.Response, error) {
 			resp.Body.Close()
 		}
 		w.metrics.Retried(x.cluster.Name())
-		t := time.NewTimer(x.retry.Backoff(try, w.rand63))
+		t := time.NewTimer(x.retry.Backoff(try, rand.Int64N))
 		select {
 		case <-t.C:
 		case <-out.Context().Done():

@@ -220,4 +220,3 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 	ap, err := netip.ParseAddrPort(a.String())
 	return ap, err == nil
 }
-

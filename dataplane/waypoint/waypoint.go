@@ -100,9 +100,6 @@ type Waypoint struct {
 	accessLog  *telemetry.AccessLog
 	mirrors    chan struct{} // bounds mirrored requests in flight
 
-	rngMu sync.Mutex
-	rng   *rand.Rand
-
 	draining chan struct{}
 	drainOne sync.Once
 }
@@ -113,8 +110,7 @@ func New(cfg Config) (*Waypoint, error) {
 	if cfg.Identity.IsZero() {
 		return nil, errors.New("waypoint: Identity is required")
 	}
-	w := &Waypoint{cfg: cfg, log: cfg.Log, mirrors: make(chan struct{}, 64), draining: make(chan struct{}),
-		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+	w := &Waypoint{cfg: cfg, log: cfg.Log, mirrors: make(chan struct{}, 64), draining: make(chan struct{})}
 	w.certs, w.roots = cfg.Certs, cfg.Roots
 	if w.certs == nil {
 		if cfg.CA == nil || cfg.Token == nil {
@@ -124,7 +120,7 @@ func New(cfg Config) (*Waypoint, error) {
 		w.identity.Acquire(cfg.Identity)
 		w.certs, w.roots = w.identity, hbone.RootsFunc(w.identity.Roots)
 	}
-	w.clusters = upstream.NewSet(upstream.Options{Rand: w.randN})
+	w.clusters = upstream.NewSet(upstream.Options{Rand: rand.IntN})
 	w.store = newStore(w.clusters, jwt.Options{HTTPClient: cfg.HTTPClient, Log: cfg.Log.WithName("jwt")}, cfg.Log.WithName("xds"))
 	w.metrics = telemetry.NewMetrics(nil)
 	w.accessLog = telemetry.NewAccessLog(cfg.AccessLog)
@@ -298,30 +294,6 @@ func (w *Waypoint) Ready(ctx context.Context) error {
 		return fmt.Errorf("certificate: %w", err)
 	}
 	return nil
-}
-
-func (w *Waypoint) randN(n int) int {
-	w.rngMu.Lock()
-	defer w.rngMu.Unlock()
-	return w.rng.IntN(n)
-}
-
-func (w *Waypoint) rand32(n uint32) uint32 {
-	w.rngMu.Lock()
-	defer w.rngMu.Unlock()
-	return w.rng.Uint32N(n)
-}
-
-func (w *Waypoint) rand64(n uint64) uint64 {
-	w.rngMu.Lock()
-	defer w.rngMu.Unlock()
-	return w.rng.Uint64N(n)
-}
-
-func (w *Waypoint) rand63(n int64) int64 {
-	w.rngMu.Lock()
-	defer w.rngMu.Unlock()
-	return w.rng.Int64N(n)
 }
 
 // Certificate returns the waypoint's own certificate (for its client certificate on the
