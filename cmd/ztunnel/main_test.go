@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/dataplane/bootstrap"
 	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
 )
 
@@ -26,13 +27,13 @@ func TestMeshConfigViewReadsTheOperatorsDocument(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	o := &options{meshConfig: path}
+	o := &options{cp: bootstrap.Flags{MeshConfig: path}}
 	ports, err := applyMeshConfig(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.trustDomain != "example.org" || o.xdsAddress != want.ControlPlane.XDSAddress() || o.caAddress != want.ControlPlane.CAAddress() ||
-		o.certTTL != 2*time.Hour || o.adminAddress != "127.0.0.1:16000" || o.handoffSocket != "/run/zt.sock" ||
+	if o.cp.TrustDomain != "example.org" || o.cp.XDSAddress != want.ControlPlane.XDSAddress() || o.cp.CAAddress != want.ControlPlane.CAAddress() ||
+		o.cp.CertTTL != 2*time.Hour || o.cp.AdminAddress != "127.0.0.1:16000" || o.handoffSocket != "/run/zt.sock" ||
 		int32(ports.Outbound) != want.Ports.Outbound || int32(ports.Inbound) != want.Ports.InboundPlaintext || int32(ports.HBONE) != want.Ports.HBONE {
 		t.Fatalf("view read %+v %+v from\n%s", o, ports, data)
 	}
@@ -46,9 +47,9 @@ func TestDefaultsMatchMeshConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.trustDomain != def.TrustDomain || o.xdsAddress != def.ControlPlane.XDSAddress() || o.caAddress != def.ControlPlane.CAAddress() ||
-		o.certTTL != def.Identity.WorkloadCertTTL.Duration || o.handoffSocket != def.CNI.HandoffSocket ||
-		o.metricsAddress != ":15020" || o.readinessAddress != ":15021" || o.adminAddress != "127.0.0.1:15000" ||
+	if o.cp.TrustDomain != def.TrustDomain || o.cp.XDSAddress != def.ControlPlane.XDSAddress() || o.cp.CAAddress != def.ControlPlane.CAAddress() ||
+		o.cp.CertTTL != def.Identity.WorkloadCertTTL.Duration || o.handoffSocket != def.CNI.HandoffSocket ||
+		o.cp.MetricsAddress != ":15020" || o.cp.ReadinessAddress != ":15021" || o.cp.AdminAddress != "127.0.0.1:15000" ||
 		int32(ports.Outbound) != def.Ports.Outbound || int32(ports.HBONE) != def.Ports.HBONE {
 		t.Fatalf("defaults differ: %+v %+v vs %+v", o, ports, def)
 	}
