@@ -352,7 +352,7 @@ type ComponentsStatus struct {
 }
 
 // UpgradeComponent names the step an upgrade is at.
-// +kubebuilder:validation:Enum=ControlPlane;CNI;ZTunnel
+// +kubebuilder:validation:Enum=ControlPlane;CNI;ZTunnel;Waypoints
 type UpgradeComponent string
 
 // Upgrade steps, in the order they run.
@@ -360,6 +360,9 @@ const (
 	UpgradeStepControlPlane UpgradeComponent = "ControlPlane"
 	UpgradeStepCNI          UpgradeComponent = "CNI"
 	UpgradeStepZTunnel      UpgradeComponent = "ZTunnel"
+	// UpgradeStepWaypoints: every waypoint proxy moves to the new version
+	// once ztunnel runs it on every node.
+	UpgradeStepWaypoints UpgradeComponent = "Waypoints"
 )
 
 // UpgradeStatus shows an upgrade in progress.
@@ -370,7 +373,8 @@ type UpgradeStatus struct {
 	// toVersion is the version being installed.
 	// +optional
 	ToVersion string `json:"toVersion,omitempty"`
-	// step is the component being replaced: ControlPlane, CNI or ZTunnel.
+	// step is the component being replaced: ControlPlane, CNI, ZTunnel or
+	// Waypoints.
 	// +optional
 	Step UpgradeComponent `json:"step,omitempty"`
 	// node whose ztunnel is being replaced, during the ZTunnel step.

@@ -4,11 +4,14 @@
 package main
 
 import (
+	"cmp"
 	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -16,8 +19,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh"
+	"github.com/ambientmesh/ambient-operator/controllers/gateway"
+	"github.com/ambientmesh/ambient-operator/controllers/waypoint"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 	"github.com/ambientmesh/ambient-operator/internal/version"
 	meshwebhook "github.com/ambientmesh/ambient-operator/webhook"
@@ -39,7 +45,10 @@ type options struct {
 	// enableWebhooks serves the admission webhooks; it needs the serving
 	// certificate, so it is off for `make run` outside the cluster.
 	enableWebhooks bool
-	zap            zap.Options
+	// clusterDomain is the DNS suffix of Service hostnames, written into
+	// waypoint addresses.
+	clusterDomain string
+	zap           zap.Options
 }
 
 func bindFlags(fs *flag.FlagSet) *options {
@@ -58,6 +67,8 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	fs.BoolVar(&o.enableWebhooks, "enable-webhooks", true,
 		"Serve the admission webhooks on :9443 (certificate in /tmp/k8s-webhook-server/serving-certs). Disable when running outside the cluster.")
+	fs.StringVar(&o.clusterDomain, "cluster-domain", waypoint.DefaultClusterDomain,
+		"DNS suffix of Service hostnames, as in a waypoint's address <name>.<namespace>.svc.<cluster-domain>.")
 	o.zap.BindFlags(fs)
 	return o
 }
@@ -128,20 +139,50 @@ func newManager(cfg *rest.Config, opts *options) (ctrl.Manager, error) {
 			return nil, err
 		}
 	}
-	if err := setupControllers(mgr); err != nil {
+	if err := setupControllers(mgr, opts); err != nil {
 		return nil, err
 	}
 	return mgr, nil
 }
 
 // setupControllers registers the reconcilers (one per kind, in controllers/)
-// and the admission webhooks (webhook/) with the manager.
-//
-// Later issues add here: controllers/ambientmesh, controllers/waypoint,
-// controllers/meshpolicy.
-func setupControllers(mgr ctrl.Manager) error {
+// with the manager. The Gateway API controllers are registered only when
+// the cluster serves the Gateway API: waypoints from Waypoint resources
+// work without it.
+func setupControllers(mgr ctrl.Manager, opts *options) error {
 	if err := ambientmesh.NewReconciler(mgr).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("ambientmesh controller: %w", err)
 	}
+	clusterDomain := cmp.Or(opts.clusterDomain, waypoint.DefaultClusterDomain)
+	if err := waypoint.NewReconciler(mgr, clusterDomain).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("waypoint controller: %w", err)
+	}
+	served, err := gatewayAPIServed(mgr)
+	if err != nil {
+		return err
+	}
+	if !served {
+		ctrl.Log.WithName("setup").Info("the Gateway API is not installed: Gateways of class " + gateway.ClassName +
+			" are not served; install its CRDs and restart the operator to use them")
+		return nil
+	}
+	if err := gateway.NewClassReconciler(mgr).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("gatewayclass controller: %w", err)
+	}
+	if err := gateway.NewReconciler(mgr, clusterDomain).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("gateway controller: %w", err)
+	}
 	return nil
+}
+
+// gatewayAPIServed reports whether the API server serves Gateway API v1 Gateways.
+func gatewayAPIServed(mgr ctrl.Manager) (bool, error) {
+	_, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: gatewayv1.GroupName, Kind: "Gateway"}, gatewayv1.GroupVersion.Version)
+	switch {
+	case err == nil:
+		return true, nil
+	case meta.IsNoMatchError(err):
+		return false, nil
+	}
+	return false, fmt.Errorf("discover the Gateway API: %w", err)
 }

@@ -19,9 +19,12 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
@@ -96,8 +99,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 }
 
 // SetupWithManager watches the mesh, the namespaced objects it controls,
-// the cluster-scoped ones by label, the node-agent pods that drive the
-// upgrade, and any cert-manager issuer it may depend on.
+// the cluster-scoped ones by label, the node-agent pods and waypoint
+// proxies that drive the upgrade, and any cert-manager issuer it may
+// depend on.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	byLabel := handler.EnqueueRequestsFromMapFunc(meshFromLabels)
 	anyIssuer := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
@@ -119,11 +123,37 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&rbacv1.ClusterRole{}, byLabel).
 		Watches(&rbacv1.ClusterRoleBinding{}, byLabel).
 		Watches(&corev1.Pod{}, byLabel).
+		// Waypoint proxies are not the mesh's, but their versions drive
+		// the Waypoints step of an upgrade.
+		Watches(&appsv1.Deployment{}, byLabel, builder.WithPredicates(waypointVersionEvents)).
 		Watches(&corev1.Namespace{}, byLabel).
 		Watches(&cmv1.Issuer{}, anyIssuer).
 		Watches(&cmv1.ClusterIssuer{}, anyIssuer).
 		Named("ambientmesh").
 		Complete(r)
+}
+
+// waypointVersionEvents passes a waypoint proxy's Deployment when it
+// appears, goes, or changes version: the rollout reads nothing else of it.
+var waypointVersionEvents = predicate.Funcs{
+	CreateFunc: func(e event.CreateEvent) bool { return isWaypointProxy(e.Object) },
+	DeleteFunc: func(e event.DeleteEvent) bool { return isWaypointProxy(e.Object) },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return isWaypointProxy(e.ObjectNew) && templateVersion(e.ObjectOld) != templateVersion(e.ObjectNew)
+	},
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+func isWaypointProxy(obj client.Object) bool {
+	_, ok := obj.GetLabels()[meshv1alpha1.LabelWaypoint]
+	return ok
+}
+
+func templateVersion(obj client.Object) string {
+	if d, ok := obj.(*appsv1.Deployment); ok {
+		return d.Spec.Template.Labels[manifests.LabelVersion]
+	}
+	return ""
 }
 
 // meshFromLabels maps an object the operator labelled (a cluster-scoped

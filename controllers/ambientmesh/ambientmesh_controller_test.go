@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
@@ -230,5 +231,34 @@ func TestUninstallWaitsForCNIPodsThenGivesUp(t *testing.T) {
 	}
 	if err := c.Get(context.Background(), client.ObjectKey{Name: meshv1alpha1.MeshName}, &meshv1alpha1.AmbientMesh{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("mesh still there after the timeout: %v", err)
+	}
+}
+
+func TestWaypointVersionEvents(t *testing.T) {
+	proxy := func(version string) *appsv1.Deployment {
+		d := &appsv1.Deployment{}
+		d.Labels = map[string]string{meshv1alpha1.LabelWaypoint: "wp"}
+		d.Spec.Template.Labels = map[string]string{manifests.LabelVersion: version}
+		return d
+	}
+	scaled := proxy("0.1.0")
+	scaled.Status.ReadyReplicas = 3
+	notAProxy := &appsv1.Deployment{}
+	tests := []struct {
+		name     string
+		old, cur *appsv1.Deployment
+		want     bool
+	}{
+		{"a proxy's version changes", proxy("0.1.0"), proxy("0.2.0"), true},
+		{"a proxy scales", proxy("0.1.0"), scaled, false},
+		{"another Deployment changes", notAProxy, notAProxy.DeepCopy(), false},
+	}
+	for _, tt := range tests {
+		if got := waypointVersionEvents.Update(event.UpdateEvent{ObjectOld: tt.old, ObjectNew: tt.cur}); got != tt.want {
+			t.Errorf("%s: passes = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if !waypointVersionEvents.Create(event.CreateEvent{Object: proxy("0.1.0")}) || waypointVersionEvents.Create(event.CreateEvent{Object: notAProxy}) {
+		t.Error("creation passes for proxies only")
 	}
 }

@@ -3,6 +3,8 @@ package ambientmesh
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
@@ -82,8 +84,27 @@ func (r *Reconciler) observe(ctx context.Context, mesh *meshv1alpha1.AmbientMesh
 	if obs.Cluster.ZTunnelPods, err = r.ztunnelPods(ctx, mesh); err != nil {
 		return err
 	}
+	if obs.Cluster.Waypoints, err = r.waypointDeployments(ctx, mesh); err != nil {
+		return err
+	}
 	obs.Observed = true
 	return nil
+}
+
+// waypointDeployments lists the waypoint proxies of every namespace: they
+// carry the mesh labels and the waypoint label, and are controlled by their
+// Waypoint or Gateway, not by the mesh.
+func (r *Reconciler) waypointDeployments(ctx context.Context, mesh *meshv1alpha1.AmbientMesh) ([]waypointDeployment, error) {
+	list := &appsv1.DeploymentList{}
+	if err := r.List(ctx, list, client.MatchingLabels(manifests.MeshLabels(mesh.Name)), client.HasLabels{meshv1alpha1.LabelWaypoint}); err != nil {
+		return nil, err
+	}
+	out := make([]waypointDeployment, 0, len(list.Items))
+	for _, d := range list.Items {
+		out = append(out, waypointDeployment{Key: d.Namespace + "/" + d.Name, Version: d.Spec.Template.Labels[manifests.LabelVersion]})
+	}
+	slices.SortFunc(out, func(a, b waypointDeployment) int { return strings.Compare(a.Key, b.Key) })
+	return out, nil
 }
 
 func (r *Reconciler) deploymentState(ctx context.Context, key client.ObjectKey) (workloadState, error) {

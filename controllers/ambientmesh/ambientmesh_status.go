@@ -195,7 +195,8 @@ func upgradingCondition(obs observation) metav1.Condition {
 	}
 }
 
-// upgradeProgress is the human summary, e.g. "0.1.0 → 0.2.0, ztunnel: 3/10 nodes (replacing node-4)".
+// upgradeProgress is the human summary, e.g. "0.1.0 → 0.2.0, ztunnel: 3/10 nodes (replacing node-4)"
+// or "0.1.0 → 0.2.0, waypoints: 1/2 updated (next: shop/waypoint)".
 func upgradeProgress(obs observation) string {
 	p, cs := obs.Plan, obs.Cluster
 	head := p.Installed + " → " + p.Target + ", "
@@ -207,6 +208,9 @@ func upgradeProgress(obs observation) string {
 		return head + fmt.Sprintf("control plane: %d/%d replicas", cs.ControlPlane.Updated, cs.ControlPlane.Desired)
 	case meshv1alpha1.UpgradeStepCNI:
 		return head + fmt.Sprintf("CNI agent: %d/%d nodes", cs.CNI.Updated, cs.CNI.Desired)
+	case meshv1alpha1.UpgradeStepWaypoints:
+		behind := waypointsBehind(cs.Waypoints, p.Target)
+		return head + fmt.Sprintf("waypoints: %d/%d updated (next: %s)", len(cs.Waypoints)-len(behind), len(cs.Waypoints), behind[0])
 	}
 	msg := head + fmt.Sprintf("ztunnel: %d/%d nodes", obs.Nodes.Updated, obs.Nodes.Total)
 	if obs.Nodes.Transition != "" {

@@ -91,6 +91,31 @@ func TestComputeStatus(t *testing.T) {
 			wantVersion: "0.1.0",
 		},
 		{
+			name: "waypoints step after ztunnel names the next waypoint",
+			mesh: meshAt("0.2.0", "0.1.0"),
+			obs: func() observation {
+				cs := allAt("0.2.0")
+				cs.Waypoints = []waypointDeployment{{Key: "shop/a", Version: "0.2.0"}, {Key: "shop/b", Version: "0.1.0"}}
+				return observation{Observed: true, Cluster: cs, Plan: planVersions("0.2.0", false, cs),
+					Nodes: nodePlan{Updated: 2, Total: 2}, Identity: readyIdentity}
+			}(),
+			wantPhase: meshv1alpha1.MeshPhaseUpgrading, wantReady: meshv1alpha1.ReasonUpgradeInProgress,
+			wantUpgrade: meshv1alpha1.ReasonUpgradeInProgress, wantMsg: "0.1.0 → 0.2.0, waypoints: 1/2 updated (next: shop/b)",
+			wantVersion: "0.1.0",
+		},
+		{
+			name: "the upgrade completes once every waypoint runs the target",
+			mesh: meshAt("0.2.0", "0.1.0"),
+			obs: func() observation {
+				cs := allAt("0.2.0")
+				cs.Waypoints = []waypointDeployment{{Key: "shop/a", Version: "0.2.0"}}
+				return observation{Observed: true, Cluster: cs, Plan: planVersions("0.2.0", false, cs),
+					Nodes: nodePlan{Updated: 2, Total: 2}, Identity: readyIdentity}
+			}(),
+			wantPhase: meshv1alpha1.MeshPhaseReady, wantReady: meshv1alpha1.ReasonReady,
+			wantUpgrade: meshv1alpha1.ReasonUpToDate, wantVersion: "0.2.0",
+		},
+		{
 			name: "a failed node stops the upgrade and is named",
 			mesh: meshAt("0.2.0", "0.1.0"),
 			obs: func() observation {

@@ -44,6 +44,14 @@ type ztunnelPod struct {
 	Created     time.Time
 }
 
+// waypointDeployment is a waypoint proxy's Deployment. The Waypoint and
+// Gateway controllers render it; the rollout only reads its version.
+type waypointDeployment struct {
+	// Key is namespace/name.
+	Key     string
+	Version string
+}
+
 // clusterState is everything the rollout decisions read.
 type clusterState struct {
 	ControlPlane workloadState
@@ -51,6 +59,8 @@ type clusterState struct {
 	ZTunnel      workloadState
 	// ZTunnelPods are the ztunnel pods scheduled to a node.
 	ZTunnelPods []ztunnelPod
+	// Waypoints are the waypoint proxies' Deployments, sorted by Key.
+	Waypoints []waypointDeployment
 }
 
 // versionPlan says which version each component is rendered at.
@@ -70,8 +80,8 @@ func (p versionPlan) Upgrading() bool {
 	return p.Refused == nil && p.Installed != "" && p.Installed != p.Target
 }
 
-// installedVersion is the oldest version found on the component workloads
-// and ztunnel pods, or "" when none exists.
+// installedVersion is the oldest version found on the component workloads,
+// ztunnel pods and waypoint proxies, or "" when none exists.
 func installedVersion(cs clusterState) string {
 	var found []string
 	for _, w := range []workloadState{cs.ControlPlane, cs.CNI, cs.ZTunnel} {
@@ -82,6 +92,11 @@ func installedVersion(cs clusterState) string {
 	for _, p := range cs.ZTunnelPods {
 		if p.Version != "" {
 			found = append(found, p.Version)
+		}
+	}
+	for _, w := range cs.Waypoints {
+		if w.Version != "" {
+			found = append(found, w.Version)
 		}
 	}
 	if len(found) == 0 {
@@ -232,14 +247,32 @@ func upgradeStatus(p versionPlan, cs clusterState, nodes nodePlan) *meshv1alpha1
 	return st
 }
 
-// upgradeStep is the first component not yet running the target.
+// upgradeStep is the first component not yet running the target. The
+// waypoint controllers move a waypoint once ztunnel runs the target on
+// every node (status.components.ztunnel.version), so Waypoints comes last.
 func upgradeStep(p versionPlan, cs clusterState) meshv1alpha1.UpgradeComponent {
 	switch {
 	case !rolledOutAt(cs.ControlPlane, p.Target):
 		return meshv1alpha1.UpgradeStepControlPlane
 	case !rolledOutAt(cs.CNI, p.Target):
 		return meshv1alpha1.UpgradeStepCNI
+	case rolledOutAt(cs.ZTunnel, p.Target) && len(waypointsBehind(cs.Waypoints, p.Target)) > 0:
+		return meshv1alpha1.UpgradeStepWaypoints
 	default:
 		return meshv1alpha1.UpgradeStepZTunnel
 	}
+}
+
+// waypointsBehind are the waypoint proxies whose template is not at target
+// yet. A waypoint counts as updated once its template is: its own Ready
+// condition reports the rollout, so one broken waypoint does not hold the
+// mesh's upgrade.
+func waypointsBehind(waypoints []waypointDeployment, target string) []string {
+	var behind []string
+	for _, w := range waypoints {
+		if w.Version != target {
+			behind = append(behind, w.Key)
+		}
+	}
+	return behind
 }

@@ -2,10 +2,12 @@ package ambientmesh
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
 	"github.com/ambientmesh/ambient-operator/internal/versions"
 )
@@ -77,6 +79,20 @@ func TestPlanVersions(t *testing.T) {
 			name: "skipping a minor version is refused and nothing moves", target: "0.3.0",
 			cs:            clusterState{ControlPlane: rolled("0.1.0"), CNI: rolled("0.1.0"), ZTunnel: rolled("0.1.0")},
 			want:          manifests.Uniform("0.1.0"),
+			wantInstalled: "0.1.0", wantRefused: versions.ErrSkew,
+		},
+		{
+			name: "a waypoint still at the old version keeps the upgrade open", target: "0.2.0",
+			cs: clusterState{ControlPlane: rolled("0.2.0"), CNI: rolled("0.2.0"), ZTunnel: rolled("0.2.0"),
+				Waypoints: []waypointDeployment{{Key: "shop/waypoint", Version: "0.1.0"}}},
+			want:          manifests.Uniform("0.2.0"),
+			wantInstalled: "0.1.0", wantUpgrading: true,
+		},
+		{
+			name: "a lagging waypoint counts for the skew check", target: "0.3.0",
+			cs: clusterState{ControlPlane: rolled("0.2.0"), CNI: rolled("0.2.0"), ZTunnel: rolled("0.2.0"),
+				Waypoints: []waypointDeployment{{Key: "shop/waypoint", Version: "0.1.0"}}},
+			want:          manifests.Uniform("0.2.0"),
 			wantInstalled: "0.1.0", wantRefused: versions.ErrSkew,
 		},
 		{
@@ -225,5 +241,52 @@ func TestPlanZTunnelNodesRecheckBeforeTimeout(t *testing.T) {
 	if !strings.Contains(upgradeProgress(observation{Plan: versionPlan{Installed: "0.1.0", Target: "0.2.0"},
 		Cluster: clusterState{ControlPlane: rolled("0.2.0"), CNI: rolled("0.2.0")}, Nodes: got}), "ztunnel: 0/2 nodes (replacing a)") {
 		t.Fatalf("progress does not show the node in transition")
+	}
+}
+
+func TestUpgradeStepWaypoints(t *testing.T) {
+	at := func(versions ...string) []waypointDeployment {
+		var out []waypointDeployment
+		for i, v := range versions {
+			out = append(out, waypointDeployment{Key: fmt.Sprintf("ns%d/waypoint", i), Version: v})
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		cs        clusterState
+		wantStep  meshv1alpha1.UpgradeComponent
+		wantNoUpg bool
+	}{
+		{
+			name:     "waypoints wait while ztunnel rolls",
+			cs:       clusterState{ControlPlane: rolled("0.2.0"), CNI: rolled("0.2.0"), ZTunnel: rolling("0.2.0"), Waypoints: at("0.1.0")},
+			wantStep: meshv1alpha1.UpgradeStepZTunnel,
+		},
+		{
+			name:     "waypoints move once ztunnel is rolled out",
+			cs:       clusterState{ControlPlane: rolled("0.2.0"), CNI: rolled("0.2.0"), ZTunnel: rolled("0.2.0"), Waypoints: at("0.2.0", "0.1.0")},
+			wantStep: meshv1alpha1.UpgradeStepWaypoints,
+		},
+		{
+			name:      "done once every waypoint runs the target",
+			cs:        clusterState{ControlPlane: rolled("0.2.0"), CNI: rolled("0.2.0"), ZTunnel: rolled("0.2.0"), Waypoints: at("0.2.0", "0.2.0")},
+			wantNoUpg: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := planVersions("0.2.0", false, tt.cs)
+			st := upgradeStatus(p, tt.cs, nodePlan{Updated: 2, Total: 2})
+			if tt.wantNoUpg {
+				if st != nil {
+					t.Fatalf("upgrade status %+v, want none", st)
+				}
+				return
+			}
+			if st == nil || st.Step != tt.wantStep {
+				t.Fatalf("upgrade status %+v, want step %s", st, tt.wantStep)
+			}
+		})
 	}
 }
