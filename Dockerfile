@@ -9,8 +9,7 @@
 # test/deploy checks that every path COPY'd here exists and covers every
 # package the binaries import, that every stage named by --from exists, that
 # each component has a target, and runs the `go build` below with the same
-# flags. When cmd/waypoint lands, add it to BINARIES and give it a nonroot
-# stage like controlplane's.
+# flags.
 
 ARG GO_VERSION=1.26
 
@@ -22,7 +21,7 @@ ARG TARGETARCH=amd64
 ARG VERSION=dev
 ARG GIT_COMMIT=unknown
 ARG MODULE=github.com/ambientmesh/ambient-operator
-ARG BINARIES="./cmd/operator ./cmd/controlplane ./cmd/ztunnel ./cmd/cni-agent ./cmd/cni-plugin"
+ARG BINARIES="./cmd/operator ./cmd/controlplane ./cmd/ztunnel ./cmd/cni-agent ./cmd/cni-plugin ./cmd/waypoint"
 WORKDIR /src
 # Dependencies first, so that a source change does not download them again.
 COPY go.mod go.sum ./
@@ -55,6 +54,14 @@ FROM gcr.io/distroless/static:latest AS ztunnel
 COPY --from=build /out/ztunnel /ztunnel
 USER 0:0
 ENTRYPOINT ["/ztunnel"]
+
+# ---------------------------------------------------------------------------
+# waypoint: the L7 proxy, one Deployment per Waypoint. It only listens and
+# dials in its own pod's network: no privilege.
+FROM gcr.io/distroless/static:nonroot AS waypoint
+COPY --from=build /out/waypoint /waypoint
+USER 65532:65532
+ENTRYPOINT ["/waypoint"]
 
 # ---------------------------------------------------------------------------
 # cni-agent: the node agent, carrying the chained CNI plugin next to its own
