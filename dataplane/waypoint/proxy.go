@@ -118,8 +118,18 @@ type peekedConn struct {
 
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
+// Close ends the connection as closing a TCP socket would: the client reads everything
+// written so far, then EOF (END_STREAM). Resetting the HBONE stream instead could
+// overtake the last response (net/http closes right after writing the answer to a
+// "Connection: close" request, or while draining); the stream itself ends when
+// ServeHBONE returns.
 func (c *peekedConn) Close() error {
-	err := c.Conn.Close()
+	var err error
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		err = cw.CloseWrite()
+	} else {
+		err = c.Conn.Close()
+	}
 	c.once.Do(func() { close(c.done) })
 	return err
 }
@@ -165,7 +175,6 @@ func (l *h1Listener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero, Por
 // network RBAC filters allowed the connection.
 func (w *Waypoint) serveTCP(ctx context.Context, req *hbone.Request, d *downstream, chain *tcpChain) error {
 	start := time.Now()
-	labels := w.labels(d, nil, "tcp")
 	attrs := &rbac.Attributes{Principal: d.peer.String(), RemoteIP: d.clientIP, DirectRemoteIP: d.direct,
 		DestinationIP: d.target.Addr(), DestinationPort: d.target.Port()}
 	if dec := rbac.EvaluateChain(attrs, chain.rbac...); !dec.Allowed {
@@ -201,7 +210,7 @@ func (w *Waypoint) serveTCP(ctx context.Context, req *hbone.Request, d *downstre
 		up.Close()
 		return err
 	}
-	labels = w.labels(d, host, "tcp")
+	labels := w.labels(d, host, "tcp")
 	w.metrics.TCPOpened(labels)
 	var stats hbone.JoinStats
 	err = hbone.Join(st, up, &stats)
