@@ -55,9 +55,13 @@ func exchangeFrom(ctx context.Context) *exchange {
 }
 
 // newReverseProxy is the router's last step: net/http's ReverseProxy copies the request
-// and the response (hop-by-hop headers removed, trailers and streaming kept, flushed at
-// once so gRPC and small responses are not delayed), over the waypoint's RoundTripper,
-// which picks the endpoint and retries.
+// and the response (hop-by-hop headers removed, trailers and streaming kept), over the
+// waypoint's RoundTripper, which picks the endpoint and retries. A response of unknown
+// length (streamed, gRPC) is flushed at every write; one of known length goes out when
+// the handler ends, right after its body is copied. FlushInterval must stay 0: a
+// negative one makes ReverseProxy flush the headers at once from a timer, which can
+// split a gRPC trailers-only answer (an error status) into headers and an empty end of
+// stream, and the client then loses the status.
 func (w *Waypoint) newReverseProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -66,7 +70,7 @@ func (w *Waypoint) newReverseProxy() *httputil.ReverseProxy {
 			pr.Out.Host = pr.In.Host
 		},
 		Transport:     roundTripperFunc(w.roundTrip),
-		FlushInterval: -1,
+		FlushInterval: 0,
 		ModifyResponse: func(resp *http.Response) error {
 			if x := exchangeFrom(resp.Request.Context()); x != nil {
 				x.upstreamTime = time.Since(x.upstart)
@@ -136,6 +140,8 @@ func (w *Waypoint) handle(rw *statusWriter, r *http.Request, x *exchange) {
 		w.metrics.RBACDenied(l.name)
 		plain(rw, http.StatusForbidden, "RBAC: access denied")
 		return
+	} else if len(chain.rbac) > 0 {
+		w.metrics.RBACAllowed(l.name)
 	}
 	table := snap.routes[chain.routeConfig]
 	if table == nil {
@@ -461,7 +467,7 @@ func (w *Waypoint) observe(sw *statusWriter, r *http.Request, x *exchange, metho
 	labels.ResponseCode = status
 	labels.ResponseFlags = x.flags
 	if proto == "grpc" {
-		labels.GRPCResponseStatus = sw.Header().Get("Grpc-Status")
+		labels.GRPCResponseStatus = grpcStatus(sw.Header())
 	}
 	var reqBytes int64
 	if cb, ok := r.Body.(*countingBody); ok {
@@ -487,6 +493,16 @@ func (w *Waypoint) observe(sw *statusWriter, r *http.Request, x *exchange, metho
 		e.UpstreamServiceTime = x.upstreamTime
 	}
 	w.accessLog.Log(e)
+}
+
+// grpcStatus is the grpc-status the client received: a header in a trailers-only
+// response, else a trailer, which the reverse proxy sets with http.TrailerPrefix because
+// HTTP/2 trailers are not announced.
+func grpcStatus(h http.Header) string {
+	if s := h.Get("Grpc-Status"); s != "" {
+		return s
+	}
+	return h.Get(http.TrailerPrefix + "Grpc-Status")
 }
 
 // plain answers with a text/plain body, as Envoy's local replies do.

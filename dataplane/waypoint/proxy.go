@@ -182,6 +182,8 @@ func (w *Waypoint) serveTCP(ctx context.Context, req *hbone.Request, d *downstre
 		w.accessLog.Log(&telemetry.Entry{Protocol: "tcp", ResponseCode: http.StatusForbidden, SourceAddress: d.clientIP.String(),
 			SourcePrincipal: d.peer.String(), DestinationService: d.listener.name, RBACPolicy: dec.Policy, Duration: time.Since(start)})
 		return hbone.Reject(http.StatusForbidden, "RBAC: access denied")
+	} else if len(chain.rbac) > 0 {
+		w.metrics.RBACAllowed(d.listener.name)
 	}
 	c := w.clusters.Cluster(chain.cluster)
 	if c == nil {

@@ -198,11 +198,11 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "istio_tcp_received_bytes_total", Help: "Bytes received from the client (request direction) on TCP connections.",
 		}, tcpLabelNames),
 		rbacAllowed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: statsPrefix + "rbac_allowed_total", Help: "Requests or connections an RBAC filter let through.",
-		}, []string{"filter"}),
+			Name: statsPrefix + "rbac_allowed_total", Help: "Requests or connections the RBAC filters of a listener let through (only listeners with RBAC filters count).",
+		}, []string{"listener"}),
 		rbacDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: statsPrefix + "rbac_denied_total", Help: "Requests or connections an RBAC filter denied.",
-		}, []string{"filter"}),
+			Name: statsPrefix + "rbac_denied_total", Help: "Requests or connections the RBAC filters of a listener denied.",
+		}, []string{"listener"}),
 		jwtFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: statsPrefix + "jwt_failures_total", Help: "Requests the JWT filter rejected, by the status it answered.",
 		}, []string{"response_code"}),
@@ -291,11 +291,11 @@ func (m *Metrics) TCPClosed(l Labels, sent, received int64) {
 	m.tcpSeries.get(l).closed.Inc()
 }
 
-// RBACAllowed counts a request or connection the named RBAC filter allowed.
-func (m *Metrics) RBACAllowed(filter string) { m.rbacAllowed.WithLabelValues(filter).Inc() }
+// RBACAllowed counts a request or connection the RBAC filters of a listener allowed.
+func (m *Metrics) RBACAllowed(listener string) { m.rbacAllowed.WithLabelValues(listener).Inc() }
 
-// RBACDenied counts a request or connection the named RBAC filter denied.
-func (m *Metrics) RBACDenied(filter string) { m.rbacDenied.WithLabelValues(filter).Inc() }
+// RBACDenied counts a request or connection the RBAC filters of a listener denied.
+func (m *Metrics) RBACDenied(listener string) { m.rbacDenied.WithLabelValues(listener).Inc() }
 
 // JWTFailed counts a request the JWT filter rejected with responseCode (401
 // or 403).

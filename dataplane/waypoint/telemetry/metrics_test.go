@@ -268,8 +268,8 @@ func TestFilterCountersAndStats(t *testing.T) {
 ambientmesh_waypoint_fault_delays_injected_total: 1
 ambientmesh_waypoint_jwt_failures_total{response_code="401"}: 1
 ambientmesh_waypoint_mirrored_requests_total{cluster="outbound|9080||reviews-shadow.bookinfo.svc.cluster.local"}: 1
-ambientmesh_waypoint_rbac_allowed_total{filter="allow"}: 1
-ambientmesh_waypoint_rbac_denied_total{filter="deny"}: 2
+ambientmesh_waypoint_rbac_allowed_total{listener="allow"}: 1
+ambientmesh_waypoint_rbac_denied_total{listener="deny"}: 2
 ambientmesh_waypoint_retries_total{cluster="outbound|9080||reviews.bookinfo.svc.cluster.local"}: 1
 `
 	if out.String() != want {
@@ -278,8 +278,8 @@ ambientmesh_waypoint_retries_total{cluster="outbound|9080||reviews.bookinfo.svc.
 
 	// The same counters are on the metrics port.
 	denied := scrape(t, m.Registry(), "ambientmesh_waypoint_rbac_denied_total")
-	if len(denied) != 1 || labelMap(denied[0])["filter"] != "deny" || denied[0].GetCounter().GetValue() != 2 {
-		t.Errorf("ambientmesh_waypoint_rbac_denied_total = %v, want {filter=\"deny\"} 2", denied)
+	if len(denied) != 1 || labelMap(denied[0])["listener"] != "deny" || denied[0].GetCounter().GetValue() != 2 {
+		t.Errorf("ambientmesh_waypoint_rbac_denied_total = %v, want {listener=\"deny\"} 2", denied)
 	}
 }
 

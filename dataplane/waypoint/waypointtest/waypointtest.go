@@ -1,9 +1,11 @@
 // Package waypointtest runs a real waypoint in-process, in a small mesh made of real parts
 // on loopback: a test CA, a go-control-plane delta ADS server with Envoy's resource types,
-// backends each behind an HBONE server that plays its node's ztunnel (it checks nothing,
-// records what it saw, and connects the stream to the app), and clients that reach the
-// waypoint over HBONE as a client's ztunnel does. It also builds the Envoy resources the
-// tests feed, each checked with ValidateAll as an Envoy would check it.
+// backends (HTTP/1.1 and h2c, gRPC, or raw TCP) each behind an HBONE server that plays its
+// node's ztunnel (it checks nothing, records what it saw, and connects the stream to the
+// app), and clients that reach the waypoint over HBONE as a client's ztunnel does — Go
+// HTTP clients, raw streams (Dialer), or a loopback forwarder for clients that cannot
+// speak HBONE (curl). It also builds the Envoy resources the tests feed, each checked with
+// ValidateAll as an Envoy would check it.
 package waypointtest
 
 import (
@@ -64,13 +66,15 @@ type Mesh struct {
 
 	mu     sync.Mutex
 	nextIP int
+	// stop cancels the waypoint's Run and returns what it returned (once).
+	stop func() error
 }
 
 // Options for Start.
 type Options struct {
 	// AccessLog receives the waypoint's access log (nil: none).
 	AccessLog io.Writer
-	// Client sets the HTTP client fetching remote JWKS.
+	// HTTPClient is the HTTP client fetching remote JWKS.
 	HTTPClient *http.Client
 }
 
@@ -104,14 +108,21 @@ func Start(t testing.TB, opts Options) *Mesh {
 	ran := make(chan error, 1)
 	go func() { ran <- w.Run(ctx) }()
 	go w.Serve(l)
-	t.Cleanup(func() {
+	m.stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-ran; err != nil {
+		return <-ran
+	})
+	t.Cleanup(func() {
+		if err := m.stop(); err != nil {
 			t.Errorf("waypoint Run: %v", err)
 		}
 	})
 	return m
 }
+
+// Stop stops the waypoint as SIGTERM would (it drains for up to its DrainPeriod, 2s) and
+// returns what Run returned. Later calls return the same.
+func (m *Mesh) Stop() error { return m.stop() }
 
 // LoopbackIP returns a fresh address in 127.0.0.0/8 for a backend or a client.
 func (m *Mesh) LoopbackIP() netip.Addr {
@@ -152,22 +163,97 @@ func (b *Backend) Peers() []spiffe.ID {
 
 // Backend starts an app serving h (HTTP/1.1 and h2c) with identity ns/shop/sa/<sa>.
 func (m *Mesh) Backend(sa string, h http.Handler) *Backend {
-	t := m.t
-	t.Helper()
-	ip := m.LoopbackIP()
-	b := &Backend{ID: spiffe.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: sa}, App: netip.AddrPortFrom(ip, 8080)}
-	m.Certs.Put(b.ID, m.CA.Issue(t, b.ID))
-	app, err := net.Listen("tcp", b.App.String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	m.t.Helper()
+	b := m.newBackend(sa)
 	counting := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.Requests.Add(1)
 		h.ServeHTTP(w, r)
 	})
 	appSrv := &http.Server{Handler: h2c.NewHandler(counting, &http2.Server{})}
-	go appSrv.Serve(app)
-	t.Cleanup(func() { appSrv.Close() })
+	go appSrv.Serve(m.listen(b.App))
+	m.t.Cleanup(func() { appSrv.Close() })
+	m.ztunnel(b)
+	return b
+}
+
+// GRPCBackend starts a gRPC server (h2c, as gRPC speaks it without TLS) with the services
+// register adds, behind its ztunnel stand-in. Requests counts the RPCs it served.
+func (m *Mesh) GRPCBackend(sa string, register func(*grpc.Server)) *Backend {
+	m.t.Helper()
+	b := m.newBackend(sa)
+	srv := grpc.NewServer(
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			b.Requests.Add(1)
+			return h(ctx, req)
+		}),
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			b.Requests.Add(1)
+			return h(srv, ss)
+		}))
+	register(srv)
+	go srv.Serve(m.listen(b.App))
+	m.t.Cleanup(srv.Stop)
+	m.ztunnel(b)
+	return b
+}
+
+// TCPBackend starts a raw TCP app that runs serve on each accepted connection (serve
+// closes it), behind its ztunnel stand-in. Requests counts the connections.
+func (m *Mesh) TCPBackend(sa string, serve func(net.Conn)) *Backend {
+	m.t.Helper()
+	b := m.newBackend(sa)
+	l := m.listen(b.App)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b.Requests.Add(1)
+			go serve(c)
+		}
+	}()
+	m.t.Cleanup(func() { l.Close() })
+	m.ztunnel(b)
+	return b
+}
+
+// Unreachable is an endpoint on a fresh address where nothing listens, neither the app
+// nor a ztunnel: dialing it fails at once (connection refused).
+func (m *Mesh) Unreachable(sa string) *Backend {
+	return &Backend{ID: spiffe.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: sa}, App: netip.AddrPortFrom(m.LoopbackIP(), 8080)}
+}
+
+// Identity issues a mesh certificate for ns/sa (for a client with another identity) and
+// returns its SPIFFE ID.
+func (m *Mesh) Identity(ns, sa string) spiffe.ID {
+	id := spiffe.ID{TrustDomain: "cluster.local", Namespace: ns, ServiceAccount: sa}
+	m.Certs.Put(id, m.CA.Issue(m.t, id))
+	return id
+}
+
+// newBackend gives a backend a fresh address and a certificate for its identity.
+func (m *Mesh) newBackend(sa string) *Backend {
+	ip := m.LoopbackIP()
+	b := &Backend{ID: spiffe.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: sa}, App: netip.AddrPortFrom(ip, 8080)}
+	m.Certs.Put(b.ID, m.CA.Issue(m.t, b.ID))
+	return b
+}
+
+func (m *Mesh) listen(addr netip.AddrPort) net.Listener {
+	m.t.Helper()
+	l, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return l
+}
+
+// ztunnel starts the HBONE server on <backend ip>:15008 that plays the backend node's
+// ztunnel: it records each CONNECT and joins the stream to the app.
+func (m *Mesh) ztunnel(b *Backend) {
+	t := m.t
+	t.Helper()
 	srv, err := hbone.NewServer(hbone.ServerConfig{Identity: b.ID, Certs: m.Certs, Roots: m.Roots,
 		Handler: hbone.HandlerFunc(func(ctx context.Context, req *hbone.Request) error {
 			b.mu.Lock()
@@ -189,20 +275,16 @@ func (m *Mesh) Backend(sa string, h http.Handler) *Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hl, err := net.Listen("tcp", netip.AddrPortFrom(ip, 15008).String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	hl := m.listen(netip.AddrPortFrom(b.App.Addr(), 15008))
 	go srv.Serve(hl)
 	t.Cleanup(func() { srv.Close() })
-	return b
 }
 
-// Client returns an HTTP client that reaches Service VIPs through the waypoint, from
-// source address src (zero: 127.0.0.1) with identity id, as a client's ztunnel would: each
-// connection is an HBONE stream to the waypoint whose CONNECT target is the VIP:port of the
-// request's URL. h2 makes it speak h2c (prior knowledge), else HTTP/1.1.
-func (m *Mesh) Client(id spiffe.ID, src netip.Addr, h2 bool) *http.Client {
+// Dialer returns a function that opens a stream to a Service VIP:port (or workload
+// address) through the waypoint, from source address src (zero: 127.0.0.1) with identity
+// id, as a client's ztunnel would: an HBONE CONNECT to the waypoint with that target. A
+// refused CONNECT is an *hbone.StatusError. Its connections close when the test ends.
+func (m *Mesh) Dialer(id spiffe.ID, src netip.Addr) func(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
 	pool, err := hbone.NewPool(hbone.PoolConfig{Certs: m.Certs, Roots: m.Roots, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		d := net.Dialer{}
 		if src.IsValid() {
@@ -214,12 +296,22 @@ func (m *Mesh) Client(id spiffe.ID, src netip.Addr, h2 bool) *http.Client {
 		m.t.Fatal(err)
 	}
 	m.t.Cleanup(func() { pool.Close() })
+	return func(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
+		return pool.Dial(ctx, hbone.DialRequest{Source: id, Peer: WaypointID, Target: target, Via: m.Addr})
+	}
+}
+
+// Client returns an HTTP client that reaches Service VIPs through the waypoint (see
+// Dialer): each connection is an HBONE stream whose CONNECT target is the VIP:port of the
+// request's URL. h2 makes it speak h2c (prior knowledge), else HTTP/1.1.
+func (m *Mesh) Client(id spiffe.ID, src netip.Addr, h2 bool) *http.Client {
+	tunnel := m.Dialer(id, src)
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		target, err := netip.ParseAddrPort(addr)
 		if err != nil {
 			return nil, err
 		}
-		return pool.Dial(ctx, hbone.DialRequest{Source: id, Peer: WaypointID, Target: target, Via: m.Addr})
+		return tunnel(ctx, target)
 	}
 	if h2 {
 		return &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
@@ -227,6 +319,35 @@ func (m *Mesh) Client(id spiffe.ID, src netip.Addr, h2 bool) *http.Client {
 		}}}
 	}
 	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) }}}
+}
+
+// Forwarder listens on a loopback port and tunnels each accepted connection through the
+// waypoint to target, as a client's ztunnel captures an app's connection: a client that
+// cannot speak HBONE (curl) talks plain HTTP to the returned address.
+func (m *Mesh) Forwarder(id spiffe.ID, target netip.AddrPort) netip.AddrPort {
+	m.t.Helper()
+	tunnel := m.Dialer(id, netip.Addr{})
+	l := m.listen(netip.MustParseAddrPort("127.0.0.1:0"))
+	m.t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				up, err := tunnel(ctx, target)
+				cancel()
+				if err != nil {
+					return
+				}
+				hbone.Join(c, up, nil)
+			}()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).AddrPort()
 }
 
 // Push sets resources (each validated with ValidateAll) on the xDS server, one type at a
@@ -263,6 +384,22 @@ func (m *Mesh) Push(resources ...proto.Message) []string {
 		}
 	}
 	return m.XDS.Nacks()[nacksBefore:]
+}
+
+// Delete removes resources of one type from the xDS server and waits until the waypoint
+// answered.
+func (m *Mesh) Delete(typeURL string, names ...string) {
+	t := m.t
+	t.Helper()
+	before := m.XDS.Acks() + len(m.XDS.Nacks())
+	m.XDS.Delete(t, typeURL, names...)
+	deadline := time.Now().Add(10 * time.Second)
+	for m.XDS.Acks()+len(m.XDS.Nacks()) == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("the waypoint did not answer the %s removal", typeURL)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // WaitReady waits until the waypoint reports ready (configuration of every type and a

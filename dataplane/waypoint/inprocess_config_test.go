@@ -1,0 +1,124 @@
+package waypoint_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
+	wt "github.com/ambientmesh/ambient-operator/dataplane/waypoint/waypointtest"
+)
+
+func TestListenerThatDoesNotCompileIsNACKedAndTheOldOneServes(t *testing.T) {
+	m, _, _ := reviewsMesh(t, wt.PrefixRoute("default", "/", "v1"))
+	client := m.Client(wt.ClientID, netip.Addr{}, false)
+
+	nacks := m.Push(wt.HTTPListener(reviews, reviewsVIP, wt.HTTPFilter("envoy.filters.http.cors", &corsv3.Cors{})))
+	if len(nacks) != 1 || !strings.Contains(nacks[0], "envoy.filters.http.cors") || !strings.Contains(nacks[0], "not supported") {
+		t.Fatalf("NACKs %q, want one naming the unsupported cors filter", nacks)
+	}
+	if dump := m.Waypoint.ConfigDump(); !strings.Contains(dump.LastNack, "not supported") {
+		t.Errorf("/config_dump lastNack = %q, want the reason", dump.LastNack)
+	}
+	// A new connection (the old one would prove less) still gets the last good listener.
+	client.CloseIdleConnections()
+	if a := get(t, client, "/", nil); a.status != http.StatusOK || a.body != "v1 GET /" {
+		t.Errorf("after the NACK: got %d %q, want v1's answer from the previous configuration", a.status, a.body)
+	}
+}
+
+func TestRemovedListenerRefusesNewConnections(t *testing.T) {
+	m, _, _ := reviewsMesh(t, wt.PrefixRoute("default", "/", "v1"))
+	dial := m.Dialer(wt.ClientID, netip.Addr{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := dial(ctx, reviewsVIP)
+	if err != nil {
+		t.Fatalf("CONNECT before the removal: %v", err)
+	}
+	c.Close()
+
+	m.Delete(resourcev3.ListenerType, reviewsRoutes)
+	_, err = dial(ctx, reviewsVIP)
+	var refused *hbone.StatusError
+	if !errors.As(err, &refused) || refused.Code != http.StatusServiceUnavailable || !strings.Contains(refused.Reason, "no listener") {
+		t.Fatalf("CONNECT after the removal: %v, want 503 no listener", err)
+	}
+}
+
+func TestRDSChangeReroutesWithoutReconnecting(t *testing.T) {
+	m, v1, v2 := reviewsMesh(t, wt.PrefixRoute("default", "/", "v1"))
+	client := m.Client(wt.ClientID, netip.Addr{}, false)
+
+	// reused reports whether the request went over a connection the client already had.
+	request := func() (answer, bool) {
+		var reused bool
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+reviewsVIP.String()+"/", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body) // read to the end, so the connection can be reused
+		return answer{status: resp.StatusCode, header: resp.Header}, reused
+	}
+	if a, _ := request(); a.header.Get("X-Served-By") != "v1" {
+		t.Fatalf("before the change: served by %q, want v1", a.header.Get("X-Served-By"))
+	}
+	if nacks := m.Push(wt.RouteConfig(reviewsRoutes, wt.PrefixRoute("default", "/", "v2"))); len(nacks) > 0 {
+		t.Fatalf("NACKed: %v", nacks)
+	}
+	a, reused := request()
+	if a.header.Get("X-Served-By") != "v2" || !reused {
+		t.Errorf("after the change: served by %q on a reused connection %v, want v2 on the same connection", a.header.Get("X-Served-By"), reused)
+	}
+	if v1.Requests.Load() != 1 || v2.Requests.Load() != 1 {
+		t.Errorf("v1 served %d, v2 %d; want 1 each", v1.Requests.Load(), v2.Requests.Load())
+	}
+}
+
+func TestDrainLetsAnInFlightRequestFinish(t *testing.T) {
+	m := wt.Start(t, wt.Options{})
+	arrived := make(chan struct{}, 1)
+	b := m.Backend("reviews-v1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		time.Sleep(500 * time.Millisecond)
+		named("v1").ServeHTTP(w, r)
+	}))
+	pushReviews(t, m, nil, []*routev3.Route{wt.PrefixRoute("default", "/", "v1")}, wt.Cluster("v1"), wt.Endpoints("v1", b))
+	client := m.Client(wt.ClientID, netip.Addr{}, false)
+
+	answered := make(chan answer, 1)
+	go func() { answered <- send(client, http.MethodGet, "/slow", nil, "") }()
+	<-arrived
+	start := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Stop() }()
+
+	if a := <-answered; a.err != nil || a.status != http.StatusOK || a.body != "v1 GET /slow" {
+		t.Errorf("the in-flight request got %d %q (%v), want v1's 200", a.status, a.body, a.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Run returned %v", err)
+	}
+	// With nothing left in flight the waypoint need not wait out its 2s drain period.
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("stopping took %v, want about the 500ms the request needed", took)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := m.Dialer(wt.ClientID, netip.Addr{})(ctx, reviewsVIP); err == nil {
+		t.Errorf("a CONNECT after the waypoint stopped succeeded")
+	}
+}
