@@ -134,13 +134,15 @@ func (w *Waypoint) handle(rw *statusWriter, r *http.Request, x *exchange) {
 		Method: r.Method, Host: r.Host, Path: r.URL.RequestURI(), Scheme: "http", Header: r.Header,
 		Metadata: map[string]map[string]any{jwtFilterName: claims},
 	}
-	if dec := rbac.EvaluateChain(attrs, chain.rbac...); !dec.Allowed {
+	dec := rbac.EvaluateChain(attrs, chain.rbac...)
+	if !dec.Allowed {
 		x.policy = dec.Policy
 		x.flags = telemetry.FlagRBACAccessDenied
 		w.metrics.RBACDenied(l.name)
 		plain(rw, http.StatusForbidden, "RBAC: access denied")
 		return
-	} else if len(chain.rbac) > 0 {
+	}
+	if len(chain.rbac) > 0 {
 		w.metrics.RBACAllowed(l.name)
 	}
 	table := snap.routes[chain.routeConfig]

@@ -177,12 +177,14 @@ func (w *Waypoint) serveTCP(ctx context.Context, req *hbone.Request, d *downstre
 	start := time.Now()
 	attrs := &rbac.Attributes{Principal: d.peer.String(), RemoteIP: d.clientIP, DirectRemoteIP: d.direct,
 		DestinationIP: d.target.Addr(), DestinationPort: d.target.Port()}
-	if dec := rbac.EvaluateChain(attrs, chain.rbac...); !dec.Allowed {
+	dec := rbac.EvaluateChain(attrs, chain.rbac...)
+	if !dec.Allowed {
 		w.metrics.RBACDenied(d.listener.name)
 		w.accessLog.Log(&telemetry.Entry{Protocol: "tcp", ResponseCode: http.StatusForbidden, SourceAddress: d.clientIP.String(),
 			SourcePrincipal: d.peer.String(), DestinationService: d.listener.name, RBACPolicy: dec.Policy, Duration: time.Since(start)})
 		return hbone.Reject(http.StatusForbidden, "RBAC: access denied")
-	} else if len(chain.rbac) > 0 {
+	}
+	if len(chain.rbac) > 0 {
 		w.metrics.RBACAllowed(d.listener.name)
 	}
 	c := w.clusters.Cluster(chain.cluster)
