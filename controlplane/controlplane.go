@@ -102,6 +102,7 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 		PeerIdentity: func(ctx context.Context) (string, string, bool) {
 			return identity.XDSPeer(ctx, opts.Mesh.TrustDomain)
 		},
+		NodeAgents: opts.NodeAgents,
 	})
 	if err := discovery.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
@@ -115,7 +116,9 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 	if err := startInformers(ctx, mgr, routeKinds); err != nil {
 		return nil, err
 	}
-	if err := status.Setup(mgr, opts.Mesh, discovery.NewTargetLookup(mgr.GetClient(), opts.Mesh)); err != nil {
+	if err := status.Setup(mgr, status.Options{
+		Mesh: opts.Mesh, Lookup: discovery.NewTargetLookup(mgr.GetClient(), opts.Mesh), Proxies: cp.XDS, RouteKinds: routeKinds,
+	}); err != nil {
 		return nil, err
 	}
 	signer := &identity.Signer{Client: live, Namespace: opts.Namespace, IssuerRef: opts.IssuerRef,

@@ -109,32 +109,31 @@ func TestValidateImmutable(t *testing.T) {
 	}
 }
 
-func TestValidateNoOverlap(t *testing.T) {
-	wp := func(name string, f meshv1alpha1.WaypointTrafficType) meshv1alpha1.Waypoint {
-		return meshv1alpha1.Waypoint{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"}, Spec: meshv1alpha1.WaypointSpec{For: f}}
-	}
-	path := field.NewPath("spec", "for")
+func TestValidateAllowedNamespaces(t *testing.T) {
+	path := field.NewPath("spec", "allowedNamespaces")
 	for _, tc := range []struct {
-		name      string
-		mine      meshv1alpha1.Waypoint
-		others    []meshv1alpha1.Waypoint
-		wantError bool
+		name       string
+		allowed    *meshv1alpha1.WaypointAllowedNamespaces
+		wantField  string
+		wantDetail string
 	}{
-		{"alone", wp("a", "service"), nil, false},
-		{"itself on update", wp("a", "service"), []meshv1alpha1.Waypoint{wp("a", "all")}, false},
-		{"service and workload", wp("a", "service"), []meshv1alpha1.Waypoint{wp("b", "workload")}, false},
-		{"two service", wp("a", "service"), []meshv1alpha1.Waypoint{wp("b", "service")}, true},
-		{"defaulted for is service", wp("a", ""), []meshv1alpha1.Waypoint{wp("b", "service")}, true},
-		{"all covers workload", wp("a", "workload"), []meshv1alpha1.Waypoint{wp("b", "all")}, true},
-		{"new all", wp("a", "all"), []meshv1alpha1.Waypoint{wp("b", "workload")}, true},
+		{"unset", nil, "", ""},
+		{"All", &meshv1alpha1.WaypointAllowedNamespaces{From: meshv1alpha1.NamespacesFromAll}, "", ""},
+		{"a valid selector", &meshv1alpha1.WaypointAllowedNamespaces{From: meshv1alpha1.NamespacesFromSelector,
+			Selector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "team", Operator: metav1.LabelSelectorOpIn, Values: []string{"shop", "books"}}}}}, "", ""},
+		{"an unknown operator", &meshv1alpha1.WaypointAllowedNamespaces{From: meshv1alpha1.NamespacesFromSelector,
+			Selector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Near"}}}},
+			"spec.allowedNamespaces.selector.matchExpressions[0].operator", `not a valid selector operator`},
+		{"In without values", &meshv1alpha1.WaypointAllowedNamespaces{From: meshv1alpha1.NamespacesFromSelector,
+			Selector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: metav1.LabelSelectorOpIn}}}},
+			"spec.allowedNamespaces.selector.matchExpressions[0].values", "must be specified"},
+		{"an invalid label value", &meshv1alpha1.WaypointAllowedNamespaces{From: meshv1alpha1.NamespacesFromSelector,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a/b"}}},
+			"spec.allowedNamespaces.selector.matchLabels", "a valid label must be"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			errs := validateNoOverlap(path, &tc.mine, tc.others)
-			if tc.wantError {
-				onlyError(t, errs, "spec.for", `Waypoint "b" in namespace shop already handles`)
-			} else {
-				onlyError(t, errs, "", "")
-			}
+			onlyError(t, validateAllowedNamespaces(path, tc.allowed), tc.wantField, tc.wantDetail)
 		})
 	}
 }
@@ -246,8 +245,9 @@ func TestUpdatesOfObjectsBeingDeletedPass(t *testing.T) {
 		t.Fatalf("finalizer removal of a policy being deleted refused: %v", err)
 	}
 	wp := &meshv1alpha1.Waypoint{ObjectMeta: metav1.ObjectMeta{Name: "w", Namespace: "shop", DeletionTimestamp: &now}}
+	wp.Spec.AllowedNamespaces = &meshv1alpha1.WaypointAllowedNamespaces{From: meshv1alpha1.NamespacesFromSelector,
+		Selector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Near"}}}}
 	oldWp := wp.DeepCopy()
-	oldWp.Spec.For = meshv1alpha1.WaypointForWorkload
 	if _, err := (&WaypointValidator{}).ValidateUpdate(ctx, oldWp, wp); err != nil {
 		t.Fatalf("finalizer removal of a waypoint being deleted refused: %v", err)
 	}

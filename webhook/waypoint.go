@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -26,26 +27,32 @@ func (d *WaypointDefaulter) Default(_ context.Context, wp *meshv1alpha1.Waypoint
 	return nil
 }
 
-// WaypointValidator refuses a Waypoint whose traffic another Waypoint in the
-// same namespace already handles.
+// WaypointValidator checks what the CRD schema cannot: that the namespace
+// selector parses. Several Waypoints may share a namespace, whatever traffic
+// they handle: the use-waypoint label names exactly one, so nothing is
+// ambiguous (see docs/waypoint.md, "Selecting a waypoint").
 type WaypointValidator struct {
-	// Reader lists the namespace's other Waypoints and reads the mesh.
+	// Reader reads the mesh.
 	Reader client.Reader
 }
 
-// ValidateCreate checks for overlapping Waypoints.
+// ValidateCreate checks the Waypoint and warns while there is no mesh.
 func (v *WaypointValidator) ValidateCreate(ctx context.Context, wp *meshv1alpha1.Waypoint) (admission.Warnings, error) {
-	return v.validate(ctx, wp)
+	warnings, err := meshWarnings(ctx, v.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return warnings, invalid(wp, validateAllowedNamespaces(field.NewPath("spec", "allowedNamespaces"), wp.Spec.AllowedNamespaces))
 }
 
-// ValidateUpdate re-checks overlap when spec.for changes. Other updates,
-// and any update of a Waypoint being deleted (its finalizer removal), pass:
-// Waypoints created before the webhook existed must still be deletable.
-func (v *WaypointValidator) ValidateUpdate(ctx context.Context, oldWp, wp *meshv1alpha1.Waypoint) (admission.Warnings, error) {
-	if beingDeleted(wp) || oldWp.Spec.EffectiveFor() == wp.Spec.EffectiveFor() {
+// ValidateUpdate checks the Waypoint again. An update of a Waypoint being
+// deleted (its finalizer removal) always passes: Waypoints stored before a
+// rule existed must still be deletable.
+func (v *WaypointValidator) ValidateUpdate(_ context.Context, _, wp *meshv1alpha1.Waypoint) (admission.Warnings, error) {
+	if beingDeleted(wp) {
 		return nil, nil
 	}
-	return v.validate(ctx, wp)
+	return nil, invalid(wp, validateAllowedNamespaces(field.NewPath("spec", "allowedNamespaces"), wp.Spec.AllowedNamespaces))
 }
 
 // ValidateDelete allows every deletion.
@@ -53,52 +60,15 @@ func (v *WaypointValidator) ValidateDelete(context.Context, *meshv1alpha1.Waypoi
 	return nil, nil
 }
 
-func (v *WaypointValidator) validate(ctx context.Context, wp *meshv1alpha1.Waypoint) (admission.Warnings, error) {
-	var others meshv1alpha1.WaypointList
-	if err := v.Reader.List(ctx, &others, client.InNamespace(wp.Namespace)); err != nil {
-		return nil, apierrors.NewInternalError(fmt.Errorf("listing Waypoints in %s: %w", wp.Namespace, err))
+// validateAllowedNamespaces: the schema requires a selector exactly when from
+// is Selector; here its operators and values are checked as Kubernetes checks
+// any label selector. A selector that did not parse would silently allow no
+// other namespace.
+func validateAllowedNamespaces(path *field.Path, allowed *meshv1alpha1.WaypointAllowedNamespaces) field.ErrorList {
+	if allowed == nil || allowed.Selector == nil {
+		return nil
 	}
-	errs := validateNoOverlap(field.NewPath("spec", "for"), wp, others.Items)
-	warnings, err := meshWarnings(ctx, v.Reader)
-	if err != nil {
-		return nil, err
-	}
-	return warnings, invalid(wp, errs)
-}
-
-// validateNoOverlap: the scope of a Waypoint is its namespace and the traffic
-// it handles (service, workload, or all = both). Two Waypoints with
-// overlapping scopes would make the namespace's traffic depend on which one
-// a label happens to name, so each kind of traffic has at most one
-// Waypoint per namespace.
-func validateNoOverlap(path *field.Path, wp *meshv1alpha1.Waypoint, others []meshv1alpha1.Waypoint) field.ErrorList {
-	mine := wp.Spec.EffectiveFor()
-	for i := range others {
-		other := &others[i]
-		if other.Name == wp.Name || other.DeletionTimestamp != nil {
-			continue
-		}
-		theirs := other.Spec.EffectiveFor()
-		if overlaps(mine, theirs) {
-			return field.ErrorList{field.Forbidden(path, fmt.Sprintf(
-				"Waypoint %q in namespace %s already handles %s traffic (for: %s); a namespace has at most one Waypoint per kind of traffic: "+
-					"use that Waypoint, or set for to a kind of traffic it does not handle",
-				other.Name, wp.Namespace, describeOverlap(mine, theirs), theirs))}
-		}
-	}
-	return nil
-}
-
-func overlaps(a, b meshv1alpha1.WaypointTrafficType) bool {
-	return a == b || a == meshv1alpha1.WaypointForAll || b == meshv1alpha1.WaypointForAll
-}
-
-// describeOverlap names the traffic both Waypoints would handle.
-func describeOverlap(a, b meshv1alpha1.WaypointTrafficType) meshv1alpha1.WaypointTrafficType {
-	if a == meshv1alpha1.WaypointForAll {
-		return b
-	}
-	return a
+	return metav1validation.ValidateLabelSelector(allowed.Selector, metav1validation.LabelSelectorValidationOptions{}, path.Child("selector"))
 }
 
 // beingDeleted: updates of an object with a deletion timestamp are the

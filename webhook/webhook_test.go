@@ -161,27 +161,37 @@ var _ = Describe("Waypoint", func() {
 		Expect(scaled.Spec.Autoscaling.MaxReplicas).To(Equal(int32(3)))
 	})
 
-	It("refuses a second Waypoint for the same traffic in a namespace", func() {
+	It("allows several Waypoints per namespace, whatever traffic they handle", func() {
 		_, err := createMesh(nil)
 		Expect(err).NotTo(HaveOccurred())
 		ns := newNamespace(nil)
-		Expect(k8sClient.Create(ctx, waypoint(ns, "services", meshv1alpha1.WaypointForService))).To(Succeed())
+		for name, f := range map[string]meshv1alpha1.WaypointTrafficType{
+			"services": meshv1alpha1.WaypointForService, "services-2": meshv1alpha1.WaypointForService,
+			"everything": meshv1alpha1.WaypointForAll, "pods": meshv1alpha1.WaypointForWorkload, "idle": meshv1alpha1.WaypointForNone,
+		} {
+			Expect(k8sClient.Create(ctx, waypoint(ns, name, f))).To(Succeed())
+		}
 		Expect(warnings.Messages()).To(BeEmpty())
+	})
 
-		err = k8sClient.Create(ctx, waypoint(ns, "services-2", meshv1alpha1.WaypointForService))
-		expectInvalid(err, "spec.for", `Waypoint "services" in namespace `+ns+` already handles service traffic`)
-		err = k8sClient.Create(ctx, waypoint(ns, "everything", meshv1alpha1.WaypointForAll))
-		expectInvalid(err, "spec.for", `Waypoint "services" in namespace `+ns+` already handles service traffic`)
+	It("checks allowedNamespaces: a selector exactly when from is Selector, and a valid one", func() {
+		ns := newNamespace(nil)
+		wp := waypoint(ns, "shared", meshv1alpha1.WaypointForService)
+		wp.Spec.AllowedNamespaces = &meshv1alpha1.WaypointAllowedNamespaces{From: meshv1alpha1.NamespacesFromSelector}
+		expectInvalid(k8sClient.Create(ctx, wp), "spec.allowedNamespaces.selector", "selector is required when from is Selector")
 
-		// Other traffic in the same namespace, or the same traffic in another
-		// namespace, does not overlap.
-		pods := waypoint(ns, "pods", meshv1alpha1.WaypointForWorkload)
-		Expect(k8sClient.Create(ctx, pods)).To(Succeed())
-		Expect(k8sClient.Create(ctx, waypoint(newNamespace(nil), "services", meshv1alpha1.WaypointForService))).To(Succeed())
+		wp.Spec.AllowedNamespaces.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Near"}}}
+		expectInvalid(k8sClient.Create(ctx, wp), "spec.allowedNamespaces.selector.matchExpressions[0].operator", "not a valid selector operator")
 
-		// An update is checked too.
-		pods.Spec.For = meshv1alpha1.WaypointForAll
-		expectInvalid(k8sClient.Update(ctx, pods), "spec.for", "already handles")
+		wp.Spec.AllowedNamespaces.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": "shop"}}
+		Expect(k8sClient.Create(ctx, wp)).To(Succeed())
+
+		wp.Spec.AllowedNamespaces.From = meshv1alpha1.NamespacesFromAll
+		expectInvalid(k8sClient.Update(ctx, wp), "spec.allowedNamespaces.selector", "and only then")
+
+		wp.Spec.AllowedNamespaces = &meshv1alpha1.WaypointAllowedNamespaces{}
+		Expect(k8sClient.Update(ctx, wp)).To(Succeed())
+		Expect(wp.Spec.AllowedNamespaces.From).To(Equal(meshv1alpha1.NamespacesFromSame), "from defaults to Same")
 	})
 })
 

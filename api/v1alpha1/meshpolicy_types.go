@@ -386,13 +386,19 @@ const (
 	// PolicyConditionAccepted is True when the policy is valid and its
 	// targets exist.
 	PolicyConditionAccepted = "Accepted"
-	// PolicyConditionEnforced is True when every rule is enforced by a
-	// proxy. It is False with reason NoWaypoint when L7 rules have no
-	// waypoint to enforce them.
+	// PolicyConditionEnforced is True when every proxy that must enforce
+	// the policy holds this generation of it: each waypoint serving a
+	// target is Ready and has ACKed the configuration that contains it, or
+	// the ztunnel of every node running a selected workload has ACKed it.
+	// Otherwise it is False with reason NoWaypoint, WaypointNotReady,
+	// NoWorkloads, Pending or Unsupported.
 	PolicyConditionEnforced = "Enforced"
 )
 
-// MeshPolicy condition reasons.
+// MeshPolicy condition reasons. Enforced is also False with ReasonPending
+// (shared with Waypoint) while a proxy that must enforce the policy has not
+// ACKed the configuration that contains it, is not connected, or rejected
+// it (the message quotes why).
 const (
 	// ReasonAccepted: the policy is valid and translated.
 	ReasonAccepted = "Accepted"
@@ -402,9 +408,19 @@ const (
 	ReasonTargetNotFound = "TargetNotFound"
 	// ReasonEnforced: every rule is enforced.
 	ReasonEnforced = "Enforced"
-	// ReasonNoWaypoint: the policy has L7 rules, and no waypoint serves
-	// its target, so they are not enforced.
+	// ReasonNoWaypoint: no waypoint serves a target of the policy (a
+	// policy with targetRefs is enforced by waypoints only), or a policy
+	// without targetRefs has L7 rules, which ztunnel cannot check.
 	ReasonNoWaypoint = "NoWaypoint"
+	// ReasonWaypointNotReady: a waypoint that must enforce the policy is not
+	// Ready (its Waypoint's Ready condition is not True).
+	ReasonWaypointNotReady = "WaypointNotReady"
+	// ReasonNoWorkloads: the policy selects no workload in the mesh yet, so
+	// no ztunnel enforces it anywhere.
+	ReasonNoWorkloads = "NoWorkloads"
+	// ReasonUnsupported: the proxy that would enforce the policy does not
+	// implement what it asks (e.g. AUDIT at a waypoint).
+	ReasonUnsupported = "Unsupported"
 )
 
 // MeshPolicyStatus is the observed state of the policy.

@@ -22,7 +22,7 @@ import (
 )
 
 // WaypointTrafficType says which traffic a waypoint handles.
-// +kubebuilder:validation:Enum=service;workload;all
+// +kubebuilder:validation:Enum=service;workload;all;none
 type WaypointTrafficType string
 
 const (
@@ -34,17 +34,67 @@ const (
 	WaypointForWorkload WaypointTrafficType = "workload"
 	// WaypointForAll: both.
 	WaypointForAll WaypointTrafficType = "all"
+	// WaypointForNone: no traffic. A label naming the waypoint then sends
+	// nothing through it (traffic flows as without a waypoint), while the
+	// proxy keeps running.
+	WaypointForNone WaypointTrafficType = "none"
 )
+
+// LabelUseWaypointNamespace, next to LabelUseWaypoint on the same
+// namespace, Service or pod, names the namespace of that Waypoint when it
+// is not the object's own. A label value cannot hold "/", so
+// <namespace>/<name> is written as these two labels (as Istio's
+// istio.io/use-waypoint-namespace). The Waypoint must allow the object's
+// namespace (spec.allowedNamespaces).
+const LabelUseWaypointNamespace = "ambientmesh.dev/use-waypoint-namespace"
+
+// FromNamespaces says which namespaces may use a waypoint.
+// +kubebuilder:validation:Enum=Same;All;Selector
+type FromNamespaces string
+
+const (
+	// NamespacesFromSame: only the waypoint's own namespace.
+	NamespacesFromSame FromNamespaces = "Same"
+	// NamespacesFromAll: every namespace.
+	NamespacesFromAll FromNamespaces = "All"
+	// NamespacesFromSelector: the waypoint's own namespace and the
+	// namespaces whose labels match the selector.
+	NamespacesFromSelector FromNamespaces = "Selector"
+)
+
+// WaypointAllowedNamespaces says from which namespaces Services and pods
+// may send their traffic through the waypoint (as Gateway API's
+// allowedRoutes.namespaces).
+// +kubebuilder:validation:XValidation:rule="(has(self.from) && self.from == 'Selector') == has(self.selector)",message="selector is required when from is Selector, and only then",fieldPath=".selector"
+type WaypointAllowedNamespaces struct {
+	// from is Same (only the waypoint's namespace, the default), All, or
+	// Selector (the waypoint's namespace and those matching selector).
+	// +optional
+	// +kubebuilder:default=Same
+	From FromNamespaces `json:"from,omitempty"`
+
+	// selector picks namespaces by their labels when from is Selector.
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+}
 
 // WaypointSpec is the desired L7 proxy.
 // +kubebuilder:validation:XValidation:rule="!(has(self.replicas) && has(self.autoscaling))",message="set replicas or autoscaling, not both",fieldPath=".autoscaling"
 type WaypointSpec struct {
 	// for says which traffic this waypoint handles: service (traffic to
 	// Services that use it, the default), workload (traffic to pod IPs of
-	// pods that use it) or all.
+	// pods that use it), all (both) or none.
 	// +optional
 	// +kubebuilder:default=service
 	For WaypointTrafficType `json:"for,omitempty"`
+
+	// allowedNamespaces says which other namespaces may use this waypoint
+	// (with the labels ambientmesh.dev/use-waypoint and
+	// ambientmesh.dev/use-waypoint-namespace). Unset: only its own
+	// namespace. A label naming a waypoint that does not allow the
+	// object's namespace is ignored, as if the waypoint did not exist.
+	// +optional
+	AllowedNamespaces *WaypointAllowedNamespaces `json:"allowedNamespaces,omitempty"`
 
 	// replicas of the waypoint proxy. Defaults to 1 when neither replicas
 	// nor autoscaling is set. Mutually exclusive with autoscaling.
@@ -164,7 +214,9 @@ type WaypointStatus struct {
 
 // Waypoint is an L7 proxy for a namespace's services or workloads. Label a
 // namespace, Service or pod with ambientmesh.dev/use-waypoint=<name> to send
-// its traffic through it.
+// its traffic through it (from another namespace, add
+// ambientmesh.dev/use-waypoint-namespace=<namespace> and allow it in
+// spec.allowedNamespaces).
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,shortName=wp,categories=ambient

@@ -32,6 +32,9 @@ const (
 	IndexPodWaypoint = "label.waypoint"
 	// IndexServiceWaypoint indexes Services by their ambientmesh.dev/waypoint label value.
 	IndexServiceWaypoint = "label.waypoint"
+	// IndexUseWaypointNamespace indexes pods and Services that name a Waypoint of another
+	// namespace by that namespace (see crossNamespaceWaypoint).
+	IndexUseWaypointNamespace = "label.use-waypoint-namespace"
 )
 
 // Publisher receives translated resources (controlplane/xds/server.Publisher).
@@ -68,7 +71,22 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("index services by waypoint: %w", err)
 	}
+	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Service{}} {
+		if err := idx.IndexField(ctx, obj, IndexUseWaypointNamespace, crossNamespaceWaypoint); err != nil {
+			return fmt.Errorf("index %T by the namespace of the waypoint it uses: %w", obj, err)
+		}
+	}
 	return nil
+}
+
+// crossNamespaceWaypoint is the index value of IndexUseWaypointNamespace: the namespace of
+// the Waypoint the object's own labels name, when it is not the object's.
+func crossNamespaceWaypoint(o client.Object) []string {
+	ref, ok := translate.UsedWaypoint(o.GetNamespace(), o.GetLabels(), nil)
+	if !ok || ref.Namespace == o.GetNamespace() {
+		return nil
+	}
+	return []string{ref.Namespace}
 }
 
 func nonEmpty(s string) []string {

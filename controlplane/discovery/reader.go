@@ -5,6 +5,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -54,25 +57,31 @@ func (r reader) policies(ctx context.Context, namespace string) ([]meshv1.MeshPo
 	return out, nil
 }
 
-// waypoints resolves the Waypoints of a namespace to their addresses and identities.
-func (r reader) waypoints(ctx context.Context, namespace string) (map[string]translate.WaypointInfo, error) {
-	var list meshv1.WaypointList
-	if err := r.client.List(ctx, &list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+// usedWaypoint resolves the Waypoint an object's labels name (see translate.UsedWaypoint;
+// ns is the object's Namespace, nil when unknown), possibly of another namespace: an empty
+// map when they name none or it does not exist. Translation decides whether it counts.
+func (r reader) usedWaypoint(ctx context.Context, namespace string, objLabels map[string]string, ns *corev1.Namespace) (map[types.NamespacedName]translate.WaypointInfo, error) {
+	out := map[types.NamespacedName]translate.WaypointInfo{}
+	ref, ok := translate.UsedWaypoint(namespace, objLabels, ns)
+	if !ok {
+		return out, nil
+	}
+	var wp meshv1.Waypoint
+	if err := r.client.Get(ctx, ref, &wp); err != nil {
+		if apierrors.IsNotFound(err) {
+			return out, nil
+		}
 		return nil, err
 	}
-	out := map[string]translate.WaypointInfo{}
-	for i := range list.Items {
-		wp := &list.Items[i]
-		svc, err := r.waypointService(ctx, wp)
-		if err != nil {
-			return nil, err
-		}
-		sa, err := r.waypointServiceAccount(ctx, wp)
-		if err != nil {
-			return nil, err
-		}
-		out[wp.Name] = translate.ResolveWaypoint(r.mesh, wp, svc, sa)
+	svc, err := r.waypointService(ctx, &wp)
+	if err != nil {
+		return nil, err
 	}
+	sa, err := r.waypointServiceAccount(ctx, &wp)
+	if err != nil {
+		return nil, err
+	}
+	out[ref] = translate.ResolveWaypoint(r.mesh, &wp, svc, sa)
 	return out, nil
 }
 
@@ -161,6 +170,61 @@ func (r reader) servicesInNamespaceOf(ctx context.Context, o client.Object) []re
 		return nil
 	}
 	return requests(list.Items)
+}
+
+// servicesUsingWaypointsOf maps a Waypoint (or its Service or pod) to every Service that
+// may use a Waypoint of its namespace.
+func (r reader) servicesUsingWaypointsOf(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.usersOfWaypointsIn(ctx, o.GetNamespace(), func() client.ObjectList { return &corev1.ServiceList{} })
+}
+
+// podsUsingWaypointsOf maps a Waypoint (or its Service or pod) to every pod that may use a
+// Waypoint of its namespace.
+func (r reader) podsUsingWaypointsOf(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.usersOfWaypointsIn(ctx, o.GetNamespace(), func() client.ObjectList { return &corev1.PodList{} })
+}
+
+// usersOfWaypointsIn lists the objects (of newList's kind) that may use a Waypoint of
+// namespace: all of that namespace, those whose own labels name a waypoint there, and all
+// of the namespaces whose labels do. Lookup errors drop the event, as every map function.
+func (r reader) usersOfWaypointsIn(ctx context.Context, namespace string, newList func() client.ObjectList) []reconcile.Request {
+	namespaces := []string{namespace}
+	var labelled corev1.NamespaceList
+	if err := r.client.List(ctx, &labelled, client.MatchingLabels{meshv1.LabelUseWaypointNamespace: namespace},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil
+	}
+	for _, ns := range labelled.Items {
+		if ns.Name != namespace {
+			namespaces = append(namespaces, ns.Name)
+		}
+	}
+	lists := make([]client.ObjectList, 0, len(namespaces)+1)
+	for _, ns := range namespaces {
+		list := newList()
+		if err := r.client.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+			return nil
+		}
+		lists = append(lists, list)
+	}
+	named := newList()
+	if err := r.client.List(ctx, named, client.MatchingFields{IndexUseWaypointNamespace: namespace}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil
+	}
+	lists = append(lists, named)
+	seen := map[types.NamespacedName]bool{}
+	var out []reconcile.Request
+	for _, list := range lists {
+		_ = meta.EachListItem(list, func(obj runtime.Object) error {
+			key := client.ObjectKeyFromObject(obj.(client.Object))
+			if !seen[key] {
+				seen[key] = true
+				out = append(out, reconcile.Request{NamespacedName: key})
+			}
+			return nil
+		})
+	}
+	return out
 }
 
 func requests[T any, PT interface {

@@ -24,10 +24,10 @@ func (r *ServiceReconciler) setup(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("xds-services").
 		For(&corev1.Service{}).
-		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(onlyWaypointObjects(r.servicesInNamespaceOf))).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(onlyWaypointObjects(r.servicesInNamespaceOf))).
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(onlyWaypointObjects(r.servicesUsingWaypointsOf))).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(onlyWaypointObjects(r.servicesUsingWaypointsOf))).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.servicesInNamespaceOf)).
-		Watches(&meshv1.Waypoint{}, handler.EnqueueRequestsFromMapFunc(r.servicesInNamespaceOf)).
+		Watches(&meshv1.Waypoint{}, handler.EnqueueRequestsFromMapFunc(r.servicesUsingWaypointsOf)).
 		WithOptions(servingOptions(2)).
 		Complete(r)
 }
@@ -48,7 +48,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	waypoints, err := r.waypoints(ctx, svc.Namespace)
+	waypoints, err := r.usedWaypoint(ctx, svc.Namespace, svc.Labels, ns)
 	if err != nil {
 		return reconcile.Result{}, err
 	}

@@ -3,11 +3,14 @@ package discovery
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -15,26 +18,36 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	xdsserver "github.com/ambientmesh/ambient-operator/controlplane/xds/server"
+	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
 )
 
 // WaypointPublisher receives each waypoint's complete Envoy resource set
 // (controlplane/xds/server.WaypointPublisher).
 type WaypointPublisher interface {
-	// Set replaces the waypoint's resources (type URL → name → resource); nil removes them.
-	Set(namespace, name string, resources map[string]map[string]proto.Message) (int, error)
+	// Set replaces the waypoint's resources (type URL → name → resource) and records what
+	// they were built from; nil resources remove them.
+	Set(namespace, name string, resources map[string]map[string]proto.Message, contents xdsserver.WaypointContents) (int, error)
 }
 
-// WaypointReconciler keeps one waypoint's Envoy resources: on any change in the
-// Waypoint's namespace that can alter them (its Services and their pods, MeshPolicies,
-// HTTPRoutes, GRPCRoutes, the namespace's labels) it rebuilds the whole set with
-// waypoint.Build, and the publisher pushes only the resources that differ. Events for one
-// Waypoint coalesce in the work queue, so a burst of changes costs one rebuild.
+// WaypointReconciler keeps one waypoint's Envoy resources: on any change that can alter
+// them (in the Waypoint's namespace, or in another namespace whose Services or pods may
+// use it: their pods, Services, MeshPolicies, HTTPRoutes, GRPCRoutes, the namespace's
+// labels) it rebuilds the whole set with waypoint.Build, and the publisher pushes only the
+// resources that differ. Events for one Waypoint coalesce in the work queue, so a burst of
+// changes costs one rebuild.
 type WaypointReconciler struct {
 	reader
 	publisher WaypointPublisher
 	// routeKinds are the Gateway API route kinds whose CRDs are installed.
 	routeKinds map[string]bool
+
+	// users remembers, per Waypoint, the other namespaces its last build read, so that a
+	// change there (a backend pod, a route) requeues it. It is recorded before the build
+	// lists them: an event the map function misses is then one the list already sees.
+	mu    sync.Mutex
+	users map[types.NamespacedName][]string
 }
 
 // InstalledRouteKinds reports which of HTTPRoute and GRPCRoute the API server serves
@@ -51,7 +64,7 @@ func InstalledRouteKinds(mapper meta.RESTMapper) map[string]bool {
 }
 
 func (r *WaypointReconciler) setup(mgr ctrl.Manager) error {
-	toWaypoints := handler.EnqueueRequestsFromMapFunc(r.waypointsInNamespaceOf)
+	toWaypoints := handler.EnqueueRequestsFromMapFunc(r.waypointsAffectedBy)
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("xds-waypoints").
 		For(&meshv1.Waypoint{}).
@@ -75,12 +88,13 @@ func (r *WaypointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	var wp meshv1.Waypoint
 	if err := r.client.Get(ctx, req.NamespacedName, &wp); err != nil {
 		if apierrors.IsNotFound(err) {
-			_, err = r.publisher.Set(req.Namespace, req.Name, nil)
+			r.remember(req.NamespacedName, nil)
+			_, err = r.publisher.Set(req.Namespace, req.Name, nil, xdsserver.WaypointContents{})
 			return reconcile.Result{}, err
 		}
 		return reconcile.Result{}, err
 	}
-	st, err := r.waypointState(ctx, wp.Namespace)
+	st, err := r.waypointState(ctx, &wp)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -88,18 +102,93 @@ func (r *WaypointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("translate: %w", err)
 	}
-	_, err = r.publisher.Set(wp.Namespace, wp.Name, res.ByType())
+	_, err = r.publisher.Set(wp.Namespace, wp.Name, res.ByType(), contentsOf(&wp, st))
 	return reconcile.Result{}, err
 }
 
-// waypointState gathers the objects of a waypoint's namespace: a waypoint serves the
-// Services and pods of its own namespace, and routes and policies attach there.
-func (r *WaypointReconciler) waypointState(ctx context.Context, namespace string) (*waypoint.State, error) {
-	st := &waypoint.State{}
-	if ns, err := r.namespace(ctx, namespace); err != nil {
+// contentsOf records what a waypoint's configuration is built from, for the policy
+// status: the generation of every MeshPolicy translation read (Build reads them all and
+// applies those that target the waypoint, its Services or their namespaces), and the
+// Services it serves, as <namespace>/<name>.
+func contentsOf(wp *meshv1.Waypoint, st *waypoint.State) xdsserver.WaypointContents {
+	out := xdsserver.WaypointContents{Policies: make(map[string]int64, len(st.Policies)), Services: []string{}}
+	for i := range st.Policies {
+		out.Policies[st.Policies[i].Namespace+"/"+st.Policies[i].Name] = st.Policies[i].Generation
+	}
+	for _, svc := range waypoint.ServedServices(wp, st) {
+		out.Services = append(out.Services, svc.Namespace+"/"+svc.Name)
+	}
+	return out
+}
+
+// waypointState gathers the objects of the namespaces whose Services and pods may use the
+// waypoint: its own, and, when it allows other namespaces, those that name it
+// (userNamespaces). waypoint.Build applies the selection rules itself.
+func (r *WaypointReconciler) waypointState(ctx context.Context, wp *meshv1.Waypoint) (*waypoint.State, error) {
+	others, err := r.userNamespaces(ctx, wp)
+	if err != nil {
 		return nil, err
+	}
+	r.remember(client.ObjectKeyFromObject(wp), others)
+	st := &waypoint.State{}
+	for _, namespace := range append([]string{wp.Namespace}, others...) {
+		if err := r.addNamespace(ctx, st, namespace); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// userNamespaces lists the other namespaces that name the waypoint in their labels or in
+// their Services' or pods' labels; none while it allows only its own namespace. Whether
+// it allows each one is Build's decision.
+func (r *WaypointReconciler) userNamespaces(ctx context.Context, wp *meshv1.Waypoint) ([]string, error) {
+	allowed := wp.Spec.AllowedNamespaces
+	if allowed == nil || allowed.From == "" || allowed.From == meshv1.NamespacesFromSame {
+		return nil, nil
+	}
+	found := map[string]bool{}
+	names := func(namespace string, objLabels map[string]string) {
+		if namespace != wp.Namespace && objLabels[meshv1.LabelUseWaypoint] == wp.Name {
+			found[namespace] = true
+		}
+	}
+	var namespaces corev1.NamespaceList
+	if err := r.client.List(ctx, &namespaces, client.MatchingLabels{meshv1.LabelUseWaypointNamespace: wp.Namespace},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	for _, ns := range namespaces.Items {
+		names(ns.Name, ns.Labels)
+	}
+	var services corev1.ServiceList
+	var pods corev1.PodList
+	for _, list := range []client.ObjectList{&services, &pods} {
+		if err := r.client.List(ctx, list, client.MatchingFields{IndexUseWaypointNamespace: wp.Namespace},
+			client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+	}
+	for _, svc := range services.Items {
+		names(svc.Namespace, svc.Labels)
+	}
+	for _, pod := range pods.Items {
+		names(pod.Namespace, pod.Labels)
+	}
+	out := make([]string, 0, len(found))
+	for ns := range found {
+		out = append(out, ns)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// addNamespace appends the objects of one namespace to st.
+func (r *WaypointReconciler) addNamespace(ctx context.Context, st *waypoint.State, namespace string) error {
+	if ns, err := r.namespace(ctx, namespace); err != nil {
+		return err
 	} else if ns != nil {
-		st.Namespaces = []corev1.Namespace{*ns}
+		st.Namespaces = append(st.Namespaces, *ns)
 	}
 	in := []client.ListOption{client.InNamespace(namespace), client.UnsafeDisableDeepCopy}
 	var pods corev1.PodList
@@ -108,39 +197,74 @@ func (r *WaypointReconciler) waypointState(ctx context.Context, namespace string
 	var waypoints meshv1.WaypointList
 	for _, list := range []client.ObjectList{&pods, &services, &policies, &waypoints} {
 		if err := r.client.List(ctx, list, in...); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	st.Pods, st.Services, st.Policies, st.Waypoints = pods.Items, services.Items, policies.Items, waypoints.Items
+	st.Pods = append(st.Pods, pods.Items...)
+	st.Services = append(st.Services, services.Items...)
+	st.Policies = append(st.Policies, policies.Items...)
+	st.Waypoints = append(st.Waypoints, waypoints.Items...)
 	if r.routeKinds["HTTPRoute"] {
 		var routes gatewayv1.HTTPRouteList
 		if err := r.client.List(ctx, &routes, in...); err != nil {
-			return nil, err
+			return err
 		}
-		st.HTTPRoutes = routes.Items
+		st.HTTPRoutes = append(st.HTTPRoutes, routes.Items...)
 	}
 	if r.routeKinds["GRPCRoute"] {
 		var routes gatewayv1.GRPCRouteList
 		if err := r.client.List(ctx, &routes, in...); err != nil {
-			return nil, err
+			return err
 		}
-		st.GRPCRoutes = routes.Items
+		st.GRPCRoutes = append(st.GRPCRoutes, routes.Items...)
 	}
-	return st, nil
+	return nil
 }
 
-// waypointsInNamespaceOf maps an object to the Waypoints of its namespace (for a
-// Namespace: of itself).
-func (r *WaypointReconciler) waypointsInNamespaceOf(ctx context.Context, o client.Object) []reconcile.Request {
+// remember records the other namespaces a waypoint's build reads; nil forgets it.
+func (r *WaypointReconciler) remember(key types.NamespacedName, namespaces []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.users == nil {
+		r.users = map[types.NamespacedName][]string{}
+	}
+	if namespaces == nil {
+		delete(r.users, key)
+	} else {
+		r.users[key] = namespaces
+	}
+}
+
+// waypointsAffectedBy maps an object to the Waypoints whose resources it may change: those
+// of its namespace (for a Namespace: of itself), those whose last build read its
+// namespace, and the one of another namespace its own labels name (called with the old
+// and the new object on update, so both the waypoint it leaves and the one it joins are
+// rebuilt).
+func (r *WaypointReconciler) waypointsAffectedBy(ctx context.Context, o client.Object) []reconcile.Request {
 	ns := o.GetNamespace()
-	if _, isNS := o.(*corev1.Namespace); isNS {
-		ns = o.GetName()
+	var nsObj *corev1.Namespace
+	if n, isNS := o.(*corev1.Namespace); isNS {
+		ns, nsObj = n.Name, n
 	}
 	var list meshv1.WaypointList
 	if err := r.client.List(ctx, &list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
-	return requests(list.Items)
+	out := requests(list.Items)
+	r.mu.Lock()
+	for key, namespaces := range r.users {
+		if slices.Contains(namespaces, ns) {
+			out = append(out, reconcile.Request{NamespacedName: key})
+		}
+	}
+	r.mu.Unlock()
+	switch o.(type) {
+	case *corev1.Namespace, *corev1.Service, *corev1.Pod:
+		if ref, ok := translate.UsedWaypoint(ns, o.GetLabels(), nsObj); ok && ref.Namespace != ns {
+			out = append(out, reconcile.Request{NamespacedName: ref})
+		}
+	}
+	return out
 }
 
 // prime builds every waypoint once.

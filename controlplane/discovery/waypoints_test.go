@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -17,16 +18,19 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	xdsserver "github.com/ambientmesh/ambient-operator/controlplane/xds/server"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 )
 
 type recordingWaypoints struct {
-	sets map[types.NamespacedName]map[string]map[string]proto.Message
+	sets     map[types.NamespacedName]map[string]map[string]proto.Message
+	contents map[types.NamespacedName]xdsserver.WaypointContents
 }
 
-func (r *recordingWaypoints) Set(ns, name string, res map[string]map[string]proto.Message) (int, error) {
+func (r *recordingWaypoints) Set(ns, name string, res map[string]map[string]proto.Message, contents xdsserver.WaypointContents) (int, error) {
 	r.sets[types.NamespacedName{Namespace: ns, Name: name}] = res
+	r.contents[types.NamespacedName{Namespace: ns, Name: name}] = contents
 	return 0, nil
 }
 
@@ -42,6 +46,13 @@ func TestWaypointReconcilerPublishesTheWaypointsResources(t *testing.T) {
 			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, ClusterIP: "10.96.0.10",
 				Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+		},
+		&meshv1.MeshPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "get-only", Namespace: "shop", Generation: 4},
+			Spec: meshv1.MeshPolicySpec{
+				TargetRefs: []meshv1.PolicyTargetReference{{Kind: meshv1.TargetKindService, Name: "web"}},
+				Rules:      []meshv1.Rule{{To: []meshv1.Destination{{Methods: []string{"GET"}}}}},
+			},
 		},
 		&gatewayv1.HTTPRoute{
 			ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "shop"},
@@ -60,7 +71,8 @@ func TestWaypointReconcilerPublishesTheWaypointsResources(t *testing.T) {
 		b = b.WithObjects(o)
 	}
 	c := b.Build()
-	pub := &recordingWaypoints{sets: map[types.NamespacedName]map[string]map[string]proto.Message{}}
+	pub := &recordingWaypoints{sets: map[types.NamespacedName]map[string]map[string]proto.Message{},
+		contents: map[types.NamespacedName]xdsserver.WaypointContents{}}
 	r := &WaypointReconciler{reader: reader{c, mesh}, publisher: pub, routeKinds: map[string]bool{"HTTPRoute": true}}
 	key := types.NamespacedName{Namespace: "shop", Name: "wp"}
 	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: key}); err != nil {
@@ -72,6 +84,14 @@ func TestWaypointReconcilerPublishesTheWaypointsResources(t *testing.T) {
 	}
 	if got := rc.GetVirtualHosts()[0].GetRoutes()[0].GetName(); got != "shop/r/0/0" {
 		t.Fatalf("route %q, want the HTTPRoute's rule shop/r/0/0", got)
+	}
+	var policy meshv1.MeshPolicy
+	if err := c.Get(context.Background(), types.NamespacedName{Namespace: "shop", Name: "get-only"}, &policy); err != nil {
+		t.Fatal(err)
+	}
+	contents := pub.contents[key]
+	if got := contents.Policies["shop/get-only"]; got != policy.Generation || !slices.Equal(contents.Services, []string{"shop/web"}) {
+		t.Fatalf("recorded contents %+v, want policy shop/get-only at generation %d and Service shop/web", contents, policy.Generation)
 	}
 
 	if err := c.Delete(context.Background(), &meshv1.Waypoint{ObjectMeta: metav1.ObjectMeta{Name: "wp", Namespace: "shop"}}); err != nil {

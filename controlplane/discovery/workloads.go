@@ -33,11 +33,11 @@ func (r *WorkloadReconciler) setup(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("xds-workloads").
 		For(&corev1.Pod{}).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(onlyWaypointObjects(r.podsInNamespaceOf))).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(onlyWaypointObjects(r.podsUsingWaypointsOf))).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.podsInNamespaceOf)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.podsOfService)).
 		Watches(&meshv1.MeshPolicy{}, handler.EnqueueRequestsFromMapFunc(r.podsInNamespaceOf)).
-		Watches(&meshv1.Waypoint{}, handler.EnqueueRequestsFromMapFunc(r.podsInNamespaceOf)).
+		Watches(&meshv1.Waypoint{}, handler.EnqueueRequestsFromMapFunc(r.podsUsingWaypointsOf)).
 		WithOptions(servingOptions(4)).
 		Complete(r)
 }
@@ -94,20 +94,20 @@ func (r *WorkloadReconciler) inputs(ctx context.Context, pod *corev1.Pod) (trans
 	if in.Policies, err = r.policies(ctx, pod.Namespace); err != nil {
 		return in, err
 	}
-	in.Waypoints, err = r.waypoints(ctx, pod.Namespace)
+	in.Waypoints, err = r.usedWaypoint(ctx, pod.Namespace, pod.Labels, in.Namespace)
 	return in, err
 }
 
 // podsOfService maps a Service to the pods it selects (called for the old and the new
 // object on update, so pods it stops selecting are recomputed too); a waypoint's Service
-// changes the address every pod of the namespace may use.
+// changes the address of every pod that may use it.
 func (r *WorkloadReconciler) podsOfService(ctx context.Context, o client.Object) []reconcile.Request {
 	svc, ok := o.(*corev1.Service)
 	if !ok {
 		return nil
 	}
 	if svc.Labels[meshv1.LabelWaypoint] != "" {
-		return r.podsInNamespaceOf(ctx, svc)
+		return r.podsUsingWaypointsOf(ctx, svc)
 	}
 	if len(svc.Spec.Selector) == 0 {
 		return nil

@@ -9,6 +9,12 @@
 // buffered channel and then forgets it, and the client's stream goroutine opens the next
 // watch only after it has sent the previous response. While a client is slow, its next
 // response simply carries every resource that changed in the meantime.
+//
+// The server also follows what every delta client holds (acks.go): the versions of each
+// response it ACKed, the versions it announced on reconnecting, and its last NACK. The
+// status writers ask Waypoint and ZTunnel whether a waypoint's proxies or a node's
+// ztunnel hold a given configuration, and WatchAcks tells them when that may have
+// changed. State-of-the-world streams are served but not followed.
 package server
 
 import (
@@ -40,6 +46,9 @@ type Options struct {
 	// PeerIdentity tells who a stream authenticated as; waypoint resources go only to a
 	// node whose identity is its waypoint's service account. Nil serves them to no one.
 	PeerIdentity PeerIdentity
+	// NodeAgents are the ztunnels' service accounts ("<namespace>/<name>"): only a stream
+	// authenticated as one of them speaks for a node's ztunnel in ZTunnel.
+	NodeAgents []string
 }
 
 // Server is the delta ADS server: the workload API for ztunnels, and each waypoint's
@@ -50,6 +59,8 @@ type Server struct {
 	publisher *Publisher
 	waypoints *WaypointPublisher
 	metrics   *metrics
+	acks      *ackTracker
+	started   time.Time
 }
 
 // New builds the caches and the xDS server. Register it on a gRPC server to serve.
@@ -58,7 +69,7 @@ func New(ctx context.Context, opts Options) *Server {
 		opts.Debounce = 50 * time.Millisecond
 	}
 	m := newMetrics(opts.Registerer)
-	s := &Server{caches: map[string]*cache.LinearCache{}, metrics: m}
+	s := &Server{caches: map[string]*cache.LinearCache{}, metrics: m, acks: newAckTracker(isNodeAgent(opts)), started: time.Now()}
 	muxed := map[string]cache.Cache{}
 	forPublisher := map[string]resourceCache{}
 	for _, t := range pb.TypeURLs {
@@ -75,28 +86,51 @@ func New(ctx context.Context, opts Options) *Server {
 		Caches:        muxed,
 	}
 	s.publisher = newPublisher(forPublisher, opts.Debounce, m.updates)
-	s.waypoints = &WaypointPublisher{caches: wc, updates: m.updates, current: map[string]map[string]map[string]proto.Message{}}
-	s.xds = serverv3.NewServer(ctx, mux, callbacks(m.callbacks(opts.Log), newAccess(opts.PeerIdentity), newAccess(opts.PeerIdentity)))
+	s.waypoints = &WaypointPublisher{caches: wc, updates: m.updates, acks: s.acks, published: map[string]*publishedWaypoint{}}
+	s.xds = serverv3.NewServer(ctx, mux, callbacks(m.callbacks(opts.Log), newAccess(opts.PeerIdentity), newAccess(opts.PeerIdentity), s.acks))
 	return s
 }
 
+// isNodeAgent tells whether a stream authenticated as one of opts.NodeAgents.
+func isNodeAgent(opts Options) func(ctx context.Context) bool {
+	agents := map[string]bool{}
+	for _, a := range opts.NodeAgents {
+		agents[a] = true
+	}
+	return func(ctx context.Context) bool {
+		if opts.PeerIdentity == nil {
+			return false
+		}
+		ns, sa, ok := opts.PeerIdentity(ctx)
+		return ok && agents[ns+"/"+sa]
+	}
+}
+
 // callbacks adds the waypoint access checks (one per protocol: state-of-the-world and
-// delta streams are numbered separately) to the metrics callbacks.
-func callbacks(cb serverv3.CallbackFuncs, sotw, delta *access) serverv3.CallbackFuncs {
-	deltaOpen, deltaClosed, deltaRequest := cb.DeltaStreamOpenFunc, cb.DeltaStreamClosedFunc, cb.StreamDeltaRequestFunc
+// delta streams are numbered separately) and the ACK tracking of delta streams to the
+// metrics callbacks. A request is tracked only once admitted.
+func callbacks(cb serverv3.CallbackFuncs, sotw, delta *access, acks *ackTracker) serverv3.CallbackFuncs {
+	deltaOpen, deltaClosed, deltaRequest, deltaResponse := cb.DeltaStreamOpenFunc, cb.DeltaStreamClosedFunc, cb.StreamDeltaRequestFunc, cb.StreamDeltaResponseFunc
 	cb.DeltaStreamOpenFunc = func(ctx context.Context, id int64, typeURL string) error {
 		delta.open(ctx, id)
+		acks.open(ctx, id)
 		return deltaOpen(ctx, id, typeURL)
 	}
 	cb.DeltaStreamClosedFunc = func(id int64, node *corev3.Node) {
 		delta.close(id)
+		acks.close(id)
 		deltaClosed(id, node)
 	}
 	cb.StreamDeltaRequestFunc = func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 		if err := delta.check(id, req.GetTypeUrl(), req.GetNode()); err != nil {
 			return err
 		}
+		acks.request(id, req)
 		return deltaRequest(id, req)
+	}
+	cb.StreamDeltaResponseFunc = func(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+		acks.response(id, resp)
+		deltaResponse(id, req, resp)
 	}
 	cb.StreamOpenFunc = func(ctx context.Context, id int64, _ string) error {
 		sotw.open(ctx, id)
@@ -112,6 +146,30 @@ func callbacks(cb serverv3.CallbackFuncs, sotw, delta *access) serverv3.Callback
 // Waypoints is where each waypoint's translated resources go.
 func (s *Server) Waypoints() *WaypointPublisher { return s.waypoints }
 
+// Waypoint reports the published configuration of the waypoint namespace/name and
+// whether every one of its connected proxies (node cluster waypoint/<namespace>/<name>)
+// has ACKed the current version of every resource in it.
+func (s *Server) Waypoint(namespace, name string) WaypointState {
+	return s.waypoints.state(namespace, name)
+}
+
+// ZTunnel reports whether the ztunnel of a node (a stream authenticated as a node agent,
+// announcing ZTunnelNodeID(node)) holds want: type URL → resource name → version (see
+// ResourceVersion).
+func (s *Server) ZTunnel(node string, want map[string]map[string]string) Sync {
+	id := ZTunnelNodeID(node)
+	return s.acks.sync(func(st *clientStream) bool { return st.nodeAgent && st.client.NodeID == id }, want)
+}
+
+// WatchAcks delivers, until ctx ends, every client whose held configuration may have
+// changed (see AckChange). Changes coalesce while the receiver is busy; no stream ever
+// waits for it.
+func (s *Server) WatchAcks(ctx context.Context) <-chan AckChange { return s.acks.watch(ctx) }
+
+// Started is when the server was built: proxies that held configuration before a
+// restart reconnect shortly after it and announce what they hold.
+func (s *Server) Started() time.Time { return s.started }
+
 // Register adds the Aggregated Discovery Service to a gRPC server.
 func (s *Server) Register(g *grpc.Server) {
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
@@ -119,6 +177,9 @@ func (s *Server) Register(g *grpc.Server) {
 
 // Publisher is where translated resources go.
 func (s *Server) Publisher() *Publisher { return s.publisher }
+
+// Published returns a workload API resource as last published (nil when absent).
+func (s *Server) Published(typeURL, name string) proto.Message { return s.publisher.Get(typeURL, name) }
 
 // ResourceCount is the number of resources of a type in the cache (after the last flush).
 func (s *Server) ResourceCount(typeURL string) int {

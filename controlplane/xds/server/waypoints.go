@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -83,30 +85,61 @@ func (w *waypointCaches) Fetch(ctx context.Context, req *cache.Request) (cache.R
 
 // WaypointPublisher replaces a waypoint's whole resource set at once and pushes only
 // what changed: an HTTPRoute edit that changes one RouteConfiguration sends that one
-// resource.
+// resource. With each set it keeps the resources' versions and what the set was built
+// from (WaypointContents), so the status writers can tell whether a waypoint's proxies
+// hold a given policy.
 type WaypointPublisher struct {
 	caches  *waypointCaches
 	updates *prometheus.CounterVec
+	acks    *ackTracker
 
-	mu      sync.Mutex
-	current map[string]map[string]map[string]proto.Message // node cluster → type → name → resource
+	mu        sync.Mutex
+	published map[string]*publishedWaypoint // node cluster → its current set
+}
+
+type publishedWaypoint struct {
+	resources map[string]map[string]proto.Message // type → name → resource
+	versions  map[string]map[string]string        // type → name → ResourceVersion
+	contents  WaypointContents
+}
+
+// WaypointContents is what a waypoint's configuration was built from, as far as status
+// needs to know: the generation of every MeshPolicy of its namespace that translation
+// read, and the Services whose traffic it carries. Treat it as read-only.
+type WaypointContents struct {
+	// Policies: "<namespace>/<name>" → metadata.generation.
+	Policies map[string]int64
+	// Services are the Services it serves, as "<namespace>/<name>".
+	Services []string
+}
+
+// WaypointState is what the control plane knows of one waypoint's configuration.
+type WaypointState struct {
+	// Published: a configuration was built for the waypoint (possibly an empty one).
+	Published bool
+	// Contents of the published configuration.
+	Contents WaypointContents
+	// Sync: whether its connected proxies hold every published resource at its current
+	// version.
+	Sync
 }
 
 // Set makes resources (type URL → name → resource) the complete set of the waypoint
-// namespace/name; a nil or empty set removes everything. It reports how many resources
-// changed.
-func (p *WaypointPublisher) Set(namespace, name string, resources map[string]map[string]proto.Message) (int, error) {
+// namespace/name, built from contents; nil resources remove everything (the waypoint is
+// gone). It reports how many resources changed.
+func (p *WaypointPublisher) Set(namespace, name string, resources map[string]map[string]proto.Message, contents WaypointContents) (int, error) {
 	node := waypoint.NodeCluster(namespace, name)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	current := p.current[node]
+	current := p.published[node]
+	wasPublished := current != nil
 	if current == nil {
-		current = map[string]map[string]proto.Message{}
+		current = &publishedWaypoint{resources: map[string]map[string]proto.Message{}, versions: map[string]map[string]string{}}
 	}
 	changed := 0
 	caches := p.caches.of(node)
 	for _, t := range waypoint.TypeURLs {
-		want, have := resources[t], current[t]
+		want, have := resources[t], current.resources[t]
 		toUpdate := map[string]types.Resource{}
 		var toDelete []string
 		for n, m := range want {
@@ -127,13 +160,28 @@ func (p *WaypointPublisher) Set(namespace, name string, resources map[string]map
 		}
 		changed += len(toUpdate) + len(toDelete)
 		p.updates.WithLabelValues(shortType(t)).Add(float64(len(toUpdate) + len(toDelete)))
-		next := make(map[string]proto.Message, len(want))
-		for n, m := range want {
-			next[n] = m
+		versions := maps.Clone(current.versions[t])
+		if versions == nil {
+			versions = map[string]string{}
 		}
-		current[t] = next
+		for _, n := range toDelete {
+			delete(versions, n)
+		}
+		for n, m := range toUpdate {
+			versions[n] = ResourceVersion(m)
+		}
+		current.resources[t], current.versions[t] = maps.Clone(want), versions
 	}
-	p.current[node] = current
+	contentsChanged := !maps.Equal(current.contents.Policies, contents.Policies) || !slices.Equal(current.contents.Services, contents.Services)
+	if resources == nil {
+		delete(p.published, node)
+	} else {
+		current.contents = contents
+		p.published[node] = current
+	}
+	if changed > 0 || contentsChanged || wasPublished != (resources != nil) {
+		p.acks.notify(AckChange{Client: Client{Cluster: node}})
+	}
 	return changed, nil
 }
 
@@ -141,7 +189,25 @@ func (p *WaypointPublisher) Set(namespace, name string, resources map[string]map
 func (p *WaypointPublisher) Get(namespace, name, typeURL, resource string) proto.Message {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.current[waypoint.NodeCluster(namespace, name)][typeURL][resource]
+	if pw := p.published[waypoint.NodeCluster(namespace, name)]; pw != nil {
+		return pw.resources[typeURL][resource]
+	}
+	return nil
+}
+
+// state reports the waypoint's published configuration and what its proxies hold of it.
+func (p *WaypointPublisher) state(namespace, name string) WaypointState {
+	node := waypoint.NodeCluster(namespace, name)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pw := p.published[node]
+	var want map[string]map[string]string
+	st := WaypointState{}
+	if pw != nil {
+		st.Published, st.Contents, want = true, pw.contents, pw.versions
+	}
+	st.Sync = p.acks.sync(func(s *clientStream) bool { return s.client.Cluster == node }, want)
+	return st
 }
 
 // PeerIdentity tells who an xDS stream authenticated as (from the stream's context).

@@ -38,7 +38,7 @@ func testPeer(ctx context.Context) (string, string, bool) {
 func startServer(t *testing.T) (*Server, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := New(ctx, Options{Debounce: -1, PeerIdentity: testPeer})
+	s := New(ctx, Options{Debounce: -1, PeerIdentity: testPeer, NodeAgents: []string{"ambient-system/ztunnel"}})
 	g := grpc.NewServer()
 	s.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -106,10 +106,10 @@ func listeners(names ...string) map[string]map[string]proto.Message {
 
 func TestWaypointGetsOnlyItsOwnResources(t *testing.T) {
 	s, addr := startServer(t)
-	if _, err := s.Waypoints().Set("shop", "wp", listeners("web.shop.svc.cluster.local:80")); err != nil {
+	if _, err := s.Waypoints().Set("shop", "wp", listeners("web.shop.svc.cluster.local:80"), WaypointContents{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Waypoints().Set("shop", "other", listeners("api.shop.svc.cluster.local:80")); err != nil {
+	if _, err := s.Waypoints().Set("shop", "other", listeners("api.shop.svc.cluster.local:80"), WaypointContents{}); err != nil {
 		t.Fatal(err)
 	}
 	stream := deltaStream(t, addr, "shop/wp")
@@ -133,7 +133,7 @@ func TestWaypointGetsOnlyItsOwnResources(t *testing.T) {
 	edited[resourcev3.RouteType]["web.shop.svc.cluster.local:80"] = &routev3.RouteConfiguration{
 		Name: "web.shop.svc.cluster.local:80", VirtualHosts: []*routev3.VirtualHost{{Name: "x", Domains: []string{"*"}}},
 	}
-	changed, err := s.Waypoints().Set("shop", "wp", edited)
+	changed, err := s.Waypoints().Set("shop", "wp", edited, WaypointContents{})
 	if err != nil || changed != 1 {
 		t.Fatalf("Set = %d, %v; want 1 changed resource", changed, err)
 	}

@@ -84,7 +84,8 @@ func render(t *testing.T, st State) []byte {
 	statuses := map[string]any{}
 	for i := range st.Policies {
 		p := &st.Policies[i]
-		s := PolicyStatus(p, TargetStates(p, st), metav1.NewTime(time.Unix(0, 0)))
+		targets := TargetStates(p, st)
+		s := PolicyStatus(p, targets, enforcedEverywhere(p, targets, st), metav1.NewTime(time.Unix(0, 0)))
 		conds := []string{}
 		for _, c := range s.Conditions {
 			conds = append(conds, c.Type+"="+string(c.Status)+"/"+c.Reason+": "+c.Message)
@@ -97,6 +98,35 @@ func render(t *testing.T, st State) []byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// enforcedEverywhere is the Enforcement of a cluster whose proxies are Ready and hold
+// everything, so the golden statuses show what translation alone decides (the table
+// tests in status_test.go cover proxies that lag).
+func enforcedEverywhere(p *meshv1.MeshPolicy, targets []TargetState, st State) Enforcement {
+	synced := ProxySync{Connected: 1, Synced: true}
+	var enf Enforcement
+	seen := map[string]bool{}
+	for _, t := range targets {
+		if t.Waypoint != "" && !seen[t.Waypoint] {
+			seen[t.Waypoint] = true
+			enf.Waypoints = append(enf.Waypoints, WaypointEnforcement{Name: t.Waypoint, Sent: true, Proxies: synced,
+				Ready: &metav1.Condition{Type: meshv1.WaypointConditionReady, Status: metav1.ConditionTrue}})
+		}
+	}
+	namespaces := map[string]*corev1.Namespace{}
+	for i := range st.Namespaces {
+		namespaces[st.Namespaces[i].Name] = &st.Namespaces[i]
+	}
+	pods := SelectedWorkloads(testMesh, p, st.Pods, namespaces)
+	enf.Workloads = len(pods)
+	for _, pod := range pods {
+		if !seen["node/"+pod.Spec.NodeName] {
+			seen["node/"+pod.Spec.NodeName] = true
+			enf.Nodes = append(enf.Nodes, NodeEnforcement{Node: pod.Spec.NodeName, Sent: true, Proxies: synced})
+		}
+	}
+	return enf
 }
 
 func protoMap[M proto.Message](t *testing.T, in map[string]M) map[string]any {

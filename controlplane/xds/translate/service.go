@@ -2,6 +2,7 @@ package translate
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
@@ -35,7 +36,8 @@ func ServiceNameFor(mesh Mesh, namespace, name string) string {
 
 // Service translates one Kubernetes Service; nil when it is not a mesh service.
 // Endpoints are not listed here: each Workload names its Services (see workload.proto).
-func Service(mesh Mesh, svc *corev1.Service, ns *corev1.Namespace, waypoints map[string]WaypointInfo) *pb.Service {
+// waypoints holds at least the Waypoint the Service's labels name (see UsedWaypoint).
+func Service(mesh Mesh, svc *corev1.Service, ns *corev1.Namespace, waypoints map[types.NamespacedName]WaypointInfo) *pb.Service {
 	if !IsMeshService(svc) {
 		return nil
 	}
@@ -80,38 +82,11 @@ func numericTargetPort(sp corev1.ServicePort) uint32 {
 	return uint32(sp.TargetPort.IntVal)
 }
 
-// serviceWaypoint: the Service's ambientmesh.dev/use-waypoint label, else its namespace's;
-// only a waypoint for service traffic with an address counts. A waypoint's own Service
-// never points at a waypoint.
-func serviceWaypoint(svc *corev1.Service, ns *corev1.Namespace, waypoints map[string]WaypointInfo) *pb.GatewayAddress {
+// serviceWaypoint is where ztunnel sends the Service's traffic (see UsedWaypoint). A
+// waypoint's own Service never points at a waypoint.
+func serviceWaypoint(svc *corev1.Service, ns *corev1.Namespace, waypoints map[types.NamespacedName]WaypointInfo) *pb.GatewayAddress {
 	if svc.Labels[meshv1.LabelWaypoint] != "" {
 		return nil
 	}
-	name := useWaypoint(svc.Labels, ns)
-	wp, ok := waypoints[name]
-	if name == "" || !ok || wp.Address == "" {
-		return nil
-	}
-	if wp.For != meshv1.WaypointForService && wp.For != meshv1.WaypointForAll {
-		return nil
-	}
-	return &pb.GatewayAddress{Address: wp.Address, Identity: wp.Identity}
-}
-
-// ResolveWaypoint finds where a Waypoint is reached: the cluster IP of its Service (the one
-// labelled ambientmesh.dev/waypoint=<name>; nil while the operator has not created it) and
-// the identity of its service account (the proxy pods' account; serviceAccount when no
-// pod is known yet, which the operator names after the Waypoint).
-func ResolveWaypoint(mesh Mesh, wp *meshv1.Waypoint, svc *corev1.Service, serviceAccount string) WaypointInfo {
-	info := WaypointInfo{Name: wp.Name, For: wp.Spec.EffectiveFor()}
-	if serviceAccount == "" {
-		serviceAccount = wp.Name
-	}
-	info.Identity = pb.SpiffeID(mesh.TrustDomain, wp.Namespace, serviceAccount)
-	if svc != nil {
-		if ips := vips(svc); len(ips) > 0 {
-			info.Address = ips[0]
-		}
-	}
-	return info
+	return waypointAddress(meshv1.WaypointForService, svc.Namespace, svc.Labels, ns, waypoints)
 }

@@ -2,6 +2,7 @@ package translate
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
@@ -36,6 +37,7 @@ func Snapshot(mesh Mesh, st State) Resources {
 	for i := range st.Namespaces {
 		namespaces[st.Namespaces[i].Name] = &st.Namespaces[i]
 	}
+	waypoints := ResolveWaypoints(mesh, st)
 	for i := range st.Pods {
 		pod := &st.Pods[i]
 		in := PodInputs{
@@ -43,7 +45,7 @@ func Snapshot(mesh Mesh, st State) Resources {
 			Namespace: namespaces[pod.Namespace],
 			Services:  inNamespace(st.Services, pod.Namespace),
 			Policies:  PoliciesFor(mesh, pod.Namespace, st.Policies),
-			Waypoints: WaypointsIn(mesh, pod.Namespace, st),
+			Waypoints: waypoints,
 		}
 		if w := Workload(mesh, in); w != nil {
 			out.Workloads[w.Uid] = w
@@ -51,7 +53,7 @@ func Snapshot(mesh Mesh, st State) Resources {
 	}
 	for i := range st.Services {
 		svc := &st.Services[i]
-		if s := Service(mesh, svc, namespaces[svc.Namespace], WaypointsIn(mesh, svc.Namespace, st)); s != nil {
+		if s := Service(mesh, svc, namespaces[svc.Namespace], waypoints); s != nil {
 			out.Services[ServiceName(mesh, svc)] = s
 		}
 	}
@@ -85,15 +87,13 @@ func PoliciesFor(mesh Mesh, ns string, policies []meshv1.MeshPolicy) []meshv1.Me
 	return out
 }
 
-// WaypointsIn resolves the Waypoints of namespace ns from a State.
-func WaypointsIn(mesh Mesh, ns string, st State) map[string]WaypointInfo {
-	out := map[string]WaypointInfo{}
+// ResolveWaypoints resolves every Waypoint of a State, by namespace and name.
+func ResolveWaypoints(mesh Mesh, st State) map[types.NamespacedName]WaypointInfo {
+	out := map[types.NamespacedName]WaypointInfo{}
 	for i := range st.Waypoints {
 		wp := &st.Waypoints[i]
-		if wp.Namespace != ns {
-			continue
-		}
-		out[wp.Name] = ResolveWaypoint(mesh, wp, waypointService(st.Services, wp), waypointServiceAccount(st.Pods, wp))
+		key := types.NamespacedName{Namespace: wp.Namespace, Name: wp.Name}
+		out[key] = ResolveWaypoint(mesh, wp, waypointService(st.Services, wp), waypointServiceAccount(st.Pods, wp))
 	}
 	return out
 }

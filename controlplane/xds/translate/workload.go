@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
@@ -27,16 +28,6 @@ type Mesh struct {
 	ClusterDomain string
 }
 
-// WaypointInfo is a Waypoint resolved to where it is reached.
-type WaypointInfo struct {
-	Name string
-	For  meshv1.WaypointTrafficType
-	// Address is the cluster IP of the waypoint's Service; empty while it has none.
-	Address string
-	// Identity is the SPIFFE id of the waypoint's service account.
-	Identity string
-}
-
 // PodInputs is everything the Workload of one pod depends on.
 type PodInputs struct {
 	Pod *corev1.Pod
@@ -46,8 +37,9 @@ type PodInputs struct {
 	Services []corev1.Service
 	// Policies in the pod's namespace and in the root namespace.
 	Policies []meshv1.MeshPolicy
-	// Waypoints in the pod's namespace, by name.
-	Waypoints map[string]WaypointInfo
+	// Waypoints by namespace and name: at least the one the pod's labels name (see
+	// UsedWaypoint), which may live in another namespace.
+	Waypoints map[types.NamespacedName]WaypointInfo
 }
 
 // IsEnrolled decides whether a pod's traffic is captured into ztunnel: the pod label
@@ -109,7 +101,7 @@ func Workload(mesh Mesh, in PodInputs) *pb.Workload {
 	w.MtlsMode = MTLSModeFor(mesh, pod, in.Policies)
 	w.AuthorizationPolicies = selectingPolicies(pod, in.Policies)
 	if !IsWaypointPod(pod) {
-		w.Waypoint = workloadWaypoint(pod, in.Namespace, in.Waypoints)
+		w.Waypoint = waypointAddress(meshv1.WaypointForWorkload, pod.Namespace, pod.Labels, in.Namespace, in.Waypoints)
 	}
 	return w
 }
@@ -211,34 +203,6 @@ func resolveTargetPort(pod *corev1.Pod, sp corev1.ServicePort) uint32 {
 		}
 	}
 	return 0
-}
-
-// workloadWaypoint: the pod label ambientmesh.dev/use-waypoint ("none" opts out), else the
-// namespace label; only a waypoint that serves workload traffic and has an address counts.
-func workloadWaypoint(pod *corev1.Pod, ns *corev1.Namespace, waypoints map[string]WaypointInfo) *pb.GatewayAddress {
-	name := useWaypoint(pod.Labels, ns)
-	wp, ok := waypoints[name]
-	if name == "" || !ok || wp.Address == "" {
-		return nil
-	}
-	if wp.For != meshv1.WaypointForWorkload && wp.For != meshv1.WaypointForAll {
-		return nil
-	}
-	return &pb.GatewayAddress{Address: wp.Address, Identity: wp.Identity}
-}
-
-// useWaypoint resolves ambientmesh.dev/use-waypoint: the object's own label wins.
-func useWaypoint(objLabels map[string]string, ns *corev1.Namespace) string {
-	if v, ok := objLabels[meshv1.LabelUseWaypoint]; ok {
-		if v == meshv1.UseWaypointNone {
-			return ""
-		}
-		return v
-	}
-	if ns == nil {
-		return ""
-	}
-	return ns.Labels[meshv1.LabelUseWaypoint]
 }
 
 // selectingPolicies lists the WORKLOAD_SELECTOR-scoped Authorizations selecting the pod.

@@ -74,7 +74,7 @@ func Build(mesh Mesh, wp *meshv1.Waypoint, st *State) (res Resources, err error)
 	for _, svc := range ServedServices(wp, st) {
 		addresses := serviceVIPs(svc)
 		sc := scope{namespace: svc.Namespace, service: svc.Name}
-		policies := policiesFor(st.Policies, wp.Name, sc)
+		policies := policiesFor(st.Policies, wp, sc)
 		host := translate.Hostname(mesh, svc)
 		for _, sp := range svc.Spec.Ports {
 			if !isTCP(sp.Protocol) {
@@ -94,7 +94,7 @@ func Build(mesh Mesh, wp *meshv1.Waypoint, st *State) (res Resources, err error)
 	}
 	for _, pod := range ServedPods(wp, st) {
 		sc := scope{namespace: pod.Namespace}
-		policies := policiesFor(st.Policies, wp.Name, sc)
+		policies := policiesFor(st.Policies, wp, sc)
 		for _, wport := range workloadPorts(pod, st) {
 			be := workloadBackend(pod, wport.port, wport.protocol)
 			rb.clusters[be.name] = be

@@ -6,10 +6,14 @@
 // inputs and the tests write them as YAML (testdata/, golden files, `-update`).
 //
 // What a waypoint gets (the contract in design.md, "The waypoint's xDS"):
-//   - a Listener per TCP port of every Service using it (Services of its namespace labelled,
-//     or in a namespace labelled, ambientmesh.dev/use-waypoint=<name>; for: service|all),
-//     named <hostname>:<port> on the cluster IP (other VIPs in additional_addresses), and
-//     for: workload|all one per port of every enrolled pod using it, named <podIP>:<port>;
+//   - a Listener per TCP port of every Service using it (for: service|all), named
+//     <hostname>:<port> on the cluster IP (other VIPs in additional_addresses), and for:
+//     workload|all one per port of every enrolled pod using it, named <podIP>:<port>
+//     (for: none gets nothing). Which objects use it is the workload API's rule
+//     (translate.UsedWaypoint): the object's ambientmesh.dev/use-waypoint label, else its
+//     namespace's, "none" opting out; of its own namespace, or of the one named by
+//     ambientmesh.dev/use-waypoint-namespace when the waypoint's spec.allowedNamespaces
+//     allows the object's namespace;
 //   - HTTP ports (appProtocol http/http2/grpc, or a name prefixed http-/http2-/grpc-) run
 //     the HTTP connection manager with RDS and the filters jwt_authn (when a policy sets
 //     jwt), rbac DENY, rbac ALLOW (when an ALLOW policy applies), fault, router; TCP ports
@@ -44,8 +48,9 @@
 // namespace/name, and rule and match order. GRPCRoute rules join the same ordering
 // (service+method is an exact path, service alone a prefix, the rest regular expressions).
 //
-// MeshPolicy: policies whose targetRefs name the waypoint, the listener's Service, or the
-// namespace are enforced; ztunnel enforces the others. AUDIT policies change no decision
+// MeshPolicy: policies whose targetRefs name the waypoint (from its own namespace: all the
+// traffic it carries, whichever namespace it serves), or the listener's Service or
+// namespace (from the listener's namespace) are enforced; ztunnel enforces the others. AUDIT policies change no decision
 // and produce no filter here. A policy's "ports" match the port the client addressed (the
 // Service port, or the pod port for workload traffic). On TCP ports HTTP conditions fail
 // closed as at ztunnel: an ALLOW rule needing them is dropped, a DENY rule keeps its L4

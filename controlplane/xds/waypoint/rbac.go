@@ -30,24 +30,26 @@ type scope struct {
 }
 
 // appliesTo reports whether a MeshPolicy is enforced on a listener of the waypoint: its
-// targetRefs name the waypoint, the listener's Service, or the listener's namespace.
-// Policies without targetRefs are ztunnel's (see translate.IsZTunnelPolicy).
-func appliesTo(p *meshv1.MeshPolicy, wpName string, sc scope) bool {
-	if p.Namespace != sc.namespace || len(p.Spec.Rules) == 0 {
+// targetRefs name the waypoint (a policy of the waypoint's namespace: all its traffic,
+// whichever namespace it comes from), or the listener's Service or namespace (a policy of
+// the listener's namespace). Policies without targetRefs are ztunnel's (see
+// translate.IsZTunnelPolicy).
+func appliesTo(p *meshv1.MeshPolicy, wp *meshv1.Waypoint, sc scope) bool {
+	if len(p.Spec.Rules) == 0 {
 		return false
 	}
 	for _, ref := range p.Spec.TargetRefs {
 		switch ref.Kind {
 		case meshv1.TargetKindWaypoint:
-			if ref.Name == wpName {
+			if p.Namespace == wp.Namespace && ref.Name == wp.Name {
 				return true
 			}
 		case meshv1.TargetKindService:
-			if sc.service != "" && ref.Name == sc.service {
+			if p.Namespace == sc.namespace && sc.service != "" && ref.Name == sc.service {
 				return true
 			}
 		case meshv1.TargetKindNamespace:
-			if ref.Name == sc.namespace {
+			if p.Namespace == sc.namespace && ref.Name == sc.namespace {
 				return true
 			}
 		}
@@ -56,10 +58,10 @@ func appliesTo(p *meshv1.MeshPolicy, wpName string, sc scope) bool {
 }
 
 // policiesFor lists the policies enforced on a listener, sorted by namespace/name.
-func policiesFor(policies []meshv1.MeshPolicy, wpName string, sc scope) []*meshv1.MeshPolicy {
+func policiesFor(policies []meshv1.MeshPolicy, wp *meshv1.Waypoint, sc scope) []*meshv1.MeshPolicy {
 	var out []*meshv1.MeshPolicy
 	for i := range policies {
-		if appliesTo(&policies[i], wpName, sc) {
+		if appliesTo(&policies[i], wp, sc) {
 			out = append(out, &policies[i])
 		}
 	}

@@ -2,10 +2,13 @@ package waypoint
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
@@ -16,8 +19,10 @@ import (
 type Mesh = translate.Mesh
 
 // State is the part of the cluster a waypoint's configuration is computed from: the
-// objects of the namespaces whose Services or pods use the waypoint. Build reads nothing
-// else, so the discovery layer decides what to put here and the tests write it as YAML.
+// objects of the waypoint's namespace and of the other namespaces whose Services or pods
+// may use it (their Namespace objects too: labels decide). Build reads nothing else, and
+// applies the selection rules itself, so the discovery layer may put more here than is
+// used; the tests write it as YAML.
 type State struct {
 	Namespaces []corev1.Namespace
 	Pods       []corev1.Pod
@@ -77,83 +82,76 @@ func (st *State) service(namespace, name string) *corev1.Service {
 	return nil
 }
 
-// useWaypoint resolves the ambientmesh.dev/use-waypoint label as the workload API does:
-// the object's own label wins ("none" opts out), else its namespace's.
-func useWaypoint(objLabels map[string]string, ns *corev1.Namespace) string {
-	if v, ok := objLabels[meshv1.LabelUseWaypoint]; ok {
-		if v == meshv1.UseWaypointNone {
-			return ""
-		}
-		return v
-	}
-	if ns == nil {
-		return ""
-	}
-	return ns.Labels[meshv1.LabelUseWaypoint]
-}
-
 func servesServices(wp *meshv1.Waypoint) bool {
-	f := wp.Spec.EffectiveFor()
-	return f == meshv1.WaypointForService || f == meshv1.WaypointForAll
+	return translate.WaypointHandles(wp.Spec.EffectiveFor(), meshv1.WaypointForService)
 }
 
 func servesWorkloads(wp *meshv1.Waypoint) bool {
-	f := wp.Spec.EffectiveFor()
-	return f == meshv1.WaypointForWorkload || f == meshv1.WaypointForAll
+	return translate.WaypointHandles(wp.Spec.EffectiveFor(), meshv1.WaypointForWorkload)
 }
 
-// ServedServices lists the Services whose traffic the waypoint carries: mesh Services of
-// its namespace that use it (label on the Service, else on the namespace), when the
-// waypoint is for service traffic. The waypoint's own Service never does.
+// uses reports whether an object (a Service or pod of namespace) sends its traffic to
+// wp, as the workload API decides it (translate.UsedWaypoint): its labels name wp and wp
+// allows the namespace.
+func uses(wp *meshv1.Waypoint, namespace string, objLabels map[string]string, st *State) bool {
+	ns := st.namespace(namespace)
+	ref, ok := translate.UsedWaypoint(namespace, objLabels, ns)
+	return ok && ref.Namespace == wp.Namespace && ref.Name == wp.Name && translate.WaypointAllows(wp, namespace, ns)
+}
+
+// ServedServices lists the Services whose traffic the waypoint carries, when it is for
+// service traffic: mesh Services of any namespace in st that use it (their label, else
+// their namespace's) and that it allows (spec.allowedNamespaces). The waypoint's own
+// Service never does. Sorted by namespace, then name.
 func ServedServices(wp *meshv1.Waypoint, st *State) []*corev1.Service {
 	if !servesServices(wp) {
 		return nil
 	}
-	ns := st.namespace(wp.Namespace)
 	var out []*corev1.Service
 	for i := range st.Services {
 		svc := &st.Services[i]
-		if svc.Namespace != wp.Namespace || svc.Labels[meshv1.LabelWaypoint] != "" || !translate.IsMeshService(svc) {
+		if svc.Labels[meshv1.LabelWaypoint] != "" || !translate.IsMeshService(svc) {
 			continue
 		}
-		if useWaypoint(svc.Labels, ns) == wp.Name {
+		if uses(wp, svc.Namespace, svc.Labels, st) {
 			out = append(out, svc)
 		}
 	}
+	sort.SliceStable(out, func(i, j int) bool { return objectKey(out[i]) < objectKey(out[j]) })
 	return out
 }
 
-// ServedPods lists the pods whose direct (pod IP) traffic the waypoint carries: enrolled
-// pods of its namespace with an address that use it, when the waypoint is for workload
-// traffic. Waypoint pods never do.
+// ServedPods lists the pods whose direct (pod IP) traffic the waypoint carries, when it is
+// for workload traffic: enrolled pods with an address, of any namespace in st, that use
+// it (their label, else their namespace's) and that it allows. Waypoint pods never do.
+// Sorted by namespace, then name.
 func ServedPods(wp *meshv1.Waypoint, st *State) []*corev1.Pod {
 	if !servesWorkloads(wp) {
 		return nil
 	}
-	ns := st.namespace(wp.Namespace)
 	var out []*corev1.Pod
 	for i := range st.Pods {
 		pod := &st.Pods[i]
-		if pod.Namespace != wp.Namespace || translate.IsWaypointPod(pod) || pod.Status.PodIP == "" || isFinished(pod) {
+		if translate.IsWaypointPod(pod) || pod.Status.PodIP == "" || isFinished(pod) {
 			continue
 		}
-		if !translate.IsEnrolled(pod, ns) {
-			continue
-		}
-		if useWaypoint(pod.Labels, ns) == wp.Name {
+		if translate.IsEnrolled(pod, st.namespace(pod.Namespace)) && uses(wp, pod.Namespace, pod.Labels, st) {
 			out = append(out, pod)
 		}
 	}
+	sort.SliceStable(out, func(i, j int) bool { return objectKey(out[i]) < objectKey(out[j]) })
 	return out
 }
 
-// WaypointOfService names the Waypoint (in the Service's namespace) that carries the
-// Service's traffic, or "" when none does. Route status uses it.
-func WaypointOfService(svc *corev1.Service, ns *corev1.Namespace) string {
+func objectKey(o metav1.Object) string { return o.GetNamespace() + "/" + o.GetName() }
+
+// WaypointOfService names the Waypoint the Service's labels send its traffic to (see
+// translate.UsedWaypoint); ok is false when they name none. Route status uses it.
+func WaypointOfService(svc *corev1.Service, ns *corev1.Namespace) (ref types.NamespacedName, ok bool) {
 	if svc.Labels[meshv1.LabelWaypoint] != "" {
-		return ""
+		return types.NamespacedName{}, false
 	}
-	return useWaypoint(svc.Labels, ns)
+	return translate.UsedWaypoint(svc.Namespace, svc.Labels, ns)
 }
 
 func isFinished(pod *corev1.Pod) bool {

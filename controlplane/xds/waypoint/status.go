@@ -12,6 +12,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 )
 
 // ControllerName is the Gateway API controller name under which the control plane reports
@@ -134,23 +135,31 @@ func acceptedCondition(r routeInfo, ref gatewayv1.ParentReference, st *State) me
 	return c
 }
 
-// serviceWaypoint names the Waypoint that carries the Service's traffic, or explains why
-// none does.
+// serviceWaypoint names the Waypoint that carries the Service's traffic (namespace/name
+// when it is another namespace's), or explains why none does.
 func serviceWaypoint(svc *corev1.Service, st *State) (name, problem string) {
-	name = WaypointOfService(svc, st.namespace(svc.Namespace))
-	if name == "" {
+	ns := st.namespace(svc.Namespace)
+	ref, ok := WaypointOfService(svc, ns)
+	if !ok {
 		return "", fmt.Sprintf("Service %s/%s uses no waypoint (label it or its namespace %s=<waypoint>)", svc.Namespace, svc.Name, meshv1.LabelUseWaypoint)
 	}
 	for i := range st.Waypoints {
 		wp := &st.Waypoints[i]
-		if wp.Namespace == svc.Namespace && wp.Name == name {
-			if !servesServices(wp) {
-				return "", fmt.Sprintf("Waypoint %s/%s handles only workload traffic (spec.for: %s)", wp.Namespace, wp.Name, wp.Spec.EffectiveFor())
-			}
-			return name, ""
+		if wp.Namespace != ref.Namespace || wp.Name != ref.Name {
+			continue
 		}
+		switch {
+		case !translate.WaypointAllows(wp, svc.Namespace, ns):
+			return "", fmt.Sprintf("Waypoint %s does not allow Services of namespace %s (its spec.allowedNamespaces)", ref, svc.Namespace)
+		case !servesServices(wp):
+			return "", fmt.Sprintf("Waypoint %s does not handle service traffic (spec.for: %s)", ref, wp.Spec.EffectiveFor())
+		}
+		if ref.Namespace == svc.Namespace {
+			return ref.Name, ""
+		}
+		return ref.String(), ""
 	}
-	return "", fmt.Sprintf("Waypoint %s/%s, named by the Service's %s label, does not exist", svc.Namespace, name, meshv1.LabelUseWaypoint)
+	return "", fmt.Sprintf("Waypoint %s, named by the Service's %s label, does not exist", ref, meshv1.LabelUseWaypoint)
 }
 
 // resolvedRefsCondition checks every backendRef and mirror backendRef of the route.

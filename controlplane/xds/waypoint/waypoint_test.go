@@ -9,6 +9,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 )
 
 func TestParseNodeCluster(t *testing.T) {
@@ -166,3 +168,33 @@ func serviceParent(name string) gatewayv1.ParentReference {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// TestPolicyScopeAcrossNamespaces: a policy targeting the waypoint must live in the
+// waypoint's namespace and then covers traffic from every namespace it serves; Service and
+// Namespace targets apply only to listeners of the policy's own namespace.
+func TestPolicyScopeAcrossNamespaces(t *testing.T) {
+	wp := &meshv1.Waypoint{ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: "shared"}}
+	policy := func(ns string, kind meshv1.TargetKind, name string) *meshv1.MeshPolicy {
+		return &meshv1.MeshPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p"}, Spec: meshv1.MeshPolicySpec{
+			TargetRefs: []meshv1.PolicyTargetReference{{Kind: kind, Name: name}}, Rules: []meshv1.Rule{{}}}}
+	}
+	shopWeb := scope{namespace: "shop", service: "web"}
+	for _, tc := range []struct {
+		name   string
+		policy *meshv1.MeshPolicy
+		sc     scope
+		want   bool
+	}{
+		{"waypoint target, another namespace's Service", policy("infra", meshv1.TargetKindWaypoint, "shared"), shopWeb, true},
+		{"waypoint target, another namespace's pod", policy("infra", meshv1.TargetKindWaypoint, "shared"), scope{namespace: "shop"}, true},
+		{"same waypoint name in the listener's namespace", policy("shop", meshv1.TargetKindWaypoint, "shared"), shopWeb, false},
+		{"Service target of the listener's namespace", policy("shop", meshv1.TargetKindService, "web"), shopWeb, true},
+		{"Service of the same name in the waypoint's namespace", policy("infra", meshv1.TargetKindService, "web"), shopWeb, false},
+		{"Namespace target of the listener's namespace", policy("shop", meshv1.TargetKindNamespace, "shop"), shopWeb, true},
+		{"the waypoint's Namespace", policy("infra", meshv1.TargetKindNamespace, "infra"), shopWeb, false},
+	} {
+		if got := appliesTo(tc.policy, wp, tc.sc); got != tc.want {
+			t.Errorf("%s: appliesTo = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
