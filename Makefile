@@ -110,9 +110,23 @@ bench-dataplane: ## Benchmark ztunnel against direct pod-to-pod traffic (root: n
 		| grep -E '^(throughput_ratio_vs_direct|rr_added_latency_p(50|99)_us|new_conn_latency_ratio_p50|ztunnel_rss_mb_100_pods|leaked_(goroutines|fds)_after_10k): '
 
 .PHONY: bench-controlplane
-bench-controlplane: tools ## Benchmark the control plane with 10,000 pods in envtest (real binary, cert-manager, ztunnel xDS client); one line per figure.
+bench-controlplane: tools ## Benchmark the control plane with 10,000 pods in envtest (real binary, cert-manager, ztunnel xDS client), then 1,000 HTTPRoutes on a waypoint (real waypoint config store); one line per figure.
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test -count=1 -run '^$$' -bench '^BenchmarkControlPlane10kPods$$' -benchtime 1x -timeout 30m ./test/controlplane/bench/ \
-		| grep -E '^(pod_to_client_p(50|99)_ms|push_bytes_per_pod_change|controlplane_rss_mb_10k_pods): '
+		| grep -E '^(pod_to_client_p(50|99)_ms|push_bytes_per_pod_change|controlplane_rss_mb_10k_pods|waypoint_push_ms_p(50|99)|waypoint_push_bytes_per_edit): '
+
+# fortio, the load generator Istio publishes its numbers with, built once per version into
+# bin/ (not a dependency of the module). Releases from v1.69.0 on need grol.io/grol, whose
+# host this machine's module proxy refuses; v1.68.2 is the newest that builds here.
+FORTIO_VERSION := 1.68.2
+FORTIO         := $(LOCALBIN)/fortio-$(FORTIO_VERSION)/fortio
+
+$(FORTIO):
+	GOBIN=$(dir $@) GOWORK=off go install fortio.org/fortio@v$(FORTIO_VERSION)
+
+.PHONY: bench-waypoint
+bench-waypoint: $(FORTIO) ## Benchmark the waypoint (fortio, 1 KB HTTP/1.1) against the L4-only path to the same pods (root: netns nodes, real ztunnels and waypoint); one line per figure.
+	FORTIO=$(FORTIO) go test -count=1 -run '^$$' -bench '^BenchmarkWaypoint$$' -benchtime 1x -timeout 20m ./dataplane/ztunnel/nodetest/ \
+		| grep -E '^waypoint_(added_latency_p(50|99)_us|cpu_cores_per_1k_rps|rss_mb_at_1k_rps|max_rps_ratio_vs_l4): '
 
 ##@ Build
 

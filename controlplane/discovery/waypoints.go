@@ -12,8 +12,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -65,6 +67,9 @@ func InstalledRouteKinds(mapper meta.RESTMapper) map[string]bool {
 
 func (r *WaypointReconciler) setup(mgr ctrl.Manager) error {
 	toWaypoints := handler.EnqueueRequestsFromMapFunc(r.waypointsAffectedBy)
+	// A route's status is written by the control plane after every edit and translates to
+	// nothing: only its spec (generation) and annotations (faults) change the build.
+	routeChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("xds-waypoints").
 		For(&meshv1.Waypoint{}).
@@ -73,10 +78,10 @@ func (r *WaypointReconciler) setup(mgr ctrl.Manager) error {
 		Watches(&corev1.Pod{}, toWaypoints).
 		Watches(&meshv1.MeshPolicy{}, toWaypoints)
 	if r.routeKinds["HTTPRoute"] {
-		b = b.Watches(&gatewayv1.HTTPRoute{}, toWaypoints)
+		b = b.Watches(&gatewayv1.HTTPRoute{}, toWaypoints, routeChanged)
 	}
 	if r.routeKinds["GRPCRoute"] {
-		b = b.Watches(&gatewayv1.GRPCRoute{}, toWaypoints)
+		b = b.Watches(&gatewayv1.GRPCRoute{}, toWaypoints, routeChanged)
 	}
 	return b.WithOptions(servingOptions(2)).Complete(r)
 }

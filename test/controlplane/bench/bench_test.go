@@ -1,6 +1,7 @@
 // Package bench measures the control plane at scale: the real cmd/controlplane binary
 // against the envtest API server with 10,000 pods created by the benchmark, and the
-// ztunnel's xDS client connected to it. Run with `make bench-controlplane`.
+// ztunnel's xDS client connected to it; then a waypoint with 1,000 HTTPRoutes (the real
+// waypoint's config store, on its own xDS stream). Run with `make bench-controlplane`.
 package bench
 
 import (
@@ -43,10 +44,13 @@ import (
 )
 
 const (
-	pods       = 10000
-	creators   = 16 // concurrent pod creators
-	benchNS    = "bench"
-	serverName = "ambientmesh-controlplane.ambient-system.svc"
+	pods     = 10000
+	creators = 16 // concurrent pod (and route) creators
+	benchNS  = "bench"
+	// The mesh's trust domain and the cluster's DNS suffix, given to the control plane.
+	trustDomain   = "cluster.local"
+	clusterDomain = "cluster.local"
+	serverName    = "ambientmesh-controlplane.ambient-system.svc"
 )
 
 // BenchmarkControlPlane10kPods creates 10,000 enrolled pods and reports, as the last
@@ -55,7 +59,14 @@ const (
 //	pod_to_client_p50_ms / pod_to_client_p99_ms: from just before the pod's Create call to
 //	  the ztunnel's xDS client holding its Workload;
 //	push_bytes_per_pod_change: bytes of Workload responses (protobuf size) per pod created;
-//	controlplane_rss_mb_10k_pods: the control-plane process's peak resident set size.
+//	controlplane_rss_mb_10k_pods: the control-plane process's peak resident set size;
+//
+// then, with the 10,000 pods still there, adds a Waypoint with 1,000 HTTPRoutes on one
+// Service and a waypoint connected to the control plane (see benchWaypointPush):
+//
+//	waypoint_push_ms_p50 / waypoint_push_ms_p99: from just before an HTTPRoute edit's API
+//	  call to the waypoint ACKing the RouteConfiguration that carries it;
+//	waypoint_push_bytes_per_edit: bytes of RouteConfiguration responses per edit.
 func BenchmarkControlPlane10kPods(b *testing.B) {
 	for range b.N {
 		runBench(b)
@@ -141,6 +152,11 @@ func runBench(b *testing.B) {
 	fmt.Printf("pod_to_client_p99_ms: %.1f\n", percentile(lat, 0.99))
 	fmt.Printf("push_bytes_per_pod_change: %d\n", (workloadBytes.Load()-bytesBefore)/int64(len(created)))
 	fmt.Printf("controlplane_rss_mb_10k_pods: %.0f\n", float64(rss)/1024/1024)
+
+	wp := benchWaypointPush(ctx, b, env, clientset, xdsAddr, rootPEM)
+	fmt.Printf("waypoint_push_ms_p50: %.1f\n", percentile(wp.pushMs, 0.50))
+	fmt.Printf("waypoint_push_ms_p99: %.1f\n", percentile(wp.pushMs, 0.99))
+	fmt.Printf("waypoint_push_bytes_per_edit: %d\n", wp.bytesPerEdit)
 }
 
 // startControlPlane builds and runs cmd/controlplane against the envtest API server.
@@ -162,7 +178,7 @@ func startControlPlane(ctx context.Context, b *testing.B, env *meshenv.Env, logs
 	}
 	xdsAddr, caAddr, monPort := freeAddr(b), freeAddr(b), freePort(b)
 	cmd := exec.CommandContext(ctx, bin,
-		"--kubeconfig="+kubeconfig, "--mesh-config=", "--namespace="+meshenv.Namespace,
+		"--kubeconfig="+kubeconfig, "--mesh-config=", "--namespace="+meshenv.Namespace, "--trust-domain="+trustDomain, "--cluster-domain="+clusterDomain,
 		"--xds-address="+xdsAddr, "--ca-address="+caAddr, "--monitoring-port="+strconv.Itoa(monPort),
 		"--issuer-name="+meshenv.CAIssuer, "--issuer-kind=Issuer", "--issuer-group=cert-manager.io",
 		"--leader-elect=false", "--log-level=info")
