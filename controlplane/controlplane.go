@@ -107,17 +107,17 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 	if err := discovery.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
 	}
-	routeKinds := discovery.InstalledRouteKinds(mgr.GetRESTMapper())
+	gatewayAPI := discovery.InstalledGatewayAPIKinds(mgr.GetRESTMapper())
 	if cp.recs, err = discovery.Setup(mgr, discovery.Config{
-		Mesh: opts.Mesh, Publisher: cp.XDS.Publisher(), Waypoints: cp.XDS.Waypoints(), RouteKinds: routeKinds,
+		Mesh: opts.Mesh, Publisher: cp.XDS.Publisher(), Waypoints: cp.XDS.Waypoints(), GatewayAPIKinds: gatewayAPI,
 	}); err != nil {
 		return nil, err
 	}
-	if err := startInformers(ctx, mgr, routeKinds); err != nil {
+	if err := startInformers(ctx, mgr, gatewayAPI); err != nil {
 		return nil, err
 	}
 	if err := status.Setup(mgr, status.Options{
-		Mesh: opts.Mesh, Lookup: discovery.NewTargetLookup(mgr.GetClient(), opts.Mesh), Proxies: cp.XDS, RouteKinds: routeKinds,
+		Mesh: opts.Mesh, Lookup: discovery.NewTargetLookup(mgr.GetClient(), opts.Mesh, gatewayAPI), Proxies: cp.XDS, GatewayAPIKinds: gatewayAPI,
 	}); err != nil {
 		return nil, err
 	}
@@ -132,16 +132,21 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 }
 
 // startInformers caches the kinds the mesh's consumers of this cache read before any
-// reconciler asks for them: Nodes, EndpointSlices, and the Gateway API routes (which the
-// waypoint reconciler reads) when their CRDs are installed.
-func startInformers(ctx context.Context, mgr ctrl.Manager, routeKinds map[string]bool) error {
+// reconciler asks for them: Nodes, EndpointSlices, and the Gateway API Gateways and routes
+// (which the waypoint reconciler reads) when their CRDs are installed.
+func startInformers(ctx context.Context, mgr ctrl.Manager, gatewayAPI map[string]bool) error {
 	objs := []client.Object{&corev1.Node{}, &discoveryv1.EndpointSlice{}}
-	if routeKinds["HTTPRoute"] {
+	if gatewayAPI["Gateway"] {
+		objs = append(objs, &gatewayv1.Gateway{})
+	} else {
+		ctrl.Log.WithName("controlplane").Info("Gateway API Gateway CRD not installed; only Waypoints are waypoints")
+	}
+	if gatewayAPI["HTTPRoute"] {
 		objs = append(objs, &gatewayv1.HTTPRoute{})
 	} else {
 		ctrl.Log.WithName("controlplane").Info("Gateway API HTTPRoute CRD not installed; waypoints serve default routes")
 	}
-	if routeKinds["GRPCRoute"] {
+	if gatewayAPI["GRPCRoute"] {
 		objs = append(objs, &gatewayv1.GRPCRoute{})
 	}
 	for _, o := range objs {

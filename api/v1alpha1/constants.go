@@ -41,6 +41,11 @@ const (
 	// creates for a Waypoint; its value is the Waypoint's name.
 	LabelWaypoint = "ambientmesh.dev/waypoint"
 
+	// LabelWaypointFor on a Gateway of the waypoint class says which traffic
+	// it takes, as a Waypoint's spec.for (and Istio's istio.io/waypoint-for):
+	// service (the default, also for an unknown value), workload, all or none.
+	LabelWaypointFor = "ambientmesh.dev/waypoint-for"
+
 	// AnnotationStatus is set on a pod by the CNI node agent once the pod's
 	// traffic is redirected into ztunnel; it is removed when the pod leaves
 	// the mesh. `kubectl get pod -o yaml` shows whether a pod is captured.

@@ -2,7 +2,11 @@
 // xDS caches up to date: one reconciler per resource type (Workload from Pod, Service from
 // Service, Authorization from MeshPolicy), each recomputing one resource with the pure
 // functions of controlplane/xds/translate and publishing it only when it changed; and one
-// per Waypoint, rebuilding its Envoy resources with controlplane/xds/waypoint.
+// per waypoint, rebuilding its Envoy resources with controlplane/xds/waypoint.
+//
+// A waypoint is a Waypoint or, when the Gateway API CRDs are installed, a Gateway of the
+// waypoint class (translate.WaypointFromGateway); the reader lists both as one
+// (reader.waypoints), and Gateway events requeue what Waypoint events do.
 //
 // Every replica runs these reconcilers (they write nothing to the API server), so they opt
 // out of leader election; only the status writers in controlplane/status need the lease.
@@ -49,8 +53,9 @@ type Config struct {
 	Publisher Publisher
 	// Waypoints receives each waypoint's Envoy resources; nil translates none.
 	Waypoints WaypointPublisher
-	// RouteKinds are the installed Gateway API route kinds (see InstalledRouteKinds).
-	RouteKinds map[string]bool
+	// GatewayAPIKinds are the installed Gateway API kinds (see InstalledGatewayAPIKinds):
+	// Gateways of the waypoint class are waypoints, routes configure them.
+	GatewayAPIKinds map[string]bool
 }
 
 // SetupIndexes registers the field indexes the reconcilers and the CA use.
@@ -98,10 +103,11 @@ func nonEmpty(s string) []string {
 
 // Setup registers the xDS reconcilers on mgr (SetupIndexes must have run).
 func Setup(mgr ctrl.Manager, cfg Config) (*Reconcilers, error) {
+	rd := newReader(mgr.GetClient(), cfg.Mesh, cfg.GatewayAPIKinds)
 	r := &Reconcilers{
-		workloads: &WorkloadReconciler{reader: reader{mgr.GetClient(), cfg.Mesh}, publisher: cfg.Publisher},
-		services:  &ServiceReconciler{reader: reader{mgr.GetClient(), cfg.Mesh}, publisher: cfg.Publisher},
-		policies:  &AuthorizationReconciler{reader: reader{mgr.GetClient(), cfg.Mesh}, publisher: cfg.Publisher},
+		workloads: &WorkloadReconciler{reader: rd, publisher: cfg.Publisher},
+		services:  &ServiceReconciler{reader: rd, publisher: cfg.Publisher},
+		policies:  &AuthorizationReconciler{reader: rd, publisher: cfg.Publisher},
 	}
 	if err := r.workloads.setup(mgr); err != nil {
 		return nil, err
@@ -113,7 +119,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Reconcilers, error) {
 		return nil, err
 	}
 	if cfg.Waypoints != nil {
-		r.waypoints = &WaypointReconciler{reader: reader{mgr.GetClient(), cfg.Mesh}, publisher: cfg.Waypoints, routeKinds: cfg.RouteKinds}
+		r.waypoints = &WaypointReconciler{reader: rd, publisher: cfg.Waypoints, gatewayAPI: cfg.GatewayAPIKinds}
 		if err := r.waypoints.setup(mgr); err != nil {
 			return nil, err
 		}

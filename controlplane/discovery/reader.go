@@ -11,16 +11,68 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 )
+
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gateways,verbs=get;list;watch
 
 // reader gathers translation inputs from the cache. Lists skip the deep copy: the
 // translation functions only read.
 type reader struct {
 	client client.Client
 	mesh   translate.Mesh
+	// gateways: the Gateway API Gateway CRD is installed, so Gateways of the waypoint
+	// class are waypoints too (translate.WaypointFromGateway).
+	gateways bool
+}
+
+func newReader(c client.Client, mesh translate.Mesh, gatewayAPIKinds map[string]bool) reader {
+	return reader{client: c, mesh: mesh, gateways: gatewayAPIKinds["Gateway"]}
+}
+
+// waypoint finds the waypoint key names: the Waypoint, else the Gateway of that name when
+// it is a waypoint (the rule of translate.MergeWaypoints); nil when neither.
+func (r reader) waypoint(ctx context.Context, key types.NamespacedName) (*meshv1.Waypoint, error) {
+	var wp meshv1.Waypoint
+	err := r.client.Get(ctx, key, &wp)
+	if err == nil {
+		return &wp, nil
+	}
+	if !apierrors.IsNotFound(err) || !r.gateways {
+		return nil, client.IgnoreNotFound(err)
+	}
+	var gw gatewayv1.Gateway
+	if err := r.client.Get(ctx, key, &gw); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	if wp, ok := translate.WaypointFromGateway(&gw); ok {
+		return wp, nil
+	}
+	return nil, nil
+}
+
+// waypoints lists the waypoints of namespace (of every namespace when ""): its Waypoints
+// and waypoint Gateways, merged by translate.MergeWaypoints. This is the one list of
+// waypoints every reconciler reads.
+func (r reader) waypoints(ctx context.Context, namespace string) ([]meshv1.Waypoint, error) {
+	opts := []client.ListOption{client.UnsafeDisableDeepCopy}
+	if namespace != "" {
+		opts = append(opts, client.InNamespace(namespace))
+	}
+	var waypoints meshv1.WaypointList
+	if err := r.client.List(ctx, &waypoints, opts...); err != nil {
+		return nil, err
+	}
+	var gateways gatewayv1.GatewayList
+	if r.gateways {
+		if err := r.client.List(ctx, &gateways, opts...); err != nil {
+			return nil, err
+		}
+	}
+	return translate.MergeWaypoints(waypoints.Items, gateways.Items), nil
 }
 
 func (r reader) namespace(ctx context.Context, name string) (*corev1.Namespace, error) {
@@ -57,7 +109,7 @@ func (r reader) policies(ctx context.Context, namespace string) ([]meshv1.MeshPo
 	return out, nil
 }
 
-// usedWaypoint resolves the Waypoint an object's labels name (see translate.UsedWaypoint;
+// usedWaypoint resolves the waypoint an object's labels name (see translate.UsedWaypoint;
 // ns is the object's Namespace, nil when unknown), possibly of another namespace: an empty
 // map when they name none or it does not exist. Translation decides whether it counts.
 func (r reader) usedWaypoint(ctx context.Context, namespace string, objLabels map[string]string, ns *corev1.Namespace) (map[types.NamespacedName]translate.WaypointInfo, error) {
@@ -66,22 +118,19 @@ func (r reader) usedWaypoint(ctx context.Context, namespace string, objLabels ma
 	if !ok {
 		return out, nil
 	}
-	var wp meshv1.Waypoint
-	if err := r.client.Get(ctx, ref, &wp); err != nil {
-		if apierrors.IsNotFound(err) {
-			return out, nil
-		}
-		return nil, err
+	wp, err := r.waypoint(ctx, ref)
+	if err != nil || wp == nil {
+		return out, err
 	}
-	svc, err := r.waypointService(ctx, &wp)
+	svc, err := r.waypointService(ctx, wp)
 	if err != nil {
 		return nil, err
 	}
-	sa, err := r.waypointServiceAccount(ctx, &wp)
+	sa, err := r.waypointServiceAccount(ctx, wp)
 	if err != nil {
 		return nil, err
 	}
-	out[ref] = translate.ResolveWaypoint(r.mesh, &wp, svc, sa)
+	out[ref] = translate.ResolveWaypoint(r.mesh, wp, svc, sa)
 	return out, nil
 }
 
@@ -121,13 +170,13 @@ func (r reader) Service(namespace, name string) *corev1.Service {
 	return &svc
 }
 
-// Waypoint implements translate.TargetLookup.
+// Waypoint implements translate.TargetLookup: a Waypoint or a waypoint Gateway.
 func (r reader) Waypoint(namespace, name string) *meshv1.Waypoint {
-	var wp meshv1.Waypoint
-	if r.client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, &wp) != nil {
+	wp, err := r.waypoint(context.Background(), types.NamespacedName{Namespace: namespace, Name: name})
+	if err != nil {
 		return nil
 	}
-	return &wp
+	return wp
 }
 
 // Namespace implements translate.TargetLookup.
@@ -172,14 +221,14 @@ func (r reader) servicesInNamespaceOf(ctx context.Context, o client.Object) []re
 	return requests(list.Items)
 }
 
-// servicesUsingWaypointsOf maps a Waypoint (or its Service or pod) to every Service that
-// may use a Waypoint of its namespace.
+// servicesUsingWaypointsOf maps a Waypoint or Gateway (or its Service or pod) to every
+// Service that may use a waypoint of its namespace.
 func (r reader) servicesUsingWaypointsOf(ctx context.Context, o client.Object) []reconcile.Request {
 	return r.usersOfWaypointsIn(ctx, o.GetNamespace(), func() client.ObjectList { return &corev1.ServiceList{} })
 }
 
-// podsUsingWaypointsOf maps a Waypoint (or its Service or pod) to every pod that may use a
-// Waypoint of its namespace.
+// podsUsingWaypointsOf maps a Waypoint or Gateway (or its Service or pod) to every pod
+// that may use a waypoint of its namespace.
 func (r reader) podsUsingWaypointsOf(ctx context.Context, o client.Object) []reconcile.Request {
 	return r.usersOfWaypointsIn(ctx, o.GetNamespace(), func() client.ObjectList { return &corev1.PodList{} })
 }
@@ -249,7 +298,39 @@ func onlyWaypointObjects(mapFn handler.MapFunc) handler.MapFunc {
 	}
 }
 
-// NewTargetLookup resolves MeshPolicy targets from c (normally the manager's cached client).
-func NewTargetLookup(c client.Client, mesh translate.Mesh) translate.TargetLookup {
-	return reader{client: c, mesh: mesh}
+// NewTargetLookup resolves MeshPolicy targets from c (normally the manager's cached
+// client); gatewayAPIKinds are the installed Gateway API kinds (InstalledGatewayAPIKinds),
+// which say whether Gateways can be waypoints.
+func NewTargetLookup(c client.Client, mesh translate.Mesh, gatewayAPIKinds map[string]bool) translate.TargetLookup {
+	return newReader(c, mesh, gatewayAPIKinds)
+}
+
+// NamespacesUsingWaypointsOf lists the namespaces whose Services may use a waypoint of
+// namespace: namespace itself, those whose labels name a waypoint there, and those of the
+// Services whose own labels do (index IndexUseWaypointNamespace). Status reads it to
+// follow waypoints across namespaces.
+func NamespacesUsingWaypointsOf(ctx context.Context, c client.Reader, namespace string) ([]string, error) {
+	found := map[string]bool{namespace: true}
+	out := []string{namespace}
+	add := func(ns string) {
+		if !found[ns] {
+			found[ns] = true
+			out = append(out, ns)
+		}
+	}
+	var namespaces corev1.NamespaceList
+	if err := c.List(ctx, &namespaces, client.MatchingLabels{meshv1.LabelUseWaypointNamespace: namespace}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	for _, ns := range namespaces.Items {
+		add(ns.Name)
+	}
+	var services corev1.ServiceList
+	if err := c.List(ctx, &services, client.MatchingFields{IndexUseWaypointNamespace: namespace}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	for _, svc := range services.Items {
+		add(svc.Namespace)
+	}
+	return out, nil
 }

@@ -68,7 +68,7 @@ func TestWaypointServesOtherNamespaces(t *testing.T) {
 	c := crossNamespaceCluster(t)
 	pub := &recordingWaypoints{sets: map[types.NamespacedName]map[string]map[string]proto.Message{},
 		contents: map[types.NamespacedName]xdsserver.WaypointContents{}}
-	r := &WaypointReconciler{reader: reader{c, selectionMesh}, publisher: pub}
+	r := &WaypointReconciler{reader: reader{client: c, mesh: selectionMesh}, publisher: pub}
 	ctx := context.Background()
 	for _, name := range []string{"shared", "private"} {
 		if _, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "infra", Name: name}}); err != nil {
@@ -131,8 +131,8 @@ func TestWorkloadAPIUsesOtherNamespacesWaypoints(t *testing.T) {
 	c := crossNamespaceCluster(t)
 	ctx := context.Background()
 	pub := recordingPublisher{}
-	services := &ServiceReconciler{reader: reader{c, selectionMesh}, publisher: pub}
-	workloads := &WorkloadReconciler{reader: reader{c, selectionMesh}, publisher: pub, uids: map[client.ObjectKey]string{}}
+	services := &ServiceReconciler{reader: reader{client: c, mesh: selectionMesh}, publisher: pub}
+	workloads := &WorkloadReconciler{reader: reader{client: c, mesh: selectionMesh}, publisher: pub, uids: map[client.ObjectKey]string{}}
 	for _, key := range []types.NamespacedName{{Namespace: "shop", Name: "web"}, {Namespace: "shop", Name: "orders"}, {Namespace: "books", Name: "catalog"}} {
 		if _, err := services.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
 			t.Fatal(err)

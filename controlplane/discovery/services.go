@@ -6,8 +6,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
@@ -21,15 +23,18 @@ type ServiceReconciler struct {
 }
 
 func (r *ServiceReconciler) setup(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("xds-services").
 		For(&corev1.Service{}).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(onlyWaypointObjects(r.servicesUsingWaypointsOf))).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(onlyWaypointObjects(r.servicesUsingWaypointsOf))).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.servicesInNamespaceOf)).
-		Watches(&meshv1.Waypoint{}, handler.EnqueueRequestsFromMapFunc(r.servicesUsingWaypointsOf)).
-		WithOptions(servingOptions(2)).
-		Complete(r)
+		Watches(&meshv1.Waypoint{}, handler.EnqueueRequestsFromMapFunc(r.servicesUsingWaypointsOf))
+	if r.gateways {
+		b = b.Watches(&gatewayv1.Gateway{}, handler.EnqueueRequestsFromMapFunc(r.servicesUsingWaypointsOf),
+			builder.WithPredicates(WaypointGatewayChanged))
+	}
+	return b.WithOptions(servingOptions(2)).Complete(r)
 }
 
 // Reconcile recomputes one Service. Its resource name derives from namespace and name,

@@ -8,12 +8,13 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -34,16 +35,17 @@ type WaypointPublisher interface {
 }
 
 // WaypointReconciler keeps one waypoint's Envoy resources: on any change that can alter
-// them (in the Waypoint's namespace, or in another namespace whose Services or pods may
+// them (in the waypoint's namespace, or in another namespace whose Services or pods may
 // use it: their pods, Services, MeshPolicies, HTTPRoutes, GRPCRoutes, the namespace's
 // labels) it rebuilds the whole set with waypoint.Build, and the publisher pushes only the
-// resources that differ. Events for one Waypoint coalesce in the work queue, so a burst of
-// changes costs one rebuild.
+// resources that differ. Events for one waypoint coalesce in the work queue, so a burst of
+// changes costs one rebuild. A waypoint is a Waypoint or a waypoint Gateway of that
+// namespace and name (reader.waypoint): both are queued under the same key.
 type WaypointReconciler struct {
 	reader
 	publisher WaypointPublisher
-	// routeKinds are the Gateway API route kinds whose CRDs are installed.
-	routeKinds map[string]bool
+	// gatewayAPI are the Gateway API kinds whose CRDs are installed.
+	gatewayAPI map[string]bool
 
 	// users remembers, per Waypoint, the other namespaces its last build read, so that a
 	// change there (a backend pod, a route) requeues it. It is recorded before the build
@@ -52,11 +54,12 @@ type WaypointReconciler struct {
 	users map[types.NamespacedName][]string
 }
 
-// InstalledRouteKinds reports which of HTTPRoute and GRPCRoute the API server serves
-// (Gateway API is optional: without its CRDs waypoints serve default routes).
-func InstalledRouteKinds(mapper meta.RESTMapper) map[string]bool {
+// InstalledGatewayAPIKinds reports which of Gateway, HTTPRoute and GRPCRoute the API
+// server serves (Gateway API is optional: without its CRDs there are no waypoint
+// Gateways, and waypoints serve default routes).
+func InstalledGatewayAPIKinds(mapper meta.RESTMapper) map[string]bool {
 	out := map[string]bool{}
-	for _, kind := range []string{"HTTPRoute", "GRPCRoute"} {
+	for _, kind := range []string{"Gateway", "HTTPRoute", "GRPCRoute"} {
 		gk := gatewayv1.SchemeGroupVersion.WithKind(kind).GroupKind()
 		if _, err := mapper.RESTMapping(gk, gatewayv1.SchemeGroupVersion.Version); err == nil {
 			out[kind] = true
@@ -77,37 +80,41 @@ func (r *WaypointReconciler) setup(mgr ctrl.Manager) error {
 		Watches(&corev1.Service{}, toWaypoints).
 		Watches(&corev1.Pod{}, toWaypoints).
 		Watches(&meshv1.MeshPolicy{}, toWaypoints)
-	if r.routeKinds["HTTPRoute"] {
+	if r.gatewayAPI["Gateway"] {
+		b = b.Watches(&gatewayv1.Gateway{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(WaypointGatewayChanged))
+	}
+	if r.gatewayAPI["HTTPRoute"] {
 		b = b.Watches(&gatewayv1.HTTPRoute{}, toWaypoints, routeChanged)
 	}
-	if r.routeKinds["GRPCRoute"] {
+	if r.gatewayAPI["GRPCRoute"] {
 		b = b.Watches(&gatewayv1.GRPCRoute{}, toWaypoints, routeChanged)
 	}
 	return b.WithOptions(servingOptions(2)).Complete(r)
 }
 
-// Reconcile rebuilds one waypoint's resources; a deleted Waypoint's are removed. A Build
-// error (a resource failing validation: a translation bug) keeps the last good set served
-// and is returned, so it is logged and retried with backoff.
+// Reconcile rebuilds one waypoint's resources; a deleted waypoint's (or a Gateway's that
+// is no waypoint any more) are removed. A Build error (a resource failing validation: a
+// translation bug) keeps the last good set served and is returned, so it is logged and
+// retried with backoff.
 func (r *WaypointReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	var wp meshv1.Waypoint
-	if err := r.client.Get(ctx, req.NamespacedName, &wp); err != nil {
-		if apierrors.IsNotFound(err) {
-			r.remember(req.NamespacedName, nil)
-			_, err = r.publisher.Set(req.Namespace, req.Name, nil, xdsserver.WaypointContents{})
-			return reconcile.Result{}, err
-		}
-		return reconcile.Result{}, err
-	}
-	st, err := r.waypointState(ctx, &wp)
+	wp, err := r.waypoint(ctx, req.NamespacedName)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	res, err := waypoint.Build(r.mesh, &wp, st)
+	if wp == nil {
+		r.remember(req.NamespacedName, nil)
+		_, err = r.publisher.Set(req.Namespace, req.Name, nil, xdsserver.WaypointContents{})
+		return reconcile.Result{}, err
+	}
+	st, err := r.waypointState(ctx, wp)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	res, err := waypoint.Build(r.mesh, wp, st)
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("translate: %w", err)
 	}
-	_, err = r.publisher.Set(wp.Namespace, wp.Name, res.ByType(), contentsOf(&wp, st))
+	_, err = r.publisher.Set(wp.Namespace, wp.Name, res.ByType(), contentsOf(wp, st))
 	return reconcile.Result{}, err
 }
 
@@ -199,24 +206,27 @@ func (r *WaypointReconciler) addNamespace(ctx context.Context, st *waypoint.Stat
 	var pods corev1.PodList
 	var services corev1.ServiceList
 	var policies meshv1.MeshPolicyList
-	var waypoints meshv1.WaypointList
-	for _, list := range []client.ObjectList{&pods, &services, &policies, &waypoints} {
+	for _, list := range []client.ObjectList{&pods, &services, &policies} {
 		if err := r.client.List(ctx, list, in...); err != nil {
 			return err
 		}
 	}
+	waypoints, err := r.waypoints(ctx, namespace)
+	if err != nil {
+		return err
+	}
 	st.Pods = append(st.Pods, pods.Items...)
 	st.Services = append(st.Services, services.Items...)
 	st.Policies = append(st.Policies, policies.Items...)
-	st.Waypoints = append(st.Waypoints, waypoints.Items...)
-	if r.routeKinds["HTTPRoute"] {
+	st.Waypoints = append(st.Waypoints, waypoints...)
+	if r.gatewayAPI["HTTPRoute"] {
 		var routes gatewayv1.HTTPRouteList
 		if err := r.client.List(ctx, &routes, in...); err != nil {
 			return err
 		}
 		st.HTTPRoutes = append(st.HTTPRoutes, routes.Items...)
 	}
-	if r.routeKinds["GRPCRoute"] {
+	if r.gatewayAPI["GRPCRoute"] {
 		var routes gatewayv1.GRPCRouteList
 		if err := r.client.List(ctx, &routes, in...); err != nil {
 			return err
@@ -240,7 +250,7 @@ func (r *WaypointReconciler) remember(key types.NamespacedName, namespaces []str
 	}
 }
 
-// waypointsAffectedBy maps an object to the Waypoints whose resources it may change: those
+// waypointsAffectedBy maps an object to the waypoints whose resources it may change: those
 // of its namespace (for a Namespace: of itself), those whose last build read its
 // namespace, and the one of another namespace its own labels name (called with the old
 // and the new object on update, so both the waypoint it leaves and the one it joins are
@@ -251,11 +261,11 @@ func (r *WaypointReconciler) waypointsAffectedBy(ctx context.Context, o client.O
 	if n, isNS := o.(*corev1.Namespace); isNS {
 		ns, nsObj = n.Name, n
 	}
-	var list meshv1.WaypointList
-	if err := r.client.List(ctx, &list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+	waypoints, err := r.waypoints(ctx, ns)
+	if err != nil {
 		return nil
 	}
-	out := requests(list.Items)
+	out := requests(waypoints)
 	r.mu.Lock()
 	for key, namespaces := range r.users {
 		if slices.Contains(namespaces, ns) {
@@ -274,14 +284,37 @@ func (r *WaypointReconciler) waypointsAffectedBy(ctx context.Context, o client.O
 
 // prime builds every waypoint once.
 func (r *WaypointReconciler) prime(ctx context.Context) error {
-	var list meshv1.WaypointList
-	if err := r.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+	waypoints, err := r.waypoints(ctx, "")
+	if err != nil {
 		return err
 	}
-	for i := range list.Items {
-		if _, err := r.Reconcile(ctx, requestFor(&list.Items[i])); err != nil {
+	for i := range waypoints {
+		if _, err := r.Reconcile(ctx, requestFor(&waypoints[i])); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// WaypointGatewayChanged passes the Gateway events that change a waypoint: a Gateway that
+// is (or was) one (translate.WaypointFromGateway) is created or deleted, or what the
+// control plane reads of it changes (becoming one, its waypoint-for label, its HBONE
+// listener's allowedRoutes, its Programmed condition). Other Gateways, and the operator's
+// other status writes, pass nothing.
+var WaypointGatewayChanged = predicate.Funcs{
+	CreateFunc: func(e event.CreateEvent) bool { return asWaypoint(e.Object) != nil },
+	DeleteFunc: func(e event.DeleteEvent) bool { return asWaypoint(e.Object) != nil },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return !equality.Semantic.DeepEqual(asWaypoint(e.ObjectOld), asWaypoint(e.ObjectNew))
+	},
+}
+
+// asWaypoint is the waypoint a Gateway stands for; nil when it is none.
+func asWaypoint(o client.Object) *meshv1.Waypoint {
+	gw, ok := o.(*gatewayv1.Gateway)
+	if !ok {
+		return nil
+	}
+	wp, _ := translate.WaypointFromGateway(gw)
+	return wp
 }

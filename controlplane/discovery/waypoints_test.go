@@ -73,7 +73,7 @@ func TestWaypointReconcilerPublishesTheWaypointsResources(t *testing.T) {
 	c := b.Build()
 	pub := &recordingWaypoints{sets: map[types.NamespacedName]map[string]map[string]proto.Message{},
 		contents: map[types.NamespacedName]xdsserver.WaypointContents{}}
-	r := &WaypointReconciler{reader: reader{c, mesh}, publisher: pub, routeKinds: map[string]bool{"HTTPRoute": true}}
+	r := &WaypointReconciler{reader: reader{client: c, mesh: mesh}, publisher: pub, gatewayAPI: map[string]bool{"HTTPRoute": true}}
 	key := types.NamespacedName{Namespace: "shop", Name: "wp"}
 	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: key}); err != nil {
 		t.Fatal(err)

@@ -7,9 +7,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
@@ -30,16 +32,19 @@ type WorkloadReconciler struct {
 
 func (r *WorkloadReconciler) setup(mgr ctrl.Manager) error {
 	r.uids = map[client.ObjectKey]string{}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("xds-workloads").
 		For(&corev1.Pod{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(onlyWaypointObjects(r.podsUsingWaypointsOf))).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.podsInNamespaceOf)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.podsOfService)).
 		Watches(&meshv1.MeshPolicy{}, handler.EnqueueRequestsFromMapFunc(r.podsInNamespaceOf)).
-		Watches(&meshv1.Waypoint{}, handler.EnqueueRequestsFromMapFunc(r.podsUsingWaypointsOf)).
-		WithOptions(servingOptions(4)).
-		Complete(r)
+		Watches(&meshv1.Waypoint{}, handler.EnqueueRequestsFromMapFunc(r.podsUsingWaypointsOf))
+	if r.gateways {
+		b = b.Watches(&gatewayv1.Gateway{}, handler.EnqueueRequestsFromMapFunc(r.podsUsingWaypointsOf),
+			builder.WithPredicates(WaypointGatewayChanged))
+	}
+	return b.WithOptions(servingOptions(4)).Complete(r)
 }
 
 // Reconcile recomputes the pod's Workload and publishes it when it changed.

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -16,6 +17,7 @@ import (
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/discovery"
 	xdsserver "github.com/ambientmesh/ambient-operator/controlplane/xds/server"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
@@ -29,33 +31,36 @@ func (r *PolicyReconciler) enforcement(ctx context.Context, p *meshv1.MeshPolicy
 	return r.ztunnelEnforcement(ctx, p)
 }
 
-// waypointEnforcement: for each Waypoint carrying a target, its Ready condition and
-// whether its proxies hold a configuration built from this generation of the policy that
-// serves the targets it carries.
+// waypointEnforcement: for each waypoint carrying a target (of any namespace), its Ready
+// condition and whether its proxies hold a configuration built from this generation of
+// the policy that serves the targets it carries.
 func (r *PolicyReconciler) waypointEnforcement(p *meshv1.MeshPolicy, targets []translate.TargetState) translate.Enforcement {
 	var enf translate.Enforcement
 	key := p.Namespace + "/" + p.Name
 	for _, t := range targets {
-		if t.Waypoint == "" || slices.ContainsFunc(enf.Waypoints, func(w translate.WaypointEnforcement) bool { return w.Name == t.Waypoint }) {
+		ref := t.Waypoint
+		if ref.Name == "" || slices.ContainsFunc(enf.Waypoints, func(w translate.WaypointEnforcement) bool { return w.Waypoint == ref }) {
 			continue
 		}
-		w := translate.WaypointEnforcement{Name: t.Waypoint}
-		if obj := r.Lookup.Waypoint(p.Namespace, t.Waypoint); obj != nil {
+		w := translate.WaypointEnforcement{Waypoint: ref, Kind: "Waypoint"}
+		if obj := r.Lookup.Waypoint(ref.Namespace, ref.Name); obj != nil {
+			w.Kind = translate.WaypointKind(obj)
 			w.Ready = meta.FindStatusCondition(obj.Status.Conditions, meshv1.WaypointConditionReady)
 		}
-		st := r.Proxies.Waypoint(p.Namespace, t.Waypoint)
-		w.Sent = st.Published && st.Contents.Policies[key] == p.Generation && servesTargets(st.Contents, p.Namespace, targets, t.Waypoint)
+		st := r.Proxies.Waypoint(ref.Namespace, ref.Name)
+		w.Sent = st.Published && st.Contents.Policies[key] == p.Generation && servesTargets(st.Contents, p.Namespace, targets, ref)
 		w.Proxies = proxySync(st.Sync)
 		enf.Waypoints = append(enf.Waypoints, w)
 	}
 	return enf
 }
 
-// servesTargets: the configuration has the listeners of every Service target that uses
-// the waypoint (a Waypoint or Namespace target is whatever the waypoint serves).
-func servesTargets(c xdsserver.WaypointContents, namespace string, targets []translate.TargetState, name string) bool {
+// servesTargets: the configuration has the listeners of every Service target (of the
+// policy's namespace) that uses the waypoint (a Waypoint or Namespace target is whatever
+// the waypoint serves).
+func servesTargets(c xdsserver.WaypointContents, namespace string, targets []translate.TargetState, waypoint types.NamespacedName) bool {
 	for _, t := range targets {
-		if t.Waypoint == name && t.Ref.Kind == meshv1.TargetKindService && !slices.Contains(c.Services, namespace+"/"+t.Ref.Name) {
+		if t.Waypoint == waypoint && t.Ref.Kind == meshv1.TargetKindService && !slices.Contains(c.Services, namespace+"/"+t.Ref.Name) {
 			return false
 		}
 	}
@@ -175,11 +180,11 @@ func (r *PolicyReconciler) policiesInScope(ctx context.Context, p *meshv1.MeshPo
 // Map functions: which policies to recompute when something they depend on changes.
 
 // policiesHeldBy maps a change in what an xDS client holds to the policies it enforces:
-// a waypoint's to the policies with targetRefs in its namespace; a ztunnel's to the
-// policies without targetRefs that depend on the type that changed.
+// a waypoint's to the policies with targetRefs in the namespaces that may use it; a
+// ztunnel's to the policies without targetRefs that depend on the type that changed.
 func (r *PolicyReconciler) policiesHeldBy(ctx context.Context, c xdsserver.AckChange) []reconcile.Request {
 	if ns, _, ok := waypoint.ParseNodeCluster(c.Client.Cluster); ok {
-		return r.policies(ctx, []string{ns}, hasTargetRefs)
+		return r.policiesUsingWaypointsIn(ctx, ns)
 	}
 	if !strings.HasPrefix(c.Client.NodeID, xdsserver.ZTunnelNodeID("")) {
 		return nil
@@ -197,10 +202,27 @@ func (r *PolicyReconciler) policiesHeldBy(ctx context.Context, c xdsserver.AckCh
 	return nil
 }
 
-// waypointPoliciesInNamespaceOf: Services and Waypoints change which waypoint serves a
-// target, and whether it is Ready.
+// waypointPoliciesInNamespaceOf: a Service's labels change which waypoint serves it as a
+// target (a policy targets Services of its own namespace).
 func (r *PolicyReconciler) waypointPoliciesInNamespaceOf(ctx context.Context, o client.Object) []reconcile.Request {
 	return r.policies(ctx, []string{o.GetNamespace()}, hasTargetRefs)
+}
+
+// policiesUsingWaypointsOf: a Waypoint or waypoint Gateway changes whether it serves the
+// targets that name it, and whether it is Ready, for the policies of every namespace
+// that may use it.
+func (r *PolicyReconciler) policiesUsingWaypointsOf(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.policiesUsingWaypointsIn(ctx, o.GetNamespace())
+}
+
+// policiesUsingWaypointsIn lists the policies with targetRefs of the namespaces that may
+// use a waypoint of namespace (discovery.NamespacesUsingWaypointsOf).
+func (r *PolicyReconciler) policiesUsingWaypointsIn(ctx context.Context, namespace string) []reconcile.Request {
+	namespaces, err := discovery.NamespacesUsingWaypointsOf(ctx, r.Client, namespace)
+	if err != nil {
+		return nil
+	}
+	return r.policies(ctx, namespaces, hasTargetRefs)
 }
 
 // policiesOfNamespace: a Namespace's labels choose its waypoint and enroll its pods; for

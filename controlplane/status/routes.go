@@ -10,13 +10,17 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/discovery"
+	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
 )
 
@@ -31,23 +35,29 @@ import (
 // controller makes it fail and retry rather than erase that write (the list is atomic).
 type RouteReconciler struct {
 	Client client.Client
+	// Lookup finds the waypoints (Waypoints and waypoint Gateways) the Services name.
+	Lookup translate.TargetLookup
 	// Kind is "HTTPRoute" or "GRPCRoute".
 	Kind string
 }
 
-func setupRoutes(mgr ctrl.Manager, kinds map[string]bool) error {
+func setupRoutes(mgr ctrl.Manager, opts Options) error {
 	for _, kind := range []string{"HTTPRoute", "GRPCRoute"} {
-		if !kinds[kind] {
+		if !opts.GatewayAPIKinds[kind] {
 			continue
 		}
-		r := &RouteReconciler{Client: mgr.GetClient(), Kind: kind}
+		r := &RouteReconciler{Client: mgr.GetClient(), Lookup: opts.Lookup, Kind: kind}
 		toRoutes := handler.EnqueueRequestsFromMapFunc(r.routesInNamespaceOf)
-		if err := ctrl.NewControllerManagedBy(mgr).Named(strings.ToLower(kind)+"-status").
+		toUsers := handler.EnqueueRequestsFromMapFunc(r.routesUsingWaypointsOf)
+		b := ctrl.NewControllerManagedBy(mgr).Named(strings.ToLower(kind)+"-status").
 			For(r.newRoute()).
 			Watches(&corev1.Service{}, toRoutes).
-			Watches(&meshv1.Waypoint{}, toRoutes).
-			Watches(&corev1.Namespace{}, toRoutes).
-			Complete(r); err != nil {
+			Watches(&meshv1.Waypoint{}, toUsers).
+			Watches(&corev1.Namespace{}, toRoutes)
+		if opts.GatewayAPIKinds["Gateway"] {
+			b = b.Watches(&gatewayv1.Gateway{}, toUsers, builder.WithPredicates(discovery.WaypointGatewayChanged))
+		}
+		if err := b.Complete(r); err != nil {
 			return err
 		}
 	}
@@ -74,7 +84,7 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	if err := r.Client.Get(ctx, req.NamespacedName, route); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	st, err := routeState(ctx, r.Client, route.GetNamespace())
+	st, err := routeState(ctx, r.Client, r.Lookup, route.GetNamespace())
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -103,24 +113,35 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 }
 
 // routeState reads what route status depends on: the namespace (its use-waypoint label),
-// its Services and its Waypoints.
-func routeState(ctx context.Context, c client.Client, namespace string) (*waypoint.State, error) {
+// its Services, and the waypoints they name (waypoint.WaypointOfService), of any
+// namespace.
+func routeState(ctx context.Context, c client.Client, lookup translate.TargetLookup, namespace string) (*waypoint.State, error) {
 	st := &waypoint.State{}
-	var ns corev1.Namespace
-	switch err := c.Get(ctx, client.ObjectKey{Name: namespace}, &ns); {
+	var ns *corev1.Namespace
+	var nsObj corev1.Namespace
+	switch err := c.Get(ctx, client.ObjectKey{Name: namespace}, &nsObj); {
 	case err == nil:
-		st.Namespaces = []corev1.Namespace{ns}
+		ns = &nsObj
+		st.Namespaces = []corev1.Namespace{nsObj}
 	case !apierrors.IsNotFound(err):
 		return nil, err
 	}
 	var services corev1.ServiceList
-	var waypoints meshv1.WaypointList
-	for _, list := range []client.ObjectList{&services, &waypoints} {
-		if err := c.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
-			return nil, err
+	if err := c.List(ctx, &services, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	st.Services = services.Items
+	named := map[types.NamespacedName]bool{}
+	for i := range st.Services {
+		ref, ok := waypoint.WaypointOfService(&st.Services[i], ns)
+		if !ok || named[ref] {
+			continue
+		}
+		named[ref] = true
+		if wp := lookup.Waypoint(ref.Namespace, ref.Name); wp != nil {
+			st.Waypoints = append(st.Waypoints, *wp)
 		}
 	}
-	st.Services, st.Waypoints = services.Items, waypoints.Items
 	return st, nil
 }
 
@@ -148,24 +169,40 @@ func parentsEqual(a, b []gatewayv1.RouteParentStatus) bool {
 	return true
 }
 
-// routesInNamespaceOf maps a Service, Waypoint or Namespace to the routes of its namespace.
+// routesInNamespaceOf maps a Service or Namespace to the routes of its namespace.
 func (r *RouteReconciler) routesInNamespaceOf(ctx context.Context, o client.Object) []reconcile.Request {
 	ns := o.GetNamespace()
 	if _, isNS := o.(*corev1.Namespace); isNS {
 		ns = o.GetName()
 	}
-	list := r.newList()
-	if err := r.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
-		return nil
-	}
-	items, err := meta.ExtractList(list)
+	return r.routesIn(ctx, []string{ns})
+}
+
+// routesUsingWaypointsOf maps a Waypoint or waypoint Gateway to the routes of every
+// namespace whose Services may use it.
+func (r *RouteReconciler) routesUsingWaypointsOf(ctx context.Context, o client.Object) []reconcile.Request {
+	namespaces, err := discovery.NamespacesUsingWaypointsOf(ctx, r.Client, o.GetNamespace())
 	if err != nil {
 		return nil
 	}
-	out := make([]reconcile.Request, 0, len(items))
-	for _, item := range items {
-		if o, ok := item.(client.Object); ok {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
+	return r.routesIn(ctx, namespaces)
+}
+
+func (r *RouteReconciler) routesIn(ctx context.Context, namespaces []string) []reconcile.Request {
+	var out []reconcile.Request
+	for _, ns := range namespaces {
+		list := r.newList()
+		if err := r.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return nil
+		}
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			return nil
+		}
+		for _, item := range items {
+			if o, ok := item.(client.Object); ok {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
+			}
 		}
 	}
 	return out

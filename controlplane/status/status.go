@@ -1,15 +1,18 @@
 // Package status writes what the control plane knows back to the API: MeshPolicy
-// Accepted/Enforced conditions and enforcedBy, Waypoint addresses, and the status.parents
-// entries of HTTPRoutes and GRPCRoutes attached to Services. These reconcilers run on the
-// leader only, and write a status once per change: they compute it with pure functions
+// Accepted/Enforced conditions and enforcedBy, and the status.parents entries of
+// HTTPRoutes and GRPCRoutes attached to Services. These reconcilers run on the leader
+// only, and write a status once per change: they compute it with pure functions
 // (controlplane/xds/translate, controlplane/xds/waypoint), compare it with what is
-// stored, and write it only when it differs.
+// stored, and write it only when it differs. A Waypoint's (or Gateway's) own status is
+// the operator's: the control plane only reads it.
 //
 // Enforced tells the truth about the proxies: a policy is Enforced only when every
-// waypoint that must enforce it is Ready (its Waypoint's Ready condition, written by the
-// operator) and its connected proxies ACKed the configuration built from this generation
-// of the policy, or, for a policy without targetRefs, when the ztunnel of every node that
-// runs a selected workload ACKed what it needs. The xDS server tells which clients hold
+// waypoint that must enforce it is Ready (its Waypoint's Ready condition, or a waypoint
+// Gateway's Programmed one, written by the operator) and its connected proxies ACKed the
+// configuration built from this generation of the policy, or, for a policy without
+// targetRefs, when the ztunnel of every node that runs a selected workload ACKed what it
+// needs. The waypoint that must enforce a target is the one ztunnel sends its traffic to,
+// of any namespace (translate.CarryingWaypoint). The xDS server tells which clients hold
 // what, and announces changes, which requeue the policies they concern (no polling).
 //
 // Not covered: ACKs are known only to the replica a proxy is connected to. With several
@@ -38,8 +41,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/discovery"
 	xdsserver "github.com/ambientmesh/ambient-operator/controlplane/xds/server"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 )
@@ -57,8 +62,9 @@ type Options struct {
 	Mesh    translate.Mesh
 	Lookup  translate.TargetLookup
 	Proxies Proxies
-	// RouteKinds are the installed Gateway API route kinds (HTTPRoute, GRPCRoute).
-	RouteKinds map[string]bool
+	// GatewayAPIKinds are the installed Gateway API kinds (Gateway, HTTPRoute, GRPCRoute;
+	// see discovery.InstalledGatewayAPIKinds).
+	GatewayAPIKinds map[string]bool
 	// ReconnectGrace: see DefaultReconnectGrace (used when zero).
 	ReconnectGrace time.Duration
 }
@@ -77,24 +83,21 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	})); err != nil {
 		return err
 	}
-	if err := ctrl.NewControllerManagedBy(mgr).Named("meshpolicy-status").
+	b := ctrl.NewControllerManagedBy(mgr).Named("meshpolicy-status").
 		For(&meshv1.MeshPolicy{}).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(p.waypointPoliciesInNamespaceOf)).
-		Watches(&meshv1.Waypoint{}, handler.EnqueueRequestsFromMapFunc(p.waypointPoliciesInNamespaceOf)).
+		Watches(&meshv1.Waypoint{}, handler.EnqueueRequestsFromMapFunc(p.policiesUsingWaypointsOf)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(p.policiesOfNamespace)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(p.ztunnelPoliciesOfPod), builder.WithPredicates(workloadPlacementChanged)).
-		WatchesRawSource(source.Channel(acks, handler.TypedEnqueueRequestsFromMapFunc(p.policiesHeldBy))).
-		Complete(p); err != nil {
+		WatchesRawSource(source.Channel(acks, handler.TypedEnqueueRequestsFromMapFunc(p.policiesHeldBy)))
+	if opts.GatewayAPIKinds["Gateway"] {
+		b = b.Watches(&gatewayv1.Gateway{}, handler.EnqueueRequestsFromMapFunc(p.policiesUsingWaypointsOf),
+			builder.WithPredicates(discovery.WaypointGatewayChanged))
+	}
+	if err := b.Complete(p); err != nil {
 		return err
 	}
-	w := &WaypointReconciler{Client: mgr.GetClient(), Mesh: opts.Mesh}
-	if err := ctrl.NewControllerManagedBy(mgr).Named("waypoint-status").
-		For(&meshv1.Waypoint{}).
-		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(waypointOfService)).
-		Complete(w); err != nil {
-		return err
-	}
-	return setupRoutes(mgr, opts.RouteKinds)
+	return setupRoutes(mgr, opts)
 }
 
 func forwardAcks(ctx context.Context, changes <-chan xdsserver.AckChange, out chan<- event.TypedGenericEvent[xdsserver.AckChange]) {
@@ -188,53 +191,9 @@ func conditionsEqual(a, b []metav1.Condition) bool {
 	return true
 }
 
-// WaypointReconciler writes the addresses of a Waypoint (from its Service).
-type WaypointReconciler struct {
-	Client client.Client
-	Mesh   translate.Mesh
-}
-
-// Reconcile computes the waypoint's addresses and applies them when they changed.
-func (r *WaypointReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	var wp meshv1.Waypoint
-	if err := r.Client.Get(ctx, req.NamespacedName, &wp); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
-	}
-	var services corev1.ServiceList
-	if err := r.Client.List(ctx, &services, client.InNamespace(wp.Namespace),
-		client.MatchingLabels{meshv1.LabelWaypoint: wp.Name}); err != nil {
-		return reconcile.Result{}, err
-	}
-	var svc *corev1.Service
-	if len(services.Items) > 0 {
-		svc = &services.Items[0]
-	}
-	addresses := translate.WaypointAddresses(r.Mesh, svc)
-	port := int32(0)
-	if svc != nil {
-		port = translate.WaypointHBONEPort
-	}
-	if reflect.DeepEqual(addresses, wp.Status.Addresses) && port == wp.Status.HBONEPort {
-		return reconcile.Result{}, nil
-	}
-	st := map[string]any{"addresses": addresses, "hbonePort": port}
-	if addresses == nil {
-		st["addresses"] = []meshv1.WaypointAddress{}
-	}
-	return reconcile.Result{}, applyStatus(ctx, r.Client, &wp, meshv1.GroupVersion.WithKind("Waypoint"), st)
-}
-
-func waypointOfService(_ context.Context, o client.Object) []reconcile.Request {
-	name := o.GetLabels()[meshv1.LabelWaypoint]
-	if name == "" {
-		return nil
-	}
-	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
-}
-
 // applyStatus server-side applies status (any JSON-serialisable value) to obj's status
-// subresource under FieldOwner, so only the fields given are owned; the operator's own
-// status fields (e.g. Waypoint conditions) are left alone.
+// subresource under FieldOwner, so only the fields given are owned; other writers' status
+// fields are left alone.
 func applyStatus(ctx context.Context, c client.Client, obj client.Object, gvk schema.GroupVersionKind, status any) error {
 	raw, err := json.Marshal(status)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/discovery"
 	xdsserver "github.com/ambientmesh/ambient-operator/controlplane/xds/server"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
@@ -61,37 +62,26 @@ func (f *fakeProxies) Started() time.Time { return f.started }
 
 func newReconciler(t *testing.T, proxies *fakeProxies, objs ...client.Object) (*PolicyReconciler, client.Client) {
 	t.Helper()
-	c := fake.NewClientBuilder().WithScheme(meshscheme.New()).WithObjects(objs...).
-		WithStatusSubresource(&meshv1.MeshPolicy{}, &meshv1.Waypoint{}).Build()
-	return &PolicyReconciler{Client: c, Mesh: testMesh, Lookup: clientLookup{c}, Proxies: proxies}, c
+	c := newClient(objs...)
+	return &PolicyReconciler{Client: c, Mesh: testMesh, Lookup: lookup(c), Proxies: proxies}, c
 }
 
-// clientLookup resolves policy targets with Gets (discovery.NewTargetLookup does the
-// same on the cache).
-type clientLookup struct{ c client.Client }
-
-func (l clientLookup) Service(namespace, name string) *corev1.Service {
-	var svc corev1.Service
-	if l.c.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, &svc) != nil {
-		return nil
-	}
-	return &svc
+// newClient is a fake cache with the index the map functions use.
+func newClient(objs ...client.Object) client.Client {
+	return fake.NewClientBuilder().WithScheme(meshscheme.New()).WithObjects(objs...).
+		WithStatusSubresource(&meshv1.MeshPolicy{}, &meshv1.Waypoint{}, &gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{}).
+		WithIndex(&corev1.Service{}, discovery.IndexUseWaypointNamespace, func(o client.Object) []string {
+			if ref, ok := translate.UsedWaypoint(o.GetNamespace(), o.GetLabels(), nil); ok && ref.Namespace != o.GetNamespace() {
+				return []string{ref.Namespace}
+			}
+			return nil
+		}).Build()
 }
 
-func (l clientLookup) Waypoint(namespace, name string) *meshv1.Waypoint {
-	var wp meshv1.Waypoint
-	if l.c.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, &wp) != nil {
-		return nil
-	}
-	return &wp
-}
-
-func (l clientLookup) Namespace(name string) *corev1.Namespace {
-	var ns corev1.Namespace
-	if l.c.Get(context.Background(), client.ObjectKey{Name: name}, &ns) != nil {
-		return nil
-	}
-	return &ns
+// lookup resolves policy targets and waypoints as the control plane does, Gateways
+// included.
+func lookup(c client.Client) translate.TargetLookup {
+	return discovery.NewTargetLookup(c, testMesh, map[string]bool{"Gateway": true, "HTTPRoute": true})
 }
 
 func reconcilePolicy(t *testing.T, r *PolicyReconciler, c client.Client, name string) (*meshv1.MeshPolicy, reconcile.Result) {

@@ -21,6 +21,7 @@ import (
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/status"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
 	"github.com/ambientmesh/ambient-operator/dataplane/xdsclient"
 	"github.com/ambientmesh/ambient-operator/test/controlplane/meshenv"
@@ -169,19 +170,15 @@ var _ = Describe("status written back", Ordered, func() {
 		enforcedIs("True/Enforced", `Waypoint "wp"`)
 		Expect(p.Status.EnforcedBy).To(Equal([]meshv1.EnforcementPoint{meshv1.EnforcedByWaypoint}))
 
-		By("reporting the Waypoint's addresses from its Service")
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(wpSvc), wpSvc)).To(Succeed())
-		Eventually(func(g Gomega) {
-			var wp meshv1.Waypoint
-			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "wp"}, &wp)).To(Succeed())
-			g.Expect(wp.Status.Addresses).To(Equal([]meshv1.WaypointAddress{
-				{Type: meshv1.AddressTypeIPAddress, Value: wpSvc.Spec.ClusterIP},
-				{Type: meshv1.AddressTypeHostname, Value: "wp." + ns + ".svc.cluster.local"},
-			}))
-			g.Expect(wp.Status.HBONEPort).To(Equal(int32(15008)))
-		}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
+		By("leaving the Waypoint's status to the operator: the control plane writes none of it")
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "wp"}, &wp)).To(Succeed())
+		Expect(wp.Status.Addresses).To(BeEmpty())
+		for _, f := range wp.ManagedFields {
+			Expect(f.Manager).NotTo(Equal(status.FieldOwner), "the control plane owns no Waypoint field")
+		}
 
 		By("sending the Service with the waypoint in front of it")
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(wpSvc), wpSvc)).To(Succeed())
 		Eventually(func(g Gomega) {
 			s, _ := cp.XDS.Publisher().Get(pb.ServiceTypeURL, pb.ServiceResourceName(ns, "api."+ns+".svc.cluster.local")).(*pb.Service)
 			g.Expect(s).NotTo(BeNil())

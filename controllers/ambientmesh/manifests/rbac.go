@@ -30,8 +30,8 @@ func ControlPlaneClusterRules() []rbacv1.PolicyRule {
 		{APIGroups: []string{""}, Resources: []string{"pods", "services", "namespaces", "nodes"}, Verbs: readOnly},
 		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readOnly},
 		{APIGroups: []string{meshv1alpha1.GroupVersion.Group}, Resources: []string{"meshpolicies", "waypoints"}, Verbs: readOnly},
-		{APIGroups: []string{meshv1alpha1.GroupVersion.Group}, Resources: []string{"meshpolicies/status", "waypoints/status"}, Verbs: statusRW},
-		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "grpcroutes"}, Verbs: readOnly},
+		{APIGroups: []string{meshv1alpha1.GroupVersion.Group}, Resources: []string{"meshpolicies/status"}, Verbs: statusRW},
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways", "httproutes", "grpcroutes"}, Verbs: readOnly},
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes/status", "grpcroutes/status"}, Verbs: statusRW},
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 	}

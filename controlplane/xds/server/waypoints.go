@@ -214,9 +214,10 @@ func (p *WaypointPublisher) state(namespace, name string) WaypointState {
 type PeerIdentity func(ctx context.Context) (namespace, serviceAccount string, ok bool)
 
 // access checks, per stream, that a node asking for waypoint resources is the waypoint it
-// names: its authenticated service account must be the Waypoint's (the operator names it
-// after the Waypoint), in the Waypoint's namespace. A stream keeps the node of its first
-// request; a later request naming another node is refused.
+// names: its authenticated service account must be the waypoint's (the operator names it
+// after the Waypoint, or after the Gateway of the waypoint class), in the waypoint's
+// namespace. The check needs no lookup, so it is the same for both kinds. A stream keeps
+// the node of its first request; a later request naming another node is refused.
 type access struct {
 	peer PeerIdentity
 

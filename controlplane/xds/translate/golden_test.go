@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
@@ -108,9 +109,10 @@ func enforcedEverywhere(p *meshv1.MeshPolicy, targets []TargetState, st State) E
 	var enf Enforcement
 	seen := map[string]bool{}
 	for _, t := range targets {
-		if t.Waypoint != "" && !seen[t.Waypoint] {
-			seen[t.Waypoint] = true
-			enf.Waypoints = append(enf.Waypoints, WaypointEnforcement{Name: t.Waypoint, Sent: true, Proxies: synced,
+		if t.Waypoint.Name != "" && !seen[t.Waypoint.String()] {
+			seen[t.Waypoint.String()] = true
+			enf.Waypoints = append(enf.Waypoints, WaypointEnforcement{Waypoint: t.Waypoint, Sent: true, Proxies: synced,
+				Kind:  WaypointKind(st.Waypoint(t.Waypoint.Namespace, t.Waypoint.Name)),
 				Ready: &metav1.Condition{Type: meshv1.WaypointConditionReady, Status: metav1.ConditionTrue}})
 		}
 	}
@@ -166,9 +168,13 @@ func loadState(t *testing.T, path string) State {
 	if err := meshv1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
+	if err := gatewayv1.Install(scheme); err != nil {
+		t.Fatal(err)
+	}
 	decoder := serializer.NewCodecFactory(scheme).UniversalDeserializer()
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
 	var st State
+	var gateways []gatewayv1.Gateway
 	for {
 		doc, err := reader.Read()
 		if err == io.EOF {
@@ -184,8 +190,14 @@ func loadState(t *testing.T, path string) State {
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
+		if gw, ok := obj.(*gatewayv1.Gateway); ok {
+			gateways = append(gateways, *gw)
+			continue
+		}
 		addObject(t, &st, obj)
 	}
+	// Gateways become waypoints as the control plane reads them.
+	st.Waypoints = MergeWaypoints(st.Waypoints, gateways)
 	return st
 }
 

@@ -16,7 +16,8 @@ type State struct {
 	Pods       []corev1.Pod
 	Services   []corev1.Service
 	Policies   []meshv1.MeshPolicy
-	Waypoints  []meshv1.Waypoint
+	// Waypoints and waypoint Gateways, as MergeWaypoints lists them.
+	Waypoints []meshv1.Waypoint
 }
 
 // Resources are workload API resources by xDS resource name.
@@ -87,7 +88,7 @@ func PoliciesFor(mesh Mesh, ns string, policies []meshv1.MeshPolicy) []meshv1.Me
 	return out
 }
 
-// ResolveWaypoints resolves every Waypoint of a State, by namespace and name.
+// ResolveWaypoints resolves every waypoint of a State, by namespace and name.
 func ResolveWaypoints(mesh Mesh, st State) map[types.NamespacedName]WaypointInfo {
 	out := map[types.NamespacedName]WaypointInfo{}
 	for i := range st.Waypoints {

@@ -7,9 +7,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
-	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 )
 
 // TargetState is what the cluster says about one of a MeshPolicy's targetRefs.
@@ -18,9 +18,9 @@ type TargetState struct {
 	// Exists is false when the referenced object is missing (or, for a Namespace, names
 	// another namespace than the policy's).
 	Exists bool
-	// Waypoint is the name of the existing Waypoint that carries the target's traffic;
-	// empty when none does.
-	Waypoint string
+	// Waypoint is the existing waypoint that carries the target's traffic, possibly of
+	// another namespace (see CarryingWaypoint); zero when none does.
+	Waypoint types.NamespacedName
 }
 
 // Enforcement is what the proxies that must enforce a MeshPolicy hold of it: the status
@@ -38,8 +38,11 @@ type Enforcement struct {
 
 // WaypointEnforcement is one waypoint's part in enforcing a policy.
 type WaypointEnforcement struct {
-	Name string
-	// Ready is the Waypoint's Ready condition (written by the operator); nil when absent.
+	Waypoint types.NamespacedName
+	// Kind defines the waypoint: "Waypoint" or "Gateway" (WaypointKind); messages name it.
+	Kind string
+	// Ready is the waypoint's Ready condition (written by the operator; a Gateway's
+	// Programmed); nil when absent.
 	Ready *metav1.Condition
 	// Sent: the waypoint's published configuration was built from this generation of the
 	// policy, and serves every target of the policy that uses this waypoint.
@@ -181,20 +184,20 @@ func waypointEnforced(p *meshv1.MeshPolicy, targets []TargetState, enf Enforceme
 	c := metav1.Condition{Type: meshv1.PolicyConditionEnforced, Status: metav1.ConditionFalse}
 	var unserved []string
 	for _, t := range targets {
-		if t.Waypoint == "" {
+		if t.Waypoint.Name == "" {
 			unserved = append(unserved, fmt.Sprintf("%s %q", t.Ref.Kind, t.Ref.Name))
 		}
 	}
 	var notReady, pending, enforcing []string
 	for _, w := range enf.Waypoints {
-		ready, msg := waypointProblem(w)
+		ready, msg := waypointProblem(p.Namespace, w)
 		switch {
 		case !ready:
 			notReady = append(notReady, msg)
 		case msg != "":
 			pending = append(pending, msg)
 		default:
-			enforcing = append(enforcing, fmt.Sprintf("%q", w.Name))
+			enforcing = append(enforcing, waypointLabel(p.Namespace, w))
 		}
 	}
 	var by []meshv1.EnforcementPoint
@@ -219,30 +222,48 @@ func waypointEnforced(p *meshv1.MeshPolicy, targets []TargetState, enf Enforceme
 		c.Message = listed(pending)
 	default:
 		c.Status, c.Reason = metav1.ConditionTrue, meshv1.ReasonEnforced
-		c.Message = "enforced by Waypoint " + strings.Join(enforcing, ", ") +
+		c.Message = "enforced by " + strings.Join(enforcing, ", ") +
 			": Ready, and every connected proxy ACKed the configuration that contains this generation"
 	}
 	return c, by
 }
 
-// waypointProblem says why a waypoint does not enforce the policy ("" when it does);
-// ready is false when the reason is the waypoint's readiness.
-func waypointProblem(w WaypointEnforcement) (ready bool, problem string) {
+// waypointProblem says why a waypoint does not enforce the policy of namespace ("" when
+// it does); ready is false when the reason is the waypoint's readiness.
+func waypointProblem(namespace string, w WaypointEnforcement) (ready bool, problem string) {
+	name := waypointLabel(namespace, w)
 	switch {
+	case w.Ready == nil && w.Kind == "Gateway":
+		return false, fmt.Sprintf("%s reports no Programmed condition yet", name)
 	case w.Ready == nil:
-		return false, fmt.Sprintf("Waypoint %q reports no Ready condition yet", w.Name)
+		return false, fmt.Sprintf("%s reports no Ready condition yet", name)
+	case w.Ready.Status != metav1.ConditionTrue && w.Kind == "Gateway":
+		return false, fmt.Sprintf("%s is not Programmed (%s: %s)", name, w.Ready.Reason, w.Ready.Message)
 	case w.Ready.Status != metav1.ConditionTrue:
-		return false, fmt.Sprintf("Waypoint %q is not Ready (%s: %s)", w.Name, w.Ready.Reason, w.Ready.Message)
+		return false, fmt.Sprintf("%s is not Ready (%s: %s)", name, w.Ready.Reason, w.Ready.Message)
 	case !w.Sent:
-		return true, fmt.Sprintf("Waypoint %q has not been sent this generation of the policy yet", w.Name)
+		return true, fmt.Sprintf("%s has not been sent this generation of the policy yet", name)
 	case w.Proxies.Synced:
 		return true, ""
 	case w.Proxies.Connected == 0:
-		return true, fmt.Sprintf("no proxy of Waypoint %q is connected to the control plane", w.Name)
+		return true, fmt.Sprintf("no proxy of %s is connected to the control plane", name)
 	case w.Proxies.LastNack != "":
-		return true, fmt.Sprintf("Waypoint %q rejected its configuration: %q", w.Name, w.Proxies.LastNack)
+		return true, fmt.Sprintf("%s rejected its configuration: %q", name, w.Proxies.LastNack)
 	}
-	return true, fmt.Sprintf("Waypoint %q has not ACKed the configuration that contains this generation yet", w.Name)
+	return true, fmt.Sprintf("%s has not ACKed the configuration that contains this generation yet", name)
+}
+
+// waypointLabel names a waypoint in a message about a policy of namespace: Waypoint "wp",
+// Gateway "wp", or with its namespace when it is another one (Waypoint "infra/shared").
+func waypointLabel(namespace string, w WaypointEnforcement) string {
+	kind, name := w.Kind, w.Waypoint.Name
+	if kind == "" {
+		kind = "Waypoint"
+	}
+	if w.Waypoint.Namespace != namespace {
+		name = w.Waypoint.String()
+	}
+	return fmt.Sprintf("%s %q", kind, name)
 }
 
 // listed joins problems, naming at most maxListed.
@@ -281,23 +302,9 @@ func SelectedWorkloads(mesh Mesh, p *meshv1.MeshPolicy, pods []corev1.Pod, names
 	return out
 }
 
-// WaypointAddresses are the addresses reported in a Waypoint's status: the cluster IPs and
-// the DNS name of its Service.
-func WaypointAddresses(mesh Mesh, svc *corev1.Service) []meshv1.WaypointAddress {
-	if svc == nil {
-		return nil
-	}
-	var out []meshv1.WaypointAddress
-	for _, ip := range vips(svc) {
-		out = append(out, meshv1.WaypointAddress{Type: meshv1.AddressTypeIPAddress, Value: ip})
-	}
-	return append(out, meshv1.WaypointAddress{Type: meshv1.AddressTypeHostname, Value: Hostname(mesh, svc)})
-}
-
-// WaypointHBONEPort is the port waypoints accept HBONE on.
-const WaypointHBONEPort = int32(pb.DefaultHBONEPort)
-
 // TargetLookup finds the objects a MeshPolicy's targetRefs may name; nil when missing.
+// Waypoint finds Waypoints and waypoint Gateways alike (a Waypoint first, see
+// MergeWaypoints).
 type TargetLookup interface {
 	Service(namespace, name string) *corev1.Service
 	Waypoint(namespace, name string) *meshv1.Waypoint
@@ -305,26 +312,28 @@ type TargetLookup interface {
 }
 
 // TargetStates resolves a MeshPolicy's targetRefs: whether each exists, and which
-// Waypoint (if any) carries its traffic.
+// waypoint (if any, of any namespace) carries its traffic, as ztunnel routing decides it.
 func TargetStates(p *meshv1.MeshPolicy, lookup TargetLookup) []TargetState {
 	var out []TargetState
+	ns := lookup.Namespace(p.Namespace)
 	for _, ref := range p.Spec.TargetRefs {
 		t := TargetState{Ref: ref}
-		ns := lookup.Namespace(p.Namespace)
 		switch ref.Kind {
 		case meshv1.TargetKindWaypoint:
 			if lookup.Waypoint(p.Namespace, ref.Name) != nil {
-				t.Exists, t.Waypoint = true, ref.Name
+				t.Exists, t.Waypoint = true, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}
 			}
 		case meshv1.TargetKindService:
 			if svc := lookup.Service(p.Namespace, ref.Name); svc != nil {
 				t.Exists = true
-				t.Waypoint = existingWaypoint(lookup, p.Namespace, useWaypoint(svc.Labels, ns), meshv1.WaypointForService)
+				if svc.Labels[meshv1.LabelWaypoint] == "" { // a waypoint's own Service uses none
+					t.Waypoint = CarryingWaypoint(lookup, p.Namespace, svc.Labels, ns, meshv1.WaypointForService)
+				}
 			}
 		case meshv1.TargetKindNamespace:
 			if ref.Name == p.Namespace && ns != nil {
 				t.Exists = true
-				t.Waypoint = existingWaypoint(lookup, p.Namespace, useWaypoint(nil, ns), "")
+				t.Waypoint = CarryingWaypoint(lookup, p.Namespace, nil, ns, meshv1.WaypointForService, meshv1.WaypointForWorkload)
 			}
 		}
 		out = append(out, t)
@@ -332,18 +341,25 @@ func TargetStates(p *meshv1.MeshPolicy, lookup TargetLookup) []TargetState {
 	return out
 }
 
-// existingWaypoint returns name when that Waypoint exists and serves traffic of kind
-// (any kind when empty).
-func existingWaypoint(lookup TargetLookup, namespace, name string, kind meshv1.WaypointTrafficType) string {
-	if name == "" {
-		return ""
+// CarryingWaypoint is the waypoint that carries the traffic of an object of namespace
+// (objLabels; ns is its Namespace, nil when unknown): the one its labels name
+// (UsedWaypoint), when it exists and carries at least one of kinds from that namespace
+// (WaypointInfo.Carries). Zero otherwise.
+func CarryingWaypoint(lookup TargetLookup, namespace string, objLabels map[string]string, ns *corev1.Namespace,
+	kinds ...meshv1.WaypointTrafficType) types.NamespacedName {
+	ref, ok := UsedWaypoint(namespace, objLabels, ns)
+	if !ok {
+		return types.NamespacedName{}
 	}
-	wp := lookup.Waypoint(namespace, name)
+	wp := lookup.Waypoint(ref.Namespace, ref.Name)
 	if wp == nil {
-		return ""
+		return types.NamespacedName{}
 	}
-	if f := wp.Spec.EffectiveFor(); kind != "" && f != kind && f != meshv1.WaypointForAll {
-		return ""
+	info := waypointInfoOf(wp)
+	for _, kind := range kinds {
+		if info.Carries(kind, namespace, ns) {
+			return ref
+		}
 	}
-	return name
+	return types.NamespacedName{}
 }

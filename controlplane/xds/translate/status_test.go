@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 )
@@ -42,12 +44,29 @@ var (
 	fromShop   = []meshv1.Rule{{From: []meshv1.Source{{Namespaces: []string{"shop"}}}}}
 )
 
+// served: the target exists and waypoint (a name in shop, or <namespace>/<name>, or "")
+// carries its traffic.
 func served(ref meshv1.PolicyTargetReference, waypoint string) TargetState {
-	return TargetState{Ref: ref, Exists: true, Waypoint: waypoint}
+	return TargetState{Ref: ref, Exists: true, Waypoint: waypointRef(waypoint)}
+}
+
+func waypointRef(s string) types.NamespacedName {
+	if s == "" {
+		return types.NamespacedName{}
+	}
+	if ns, name, ok := strings.Cut(s, "/"); ok {
+		return types.NamespacedName{Namespace: ns, Name: name}
+	}
+	return types.NamespacedName{Namespace: "shop", Name: s}
 }
 
 func wp(name string, ready *metav1.Condition, sent bool, proxies ProxySync) WaypointEnforcement {
-	return WaypointEnforcement{Name: name, Ready: ready, Sent: sent, Proxies: proxies}
+	return WaypointEnforcement{Waypoint: waypointRef(name), Kind: "Waypoint", Ready: ready, Sent: sent, Proxies: proxies}
+}
+
+func gatewayWaypoint(w WaypointEnforcement) WaypointEnforcement {
+	w.Kind = "Gateway"
+	return w
 }
 
 func node(name string, sent bool, proxies ProxySync) NodeEnforcement {
@@ -119,6 +138,24 @@ func TestEnforcedCondition(t *testing.T) {
 			targets:    []TargetState{served(serviceWeb, "wp"), served(serviceAPI, "")},
 			enf:        Enforcement{Waypoints: []WaypointEnforcement{wp("wp", readyTrue, true, synced)}},
 			wantStatus: metav1.ConditionFalse, wantReason: meshv1.ReasonNoWaypoint, wantIn: []string{`Service "api"`},
+			wantBy: []meshv1.EnforcementPoint{meshv1.EnforcedByWaypoint},
+		},
+		{
+			name: "a waypoint of another namespace is named with its namespace", policy: l7Policy("", serviceWeb),
+			targets: []TargetState{served(serviceWeb, "infra/shared")}, enf: Enforcement{Waypoints: []WaypointEnforcement{wp("infra/shared", readyTrue, true, ProxySync{})}},
+			wantStatus: metav1.ConditionFalse, wantReason: meshv1.ReasonPending, wantIn: []string{`no proxy of Waypoint "infra/shared" is connected`},
+		},
+		{
+			name: "a Gateway waypoint not Programmed", policy: l7Policy("", serviceWeb),
+			targets:    []TargetState{served(serviceWeb, "gw")},
+			enf:        Enforcement{Waypoints: []WaypointEnforcement{gatewayWaypoint(wp("gw", readyFalse, true, synced))}},
+			wantStatus: metav1.ConditionFalse, wantReason: meshv1.ReasonWaypointNotReady, wantIn: []string{`Gateway "gw" is not Programmed`},
+		},
+		{
+			name: "a Gateway waypoint enforces", policy: l7Policy("", serviceWeb),
+			targets:    []TargetState{served(serviceWeb, "infra/gw")},
+			enf:        Enforcement{Waypoints: []WaypointEnforcement{gatewayWaypoint(wp("infra/gw", readyTrue, true, synced))}},
+			wantStatus: metav1.ConditionTrue, wantReason: meshv1.ReasonEnforced, wantIn: []string{`enforced by Gateway "infra/gw"`},
 			wantBy: []meshv1.EnforcementPoint{meshv1.EnforcedByWaypoint},
 		},
 		{
@@ -246,6 +283,97 @@ func TestSelectedWorkloads(t *testing.T) {
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("selected %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTargetStates: a target's waypoint is the one ztunnel sends its traffic to
+// (CarryingWaypoint), of the policy's namespace or another one, Waypoint or Gateway.
+func TestTargetStates(t *testing.T) {
+	use := func(name, namespace string) map[string]string {
+		l := map[string]string{meshv1.LabelUseWaypoint: name}
+		if namespace != "" {
+			l[meshv1.LabelUseWaypointNamespace] = namespace
+		}
+		return l
+	}
+	namespace := func(name string, labels map[string]string) corev1.Namespace {
+		return corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	}
+	service := func(ns, name string, labels map[string]string) corev1.Service {
+		return corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}}
+	}
+	waypoint := func(ns, name string, f meshv1.WaypointTrafficType, allowed meshv1.FromNamespaces) meshv1.Waypoint {
+		wp := meshv1.Waypoint{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: meshv1.WaypointSpec{For: f}}
+		if allowed != "" {
+			wp.Spec.AllowedNamespaces = &meshv1.WaypointAllowedNamespaces{From: allowed}
+		}
+		return wp
+	}
+	st := State{
+		Namespaces: []corev1.Namespace{
+			namespace("infra", nil),
+			namespace("shop", use("shared", "infra")),
+			namespace("idle", use("off", "")),
+			namespace("books", use("local", "")),
+		},
+		Services: []corev1.Service{
+			service("shop", "web", nil),
+			service("shop", "orders", use("private", "infra")),
+			service("shop", "pods-only", use("workloads", "infra")),
+			service("shop", "opted-out", use(meshv1.UseWaypointNone, "")),
+			service("shop", "gw-user", use("gw", "infra")),
+			service("shop", "missing-wp", use("missing", "")),
+			service("infra", "shared", map[string]string{meshv1.LabelWaypoint: "shared", meshv1.LabelUseWaypoint: "shared"}),
+		},
+		Waypoints: MergeWaypoints([]meshv1.Waypoint{
+			waypoint("infra", "shared", meshv1.WaypointForAll, meshv1.NamespacesFromAll),
+			waypoint("infra", "private", "", ""),
+			waypoint("infra", "workloads", meshv1.WaypointForWorkload, meshv1.NamespacesFromAll),
+			waypoint("idle", "off", meshv1.WaypointForNone, ""),
+			waypoint("books", "local", meshv1.WaypointForWorkload, ""),
+		}, []gatewayv1.Gateway{waypointGateway("gw", allowedRoutes(gatewayv1.NamespacesFromAll, nil))}),
+	}
+	ref := func(kind meshv1.TargetKind, name string) meshv1.PolicyTargetReference {
+		return meshv1.PolicyTargetReference{Kind: kind, Name: name}
+	}
+	for _, tc := range []struct {
+		name         string
+		namespace    string
+		target       meshv1.PolicyTargetReference
+		wantExists   bool
+		wantWaypoint string // <namespace>/<name>
+	}{
+		{"a Service that uses its namespace's waypoint of another namespace", "shop", ref(meshv1.TargetKindService, "web"), true, "infra/shared"},
+		{"a Service naming a waypoint that does not allow it", "shop", ref(meshv1.TargetKindService, "orders"), true, ""},
+		{"a Service naming a waypoint for workload traffic only", "shop", ref(meshv1.TargetKindService, "pods-only"), true, ""},
+		{"a Service opted out", "shop", ref(meshv1.TargetKindService, "opted-out"), true, ""},
+		{"a Service naming a Gateway waypoint of another namespace", "shop", ref(meshv1.TargetKindService, "gw-user"), true, "infra/gw"},
+		{"a Service naming a waypoint that does not exist", "shop", ref(meshv1.TargetKindService, "missing-wp"), true, ""},
+		{"a waypoint's own Service", "infra", ref(meshv1.TargetKindService, "shared"), true, ""},
+		{"a Service that does not exist", "shop", ref(meshv1.TargetKindService, "nope"), false, ""},
+		{"a Namespace using a waypoint of another namespace", "shop", ref(meshv1.TargetKindNamespace, "shop"), true, "infra/shared"},
+		{"a Namespace using a waypoint for: none", "idle", ref(meshv1.TargetKindNamespace, "idle"), true, ""},
+		{"a Namespace using a waypoint for workload traffic", "books", ref(meshv1.TargetKindNamespace, "books"), true, "books/local"},
+		{"another Namespace", "shop", ref(meshv1.TargetKindNamespace, "infra"), false, ""},
+		{"a Waypoint", "infra", ref(meshv1.TargetKindWaypoint, "shared"), true, "infra/shared"},
+		{"a Gateway waypoint, by kind Waypoint", "infra", ref(meshv1.TargetKindWaypoint, "gw"), true, "infra/gw"},
+		{"a Waypoint of another namespace is not looked up", "shop", ref(meshv1.TargetKindWaypoint, "shared"), false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &meshv1.MeshPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: tc.namespace, Name: "p"},
+				Spec: meshv1.MeshPolicySpec{TargetRefs: []meshv1.PolicyTargetReference{tc.target}}}
+			got := TargetStates(p, st)
+			if len(got) != 1 {
+				t.Fatalf("%d target states, want 1", len(got))
+			}
+			gotWaypoint := ""
+			if got[0].Waypoint.Name != "" {
+				gotWaypoint = got[0].Waypoint.String()
+			}
+			if got[0].Exists != tc.wantExists || gotWaypoint != tc.wantWaypoint {
+				t.Errorf("exists %v, waypoint %q; want %v, %q", got[0].Exists, gotWaypoint, tc.wantExists, tc.wantWaypoint)
 			}
 		})
 	}

@@ -21,7 +21,10 @@ import (
 //     hold "/", so <namespace>/<name> takes two labels).
 //   - The Waypoint counts only when it exists, allows the object's namespace
 //     (spec.allowedNamespaces; its own namespace always) and handles that kind of
-//     traffic (spec.for). Otherwise the traffic goes as if no waypoint were named.
+//     traffic (spec.for): WaypointInfo.Carries. Otherwise the traffic goes as if no
+//     waypoint were named.
+//   - "Waypoint" includes a Gateway of the waypoint class, read as a Waypoint of its name
+//     (see WaypointFromGateway).
 
 // WaypointInfo is a Waypoint resolved to where it is reached.
 type WaypointInfo struct {
@@ -92,6 +95,14 @@ func allowsNamespace(wpNamespace string, allowed *meshv1.WaypointAllowedNamespac
 	return false
 }
 
+// Carries reports whether the waypoint takes the traffic of kind (service or workload) of
+// objects of namespace (whose Namespace is ns; nil when unknown): it handles that kind and
+// allows the namespace. ztunnel routing, the waypoint's own configuration and status all
+// decide with it.
+func (w WaypointInfo) Carries(kind meshv1.WaypointTrafficType, namespace string, ns *corev1.Namespace) bool {
+	return WaypointHandles(w.For, kind) && w.Allows(namespace, ns)
+}
+
 // WaypointHandles reports whether a waypoint for: f takes traffic of kind (service or
 // workload): its own kind, or both when f is all; none takes nothing.
 func WaypointHandles(f, kind meshv1.WaypointTrafficType) bool {
@@ -108,25 +119,20 @@ func waypointAddress(kind meshv1.WaypointTrafficType, namespace string, objLabel
 		return nil
 	}
 	wp, ok := waypoints[ref]
-	if !ok || wp.Address == "" || !WaypointHandles(wp.For, kind) || !wp.Allows(namespace, ns) {
+	if !ok || wp.Address == "" || !wp.Carries(kind, namespace, ns) {
 		return nil
 	}
 	return &pb.GatewayAddress{Address: wp.Address, Identity: wp.Identity}
 }
 
-// useWaypoint is the name of the Waypoint of ns that the labels (an object's in ns) name;
-// "" when none is, or when they name one of another namespace (the MeshPolicy status
-// reads targets' waypoints through this and resolves them in the policy's namespace).
-func useWaypoint(objLabels map[string]string, ns *corev1.Namespace) string {
-	namespace := ""
-	if ns != nil {
-		namespace = ns.Name
+// waypointInfoOf is what selection reads of a Waypoint (no address or identity).
+func waypointInfoOf(wp *meshv1.Waypoint) WaypointInfo {
+	return WaypointInfo{
+		Namespace:         wp.Namespace,
+		Name:              wp.Name,
+		For:               wp.Spec.EffectiveFor(),
+		AllowedNamespaces: wp.Spec.AllowedNamespaces,
 	}
-	ref, ok := UsedWaypoint(namespace, objLabels, ns)
-	if !ok || ref.Namespace != namespace {
-		return ""
-	}
-	return ref.Name
 }
 
 // ResolveWaypoint finds where a Waypoint is reached: the cluster IP of its Service (the one
@@ -134,12 +140,7 @@ func useWaypoint(objLabels map[string]string, ns *corev1.Namespace) string {
 // the identity of its service account (the proxy pods' account; serviceAccount when no
 // pod is known yet, which the operator names after the Waypoint).
 func ResolveWaypoint(mesh Mesh, wp *meshv1.Waypoint, svc *corev1.Service, serviceAccount string) WaypointInfo {
-	info := WaypointInfo{
-		Namespace:         wp.Namespace,
-		Name:              wp.Name,
-		For:               wp.Spec.EffectiveFor(),
-		AllowedNamespaces: wp.Spec.AllowedNamespaces,
-	}
+	info := waypointInfoOf(wp)
 	if serviceAccount == "" {
 		serviceAccount = wp.Name
 	}

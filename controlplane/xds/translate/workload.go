@@ -1,5 +1,5 @@
 // Package translate turns cluster state (Pods, Services, Namespaces, MeshPolicies,
-// Waypoints) into workload API resources. Every function here is pure: it reads only its
+// Waypoints and the Gateways that stand for them) into workload API resources. Every function here is pure: it reads only its
 // arguments, so the same inputs always give the same resources and the discovery layer can
 // recompute one resource at a time.
 package translate

@@ -1,6 +1,7 @@
 // Package waypoint computes the Envoy v3 resources (Listener, RouteConfiguration, Cluster,
 // ClusterLoadAssignment) a waypoint proxy is served, from plain cluster objects: the
-// Waypoint, the Services and pods that use it, the HTTPRoutes and GRPCRoutes attached to
+// Waypoint (or the Gateway of the waypoint class read as one, translate.WaypointFromGateway),
+// the Services and pods that use it, the HTTPRoutes and GRPCRoutes attached to
 // those Services (GAMMA), and the MeshPolicies that target them. It also computes the
 // status of those routes. Everything here is pure; controlplane/discovery gathers the
 // inputs and the tests write them as YAML (testdata/, golden files, `-update`).

@@ -24,6 +24,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/ from the current output")
@@ -160,6 +161,7 @@ func loadState(t testing.TB, path string) State {
 	decoder := serializer.NewCodecFactory(scheme).UniversalDeserializer()
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
 	var st State
+	var gateways []gatewayv1.Gateway
 	for {
 		doc, err := reader.Read()
 		if err == io.EOF {
@@ -175,8 +177,14 @@ func loadState(t testing.TB, path string) State {
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
+		if gw, ok := obj.(*gatewayv1.Gateway); ok {
+			gateways = append(gateways, *gw)
+			continue
+		}
 		addObject(t, &st, obj)
 	}
+	// Gateways become waypoints as the control plane reads them.
+	st.Waypoints = translate.MergeWaypoints(st.Waypoints, gateways)
 	sort.SliceStable(st.Waypoints, func(i, j int) bool { return st.Waypoints[i].Name < st.Waypoints[j].Name })
 	return st
 }

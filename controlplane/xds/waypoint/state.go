@@ -22,7 +22,8 @@ type Mesh = translate.Mesh
 // objects of the waypoint's namespace and of the other namespaces whose Services or pods
 // may use it (their Namespace objects too: labels decide). Build reads nothing else, and
 // applies the selection rules itself, so the discovery layer may put more here than is
-// used; the tests write it as YAML.
+// used; the tests write it as YAML. Waypoints holds Waypoints and waypoint Gateways alike,
+// as translate.MergeWaypoints lists them.
 type State struct {
 	Namespaces []corev1.Namespace
 	Pods       []corev1.Pod

@@ -131,12 +131,12 @@ func acceptedCondition(r routeInfo, ref gatewayv1.ParentReference, st *State) me
 		return reject(gatewayv1.RouteReasonUnsupportedValue, "not applied: %s", strings.Join(r.compiled.unsupported, "; "))
 	}
 	c.Status, c.Reason = metav1.ConditionTrue, string(gatewayv1.RouteReasonAccepted)
-	c.Message = fmt.Sprintf("accepted for Service %s/%s port(s) %s, whose traffic Waypoint %s carries", ns, ref.Name, strings.Join(httpPorts, ", "), wp)
+	c.Message = fmt.Sprintf("accepted for Service %s/%s port(s) %s, whose traffic %s carries", ns, ref.Name, strings.Join(httpPorts, ", "), wp)
 	return c
 }
 
-// serviceWaypoint names the Waypoint that carries the Service's traffic (namespace/name
-// when it is another namespace's), or explains why none does.
+// serviceWaypoint names the waypoint that carries the Service's traffic (Waypoint wp, or
+// Gateway wp; namespace/name when it is another namespace's), or explains why none does.
 func serviceWaypoint(svc *corev1.Service, st *State) (name, problem string) {
 	ns := st.namespace(svc.Namespace)
 	ref, ok := WaypointOfService(svc, ns)
@@ -148,18 +148,24 @@ func serviceWaypoint(svc *corev1.Service, st *State) (name, problem string) {
 		if wp.Namespace != ref.Namespace || wp.Name != ref.Name {
 			continue
 		}
+		kind := translate.WaypointKind(wp)
 		switch {
+		case !translate.WaypointAllows(wp, svc.Namespace, ns) && kind == "Gateway":
+			return "", fmt.Sprintf("Gateway %s does not allow Services of namespace %s (the allowedRoutes.namespaces of its HBONE listener)", ref, svc.Namespace)
 		case !translate.WaypointAllows(wp, svc.Namespace, ns):
 			return "", fmt.Sprintf("Waypoint %s does not allow Services of namespace %s (its spec.allowedNamespaces)", ref, svc.Namespace)
+		case !servesServices(wp) && kind == "Gateway":
+			return "", fmt.Sprintf("Gateway %s does not handle service traffic (its label %s: %s)", ref, meshv1.LabelWaypointFor, wp.Spec.EffectiveFor())
 		case !servesServices(wp):
 			return "", fmt.Sprintf("Waypoint %s does not handle service traffic (spec.for: %s)", ref, wp.Spec.EffectiveFor())
 		}
 		if ref.Namespace == svc.Namespace {
-			return ref.Name, ""
+			return kind + " " + ref.Name, ""
 		}
-		return ref.String(), ""
+		return kind + " " + ref.String(), ""
 	}
-	return "", fmt.Sprintf("Waypoint %s, named by the Service's %s label, does not exist", ref, meshv1.LabelUseWaypoint)
+	return "", fmt.Sprintf("Waypoint %s, named by the Service's %s label, does not exist (nor an accepted Gateway of class %s)",
+		ref, meshv1.LabelUseWaypoint, translate.WaypointGatewayClass)
 }
 
 // resolvedRefsCondition checks every backendRef and mirror backendRef of the route.
