@@ -48,11 +48,19 @@ func (s *Service) Serve(t testing.TB, opts ...grpc.ServerOption) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.ServeListener(t, lis, opts...)
+	s.Addr = lis.Addr().String()
+}
+
+// ServeListener serves the same service on another listener until the test ends: one
+// the caller opened, for example inside a network namespace (netnstest.NS.Listen), for
+// clients that cannot reach loopback. Addr keeps naming the Serve listener.
+func (s *Service) ServeListener(t testing.TB, lis net.Listener, opts ...grpc.ServerOption) {
+	t.Helper()
 	srv := grpc.NewServer(opts...)
 	pb.RegisterCertificateServiceServer(srv, s)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	s.Addr = lis.Addr().String()
 }
 
 // Requests counts CreateCertificate calls.

@@ -62,6 +62,17 @@ func New(typeURLs ...string) *Server {
 // Serve starts serving on addr until the test ends.
 func (s *Server) Serve(t testing.TB, addr string, opts ...grpc.ServerOption) {
 	t.Helper()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ServeListener(t, lis, opts...)
+}
+
+// ServeListener serves on l until the test ends: a listener the caller opened, for
+// example inside a network namespace (netnstest.NS.Listen). Addr becomes l's address.
+func (s *Server) ServeListener(t testing.TB, lis net.Listener, opts ...grpc.ServerOption) {
+	t.Helper()
 	mux := &cache.MuxCache{
 		Classify:      func(r *cache.Request) string { return r.GetTypeUrl() },
 		ClassifyDelta: func(r *cache.DeltaRequest) string { return r.GetTypeUrl() },
@@ -89,10 +100,6 @@ func (s *Server) Serve(t testing.TB, addr string, opts ...grpc.ServerOption) {
 	xds := server.NewServer(ctx, mux, callbacks)
 	s.grpc = grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, xds)
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s.lis = lis
 	s.Addr = lis.Addr().String()
 	go func() { _ = s.grpc.Serve(lis) }()

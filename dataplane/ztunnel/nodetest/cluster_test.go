@@ -33,10 +33,10 @@ import (
 	"github.com/ambientmesh/ambient-operator/internal/xdstest"
 )
 
-var ztunnelBin string
+var ztunnelBin, waypointBin string
 
-// TestMain builds the real ztunnel binary once for the package (or runs a relay process
-// for BenchmarkDataplane).
+// TestMain builds the real ztunnel and waypoint binaries once for the package (or runs a
+// relay process for BenchmarkDataplane).
 func TestMain(m *testing.M) {
 	if spec, ok := os.LookupEnv(relayEnv); ok {
 		os.Exit(runRelay(spec))
@@ -55,12 +55,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	ztunnelBin = filepath.Join(dir, "ztunnel")
-	build := exec.Command("go", "build", "-o", ztunnelBin, "./cmd/ztunnel")
-	build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building ztunnel: %v\n%s", err, out)
-		os.Exit(1)
+	ztunnelBin, waypointBin = filepath.Join(dir, "ztunnel"), filepath.Join(dir, "waypoint")
+	for _, bin := range []string{ztunnelBin, waypointBin} {
+		build := exec.Command("go", "build", "-o", bin, "./cmd/"+filepath.Base(bin))
+		build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", filepath.Base(bin), err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
