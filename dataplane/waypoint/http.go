@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,12 @@ import (
 // larger or streamed body (gRPC streams) is sent once, without retries or mirrors.
 const maxReplayBody = 1 << 20
 
+// maxInlineBody: a body of known length up to this size is read before the request goes
+// upstream even without retries or mirrors, because net/http then writes the headers and
+// the body in one go (one HTTP/2 frame and TLS record on the HBONE stream) instead of
+// flushing the headers first.
+const maxInlineBody = 64 << 10
+
 // exchange is one downstream request on its way through the filters and the router; the
 // router fills in what telemetry reports.
 type exchange struct {
@@ -38,6 +45,7 @@ type exchange struct {
 	replay   bool
 	h2       bool
 
+	received        *countingBody // the request body as it arrived, for istio_request_bytes
 	flags           string
 	policy          string // the RBAC policy that denied
 	host            *upstream.Host
@@ -79,9 +87,19 @@ func (w *Waypoint) newReverseProxy() *httputil.ReverseProxy {
 			return nil
 		},
 		ErrorHandler: w.upstreamError,
+		BufferPool:   copyBuffers{},
 		ErrorLog:     nil,
 	}
 }
+
+// copyBuffers reuses the reverse proxy's response copy buffers (otherwise one new 32 KiB
+// buffer per response, and the garbage collection that follows).
+type copyBuffers struct{}
+
+var copyBufferPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (copyBuffers) Get() []byte  { return *copyBufferPool.Get().(*[]byte) }
+func (copyBuffers) Put(b []byte) { copyBufferPool.Put(&b) }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
@@ -98,7 +116,8 @@ func (w *Waypoint) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	x := &exchange{d: d, start: time.Now(), h2: r.ProtoMajor == 2, flags: "-"}
 	sw := &statusWriter{ResponseWriter: rw}
 	if r.Body != nil {
-		r.Body = &countingBody{ReadCloser: r.Body}
+		x.received = &countingBody{ReadCloser: r.Body}
+		r.Body = x.received
 	}
 	x.traceID, x.spanID = telemetry.Propagate(r.Header)
 	// The access log names the request as the client sent it, before any rewrite.
@@ -233,7 +252,7 @@ func (w *Waypoint) forward(rw *statusWriter, r *http.Request, rt *route.Route, x
 	}
 	defer done()
 	x.retry = fwd.Retry
-	if x.retry != nil || len(fwd.Mirrors) > 0 {
+	if x.retry != nil || len(fwd.Mirrors) > 0 || r.ContentLength > 0 && r.ContentLength <= maxInlineBody {
 		x.body, x.replay = bufferBody(r)
 	}
 	for _, m := range fwd.Mirrors {
@@ -472,8 +491,8 @@ func (w *Waypoint) observe(sw *statusWriter, r *http.Request, x *exchange, metho
 		labels.GRPCResponseStatus = grpcStatus(sw.Header())
 	}
 	var reqBytes int64
-	if cb, ok := r.Body.(*countingBody); ok {
-		reqBytes = cb.n.Load()
+	if x.received != nil {
+		reqBytes = x.received.n.Load()
 	}
 	dur := time.Since(x.start)
 	w.metrics.ObserveRequest(labels, dur, reqBytes, sw.bytes)

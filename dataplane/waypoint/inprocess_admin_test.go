@@ -196,3 +196,33 @@ func TestTraceparentStartedOrContinued(t *testing.T) {
 		t.Errorf("with traceparent %s the backend saw %q, want the same trace id and sampled flag with the waypoint's span id", sent, seen)
 	}
 }
+
+// A small body is read before it goes upstream (so that headers and body leave in one
+// write); istio_request_bytes still counts it as received from the client.
+func TestRequestBytesCountedForAnInlinedBody(t *testing.T) {
+	m, client := echoMesh(t, route("default", prefix("/"), toCluster("v1")))
+	body := strings.Repeat("x", 1024)
+	resp, err := client.Post("http://"+reviewsVIP.String()+"/upload", "text/plain", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST status %d", resp.StatusCode)
+	}
+	families, err := m.Waypoint.Metrics().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() == "istio_request_bytes" {
+			for _, s := range f.GetMetric() {
+				sum += s.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	if sum != 1024 {
+		t.Fatalf("istio_request_bytes sums to %v, want the 1024 bytes sent", sum)
+	}
+}

@@ -98,6 +98,7 @@ type Waypoint struct {
 	h2         *http2.Server
 	metrics    *telemetry.Metrics
 	accessLog  *telemetry.AccessLog
+	logBuffer  *logBuffer // nil without an access log
 	mirrors    chan struct{} // bounds mirrored requests in flight
 
 	draining chan struct{}
@@ -123,7 +124,10 @@ func New(cfg Config) (*Waypoint, error) {
 	w.clusters = upstream.NewSet(upstream.Options{Rand: rand.IntN})
 	w.store = newStore(w.clusters, jwt.Options{HTTPClient: cfg.HTTPClient, Log: cfg.Log.WithName("jwt")}, cfg.Log.WithName("xds"))
 	w.metrics = telemetry.NewMetrics(nil)
-	w.accessLog = telemetry.NewAccessLog(cfg.AccessLog)
+	if cfg.AccessLog != nil {
+		w.logBuffer = newLogBuffer(cfg.AccessLog)
+		w.accessLog = telemetry.NewAccessLog(w.logBuffer)
+	}
 	pool, err := hbone.NewPool(hbone.PoolConfig{Certs: w.certs, Roots: w.roots})
 	if err != nil {
 		return nil, err
@@ -232,12 +236,19 @@ func (w *Waypoint) Run(ctx context.Context) error {
 	go func() {
 		t := time.NewTicker(30 * time.Second)
 		defer t.Stop()
+		flushTicker := time.NewTicker(time.Second)
+		defer flushTicker.Stop()
+		flush := flushTicker.C
 		for {
 			select {
 			case <-runCtx.Done():
 				return
 			case now := <-t.C:
 				w.transports.sweep(now)
+			case <-flush:
+				if w.logBuffer != nil {
+					w.logBuffer.Flush()
+				}
 			}
 		}
 	}()
@@ -255,6 +266,9 @@ func (w *Waypoint) Run(ctx context.Context) error {
 	w.pool.Close()
 	w.transports.closeAll()
 	wg.Wait()
+	if w.logBuffer != nil {
+		w.logBuffer.Flush()
+	}
 	return runErr
 }
 
