@@ -803,4 +803,26 @@ func TestTrafficGoesThroughTheWaypoint(t *testing.T) {
 	if got, err := roundTrip(c, "direct"); err != nil || got != "echo direct" {
 		t.Fatalf("direct HBONE client: %q, %v", got, err)
 	}
+	// A Service's waypoint is trusted too: with the waypoint named by the Service the
+	// server backs (not by the workload), the Forwarded client is still the one the DENY
+	// judges, so the relayed connection is refused.
+	svcName := "shop/echo.shop.svc.cluster.local"
+	server.Waypoint = nil
+	server.Services = map[string]*pb.PortList{svcName: {Ports: []*pb.Port{{ServicePort: 80, TargetPort: 8080}}}}
+	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"server-uid": server})
+	m.xds.Set(t, pb.ServiceTypeURL, map[string]proto.Message{svcName: &pb.Service{Name: "echo", Namespace: "shop",
+		Hostname: "echo.shop.svc.cluster.local", Vips: []string{"10.96.7.8"}, Ports: []*pb.Port{{ServicePort: 80, TargetPort: 8080}},
+		Waypoint: &pb.GatewayAddress{Address: "127.10.0.9", HbonePort: 15008, Identity: waypointID.String()}}})
+	waitFor(t, "the Service's waypoint in the destination's configuration", func() bool {
+		return m.b.Store.Workload("server-uid").GetWaypoint() == nil && m.b.Store.Service(svcName).GetWaypoint() != nil
+	})
+	relayed, err := pool.Dial(ctx, hbone.DialRequest{Source: waypointID, Peer: serverID, Target: netip.MustParseAddrPort("127.10.0.3:8080"),
+		Header: http.Header{"Forwarded": {"for=127.10.0.2"}}})
+	if err == nil {
+		relayed.Close()
+		t.Fatal("the Service's waypoint relayed the denied client: its Forwarded was not trusted")
+	}
+	if hbone.StatusCode(err) != http.StatusForbidden {
+		t.Fatalf("relay through the Service's waypoint: %v, want 403 from the DENY on the client's address", err)
+	}
 }

@@ -261,11 +261,10 @@ func (p *podServer) ServeHBONE(ctx context.Context, req *hbone.Request) error {
 }
 
 // sourceIP is the client's address: the HBONE connection's source (ztunnels dial from the
-// client pod's own network), or, when the peer is this workload's waypoint, the address
-// the waypoint reports in Forwarded: for=.
+// client pod's own network), or, when the peer is a waypoint of this workload (its own, or
+// that of a Service it backs), the address the waypoint reports in Forwarded: for=.
 func (p *podServer) sourceIP(local *pb.Workload, req *hbone.Request, connIP netip.Addr) netip.Addr {
-	wp := local.GetWaypoint()
-	if wp == nil || wp.GetIdentity() != req.Peer.String() {
+	if !p.isWaypointOf(local, req.Peer.String()) {
 		return connIP
 	}
 	for _, part := range strings.Split(req.Header.Get("Forwarded"), ";") {
@@ -280,6 +279,21 @@ func (p *podServer) sourceIP(local *pb.Workload, req *hbone.Request, connIP neti
 		}
 	}
 	return connIP
+}
+
+// isWaypointOf reports whether peer is the identity of the workload's waypoint or of the
+// waypoint of one of the Services the workload backs: a Service's waypoint relays that
+// Service's traffic to its endpoints, and only it may speak for the original client.
+func (p *podServer) isWaypointOf(local *pb.Workload, peer string) bool {
+	if local.GetWaypoint().GetIdentity() == peer {
+		return true
+	}
+	for name := range local.GetServices() {
+		if p.z.Store.Service(name).GetWaypoint().GetIdentity() == peer {
+			return true
+		}
+	}
+	return false
 }
 
 // authorize decides a connection to this pod under the current configuration.

@@ -300,6 +300,13 @@ func (s *Store) WorkloadByAddr(addr netip.Addr) *pb.Workload {
 	return s.byAddr[addr.Unmap()]
 }
 
+// Service returns the service with the given resource name, or nil.
+func (s *Store) Service(name string) *pb.Service {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.services[name]
+}
+
 // ServiceByVIP returns the service with VIP addr, or nil.
 func (s *Store) ServiceByVIP(addr netip.Addr) *pb.Service {
 	s.mu.RLock()
