@@ -59,6 +59,11 @@ func main() {
 		return
 	}
 	log := funcr.NewJSON(func(obj string) { fmt.Fprintln(os.Stderr, obj) }, funcr.Options{LogTimestamp: true, Verbosity: o.cp.Verbosity})
+	// Like ztunnel, the waypoint serves in short bursts: keep the runtime's monitor from
+	// deep sleep (see bootstrap.SysmonAwake).
+	if err := bootstrap.KeepSysmonAwake(); err != nil {
+		log.Error(err, "running with the Go runtime's default monitor thread; requests take longer")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, o, log); err != nil {

@@ -66,7 +66,7 @@ func main() {
 		return
 	}
 	log := funcr.NewJSON(func(obj string) { fmt.Fprintln(os.Stderr, obj) }, funcr.Options{LogTimestamp: true, Verbosity: o.cp.Verbosity})
-	if err := keepSysmonAwake(); err != nil {
+	if err := bootstrap.KeepSysmonAwake(); err != nil {
 		log.Error(err, "running with the Go runtime's default monitor thread; new connections take longer")
 	}
 	if n := workerThreads(o.workerThreads, os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)); n > 0 {

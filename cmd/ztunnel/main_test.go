@@ -3,7 +3,6 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -72,26 +71,6 @@ func TestWorkerThreads(t *testing.T) {
 	} {
 		if got := workerThreads(tc.flag, tc.env, tc.available); got != tc.want {
 			t.Errorf("workerThreads(%d, %q, %d) = %d, want %d", tc.flag, tc.env, tc.available, got, tc.want)
-		}
-	}
-}
-
-func TestWithSysmonAwake(t *testing.T) {
-	for _, tc := range []struct {
-		env     []string
-		want    []string
-		changed bool
-	}{
-		{env: []string{"A=1"}, want: []string{"A=1", "GODEBUG=" + sysmonAwake}, changed: true},
-		{env: []string{"GODEBUG=madvdontneed=1", "A=1"}, want: []string{"A=1", "GODEBUG=madvdontneed=1," + sysmonAwake}, changed: true},
-		{env: []string{"GODEBUG=", "A=1"}, want: []string{"A=1", "GODEBUG=" + sysmonAwake}, changed: true},
-		// An explicit choice wins, whatever its value (schedtrace=0 opts out).
-		{env: []string{"GODEBUG=schedtrace=0"}, want: []string{"GODEBUG=schedtrace=0"}},
-		{env: []string{"GODEBUG=x=1,schedtrace=1000"}, want: []string{"GODEBUG=x=1,schedtrace=1000"}},
-	} {
-		got, changed := withSysmonAwake(tc.env)
-		if changed != tc.changed || strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
-			t.Errorf("withSysmonAwake(%q) = %q, %v; want %q, %v", tc.env, got, changed, tc.want, tc.changed)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package bootstrap
 
 import (
 	"fmt"
@@ -7,9 +7,9 @@ import (
 	"syscall"
 )
 
-// sysmonAwake keeps the Go runtime's monitor thread (sysmon) out of its deep sleep.
+// SysmonAwake keeps the Go runtime's monitor thread (sysmon) out of its deep sleep.
 //
-// ztunnel works in short bursts: a connection opens, a message passes, and the process is
+// A proxy works in short bursts: a connection opens, a message passes, and the process is
 // idle again. While every P is idle, sysmon sleeps until some goroutine enters a system
 // call; that call then wakes it (a futex wake-up on the connection's path), and sysmon
 // naps 20 µs at a time for at least a millisecond before backing off. On a small node
@@ -26,11 +26,11 @@ import (
 //
 // GODEBUG is read once, at start, so the setting needs a re-exec. An explicit schedtrace in
 // $GODEBUG wins (GODEBUG=schedtrace=0 turns this off).
-const sysmonAwake = "schedtrace=2147483647"
+const SysmonAwake = "schedtrace=2147483647"
 
-// withSysmonAwake is environ with sysmonAwake added to GODEBUG, and whether that changed
+// WithSysmonAwake is environ with SysmonAwake added to GODEBUG, and whether that changed
 // anything (false when GODEBUG already sets schedtrace).
-func withSysmonAwake(environ []string) ([]string, bool) {
+func WithSysmonAwake(environ []string) ([]string, bool) {
 	out := make([]string, 0, len(environ)+1)
 	godebug := ""
 	for _, kv := range environ {
@@ -48,21 +48,21 @@ func withSysmonAwake(environ []string) ([]string, bool) {
 	if godebug != "" {
 		godebug += ","
 	}
-	return append(out, "GODEBUG="+godebug+sysmonAwake), true
+	return append(out, "GODEBUG="+godebug+SysmonAwake), true
 }
 
-// keepSysmonAwake re-executes this process with sysmonAwake, unless it is set already. It
+// KeepSysmonAwake re-executes this process with SysmonAwake, unless it is set already. It
 // returns only if it did not re-execute: without the setting (and with a reason) or with it.
-func keepSysmonAwake() error {
-	env, changed := withSysmonAwake(os.Environ())
+func KeepSysmonAwake() error {
+	env, changed := WithSysmonAwake(os.Environ())
 	if !changed {
 		return nil
 	}
 	// The binary's own path, not /proc/self/exe: the kernel names the process after the
-	// file executed, and ps should say ztunnel.
+	// file executed, and ps should say ztunnel (or waypoint).
 	exe, err := os.Executable()
 	if err == nil {
 		err = syscall.Exec(exe, os.Args, env)
 	}
-	return fmt.Errorf("re-executing with GODEBUG=%s: %w", sysmonAwake, err)
+	return fmt.Errorf("re-executing with GODEBUG=%s: %w", SysmonAwake, err)
 }
