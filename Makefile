@@ -115,8 +115,8 @@ bench-controlplane: tools ## Benchmark the control plane with 10,000 pods in env
 		| grep -E '^(pod_to_client_p(50|99)_ms|push_bytes_per_pod_change|controlplane_rss_mb_10k_pods|waypoint_push_ms_p(50|99)|waypoint_push_bytes_per_edit): '
 
 # fortio, the load generator Istio publishes its numbers with, built once per version into
-# bin/ (not a dependency of the module). Releases from v1.69.0 on need grol.io/grol, whose
-# host this machine's module proxy refuses; v1.68.2 is the newest that builds here.
+# bin/ (not a dependency of the module). Releases from v1.69.0 on (v1.75.3 included) need
+# grol.io/grol, whose host this machine's module proxy refuses; v1.68.2 is the newest without it.
 FORTIO_VERSION := 1.68.2
 FORTIO         := $(LOCALBIN)/fortio-$(FORTIO_VERSION)/fortio
 
@@ -178,7 +178,7 @@ DEMO_STATE ?= $(CURDIR)/.demo
 DEMO_PAUSE ?= 2s
 
 .PHONY: demo
-demo: tools build ## Bring the local mesh up from nothing and walk its story (root). Ctrl-C (or make demo-down) tears it down.
+demo: tools build ## Bring the local mesh up from nothing and walk its story, L4 then L7 (root). Ctrl-C (or make demo-down) tears it down.
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root: it creates network namespaces and iptables rules"; exit 1; fi
 	go build -o $(LOCALBIN)/localmesh ./test/e2e/demo
 	$(LOCALBIN)/localmesh up --state-dir $(DEMO_STATE) --pause $(DEMO_PAUSE)

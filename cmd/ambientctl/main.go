@@ -4,6 +4,9 @@
 //	ambientctl ztunnel workloads --node N  ztunnel's view on node N (workloads, services,
 //	                                       policies, certs, connections), from its admin endpoint
 //	ambientctl ztunnel renew-certs --node N renew ztunnel's certificates on node N now
+//	ambientctl waypoint status [-n NS] NAME a waypoint's conditions and its pods' xDS state;
+//	                                       also config, clusters and routes, from a pod's
+//	                                       admin endpoint
 //	ambientctl check                       pre-flight checks of this machine
 //
 // Output is a table, or JSON/YAML with -o json|yaml.
@@ -25,6 +28,7 @@ Usage:
   ambientctl status [-o table|json|yaml] [--kubeconfig FILE]
   ambientctl ztunnel workloads|services|policies|certs|connections --node NODE [-o ...]
   ambientctl ztunnel renew-certs --node NODE [-o ...]   (renews every certificate now)
+  ambientctl waypoint status|config|clusters|routes [-n NAMESPACE] NAME [--pod POD] [-o ...]
   ambientctl check [--cni-conf-dir DIR] [-o ...]
   ambientctl version
 `
@@ -63,6 +67,8 @@ func run(args []string, out io.Writer) error {
 		return runStatus(args[1:], *kubeconfig, out)
 	case "ztunnel":
 		return runZtunnel(args[1:], out)
+	case "waypoint":
+		return runWaypoint(args[1:], *kubeconfig, out)
 	case "check":
 		return runCheck(args[1:], out)
 	case "version", "--version":

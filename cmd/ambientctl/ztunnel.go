@@ -64,17 +64,41 @@ func runZtunnel(args []string, out io.Writer) error {
 // here (the local mesh), the connection is opened inside it; when it is
 // this host, directly.
 func fetchAdmin(netnsDir, node, admin, method, path string) ([]byte, error) {
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, addr)
-	}
+	dial := dialHere
 	nsPath := filepath.Join(netnsDir, node)
 	if _, err := os.Stat(nsPath); err == nil {
-		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return dialInNetns(ctx, nsPath, network, addr)
-		}
+		dial = dialerIn(nsPath)
 	} else if host, _ := os.Hostname(); host != node {
 		return nil, fmt.Errorf("node %s is neither a network namespace in %s nor this host (%s): run ambientctl on that node", node, netnsDir, host)
 	}
+	body, err := adminRequest(dial, admin, method, path)
+	if err != nil {
+		return nil, fmt.Errorf("ztunnel admin on %s: %w", node, err)
+	}
+	return body, nil
+}
+
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func dialHere(ctx context.Context, network, addr string) (net.Conn, error) {
+	return (&net.Dialer{}).DialContext(ctx, network, addr)
+}
+
+// dialerIn dials from inside the network namespace at nsPath.
+func dialerIn(nsPath string) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := inNetns(nsPath, func() (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// adminRequest sends method path to a proxy's admin endpoint at admin and
+// returns the body of a 200 answer.
+func adminRequest(dial dialFunc, admin, method, path string) ([]byte, error) {
 	timeout := 5 * time.Second
 	if method != http.MethodGet {
 		timeout = time.Minute // an action waits for the certificate service, once per identity
@@ -86,7 +110,7 @@ func fetchAdmin(netnsDir, node, admin, method, path string) ([]byte, error) {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("ztunnel admin on %s: %w (is ztunnel running there?)", node, err)
+		return nil, fmt.Errorf("%w (is the proxy running there?)", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -94,44 +118,38 @@ func fetchAdmin(netnsDir, node, admin, method, path string) ([]byte, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("ztunnel admin on %s: %s %s: %s: %.500s", node, method, path, resp.Status, body)
+		return nil, fmt.Errorf("%s %s: %s: %.500s", method, path, resp.Status, body)
 	}
 	return body, nil
 }
 
-// dialInNetns opens the socket on a thread that entered the netns; the
-// socket stays in it. The thread returns to its own netns afterwards (or
-// is discarded if it cannot).
-func dialInNetns(ctx context.Context, nsPath, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+// inNetns runs fn on a thread that entered the network namespace at nsPath;
+// sockets fn opens stay in it. The thread returns to its own netns
+// afterwards (or is discarded if it cannot).
+func inNetns(nsPath string, fn func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		orig, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
-			ch <- result{nil, err}
+			ch <- err
 			return
 		}
 		defer orig.Close()
 		target, err := os.Open(nsPath)
 		if err != nil {
-			ch <- result{nil, err}
+			ch <- err
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("entering %s: %w (needs root)", nsPath, err)}
+			ch <- fmt.Errorf("entering %s: %w (needs root)", nsPath, err)
 			return
 		}
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		ch <- result{c, err}
+		ch <- fn()
 		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
 			runtime.UnlockOSThread()
 		}
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-ch
 }

@@ -98,7 +98,7 @@ type Waypoint struct {
 	h2         *http2.Server
 	metrics    *telemetry.Metrics
 	accessLog  *telemetry.AccessLog
-	logBuffer  *logBuffer // nil without an access log
+	logBuffer  *logBuffer    // nil without an access log
 	mirrors    chan struct{} // bounds mirrored requests in flight
 
 	draining chan struct{}

@@ -85,7 +85,8 @@ func up(dir string, pause time.Duration, keep, story bool) int {
 			"  bin/kubectl --kubeconfig %s get ambientmesh,pods -A\n"+
 			"  bin/ambientctl --kubeconfig %s status\n"+
 			"  bin/ambientctl ztunnel connections --node am-n2\n"+
-			"Press Ctrl-C to tear it down (or run `make demo-down`).\n", m.Kubeconfig, m.Kubeconfig)
+			"  bin/ambientctl --kubeconfig %s waypoint routes -n bookinfo waypoint\n"+
+			"Press Ctrl-C to tear it down (or run `make demo-down`).\n", m.Kubeconfig, m.Kubeconfig, m.Kubeconfig)
 		<-ctx.Done()
 	}
 	return 0

@@ -20,16 +20,28 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
 )
 
 // The kubelet stand-in. There is no container runtime here: for every
 // Deployment and DaemonSet the operator applies, it creates the Pod objects
 // a scheduler and the workload controllers would (one per node for a
-// DaemonSet), starts the component binary with exactly the args and env the
-// pod spec declares, and reports readiness in Pod and workload status.
+// DaemonSet, spec.replicas for a Deployment), starts the component binary
+// with exactly the args and env the pod spec declares, and reports
+// readiness in Pod and workload status.
+//
+// Where pods run: the mesh's own Deployment (the control plane) on the
+// control-plane node, in the root netns; its DaemonSets on every node, in
+// the node's netns (they are host-network pods). Waypoints' Deployments
+// (label ambientmesh.dev/waypoint, any namespace) are ordinary pods: each
+// replica is placed on a node that its nodeSelector admits and gets its own
+// netns wired by the node's CNI chain, as an app pod does (the CNI agent
+// enrolls it or not per its labels). Nothing else differs: the pod runs
+// what its template says.
 //
 // Paths: a container sees its volumes at its mountPaths; here every volume
 // is a directory under the state dir (hostPath volumes: the node's own
@@ -37,7 +49,8 @@ import (
 // file the pod mounts, is replaced by that directory.
 
 // imagePaths maps files that the component images carry to the binaries
-// `make build` writes.
+// `make build` writes. The container's own binary is bin/<container name>
+// (ztunnel, cni-agent, controlplane, waypoint).
 var imagePaths = map[string]string{manifests.CNIPluginBinary: "cni-plugin"}
 
 // componentPod is one Pod the stand-in runs.
@@ -48,6 +61,9 @@ type componentPod struct {
 	Proc     *Proc
 	Ready    bool
 	hash     string
+	// sandbox is the pod's own netns (nil: a host-network pod, which runs
+	// in its node's netns). It outlives container restarts.
+	sandbox *podSandbox
 	// configMaps are the pod's ConfigMap volumes, refreshed while it runs
 	// as a kubelet does (components may re-read them).
 	configMaps []configMapVolume
@@ -69,38 +85,74 @@ type kubelet struct {
 
 func podKey(ns, name string) string { return ns + "/" + name }
 
+// podPlan is a pod the stand-in should run.
+type podPlan struct {
+	namespace, workload, name string
+	node                      *Node // nil: the control-plane node
+	ownNetns                  bool
+	tmpl                      corev1.PodTemplateSpec
+	hash                      string
+}
+
 // sync is one pass: create missing pods, start processes, probe, report.
 func (k *kubelet) sync(ctx context.Context) error {
 	cs := k.m.Clientset
 	ns := k.m.Namespace
-	sel := manifests.MeshSelector(MeshName).String()
-	deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	meshOnly := manifests.MeshSelector(MeshName).String() + ",!" + meshv1alpha1.LabelWaypoint
+	deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: meshOnly})
 	if err != nil {
 		return err
 	}
-	dss, err := cs.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	dss, err := cs.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{LabelSelector: meshOnly})
 	if err != nil {
 		return err
 	}
-	want := map[string]bool{}
-	var errs []error
+	waypoints, err := cs.AppsV1().Deployments("").List(ctx, metav1.ListOptions{LabelSelector: meshv1alpha1.LabelWaypoint})
+	if err != nil {
+		return err
+	}
+	var plans []podPlan
 	for i := range deps.Items {
 		d := &deps.Items[i]
-		name := d.Name + "-" + shortHash(d.Spec.Template)
-		want[podKey(ns, name)] = true
-		errs = append(errs, k.ensurePod(ctx, d.Name, name, nil, d.Spec.Template))
+		plans = append(plans, podPlan{namespace: ns, workload: d.Name, name: d.Name + "-" + shortHash(templateHash(d.Spec.Template)),
+			tmpl: d.Spec.Template, hash: templateHash(d.Spec.Template)})
 	}
 	for i := range dss.Items {
 		ds := &dss.Items[i]
 		for _, n := range k.m.Nodes {
-			name := ds.Name + "-" + strings.TrimPrefix(n.Name, "am-")
-			want[podKey(ns, name)] = true
-			errs = append(errs, k.ensurePod(ctx, ds.Name, name, n, ds.Spec.Template))
+			plans = append(plans, podPlan{namespace: ns, workload: ds.Name, name: ds.Name + "-" + strings.TrimPrefix(n.Name, "am-"),
+				node: n, tmpl: ds.Spec.Template, hash: templateHash(ds.Spec.Template)})
+		}
+	}
+	var errs []error
+	var live []*appsv1.Deployment
+	for i := range waypoints.Items {
+		d := &waypoints.Items[i]
+		// No garbage collector runs here: a Deployment whose owner is gone is
+		// deleted with the owner's other objects, as the collector would.
+		if orphan, err := k.m.collectOrphan(ctx, d); orphan || err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		live = append(live, d)
+		plans = append(plans, k.deploymentPods(d)...)
+	}
+	want := map[string]bool{}
+	for _, p := range plans {
+		want[podKey(p.namespace, p.name)] = true
+		errs = append(errs, k.ensurePod(ctx, p))
+	}
+	for _, d := range live {
+		for _, old := range k.outdatedPods(d) {
+			want[podKey(d.Namespace, old.Pod.Name)] = true
 		}
 	}
 	errs = append(errs, k.reapDeleted(ctx, want))
 	for i := range deps.Items {
 		errs = append(errs, k.deploymentStatus(ctx, &deps.Items[i]))
+	}
+	for _, d := range live {
+		errs = append(errs, k.deploymentStatus(ctx, d))
 	}
 	for i := range dss.Items {
 		errs = append(errs, k.daemonSetStatus(ctx, &dss.Items[i]))
@@ -108,20 +160,69 @@ func (k *kubelet) sync(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func shortHash(t corev1.PodTemplateSpec) string {
-	h := t.Annotations[manifests.AnnotationTemplateHash]
+// templateHash is the operator's hash annotation of a pod template, or one
+// computed the same way when the template has none (waypoint templates).
+func templateHash(t corev1.PodTemplateSpec) string {
+	if h := t.Annotations[manifests.AnnotationTemplateHash]; h != "" {
+		return h
+	}
+	return manifests.TemplateHash(t)
+}
+
+func shortHash(h string) string {
 	if len(h) > 10 {
 		h = h[:10]
 	}
 	return h
 }
 
-// ensurePod creates the Pod object when missing (or replaces it when its
-// template changed and the workload is not OnDelete), starts its process
+// deploymentPods places a Deployment's replicas of its current template,
+// round robin over the nodes its nodeSelector admits, each in its own netns.
+func (k *kubelet) deploymentPods(d *appsv1.Deployment) []podPlan {
+	hash := templateHash(d.Spec.Template)
+	var nodes []*Node
+	for _, n := range k.m.Nodes {
+		if labels.SelectorFromSet(d.Spec.Template.Spec.NodeSelector).Matches(labels.Set(nodeLabels(n.Name))) {
+			nodes = append(nodes, n)
+		}
+	}
+	if len(nodes) == 0 {
+		return nil // unschedulable, as with a scheduler
+	}
+	var out []podPlan
+	for i := range int(ptr.Deref(d.Spec.Replicas, 1)) {
+		out = append(out, podPlan{namespace: d.Namespace, workload: d.Name, name: fmt.Sprintf("%s-%s-%d", d.Name, shortHash(hash), i),
+			node: nodes[i%len(nodes)], ownNetns: true, tmpl: d.Spec.Template, hash: hash})
+	}
+	return out
+}
+
+// outdatedPods are the pods of a Deployment's previous templates that a
+// rolling update keeps until every replica of the current template is
+// ready (maxUnavailable 0, as the waypoint's Deployment asks).
+func (k *kubelet) outdatedPods(d *appsv1.Deployment) []*componentPod {
+	hash := templateHash(d.Spec.Template)
+	var current int32
+	var old []*componentPod
+	for _, cp := range k.componentPodsIn(d.Namespace, d.Name) {
+		switch {
+		case cp.hash != hash:
+			old = append(old, cp)
+		case cp.Ready:
+			current++
+		}
+	}
+	if current >= ptr.Deref(d.Spec.Replicas, 1) {
+		return nil
+	}
+	return old
+}
+
+// ensurePod creates the Pod object when missing, starts its process
 // when its volumes can be filled, and probes it.
-func (k *kubelet) ensurePod(ctx context.Context, workload, name string, node *Node, tmpl corev1.PodTemplateSpec) error {
+func (k *kubelet) ensurePod(ctx context.Context, plan podPlan) error {
 	cs := k.m.Clientset
-	ns := k.m.Namespace
+	ns, name, node, tmpl := plan.namespace, plan.name, plan.node, plan.tmpl
 	key := podKey(ns, name)
 	k.mu.Lock()
 	cp := k.pods[key]
@@ -129,8 +230,8 @@ func (k *kubelet) ensurePod(ctx context.Context, workload, name string, node *No
 	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		if cp != nil && cp.Proc != nil {
-			cp.Proc.Stop(10 * time.Second)
+		if cp != nil {
+			k.stopPod(cp)
 		}
 		pod = &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: tmpl.Labels, Annotations: tmpl.Annotations},
@@ -141,22 +242,16 @@ func (k *kubelet) ensurePod(ctx context.Context, workload, name string, node *No
 			pod.Spec.NodeName = node.Name
 		}
 		if pod, err = cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("creating pod %s: %w", name, err)
+			return fmt.Errorf("creating pod %s/%s: %w", ns, name, err)
 		}
-		cp = &componentPod{Workload: workload, Node: node, Pod: pod, hash: tmpl.Annotations[manifests.AnnotationTemplateHash]}
-		k.mu.Lock()
-		k.pods[key] = cp
-		k.mu.Unlock()
+		cp = k.track(plan, pod)
 	case err != nil:
 		return err
 	case cp == nil || cp.Pod.UID != pod.UID:
-		if cp != nil && cp.Proc != nil {
-			cp.Proc.Stop(10 * time.Second)
+		if cp != nil {
+			k.stopPod(cp)
 		}
-		cp = &componentPod{Workload: workload, Node: node, Pod: pod, hash: pod.Annotations[manifests.AnnotationTemplateHash]}
-		k.mu.Lock()
-		k.pods[key] = cp
-		k.mu.Unlock()
+		cp = k.track(plan, pod)
 	}
 	cp.Pod = pod
 	if pod.DeletionTimestamp != nil {
@@ -164,7 +259,7 @@ func (k *kubelet) ensurePod(ctx context.Context, workload, name string, node *No
 	}
 	if cp.Proc == nil || cp.Proc.Exited() {
 		if err := k.start(ctx, cp); err != nil {
-			return fmt.Errorf("pod %s: %w", name, err)
+			return fmt.Errorf("pod %s/%s: %w", ns, name, err)
 		}
 	} else if err := k.refreshConfigMaps(ctx, cp); err != nil {
 		return err
@@ -172,12 +267,43 @@ func (k *kubelet) ensurePod(ctx context.Context, workload, name string, node *No
 	return k.probe(ctx, cp)
 }
 
+func (k *kubelet) track(plan podPlan, pod *corev1.Pod) *componentPod {
+	cp := &componentPod{Workload: plan.workload, Node: plan.node, Pod: pod, hash: plan.hash}
+	if plan.ownNetns {
+		cp.sandbox = &podSandbox{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID), Node: plan.node,
+			Netns: podNetnsName(pod.Namespace, pod.Name)}
+	}
+	k.mu.Lock()
+	k.pods[podKey(pod.Namespace, pod.Name)] = cp
+	k.mu.Unlock()
+	return cp
+}
+
+// stopPod stops the pod's container and removes its netns (an untracked
+// pod's leftovers: its object was replaced or removed behind our back).
+func (k *kubelet) stopPod(cp *componentPod) {
+	if cp.Proc != nil {
+		cp.Proc.Stop(10 * time.Second)
+	}
+	if cp.sandbox != nil {
+		if err := k.m.removeSandbox(context.Background(), cp.sandbox); err != nil {
+			k.m.debugf("%s: removing its netns: %v", cp.Pod.Name, err)
+		}
+	}
+}
+
 // finishDeletion does what a kubelet does for a pod being deleted: stop its
-// container within the grace period, then remove the object.
+// container within the grace period, tear its network down, then remove
+// the object.
 func (k *kubelet) finishDeletion(ctx context.Context, cp *componentPod) error {
 	if cp.Proc != nil {
 		grace := time.Duration(ptr.Deref(cp.Pod.DeletionGracePeriodSeconds, 30)) * time.Second
 		cp.Proc.Stop(grace)
+	}
+	if cp.sandbox != nil {
+		if err := k.m.removeSandbox(ctx, cp.sandbox); err != nil {
+			return fmt.Errorf("pod %s/%s: %w", cp.Pod.Namespace, cp.Pod.Name, err)
+		}
 	}
 	err := k.m.Clientset.CoreV1().Pods(cp.Pod.Namespace).Delete(ctx, cp.Pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))})
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -189,8 +315,11 @@ func (k *kubelet) finishDeletion(ctx context.Context, cp *componentPod) error {
 	return nil
 }
 
-// reapDeleted stops pods whose workload is gone (the garbage collector's
-// part: there is no kube-controller-manager here).
+// reapDeleted deletes the pods no workload wants any more (scaled down,
+// replaced by a rollout, or of a deleted workload: the workload
+// controllers' and the garbage collector's part). The delete is graceful
+// first, so that the control plane sees the pod terminating while its
+// container drains, then final.
 func (k *kubelet) reapDeleted(ctx context.Context, want map[string]bool) error {
 	k.mu.Lock()
 	var gone []*componentPod
@@ -202,6 +331,14 @@ func (k *kubelet) reapDeleted(ctx context.Context, want map[string]bool) error {
 	k.mu.Unlock()
 	var errs []error
 	for _, cp := range gone {
+		pods := k.m.Clientset.CoreV1().Pods(cp.Pod.Namespace)
+		if err := pods.Delete(ctx, cp.Pod.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, err)
+			continue
+		}
+		if pod, err := pods.Get(ctx, cp.Pod.Name, metav1.GetOptions{}); err == nil {
+			cp.Pod = pod
+		}
 		errs = append(errs, k.finishDeletion(ctx, cp))
 	}
 	return errors.Join(errs...)
@@ -212,6 +349,15 @@ func (k *kubelet) start(ctx context.Context, cp *componentPod) error {
 	pod := cp.Pod
 	if len(pod.Spec.Containers) != 1 {
 		return fmt.Errorf("expected one container, found %d", len(pod.Spec.Containers))
+	}
+	if cp.sandbox != nil && cp.sandbox.IP == "" {
+		if err := k.m.addSandbox(ctx, cp.sandbox); err != nil {
+			return err
+		}
+		// The IP is known before the container starts, as with a runtime.
+		if err := k.m.setPodStatus(ctx, cp.Pod, cp.sandbox.IP, k.hostIP(cp), false); err != nil {
+			return err
+		}
 	}
 	c := pod.Spec.Containers[0]
 	dir := filepath.Join(k.m.StateDir, "pods", pod.Namespace, pod.Name)
@@ -234,7 +380,10 @@ func (k *kubelet) start(ctx context.Context, cp *componentPod) error {
 	}
 	bin := filepath.Join(k.m.BinDir, c.Name)
 	netns := ""
-	if cp.Node != nil {
+	switch {
+	case cp.sandbox != nil:
+		netns = cp.sandbox.Netns
+	case cp.Node != nil:
 		netns = cp.Node.Name
 	}
 	k.m.debugf("%s: paths %v", pod.Name, paths)
@@ -493,7 +642,8 @@ func (m *Mesh) podToken(ctx context.Context, pod *corev1.Pod, audience string, s
 
 // env resolves the container's env (values and downward API) and adds
 // KUBECONFIG: a kubeconfig with the pod's service-account token, which
-// stands in for the in-cluster config (there is no cluster network).
+// stands in for the in-cluster config (there is no cluster network); not
+// for a pod whose spec turns the token's automount off.
 func (k *kubelet) env(ctx context.Context, cp *componentPod, dir string, c corev1.Container) ([]string, error) {
 	pod := cp.Pod
 	var env []string
@@ -517,6 +667,9 @@ func (k *kubelet) env(ctx context.Context, cp *componentPod, dir string, c corev
 		}
 		env = append(env, e.Name+"="+value)
 	}
+	if !ptr.Deref(pod.Spec.AutomountServiceAccountToken, true) {
+		return env, nil
+	}
 	token, err := k.m.podToken(ctx, pod, "", 24*3600)
 	if err != nil {
 		return nil, err
@@ -528,14 +681,33 @@ func (k *kubelet) env(ctx context.Context, cp *componentPod, dir string, c corev
 	return append(env, "KUBECONFIG="+kubeconfig), nil
 }
 
+// podIP is the pod's own address, or its node's for a host-network pod.
 func (k *kubelet) podIP(cp *componentPod) string {
+	if cp.sandbox != nil {
+		return cp.sandbox.IP
+	}
+	return k.hostIP(cp)
+}
+
+func (k *kubelet) hostIP(cp *componentPod) string {
 	if cp.Node == nil {
 		return "127.0.0.1"
 	}
 	return cp.Node.UnderlayIP
 }
 
-// probe runs the container's HTTP readiness probe (inside the node's netns)
+// netnsPath is where the pod's container runs ("": the root netns).
+func (cp *componentPod) netnsPath() string {
+	switch {
+	case cp.sandbox != nil:
+		return cp.sandbox.NetnsPath()
+	case cp.Node != nil:
+		return cp.Node.NetnsPath()
+	}
+	return ""
+}
+
+// probe runs the container's HTTP readiness probe (inside the pod's netns)
 // and reports the result in the Pod's status.
 func (k *kubelet) probe(ctx context.Context, cp *componentPod) error {
 	c := cp.Pod.Spec.Containers[0]
@@ -545,8 +717,8 @@ func (k *kubelet) probe(ctx context.Context, cp *componentPod) error {
 		if p := c.ReadinessProbe; p != nil && p.HTTPGet != nil {
 			url := fmt.Sprintf("http://127.0.0.1:%d%s", p.HTTPGet.Port.IntValue(), p.HTTPGet.Path)
 			client := &http.Client{Timeout: time.Second}
-			if cp.Node != nil {
-				client = HTTPClientIn(cp.Node.NetnsPath(), time.Second)
+			if path := cp.netnsPath(); path != "" {
+				client = HTTPClientIn(path, time.Second)
 			}
 			resp, err := client.Get(url)
 			ready = err == nil && resp.StatusCode < 400
@@ -559,11 +731,11 @@ func (k *kubelet) probe(ctx context.Context, cp *componentPod) error {
 		return nil
 	}
 	cp.Ready = ready
-	return k.m.setPodStatus(ctx, cp.Pod, k.podIP(cp), ready)
+	return k.m.setPodStatus(ctx, cp.Pod, k.podIP(cp), k.hostIP(cp), ready)
 }
 
-// setPodStatus writes what a kubelet reports: Running, the IP, readiness.
-func (m *Mesh) setPodStatus(ctx context.Context, pod *corev1.Pod, ip string, ready bool) error {
+// setPodStatus writes what a kubelet reports: Running, the IPs, readiness.
+func (m *Mesh) setPodStatus(ctx context.Context, pod *corev1.Pod, ip, hostIP string, ready bool) error {
 	cond := corev1.ConditionFalse
 	if ready {
 		cond = corev1.ConditionTrue
@@ -573,7 +745,8 @@ func (m *Mesh) setPodStatus(ctx context.Context, pod *corev1.Pod, ip string, rea
 	p.Status.Phase = corev1.PodRunning
 	p.Status.PodIP = ip
 	p.Status.PodIPs = []corev1.PodIP{{IP: ip}}
-	p.Status.HostIP = ip
+	p.Status.HostIP = hostIP
+	p.Status.HostIPs = []corev1.HostIP{{IP: hostIP}}
 	if p.Status.StartTime == nil {
 		p.Status.StartTime = &now
 	}
@@ -597,16 +770,10 @@ func (m *Mesh) setPodStatus(ctx context.Context, pod *corev1.Pod, ip string, rea
 	return nil
 }
 
-func (k *kubelet) counts(workload string, hash string) (total, ready, updated int32) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for _, cp := range k.pods {
-		if cp.Workload != workload || cp.Pod.Namespace != k.m.Namespace {
-			continue
-		}
+func (k *kubelet) counts(namespace, workload, hash string) (total, ready, updated int32) {
+	for _, cp := range k.componentPodsIn(namespace, workload) {
 		total++
-		current := cp.Pod.Annotations[manifests.AnnotationTemplateHash] == hash
-		if current {
+		if cp.hash == hash {
 			updated++
 		}
 		if cp.Ready {
@@ -617,7 +784,7 @@ func (k *kubelet) counts(workload string, hash string) (total, ready, updated in
 }
 
 func (k *kubelet) deploymentStatus(ctx context.Context, d *appsv1.Deployment) error {
-	total, ready, updated := k.counts(d.Name, d.Spec.Template.Annotations[manifests.AnnotationTemplateHash])
+	total, ready, updated := k.counts(d.Namespace, d.Name, templateHash(d.Spec.Template))
 	s := appsv1.DeploymentStatus{
 		ObservedGeneration: d.Generation, Replicas: total, UpdatedReplicas: updated,
 		ReadyReplicas: ready, AvailableReplicas: ready, UnavailableReplicas: total - ready,
@@ -632,7 +799,7 @@ func (k *kubelet) deploymentStatus(ctx context.Context, d *appsv1.Deployment) er
 }
 
 func (k *kubelet) daemonSetStatus(ctx context.Context, ds *appsv1.DaemonSet) error {
-	total, ready, updated := k.counts(ds.Name, ds.Spec.Template.Annotations[manifests.AnnotationTemplateHash])
+	total, ready, updated := k.counts(ds.Namespace, ds.Name, templateHash(ds.Spec.Template))
 	desired := int32(len(k.m.Nodes))
 	s := appsv1.DaemonSetStatus{
 		ObservedGeneration: ds.Generation, DesiredNumberScheduled: desired, CurrentNumberScheduled: total,
@@ -656,14 +823,25 @@ func ignoreConflict(err error) error {
 	return err
 }
 
-// componentProcs returns the running component pods whose workload is name
+// componentPods returns the mesh's component pods whose workload is name
 // (and on node, when node is not empty), sorted by pod name.
 func (k *kubelet) componentPods(workload, node string) []*componentPod {
+	var out []*componentPod
+	for _, cp := range k.componentPodsIn(k.m.Namespace, workload) {
+		if node == "" || cp.Pod.Spec.NodeName == node {
+			out = append(out, cp)
+		}
+	}
+	return out
+}
+
+// componentPodsIn returns the pods of a workload in namespace, sorted by name.
+func (k *kubelet) componentPodsIn(namespace, workload string) []*componentPod {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var out []*componentPod
 	for _, cp := range k.pods {
-		if cp.Workload == workload && (node == "" || cp.Pod.Spec.NodeName == node) {
+		if cp.Workload == workload && cp.Pod.Namespace == namespace {
 			out = append(out, cp)
 		}
 	}
@@ -671,7 +849,8 @@ func (k *kubelet) componentPods(workload, node string) []*componentPod {
 	return out
 }
 
-// stopAll stops every component process (the control plane last).
+// stopAll stops every component process (the control plane last). Pod
+// netns are left to Down, which deletes every netns the mesh made.
 func (k *kubelet) stopAll(grace time.Duration) {
 	k.mu.Lock()
 	pods := make([]*componentPod, 0, len(k.pods))
@@ -681,6 +860,9 @@ func (k *kubelet) stopAll(grace time.Duration) {
 	k.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, cp := range pods {
+		if cp.sandbox != nil {
+			cp.sandbox.closeForwarder()
+		}
 		if cp.Proc != nil && cp.Node != nil {
 			wg.Add(1)
 			go func() { defer wg.Done(); cp.Proc.Stop(grace) }()
@@ -754,6 +936,26 @@ func (m *Mesh) ComponentPIDs() []int {
 		if cp.Proc != nil && !cp.Proc.Exited() {
 			out = append(out, cp.Proc.PID())
 		}
+	}
+	return out
+}
+
+// WorkloadPod is a pod the kubelet stand-in runs for a Deployment or
+// DaemonSet.
+type WorkloadPod struct {
+	Name, Node, IP string
+	// NetnsPath is where its container runs ("": the root netns).
+	NetnsPath string
+	Ready     bool
+	Proc      *Proc
+}
+
+// WorkloadPods lists the pods of a Deployment or DaemonSet, sorted by name.
+func (m *Mesh) WorkloadPods(namespace, workload string) []WorkloadPod {
+	var out []WorkloadPod
+	for _, cp := range m.kubelet.componentPodsIn(namespace, workload) {
+		out = append(out, WorkloadPod{Name: cp.Pod.Name, Node: cp.Pod.Spec.NodeName, IP: m.kubelet.podIP(cp),
+			NetnsPath: cp.netnsPath(), Ready: cp.Ready, Proc: cp.Proc})
 	}
 	return out
 }

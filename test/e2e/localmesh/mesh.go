@@ -2,10 +2,12 @@
 // and etcd, the real cert-manager controller, the operator and the control
 // plane as processes of the root network namespace (the control-plane
 // node), and "nodes" that are network namespaces joined by an underlay,
-// each running the real ztunnel and CNI node agent. The harness plays the
-// kubelet (see kubelet.go and pods.go). `make demo` and `make test-e2e` both
-// bring it up through Up; Down (or `make demo-down`) removes it from its
-// state file.
+// each running the real ztunnel and CNI node agent, and the pods of
+// waypoints' Deployments (the real waypoint proxy) and of the tests, each
+// in its own network namespace on a node. The harness plays the kubelet
+// (see kubelet.go, sandbox.go and pods.go) and the garbage collector
+// (gc.go). `make demo` and `make test-e2e` both bring it up through Up;
+// Down (or `make demo-down`) removes it from its state file.
 package localmesh
 
 import (
@@ -36,7 +38,6 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
-	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
 )
 
@@ -122,7 +123,7 @@ func RequiredBinaries(root, binDir string) []string {
 }
 
 // ComponentBinaries are the cmd/ binaries the local mesh runs.
-var ComponentBinaries = []string{"operator", "controlplane", "ztunnel", "cni-agent", "cni-plugin"}
+var ComponentBinaries = []string{"operator", "controlplane", "ztunnel", "cni-agent", "cni-plugin", "waypoint"}
 
 // Up brings the whole local mesh up: apiserver, cert-manager, topology,
 // operator, the AmbientMesh sample (kubectl apply), and the component
@@ -258,16 +259,11 @@ func (m *Mesh) startNodes(ctx context.Context) error {
 	if err := buildTopology(m.state, m.Nodes); err != nil {
 		return err
 	}
-	svc := meshconfig.ControlPlaneServiceName + "." + m.Namespace + ".svc"
-	if err := writeNodeHosts(m.state, m.Nodes, []string{svc, svc + ".cluster.local"}); err != nil {
-		return err
-	}
-	ports := []int{m.APIPort, int(meshconfig.XDSPort), int(meshconfig.CAPort)}
 	for _, n := range m.Nodes {
 		if err := m.writePrimaryCNIConfig(n); err != nil {
 			return err
 		}
-		f, err := forward(n.NetnsPath(), ports)
+		f, err := m.reachControlPlane(n.Name)
 		if err != nil {
 			return err
 		}
@@ -286,9 +282,7 @@ func (m *Mesh) startNodes(ctx context.Context) error {
 }
 
 func (m *Mesh) createNode(ctx context.Context, name string) error {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-		corev1.LabelOSStable: "linux", corev1.LabelHostname: name, corev1.LabelArchStable: "amd64",
-	}}}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: nodeLabels(name)}}
 	created, err := m.Clientset.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil {
 		return err
@@ -352,6 +346,21 @@ func (m *Mesh) Kubectl(args ...string) (string, error) {
 	out, err := exec.Command(kubectl, append([]string{"--kubeconfig=" + m.Kubeconfig}, args...)...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Apply runs `kubectl apply -f -` with manifest on its standard input.
+func (m *Mesh) Apply(manifest string) (string, error) {
+	kubectl, err := testenv.KubectlPath()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(kubectl, "--kubeconfig="+m.Kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl apply: %w: %s", err, out)
 	}
 	return string(out), nil
 }

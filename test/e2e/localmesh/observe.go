@@ -19,10 +19,20 @@ import (
 // (127.0.0.1:15000, localhost only: the request is made from inside the
 // node's netns) or metrics (port 15020).
 func ZtunnelGet(node *Node, port int32, path string) (string, error) {
-	c := HTTPClientIn(node.NetnsPath(), 3*time.Second)
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+	body, err := GetIn(node.NetnsPath(), port, path)
 	if err != nil {
 		return "", fmt.Errorf("ztunnel on %s: %w", node.Name, err)
+	}
+	return body, nil
+}
+
+// GetIn fetches http://127.0.0.1:<port><path> from inside the netns at
+// netnsPath (a proxy's admin, metrics or readiness endpoint).
+func GetIn(netnsPath string, port int32, path string) (string, error) {
+	c := HTTPClientIn(netnsPath, 3*time.Second)
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+	if err != nil {
+		return "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -30,7 +40,7 @@ func ZtunnelGet(node *Node, port int32, path string) (string, error) {
 		return "", err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("ztunnel on %s: GET %s: %s: %s", node.Name, path, resp.Status, body)
+		return "", fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
 	}
 	return string(body), nil
 }

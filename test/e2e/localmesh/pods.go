@@ -6,20 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
-	current "github.com/containernetworking/cni/pkg/types/100"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-
-	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
-	"github.com/ambientmesh/ambient-operator/dataplane/cni/conflist"
 )
 
 // debianCNIDir holds Debian's containernetworking-plugins.
@@ -36,7 +33,9 @@ type AppPod struct {
 	Netns                           string
 	IP                              string
 	UID                             string
+	sandbox                         *podSandbox
 	listener                        net.Listener
+	httpServer                      *http.Server
 	accepted                        atomic.Int64
 	mu                              sync.Mutex
 	open                            []net.Conn
@@ -61,6 +60,7 @@ func (a *apps) close() {
 	defer a.mu.Unlock()
 	for _, p := range a.pods {
 		p.closeServer()
+		p.sandbox.closeForwarder()
 	}
 }
 
@@ -95,6 +95,16 @@ func (m *Mesh) EnsureNamespace(ctx context.Context, name string, labels map[stri
 // netns (bridge + host-local, then our plugin, which asks the node agent
 // to enroll the pod), status with the IP and Ready, and an echo server.
 func (m *Mesh) AddPod(ctx context.Context, namespace, name, sa string, node *Node, labels map[string]string) (*AppPod, error) {
+	return m.addPod(ctx, namespace, name, sa, node, labels, (*AppPod).serve)
+}
+
+// AddHTTPPod is AddPod with an HTTP server on EchoPort instead of the echo
+// server (see serveHTTP).
+func (m *Mesh) AddHTTPPod(ctx context.Context, namespace, name, sa string, node *Node, labels map[string]string) (*AppPod, error) {
+	return m.addPod(ctx, namespace, name, sa, node, labels, (*AppPod).serveHTTP)
+}
+
+func (m *Mesh) addPod(ctx context.Context, namespace, name, sa string, node *Node, labels map[string]string, serve func(*AppPod) error) (*AppPod, error) {
 	if m.apps == nil {
 		m.apps = &apps{}
 	}
@@ -115,29 +125,16 @@ func (m *Mesh) AddPod(ctx context.Context, namespace, name, sa string, node *Nod
 		return nil, fmt.Errorf("creating pod %s/%s: %w", namespace, name, err)
 	}
 	p := &AppPod{Namespace: namespace, Name: name, ServiceAccount: sa, Node: node, UID: string(created.UID),
-		Netns: fmt.Sprintf("am-p-%s-%s", namespace, name)}
-	if err := m.state.addNetns(p.Netns); err != nil {
+		Netns: podNetnsName(namespace, name)}
+	p.sandbox = &podSandbox{Namespace: namespace, Name: name, UID: p.UID, Node: node, Netns: p.Netns}
+	if err := m.addSandbox(ctx, p.sandbox); err != nil {
 		return nil, err
 	}
-	if err := addNetns(p.Netns); err != nil {
+	p.IP = p.sandbox.IP
+	if err := serve(p); err != nil {
 		return nil, err
 	}
-	res, err := m.cni(ctx, p, true)
-	if err != nil {
-		return nil, fmt.Errorf("CNI ADD for %s on %s: %w", p, node.Name, err)
-	}
-	for _, ip := range res.IPs {
-		if ip.Address.IP.To4() != nil {
-			p.IP = ip.Address.IP.String()
-		}
-	}
-	if p.IP == "" {
-		return nil, fmt.Errorf("CNI ADD for %s returned no IPv4 address", p)
-	}
-	if err := p.serve(); err != nil {
-		return nil, err
-	}
-	if err := m.setPodStatus(ctx, created, p.IP, true); err != nil {
+	if err := m.setPodStatus(ctx, created, p.IP, node.UnderlayIP, true); err != nil {
 		return nil, err
 	}
 	m.apps.mu.Lock()
@@ -149,49 +146,12 @@ func (m *Mesh) AddPod(ctx context.Context, namespace, name, sa string, node *Nod
 // DeletePod runs CNI DEL, deletes the netns and the Pod object.
 func (m *Mesh) DeletePod(ctx context.Context, p *AppPod) error {
 	p.closeServer()
-	_, delErr := m.cni(ctx, p, false)
+	delErr := m.removeSandbox(ctx, p.sandbox)
 	err := m.Clientset.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))})
 	if apierrors.IsNotFound(err) {
 		err = nil
 	}
-	return errors.Join(delErr, err, deleteNetns(p.Netns))
-}
-
-// cni runs the node's CNI configuration (as the agent left it) from a
-// thread inside the node's netns, the way a container runtime does.
-func (m *Mesh) cni(ctx context.Context, p *AppPod, add bool) (*current.Result, error) {
-	confDir := p.Node.HostPath(meshv1alpha1.DefaultCNIConfDir)
-	primary, err := conflist.Primary(confDir)
-	if err != nil {
-		return nil, err
-	}
-	list, err := libcni.ConfListFromFile(primary)
-	if err != nil {
-		return nil, err
-	}
-	cniConfig := libcni.NewCNIConfigWithCacheDir(
-		[]string{p.Node.HostPath(meshv1alpha1.DefaultCNIBinDir), debianCNIDir},
-		p.Node.HostPath("/var/lib/cni/cache"), nil)
-	rt := &libcni.RuntimeConf{
-		ContainerID: "ctr-" + p.UID, NetNS: p.NetnsPath(), IfName: "eth0",
-		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", p.Namespace}, {"K8S_POD_NAME", p.Name},
-			{"K8S_POD_INFRA_CONTAINER_ID", "ctr-" + p.UID}, {"K8S_POD_UID", p.UID}},
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var result *current.Result
-	err = Do(p.Node.NetnsPath(), func() error {
-		if !add {
-			return cniConfig.DelNetworkList(ctx, list, rt)
-		}
-		r, err := cniConfig.AddNetworkList(ctx, list, rt)
-		if err != nil {
-			return err
-		}
-		result, err = current.NewResultFromResult(r)
-		return err
-	})
-	return result, err
+	return errors.Join(delErr, err)
 }
 
 // serve starts the echo server: it greets with "hello from <ns>/<name>"
@@ -231,7 +191,35 @@ func (p *AppPod) serve() error {
 	return nil
 }
 
+// serveHTTP starts an HTTP/1.1 server: every request is answered 200 with
+// the body "hello from <ns>/<name> (<method> <path>)" and the header
+// X-Served-By: <ns>/<name>.
+func (p *AppPod) serveHTTP() error {
+	l, err := ListenIn(p.NetnsPath(), fmt.Sprintf(":%d", EchoPort))
+	if err != nil {
+		return err
+	}
+	p.listener = l
+	p.httpServer = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Served-By", p.String())
+			fmt.Fprintf(w, "hello from %s (%s %s)\n", p, r.Method, r.URL.Path)
+		}),
+		ConnState: func(_ net.Conn, state http.ConnState) {
+			if state == http.StateNew {
+				p.accepted.Add(1)
+			}
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = p.httpServer.Serve(l) }()
+	return nil
+}
+
 func (p *AppPod) closeServer() {
+	if p.httpServer != nil {
+		p.httpServer.Close()
+	}
 	if p.listener != nil {
 		p.listener.Close()
 	}
@@ -303,3 +291,16 @@ func (p *AppPod) Request(address string, timeout time.Duration) (string, error) 
 
 // Addr is ip:8080 of the pod.
 func (p *AppPod) Addr() string { return net.JoinHostPort(p.IP, fmt.Sprint(EchoPort)) }
+
+// Curl runs Debian's curl inside the pod's netns (the application client
+// of the L7 tests) with -sS and args, and returns what it printed.
+func (p *AppPod) Curl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", p.Netns, "curl", "-sS"}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("curl %s from %s: %w: %s", strings.Join(args, " "), p, err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}

@@ -234,9 +234,15 @@ func (s *Story) Run(ctx context.Context, m *Mesh) error {
 	}
 	s.Say("client → server-b works again, and %q is now visible on the underlay: the pods left the mesh without a restart", secret)
 
+	if err := s.runL7(ctx, m); err != nil {
+		return err
+	}
+
 	s.Heading("Where to look")
 	s.Say("ztunnel metrics: inside a node, http://127.0.0.1:15020/metrics (ip netns exec am-n2 curl ...)")
 	s.Say("ztunnel admin:   inside a node, http://127.0.0.1:15000/{workloads,services,policies,certs,connections}")
+	s.Say("waypoint:        inside its pod, :15020/metrics and 127.0.0.1:15000/{config_dump,clusters,stats,certs}; its access log in %s",
+		filepath.Join(m.LogDir(), "<waypoint pod>.log"))
 	ctl := filepath.Join(m.BinDir, "ambientctl")
 	for _, args := range [][]string{{"status"}, {"ztunnel", "workloads", "--node", w.ServerB.Node.Name}} {
 		full := append([]string{"--kubeconfig", m.Kubeconfig}, args...)

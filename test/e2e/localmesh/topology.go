@@ -106,36 +106,30 @@ func buildTopology(st *State, nodes []*Node) error {
 	return nil
 }
 
-// writeNodeHosts gives each node an /etc/hosts (ip netns exec bind-mounts
+// writeNetnsHosts gives a netns an /etc/hosts (ip netns exec bind-mounts
 // /etc/netns/<name>/hosts over /etc/hosts for processes it starts) in which
-// the cluster Service names the node processes use resolve to the node's
-// loopback, where the port forwarder listens.
-func writeNodeHosts(st *State, nodes []*Node, names []string) error {
+// names (the cluster Service names the mesh's processes use) resolve to the
+// netns's loopback, where the port forwarder listens.
+func writeNetnsHosts(st *State, netns string, names []string) error {
 	if _, err := os.Stat("/etc/netns"); os.IsNotExist(err) {
 		if err := st.addPath("/etc/netns"); err != nil {
 			return err
 		}
 	}
-	for _, n := range nodes {
-		dir := filepath.Join("/etc/netns", n.Name)
-		if err := st.addPath(dir); err != nil {
-			return err
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		hosts := "127.0.0.1 localhost " + n.Name + "\n::1 localhost\n127.0.0.1 " + strings.Join(names, " ") + "\n"
-		if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(hosts), 0o644); err != nil {
-			return err
-		}
+	dir := filepath.Join("/etc/netns", netns)
+	if err := st.addPath(dir); err != nil {
+		return err
 	}
-	return nil
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "hosts"), []byte(hostsFile(netns, names)), 0o644)
 }
 
-// Forwarder listens on 127.0.0.1:<port> inside a node's netns and forwards
-// each connection to 127.0.0.1:<port> of the root netns: it stands in for
-// the cluster network between the nodes and the control-plane node, like
-// `kubectl port-forward`.
+// Forwarder listens on 127.0.0.1:<port> inside a node's (or pod's) netns
+// and forwards each connection to 127.0.0.1:<port> of the root netns: it
+// stands in for the cluster network between the nodes and the
+// control-plane node, like `kubectl port-forward`.
 type Forwarder struct {
 	listeners []net.Listener
 	wg        sync.WaitGroup

@@ -1,0 +1,360 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/test/e2e/localmesh"
+)
+
+const l7Namespace = "l7"
+
+// TestWaypointL7 walks the L7 story on real processes: a Waypoint made by
+// the operator and run by the kubelet stand-in, a namespace labelled to use
+// it, and a plain curl client. The steps share the setup and run in order.
+func TestWaypointL7(t *testing.T) {
+	requireMesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	l7, err := mesh.DeployL7(ctx, l7Namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := mesh.Apply(localmesh.WaypointYAML(l7Namespace)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Cleanup(func() { deleteWaypoint(t, l7Namespace, localmesh.WaypointName) })
+	if _, err := mesh.Kubectl("label", "namespace", l7Namespace, meshv1alpha1.LabelUseWaypoint+"="+localmesh.WaypointName); err != nil {
+		t.Fatal(err)
+	}
+	if err := mesh.WaitWaypointReady(ctx, l7Namespace, localmesh.WaypointName, 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pods := mesh.WorkloadPods(l7Namespace, localmesh.WaypointName)
+	if len(pods) != 1 || pods[0].IP == "" {
+		t.Fatalf("want one waypoint pod with an IP, got %+v", pods)
+	}
+	reviews := "http://" + l7.ReviewsAddr + "/"
+
+	t.Run("default route: the Service's traffic passes the waypoint", func(t *testing.T) {
+		before := waypointRequests(t, `response_code="200"`)
+		eventually(t, 30*time.Second, "GET / through the waypoint", func() error {
+			r, err := l7.Client.CurlN(ctx, 1, reviews)
+			if err != nil || r[0].Code != 200 || r[0].ServedBy == "" {
+				return fmt.Errorf("%+v %v", r, err)
+			}
+			if after := waypointRequests(t, `response_code="200"`); after <= before {
+				return fmt.Errorf("answered by %s, but the waypoint counted no request", r[0].ServedBy)
+			}
+			return nil
+		})
+	})
+
+	if out, err := mesh.Apply(localmesh.ReviewsRouteYAML(l7Namespace)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	// The route reaches the waypoint asynchronously: wait until a request
+	// with the header is answered by v2 ten times in a row.
+	eventually(t, 30*time.Second, "the HTTPRoute applied at the waypoint", func() error {
+		r, err := l7.Client.CurlN(ctx, 10, reviews, "-H", "end-user: jason")
+		if n := localmesh.Tally(r)["200 "+l7.V2.String()]; err != nil || n != 10 {
+			return fmt.Errorf("%v %v", localmesh.Tally(r), err)
+		}
+		return nil
+	})
+
+	t.Run("HTTPRoute splits 80/20 between v1 and v2", func(t *testing.T) {
+		const n = 100
+		r, err := l7.Client.CurlN(ctx, n, reviews)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := localmesh.Tally(r)
+		v1, v2 := got["200 "+l7.V1.String()], got["200 "+l7.V2.String()]
+		// 80/20 over 100 requests: v2 ~ Binomial(100, 0.2), sd 4; ±3 sd.
+		if v1+v2 != n || v2 < 8 || v2 > 32 {
+			t.Errorf("%d requests should split about 80/20 between v1 and v2 (v2 in [8, 32]); got %v", n, got)
+		}
+		t.Logf("split over %d requests: %v", n, got)
+	})
+
+	t.Run("header match sends end-user jason to v2", func(t *testing.T) {
+		r, err := l7.Client.CurlN(ctx, 20, reviews, "-H", "end-user: jason")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := localmesh.Tally(r); got["200 "+l7.V2.String()] != 20 {
+			t.Errorf("every request with end-user: jason should reach v2; got %v", got)
+		}
+	})
+
+	if out, err := mesh.Apply(localmesh.DenyAdminPostYAML(l7Namespace)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Run("L7 MeshPolicy denies POST /admin, GET / passes", func(t *testing.T) {
+		eventually(t, 30*time.Second, "POST /admin denied with 403", func() error {
+			r, err := l7.Client.CurlN(ctx, 1, "http://"+l7.ReviewsAddr+"/admin", "-X", "POST")
+			if err != nil || r[0].Code != 403 || r[0].ServedBy != "" {
+				return fmt.Errorf("%+v %v", r, err)
+			}
+			return nil
+		})
+		for _, c := range []struct{ method, path string }{{"GET", "/"}, {"GET", "/admin"}, {"POST", "/"}} {
+			r, err := l7.Client.CurlN(ctx, 1, "http://"+l7.ReviewsAddr+c.path, "-X", c.method)
+			if err != nil || r[0].Code != 200 {
+				t.Errorf("%s %s should pass the policy (200), got %+v %v", c.method, c.path, r, err)
+			}
+		}
+	})
+
+	t.Run("JWT: /private needs a valid token, a banned group is denied", func(t *testing.T) {
+		issuer, err := localmesh.NewTokenIssuer("https://issuer.l7.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		jwks, err := issuer.JWKS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := mesh.Apply(localmesh.JWTPolicyYAML(l7Namespace, issuer.Issuer, jwks)); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		reviewer, err := issuer.Token("alice", map[string]any{"group": "reviewers"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		banned, err := issuer.Token("mallory", map[string]any{"group": "banned"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		private := "http://" + l7.ReviewsAddr + "/private"
+		eventually(t, 30*time.Second, "GET /private without a token refused with 401", func() error {
+			r, err := l7.Client.CurlN(ctx, 1, private)
+			if err != nil || r[0].Code != 401 {
+				return fmt.Errorf("%+v %v", r, err)
+			}
+			return nil
+		})
+		for _, c := range []struct {
+			what, url string
+			args      []string
+			want      int
+		}{
+			{"GET /private with a reviewer's token", private, []string{"-H", "Authorization: Bearer " + reviewer}, 200},
+			{"GET /private with a banned user's token", private, []string{"-H", "Authorization: Bearer " + banned}, 403},
+			{"GET /private with a forged token", private, []string{"-H", "Authorization: Bearer " + reviewer[:len(reviewer)-4] + "AAAA"}, 401},
+			{"GET / without a token", reviews, nil, 200},
+		} {
+			r, err := l7.Client.CurlN(ctx, 1, c.url, c.args...)
+			if err != nil || r[0].Code != c.want {
+				t.Errorf("%s: want %d, got %+v %v", c.what, c.want, r, err)
+			}
+		}
+	})
+
+	t.Run("fault injection answers about half of reviews-v1's requests 503", func(t *testing.T) {
+		if out, err := mesh.Apply(localmesh.FaultRouteYAML(l7Namespace)); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		v1 := "http://" + l7.ReviewsV1Addr + "/"
+		var got map[string]int
+		eventually(t, 30*time.Second, "the fault route applied", func() error {
+			r, err := l7.Client.CurlN(ctx, 20, v1)
+			if got = localmesh.Tally(r); err != nil || got["503"] == 0 {
+				return fmt.Errorf("%v %v", got, err)
+			}
+			return nil
+		})
+		const n = 100
+		r, err := l7.Client.CurlN(ctx, n, v1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = localmesh.Tally(r)
+		// 50% of 100: sd 5; ±4 sd.
+		if got["503"]+got["200 "+l7.V1.String()] != n || got["503"] < 30 || got["503"] > 70 {
+			t.Errorf("%d requests to reviews-v1 with a 50%% abort fault: want 503 for 30..70 of them and v1 for the rest; got %v", n, got)
+		}
+		t.Logf("fault over %d requests: %v", n, got)
+	})
+
+	t.Run("waypoint metrics count requests by response code", func(t *testing.T) {
+		metrics, err := mesh.WaypointGet(l7Namespace, localmesh.WaypointName, meshv1alpha1.PortMetrics, "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := `source_principal="` + localmesh.Principal(l7.Client) + `"`
+		for _, code := range []string{"200", "401", "403", "503"} {
+			if localmesh.RequestsTotal(metrics, "istio_requests_total", `reporter="waypoint"`, `response_code="`+code+`"`, client) == 0 {
+				t.Errorf("no istio_requests_total{reporter=\"waypoint\",response_code=%q,%s} in the waypoint's metrics:\n%s",
+					code, client, strings.Join(localmesh.MetricLines(metrics, "istio_requests_total"), "\n"))
+			}
+		}
+	})
+
+	t.Run("ambientctl waypoint routes shows the HTTPRoute", func(t *testing.T) {
+		out, err := ambientctl(t, "waypoint", "routes", "-n", l7Namespace, localmesh.WaypointName)
+		if err != nil {
+			t.Fatalf("ambientctl waypoint routes: %v\n%s", err, out)
+		}
+		contains(t, "ambientctl waypoint routes", out, "end-user", "reviews-v1.l7.svc.cluster.local", "80", "reviews-v2.l7.svc.cluster.local")
+	})
+
+	t.Run("scaled to two replicas, both waypoint pods carry traffic", func(t *testing.T) {
+		scaleWaypoint(t, 2)
+		defer scaleWaypoint(t, 1)
+		eventually(t, 30*time.Second, "both waypoint pods count requests", func() error {
+			before := perPodRequests(t)
+			if len(before) != 2 {
+				return fmt.Errorf("%d ready waypoint pods", len(before))
+			}
+			// One connection per request: each connection picks a waypoint pod.
+			if _, err := l7.Client.CurlN(ctx, 20, reviews, "-H", "Connection: close"); err != nil {
+				return err
+			}
+			after := perPodRequests(t)
+			for pod, n := range before {
+				if after[pod] <= n {
+					return fmt.Errorf("waypoint pod %s counted no request of 20 (before %v, after %v)", pod, before, after)
+				}
+			}
+			return nil
+		})
+	})
+
+	t.Run("a template change rolls the waypoint pod, traffic keeps flowing", func(t *testing.T) {
+		old := mesh.WorkloadPods(l7Namespace, localmesh.WaypointName)
+		if _, err := mesh.Kubectl("patch", "waypoint", "-n", l7Namespace, localmesh.WaypointName, "--type=merge",
+			"-p", `{"spec":{"resources":{"requests":{"cpu":"150m","memory":"128Mi"}}}}`); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, time.Minute, "a new waypoint pod replaces the old one", func() error {
+			pods := mesh.WorkloadPods(l7Namespace, localmesh.WaypointName)
+			if len(pods) != 1 || len(old) != 1 || pods[0].Name == old[0].Name || !pods[0].Ready {
+				return fmt.Errorf("pods %+v (before: %+v)", pods, old)
+			}
+			return nil
+		})
+		eventually(t, 30*time.Second, "POST /admin denied by the new waypoint pod", func() error {
+			r, err := l7.Client.CurlN(ctx, 1, "http://"+l7.ReviewsAddr+"/admin", "-X", "POST")
+			if err != nil || r[0].Code != 403 {
+				return fmt.Errorf("%+v %v", r, err)
+			}
+			return nil
+		})
+	})
+
+	t.Run("a Service without a waypoint stays L4 only", func(t *testing.T) {
+		before := waypointRequests(t)
+		r, err := l7.Client.CurlN(ctx, 10, "http://"+l7.ReviewsL4Addr+"/admin", "-X", "POST")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := localmesh.Tally(r)
+		if got["200 "+l7.V1.String()]+got["200 "+l7.V2.String()] != 10 {
+			t.Errorf("POST /admin to reviews-l4 (use-waypoint=none) is not subject to the L7 policy of reviews: want 10 × 200, got %v", got)
+		}
+		if after := waypointRequests(t); after != before {
+			t.Errorf("requests to reviews-l4 passed the waypoint (its request count went from %v to %v)", before, after)
+		}
+	})
+
+	t.Run("removing use-waypoint returns traffic to the L4 path without restart", func(t *testing.T) {
+		if _, err := mesh.Kubectl("label", "namespace", l7Namespace, meshv1alpha1.LabelUseWaypoint+"-"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "POST /admin allowed once the waypoint is out of the path", func() error {
+			r, err := l7.Client.CurlN(ctx, 1, "http://"+l7.ReviewsAddr+"/admin", "-X", "POST")
+			if err != nil || r[0].Code != 200 {
+				return fmt.Errorf("%+v %v", r, err)
+			}
+			return nil
+		})
+		before := waypointRequests(t)
+		// One connection per request: ztunnel balances connections, not requests.
+		r, err := l7.Client.CurlN(ctx, 20, reviews, "-H", "end-user: jason", "-H", "Connection: close")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := localmesh.Tally(r); got["200 "+l7.V1.String()] == 0 || got["200 "+l7.V2.String()] == 0 {
+			t.Errorf("without the waypoint the header route no longer applies: 20 connections should reach both v1 and v2, got %v", got)
+		}
+		if after := waypointRequests(t); after != before {
+			t.Errorf("the waypoint still counts requests after the label was removed (%v → %v)", before, after)
+		}
+	})
+}
+
+// waypointRequests sums the waypoint's istio_requests_total lines with the fragments.
+func waypointRequests(t *testing.T, fragments ...string) float64 {
+	t.Helper()
+	metrics, err := mesh.WaypointGet(l7Namespace, localmesh.WaypointName, meshv1alpha1.PortMetrics, "/metrics")
+	if err != nil {
+		t.Fatalf("reading the waypoint's metrics: %v", err)
+	}
+	return localmesh.RequestsTotal(metrics, "istio_requests_total", append([]string{`reporter="waypoint"`}, fragments...)...)
+}
+
+// perPodRequests reads istio_requests_total{reporter="waypoint"} of each
+// ready waypoint pod.
+func perPodRequests(t *testing.T) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, p := range mesh.WorkloadPods(l7Namespace, localmesh.WaypointName) {
+		if !p.Ready {
+			continue
+		}
+		metrics, err := localmesh.GetIn(p.NetnsPath, meshv1alpha1.PortMetrics, "/metrics")
+		if err != nil {
+			t.Fatalf("metrics of waypoint pod %s: %v", p.Name, err)
+		}
+		out[p.Name] = localmesh.RequestsTotal(metrics, "istio_requests_total", `reporter="waypoint"`)
+	}
+	return out
+}
+
+func scaleWaypoint(t *testing.T, replicas int) {
+	t.Helper()
+	if _, err := mesh.Kubectl("patch", "waypoint", "-n", l7Namespace, localmesh.WaypointName, "--type=merge",
+		"-p", fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, fmt.Sprintf("%d ready waypoint pods", replicas), func() error {
+		pods := mesh.WorkloadPods(l7Namespace, localmesh.WaypointName)
+		nodes := map[string]bool{}
+		for _, p := range pods {
+			if !p.Ready {
+				return fmt.Errorf("pod %s not ready", p.Name)
+			}
+			nodes[p.Node] = true
+		}
+		if len(pods) != replicas || len(nodes) != replicas {
+			return fmt.Errorf("want %d pods on %[1]d nodes, have %+v", replicas, pods)
+		}
+		return nil
+	})
+}
+
+// deleteWaypoint deletes a Waypoint and waits until the stand-in stopped
+// its pods (the uninstall test expects no component process to remain).
+func deleteWaypoint(t *testing.T, namespace, name string) {
+	ctx := context.Background()
+	wp := &meshv1alpha1.Waypoint{}
+	wp.Namespace, wp.Name = namespace, name
+	if err := client.IgnoreNotFound(mesh.Client.Delete(ctx, wp)); err != nil {
+		t.Errorf("deleting waypoint %s/%s: %v", namespace, name, err)
+		return
+	}
+	eventually(t, time.Minute, "the deleted waypoint's pods should stop", func() error {
+		if pods := mesh.WorkloadPods(namespace, name); len(pods) > 0 {
+			return fmt.Errorf("still running: %+v", pods)
+		}
+		return nil
+	})
+}
