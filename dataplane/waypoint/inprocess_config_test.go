@@ -14,9 +14,12 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
+	"github.com/ambientmesh/ambient-operator/dataplane/waypoint"
 	wt "github.com/ambientmesh/ambient-operator/dataplane/waypoint/waypointtest"
+	"github.com/ambientmesh/ambient-operator/internal/xdstest"
 )
 
 func TestListenerThatDoesNotCompileIsNACKedAndTheOldOneServes(t *testing.T) {
@@ -120,5 +123,44 @@ func TestDrainLetsAnInFlightRequestFinish(t *testing.T) {
 	defer cancel()
 	if _, err := m.Dialer(wt.ClientID, netip.Addr{})(ctx, reviewsVIP); err == nil {
 		t.Errorf("a CONNECT after the waypoint stopped succeeded")
+	}
+}
+
+// The control plane restarts: while the stream is down the waypoint keeps serving what it
+// holds, and when the new server is up it reconnects by itself, announcing the versions it
+// holds, and takes what changed in the meantime.
+func TestXDSReconnectResumes(t *testing.T) {
+	m, v1, v2 := reviewsMesh(t, wt.PrefixRoute("default", "/", "v1"))
+	client := m.Client(wt.ClientID, netip.Addr{}, false)
+	url := "http://" + reviewsVIP.String() + "/"
+	addr := m.XDS.Addr
+	m.XDS.Stop()
+	if code, body := wt.Get(client, url, nil); code != http.StatusOK || !strings.HasPrefix(body, "v1") {
+		t.Fatalf("with the control plane down: %d %q, want v1's answer from the configuration held", code, body)
+	}
+
+	// The restarted control plane serves the same resources but for the route, now to v2.
+	next := xdstest.New(waypoint.TypeURLs...)
+	next.Set(t, resourcev3.ClusterType, map[string]proto.Message{"v1": wt.Cluster("v1"), "v2": wt.Cluster("v2")})
+	next.Set(t, resourcev3.EndpointType, map[string]proto.Message{"v1": wt.Endpoints("v1", v1), "v2": wt.Endpoints("v2", v2)})
+	listener := wt.HTTPListener(reviews, reviewsVIP)
+	next.Set(t, resourcev3.ListenerType, map[string]proto.Message{listener.GetName(): listener})
+	next.Set(t, resourcev3.RouteType, map[string]proto.Message{listener.GetName(): wt.RouteConfig(listener.GetName(), wt.PrefixRoute("default", "/", "v2"))})
+	next.Serve(t, addr)
+	m.XDS = next
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := wt.Get(client, url, nil)
+		if code == http.StatusOK && strings.HasPrefix(body, "v2") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the control plane came back: %d %q, want v2's answer (the route changed while it was down)", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if nacks := next.Nacks(); len(nacks) > 0 {
+		t.Fatalf("the waypoint NACKed the restarted control plane: %v", nacks)
 	}
 }
