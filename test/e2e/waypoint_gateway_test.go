@@ -24,6 +24,13 @@ func TestGatewayWaypoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		for _, p := range []*localmesh.AppPod{l7.Client, l7.V1, l7.V2} {
+			if err := mesh.DeletePod(context.Background(), p); err != nil {
+				t.Errorf("deleting pod %s: %v", p, err)
+			}
+		}
+	})
 	const name = "gw"
 	gateway := fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
