@@ -11,12 +11,11 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
+	"github.com/ambientmesh/ambient-operator/internal/applyobj"
 )
 
 // applyAll server-side applies every rendered object under one field owner,
@@ -43,7 +42,7 @@ func (r *Reconciler) apply(ctx context.Context, mesh *meshv1alpha1.AmbientMesh, 
 		}
 		existed = false
 	}
-	u, err := toApplyObject(obj)
+	u, err := applyobj.From(obj)
 	if err != nil {
 		return err
 	}
@@ -59,41 +58,6 @@ func (r *Reconciler) apply(ctx context.Context, mesh *meshv1alpha1.AmbientMesh, 
 		r.event(mesh, corev1.EventTypeNormal, "Updated", "Install", "updated %s %s to the desired state", kind, key)
 	}
 	return nil
-}
-
-// toApplyObject turns a rendered typed object into the apply request body.
-// Typed objects serialise some unset fields as null (creationTimestamp) and
-// carry an empty status; an apply request must state only what the operator
-// owns, so those are dropped.
-func toApplyObject(obj client.Object) (*unstructured.Unstructured, error) {
-	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-	if err != nil {
-		return nil, err
-	}
-	delete(content, "status")
-	dropNulls(content)
-	u := &unstructured.Unstructured{Object: content}
-	if u.GetAPIVersion() == "" || u.GetKind() == "" {
-		return nil, fmt.Errorf("rendered %T %s has no apiVersion/kind", obj, client.ObjectKeyFromObject(obj))
-	}
-	return u, nil
-}
-
-func dropNulls(m map[string]any) {
-	for k, v := range m {
-		switch val := v.(type) {
-		case nil:
-			delete(m, k)
-		case map[string]any:
-			dropNulls(val)
-		case []any:
-			for _, item := range val {
-				if im, ok := item.(map[string]any); ok {
-					dropNulls(im)
-				}
-			}
-		}
-	}
 }
 
 // ownedKinds lists every kind the operator may have created for a mesh; the

@@ -13,8 +13,6 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -23,6 +21,7 @@ import (
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	meshmanifests "github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
 	"github.com/ambientmesh/ambient-operator/controllers/waypoint/manifests"
+	"github.com/ambientmesh/ambient-operator/internal/applyobj"
 	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
 )
 
@@ -263,7 +262,7 @@ func (p *Provisioner) apply(ctx context.Context, owner client.Object, proxy mani
 	if existed && !metav1.IsControlledBy(existing, owner) {
 		return fmt.Errorf("it exists and is not controlled by %s %s: rename or delete one of them", proxy.Owner.Kind, proxy.Owner.Name)
 	}
-	u, err := toApplyObject(obj)
+	u, err := applyobj.From(obj)
 	if err != nil {
 		return err
 	}
@@ -279,39 +278,6 @@ func (p *Provisioner) apply(ctx context.Context, owner client.Object, proxy mani
 		p.event(owner, "Updated", "updated %s %s to the desired state", kind, key)
 	}
 	return nil
-}
-
-// toApplyObject turns a rendered typed object into an apply request body
-// that states only what the operator owns: no status, no null fields.
-func toApplyObject(obj client.Object) (*unstructured.Unstructured, error) {
-	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-	if err != nil {
-		return nil, err
-	}
-	delete(content, "status")
-	dropNulls(content)
-	u := &unstructured.Unstructured{Object: content}
-	if u.GetAPIVersion() == "" || u.GetKind() == "" {
-		return nil, fmt.Errorf("rendered %T %s has no apiVersion/kind", obj, client.ObjectKeyFromObject(obj))
-	}
-	return u, nil
-}
-
-func dropNulls(m map[string]any) {
-	for k, v := range m {
-		switch val := v.(type) {
-		case nil:
-			delete(m, k)
-		case map[string]any:
-			dropNulls(val)
-		case []any:
-			for _, item := range val {
-				if im, ok := item.(map[string]any); ok {
-					dropNulls(im)
-				}
-			}
-		}
-	}
 }
 
 // observe reads the proxy's Deployment and Service, if they are its own.
