@@ -33,6 +33,7 @@ type options struct {
 	serviceAccount string
 	hboneAddress   string
 	drainPeriod    time.Duration
+	minDrainPeriod time.Duration
 	accessLog      bool
 	showVersion    bool
 }
@@ -46,6 +47,8 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.serviceAccount, "service-account", os.Getenv("SERVICE_ACCOUNT"), "The waypoint's service account: its identity (default $SERVICE_ACCOUNT, else --name).")
 	fs.StringVar(&o.hboneAddress, "hbone-address", "", "HBONE listener (default :<mesh hbone port>, 15008).")
 	fs.DurationVar(&o.drainPeriod, "drain-period", 5*time.Second, "On SIGTERM, how long open requests may finish.")
+	fs.DurationVar(&o.minDrainPeriod, "min-drain-period", 2*time.Second,
+		"On SIGTERM, how long new connections are still accepted (with HTTP/1.1 \"Connection: close\") while the mesh learns the pod is terminating.")
 	fs.BoolVar(&o.accessLog, "access-log", true, "Write one JSON access-log line per request to stdout.")
 	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	return o
@@ -107,7 +110,7 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 		XDSAddress: o.cp.XDSAddress, XDSDialOptions: cp.XDSDialOptions,
 		CA: pb.NewCertificateServiceClient(cp.CA), Token: cp.Token, CertTTL: o.cp.CertTTL,
 		HBONEAddress: o.hboneAddress, AdminAddress: o.cp.AdminAddress, MetricsAddress: o.cp.MetricsAddress, ReadinessAddress: o.cp.ReadinessAddress,
-		DrainPeriod: o.drainPeriod, Log: log,
+		DrainPeriod: o.drainPeriod, MinDrainPeriod: o.minDrainPeriod, Log: log,
 	}
 	if o.accessLog {
 		cfg.AccessLog = os.Stdout

@@ -114,6 +114,11 @@ func (w *Waypoint) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x := &exchange{d: d, start: time.Now(), h2: r.ProtoMajor == 2, flags: "-"}
+	if !x.h2 && w.isDraining() {
+		// The client opens its next request's connection elsewhere (HTTP/2 clients get
+		// GOAWAY when the waypoint stops accepting).
+		rw.Header().Set("Connection", "close")
+	}
 	sw := &statusWriter{ResponseWriter: rw}
 	if r.Body != nil {
 		x.received = &countingBody{ReadCloser: r.Body}

@@ -126,6 +126,49 @@ func TestDrainLetsAnInFlightRequestFinish(t *testing.T) {
 	}
 }
 
+// For its minimum drain period a stopping waypoint still serves new connections, since
+// ztunnels keep sending them until they learn the pod is terminating; it reports not
+// ready and closes each HTTP/1.1 connection after its response, so clients move on.
+func TestDrainKeepsAcceptingForMinDrainPeriod(t *testing.T) {
+	m := wt.Start(t, wt.Options{MinDrainPeriod: time.Second})
+	b := m.Backend("reviews-v1", named("v1"))
+	pushReviews(t, m, nil, []*routev3.Route{wt.PrefixRoute("default", "/", "v1")}, wt.Cluster("v1"), wt.Endpoints("v1", b))
+	keepAlive := m.Client(wt.ClientID, netip.Addr{}, false)
+	if a := send(keepAlive, http.MethodGet, "/", nil, ""); a.status != http.StatusOK || a.closing {
+		t.Fatalf("before the drain: %d %v (%v), want 200 on a connection kept open", a.status, a.header, a.err)
+	}
+
+	ready := func() error { return m.Waypoint.Ready(context.Background()) }
+	eventually(t, "the waypoint ready", func() bool { return ready() == nil })
+	start := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- m.Stop() }()
+	eventually(t, "the stopping waypoint to report draining", func() bool {
+		err := ready()
+		return err != nil && strings.Contains(err.Error(), "draining")
+	})
+	for name, c := range map[string]*http.Client{
+		"on the open connection": keepAlive,
+		"on a new connection":    m.Client(wt.ClientID, netip.Addr{}, false),
+	} {
+		a := send(c, http.MethodGet, "/", nil, "")
+		if a.err != nil || a.status != http.StatusOK || !a.closing {
+			t.Errorf("draining, a request %s got %d %v (%v), want 200 with Connection: close", name, a.status, a.header, a.err)
+		}
+	}
+	if since := time.Since(start); since >= time.Second {
+		t.Fatalf("the requests took until %v into the drain, past its minimum period: the test proves nothing", since)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Run returned %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := m.Dialer(wt.ClientID, netip.Addr{})(ctx, reviewsVIP); err == nil {
+		t.Errorf("a CONNECT after the waypoint stopped succeeded")
+	}
+}
+
 // The control plane restarts: while the stream is down the waypoint keeps serving what it
 // holds, and when the new server is up it reconnects by itself, announcing the versions it
 // holds, and takes what changed in the meantime.

@@ -87,7 +87,9 @@ type answer struct {
 	body     string
 	header   http.Header
 	duration time.Duration
-	err      error
+	// closing: the response said "Connection: close".
+	closing bool
+	err     error
 }
 
 // send sends method path to the reviews VIP with client c; a "Host" entry of header
@@ -115,7 +117,7 @@ func send(c *http.Client, method, path string, header http.Header, body string) 
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return answer{status: resp.StatusCode, body: string(b), header: resp.Header, duration: time.Since(start), err: err}
+	return answer{status: resp.StatusCode, body: string(b), header: resp.Header, duration: time.Since(start), closing: resp.Close, err: err}
 }
 
 // get sends GET path and fails the test when no answer came.

@@ -52,6 +52,11 @@ type Config struct {
 	HBONEAddress, AdminAddress, MetricsAddress, ReadinessAddress string
 	// DrainPeriod bounds how long a stopping waypoint lets open requests finish (default 5s).
 	DrainPeriod time.Duration
+	// MinDrainPeriod is how long, at the start of the drain, the waypoint still accepts
+	// new connections and requests (answering HTTP/1.1 with "Connection: close"): the
+	// ztunnels learn that the pod is terminating only after it got SIGTERM, and until
+	// then they keep sending it new connections. Zero: stop accepting at once (tests).
+	MinDrainPeriod time.Duration
 	// AccessLog receives one JSON line per request (nil: none).
 	AccessLog io.Writer
 	// HTTPClient fetches remote JWKS (default: a 5 s timeout client).
@@ -272,12 +277,21 @@ func (w *Waypoint) Run(ctx context.Context) error {
 	return runErr
 }
 
-// drain stops taking new work and lets open requests finish within DrainPeriod.
+// drain stops taking new work and lets open requests finish within DrainPeriod. For
+// MinDrainPeriod first it keeps serving new connections too, so that no client the
+// mesh still sends here is refused, while every HTTP/1.1 response closes its connection
+// (see ServeHTTP) and readiness reports draining.
 func (w *Waypoint) drain() {
 	w.drainOne.Do(func() { close(w.draining) })
-	w.log.Info("draining", "period", w.cfg.DrainPeriod)
+	w.log.Info("draining", "period", w.cfg.DrainPeriod, "accepting", min(w.cfg.MinDrainPeriod, w.cfg.DrainPeriod))
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.DrainPeriod)
 	defer cancel()
+	accepting := time.NewTimer(w.cfg.MinDrainPeriod)
+	select {
+	case <-accepting.C:
+	case <-ctx.Done():
+		accepting.Stop()
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); w.hbone.Shutdown(ctx) }()
@@ -287,13 +301,20 @@ func (w *Waypoint) drain() {
 	w.h1Server.Close()
 }
 
+func (w *Waypoint) isDraining() bool {
+	select {
+	case <-w.draining:
+		return true
+	default:
+		return false
+	}
+}
+
 // Ready reports whether the waypoint can serve: configuration received for every type
 // and its certificate issued, and not draining.
 func (w *Waypoint) Ready(ctx context.Context) error {
-	select {
-	case <-w.draining:
+	if w.isDraining() {
 		return errors.New("draining")
-	default:
 	}
 	if w.xds != nil {
 		select {

@@ -228,8 +228,18 @@ func TestWaypointL7(t *testing.T) {
 		})
 	})
 
-	t.Run("a template change rolls the waypoint pod, traffic keeps flowing", func(t *testing.T) {
+	t.Run("a rolling update under steady load fails no request", func(t *testing.T) {
 		old := mesh.WorkloadPods(l7Namespace, localmesh.WaypointName)
+		// Four keep-alive clients at ~50 requests/s each, none of which
+		// retries: every request lost in the hand-over shows as a failure.
+		load := l7.Client.StartLoad(reviews, 4, 20*time.Millisecond)
+		defer load.Stop()
+		eventually(t, 10*time.Second, "the load flowing", func() error {
+			if ok, failures := load.Counts(); ok < 50 || len(failures) > 0 {
+				return fmt.Errorf("%d answered, failures %v", ok, failures)
+			}
+			return nil
+		})
 		if _, err := mesh.Kubectl("patch", "waypoint", "-n", l7Namespace, localmesh.WaypointName, "--type=merge",
 			"-p", `{"spec":{"resources":{"requests":{"cpu":"150m","memory":"128Mi"}}}}`); err != nil {
 			t.Fatal(err)
@@ -241,6 +251,21 @@ func TestWaypointL7(t *testing.T) {
 			}
 			return nil
 		})
+		// The old pod is gone: its drain is over. Keep the load one more
+		// second on the new pod alone, then count.
+		before, _ := load.Counts()
+		eventually(t, 10*time.Second, "the load flowing through the new pod", func() error {
+			if ok, _ := load.Counts(); ok < before+50 {
+				return fmt.Errorf("%d answered since the old pod left", ok-before)
+			}
+			return nil
+		})
+		load.Stop()
+		ok, failures := load.Counts()
+		if len(failures) > 0 {
+			t.Errorf("%d of %d requests failed while the waypoint rolled:\n%s", len(failures), ok+len(failures), strings.Join(failures, "\n"))
+		}
+		t.Logf("rolling update under load: %d requests answered, %d failed", ok, len(failures))
 		eventually(t, 30*time.Second, "POST /admin denied by the new waypoint pod", func() error {
 			r, err := l7.Client.CurlN(ctx, 1, "http://"+l7.ReviewsAddr+"/admin", "-X", "POST")
 			if err != nil || r[0].Code != 403 {

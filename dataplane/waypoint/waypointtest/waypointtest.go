@@ -76,6 +76,8 @@ type Options struct {
 	AccessLog io.Writer
 	// HTTPClient is the HTTP client fetching remote JWKS.
 	HTTPClient *http.Client
+	// MinDrainPeriod is the waypoint's (default none: it stops accepting at once).
+	MinDrainPeriod time.Duration
 }
 
 // Start runs a waypoint (with empty configuration) until the test ends.
@@ -93,7 +95,7 @@ func Start(t testing.TB, opts Options) *Mesh {
 		XDSDialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
 		Certs:          m.Certs, Roots: m.Roots,
 		HBONEAddress: "-", AdminAddress: "-", MetricsAddress: "-", ReadinessAddress: "-",
-		DrainPeriod: 2 * time.Second, AccessLog: opts.AccessLog, HTTPClient: opts.HTTPClient,
+		DrainPeriod: 2 * time.Second, MinDrainPeriod: opts.MinDrainPeriod, AccessLog: opts.AccessLog, HTTPClient: opts.HTTPClient,
 	})
 	if err != nil {
 		t.Fatal(err)
