@@ -38,12 +38,14 @@ type AmbientMeshValidator struct {
 	Mapper meta.RESTMapper
 }
 
-// ValidateCreate checks the version and the issuer reference.
+// ValidateCreate checks the version, the issuer reference and each
+// component's node selector and resources.
 func (v *AmbientMeshValidator) ValidateCreate(_ context.Context, mesh *meshv1alpha1.AmbientMesh) (admission.Warnings, error) {
 	spec := field.NewPath("spec")
 	errs := validateVersionChange(spec.Child("version"), "", mesh.Spec.Version)
 	errs = append(errs, validateIssuerKind(spec.Child("identity", "issuerRef"), mesh.Spec.Identity.IssuerRef)...)
-	return v.issuerWarnings(mesh.Spec.Identity.IssuerRef), invalid(mesh, errs)
+	errs = append(errs, validateComponents(mesh)...)
+	return v.warnings(mesh), invalid(mesh, errs)
 }
 
 // ValidateUpdate additionally refuses downgrades, skipped minor versions and
@@ -67,7 +69,13 @@ func (v *AmbientMeshValidator) ValidateUpdate(_ context.Context, oldMesh, mesh *
 	errs = append(errs, validateImmutable(spec.Child("trustDomain"), oldMesh.Spec.EffectiveTrustDomain(), mesh.Spec.EffectiveTrustDomain(),
 		"it is part of every issued workload identity")...)
 	errs = append(errs, validateIssuerKind(spec.Child("identity", "issuerRef"), mesh.Spec.Identity.IssuerRef)...)
-	return v.issuerWarnings(mesh.Spec.Identity.IssuerRef), invalid(mesh, errs)
+	errs = append(errs, validateComponents(mesh)...)
+	return v.warnings(mesh), invalid(mesh, errs)
+}
+
+// warnings: what is accepted but probably not meant.
+func (v *AmbientMeshValidator) warnings(mesh *meshv1alpha1.AmbientMesh) admission.Warnings {
+	return append(v.issuerWarnings(mesh.Spec.Identity.IssuerRef), componentWarnings(mesh)...)
 }
 
 // ValidateDelete allows every deletion: the finalizer uninstalls safely.

@@ -35,9 +35,9 @@ func (d *MeshPolicyDefaulter) Default(_ context.Context, policy *meshv1alpha1.Me
 	return nil
 }
 
-// MeshPolicyValidator checks identities fully (the schema checks their
-// shape only), targets that need the policy's namespace, and warns when L7
-// rules have no waypoint to enforce them.
+// MeshPolicyValidator checks the selector and identities fully (the schema
+// checks their shape only), targets that need the policy's namespace, and
+// warns when L7 rules have no waypoint to enforce them.
 type MeshPolicyValidator struct {
 	// Reader reads the mesh (trust domain) and the policy's targets.
 	Reader client.Reader
@@ -64,7 +64,8 @@ func (v *MeshPolicyValidator) ValidateDelete(context.Context, *meshv1alpha1.Mesh
 
 func (v *MeshPolicyValidator) validate(ctx context.Context, policy *meshv1alpha1.MeshPolicy) (admission.Warnings, error) {
 	spec := field.NewPath("spec")
-	errs := validatePolicyTargets(spec.Child("targetRefs"), policy)
+	errs := validateLabelSelector(spec.Child("selector"), policy.Spec.Selector)
+	errs = append(errs, validatePolicyTargets(spec.Child("targetRefs"), policy)...)
 	errs = append(errs, validateRuleIdentities(spec.Child("rules"), policy.Spec.Rules)...)
 	errs = append(errs, validateJWT(spec.Child("jwt"), policy.Spec.JWT)...)
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -279,6 +281,107 @@ func TestValidateJWT(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			onlyError(t, validateJWT(path, &tc.jwt), tc.wantField, tc.wantDetail)
+		})
+	}
+}
+
+func TestValidateResources(t *testing.T) {
+	path := field.NewPath("spec", "resources")
+	list := func(kv ...string) corev1.ResourceList {
+		l := corev1.ResourceList{}
+		for i := 0; i < len(kv); i += 2 {
+			l[corev1.ResourceName(kv[i])] = resource.MustParse(kv[i+1])
+		}
+		return l
+	}
+	for _, tc := range []struct {
+		name                  string
+		resources             *corev1.ResourceRequirements
+		wantField, wantDetail string
+	}{
+		{"unset", nil, "", ""},
+		{"requests only", &corev1.ResourceRequirements{Requests: list("cpu", "1", "memory", "1Gi")}, "", ""},
+		{"request equal to limit", &corev1.ResourceRequirements{Requests: list("memory", "1Gi"), Limits: list("memory", "1024Mi")}, "", ""},
+		{"limit without request", &corev1.ResourceRequirements{Limits: list("memory", "512Mi")}, "", ""},
+		{"memory request above limit", &corev1.ResourceRequirements{Requests: list("memory", "2Gi"), Limits: list("memory", "1Gi")},
+			"spec.resources.requests[memory]", "must be less than or equal to the memory limit 1Gi"},
+		{"cpu request above limit", &corev1.ResourceRequirements{Requests: list("cpu", "1500m"), Limits: list("cpu", "1")},
+			"spec.resources.requests[cpu]", `Invalid value: "1500m"`},
+		{"negative limit", &corev1.ResourceRequirements{Limits: list("memory", "-1Mi")},
+			"spec.resources.limits[memory]", "must be greater than or equal to 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			onlyError(t, validateResources(path, tc.resources), tc.wantField, tc.wantDetail)
+		})
+	}
+}
+
+func TestValidateComponents(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		mutate                func(*meshv1alpha1.AmbientMesh)
+		wantField, wantDetail string
+	}{
+		{"defaults", func(*meshv1alpha1.AmbientMesh) {}, "", ""},
+		{"valid node selectors", func(m *meshv1alpha1.AmbientMesh) {
+			m.Spec.ZTunnel.NodeSelector = map[string]string{"node.kubernetes.io/pool": "mesh-1", "empty": ""}
+		}, "", ""},
+		{"invalid value", func(m *meshv1alpha1.AmbientMesh) {
+			m.Spec.CNI.NodeSelector = map[string]string{"pool": "bad value!"}
+		}, "spec.cni.nodeSelector", `Invalid value: "bad value!"`},
+		{"invalid key", func(m *meshv1alpha1.AmbientMesh) {
+			m.Spec.ControlPlane.NodeSelector = map[string]string{"-pool": "a"}
+		}, "spec.controlPlane.nodeSelector", `Invalid value: "-pool"`},
+		{"waypoint defaults' resources", func(m *meshv1alpha1.AmbientMesh) {
+			m.Spec.Waypoint.Resources = &corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+			}
+		}, "spec.waypoint.resources.requests[memory]", "less than or equal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mesh := &meshv1alpha1.AmbientMesh{}
+			tc.mutate(mesh)
+			onlyError(t, validateComponents(mesh), tc.wantField, tc.wantDetail)
+		})
+	}
+}
+
+func TestNoMemoryLimitWarning(t *testing.T) {
+	path := field.NewPath("spec", "ztunnel", "resources")
+	if w := noMemoryLimitWarning(path, nil); w != "" {
+		t.Errorf("unset resources (the defaults, with a limit) warned: %s", w)
+	}
+	withLimit := &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
+	if w := noMemoryLimitWarning(path, withLimit); w != "" {
+		t.Errorf("resources with a memory limit warned: %s", w)
+	}
+	requestsOnly := &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}}
+	if w := noMemoryLimitWarning(path, requestsOnly); !strings.HasPrefix(w, "spec.ztunnel.resources: no limits.memory") {
+		t.Errorf("requests without a memory limit: warning %q", w)
+	}
+}
+
+func TestValidateMeshPolicySelector(t *testing.T) {
+	path := field.NewPath("spec", "selector")
+	for _, tc := range []struct {
+		name                  string
+		selector              *metav1.LabelSelector
+		wantField, wantDetail string
+	}{
+		{"unset", nil, "", ""},
+		{"match labels", &metav1.LabelSelector{MatchLabels: map[string]string{"app": "orders"}}, "", ""},
+		{"invalid value", &metav1.LabelSelector{MatchLabels: map[string]string{"app": "bad value!"}},
+			"spec.selector.matchLabels", `Invalid value: "bad value!"`},
+		{"unknown operator", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Near", Values: []string{"x"}}}},
+			"spec.selector.matchExpressions[0].operator", `Invalid value: "Near"`},
+		{"Exists with values", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpExists, Values: []string{"x"}}}},
+			"spec.selector.matchExpressions[0].values", "may not be specified"},
+		{"invalid expression value", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpIn, Values: []string{"a b"}}}},
+			"spec.selector.matchExpressions[0].values[0]", `Invalid value: "a b"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			onlyError(t, validateLabelSelector(path, tc.selector), tc.wantField, tc.wantDetail)
 		})
 	}
 }

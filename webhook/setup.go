@@ -6,6 +6,13 @@
 // The apiserver runs the CRD's own validation before these validators, so a
 // rule here never repeats a CEL rule except where noted (defense in depth
 // for rules that keep the mesh's identity intact).
+//
+// No refusal depends on another object: what the validators read from the
+// cluster (the mesh, a policy's targets, the API's kinds) only makes
+// warnings. Two concurrent admissions therefore cannot both pass a check
+// that should have refused one of them. What depends on other objects (a
+// policy target that does not exist, a target no waypoint serves) is
+// reported in status conditions, computed from what is stored.
 package webhook
 
 import (
@@ -28,9 +35,10 @@ import (
 // +kubebuilder:webhook:path=/mutate-mesh-ambientmesh-dev-v1alpha1-meshpolicy,mutating=true,failurePolicy=fail,sideEffects=None,groups=mesh.ambientmesh.dev,resources=meshpolicies,verbs=create;update,versions=v1alpha1,name=mmeshpolicy-v1alpha1.ambientmesh.dev,admissionReviewVersions=v1
 // +kubebuilder:webhook:path=/validate-mesh-ambientmesh-dev-v1alpha1-meshpolicy,mutating=false,failurePolicy=fail,sideEffects=None,groups=mesh.ambientmesh.dev,resources=meshpolicies,verbs=create;update,versions=v1alpha1,name=vmeshpolicy-v1alpha1.ambientmesh.dev,admissionReviewVersions=v1
 
-// The validators read the cluster (other Waypoints, the mesh's trust
-// domain, the Services and Namespaces a policy targets) with live reads:
-// admission is rare, and a cache would add watches on every Service.
+// The validators read the cluster (the mesh's trust domain, and the
+// Waypoints, Services and Namespaces a policy targets) with live reads, for
+// warnings only: admission is rare, and a cache would add watches on every
+// Service.
 //
 // +kubebuilder:rbac:groups=mesh.ambientmesh.dev,resources=ambientmeshes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=mesh.ambientmesh.dev,resources=waypoints,verbs=get;list;watch
@@ -38,8 +46,7 @@ import (
 
 // SetupWithManager registers the defaulting and validating webhooks of all
 // three kinds with the manager's webhook server. Lookups go straight to the
-// API server (mgr.GetAPIReader) so that two racing creates see each other as
-// soon as the first is stored.
+// API server (mgr.GetAPIReader), so warnings reflect what is stored now.
 func SetupWithManager(mgr ctrl.Manager) error {
 	return Setup(mgr, mgr.GetAPIReader())
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -28,8 +27,9 @@ func (d *WaypointDefaulter) Default(_ context.Context, wp *meshv1alpha1.Waypoint
 }
 
 // WaypointValidator checks what the CRD schema cannot: that the namespace
-// selector parses. Several Waypoints may share a namespace, whatever traffic
-// they handle: the use-waypoint label names exactly one, so nothing is
+// selector parses and that the resources are valid. No check depends on
+// another Waypoint: several may share a namespace, whatever traffic they
+// handle, because the use-waypoint label names exactly one, so nothing is
 // ambiguous (see docs/waypoint.md, "Selecting a waypoint").
 type WaypointValidator struct {
 	// Reader reads the mesh.
@@ -42,7 +42,7 @@ func (v *WaypointValidator) ValidateCreate(ctx context.Context, wp *meshv1alpha1
 	if err != nil {
 		return nil, err
 	}
-	return warnings, invalid(wp, validateAllowedNamespaces(field.NewPath("spec", "allowedNamespaces"), wp.Spec.AllowedNamespaces))
+	return append(warnings, waypointWarnings(wp)...), invalid(wp, validateWaypoint(wp))
 }
 
 // ValidateUpdate checks the Waypoint again. An update of a Waypoint being
@@ -52,7 +52,20 @@ func (v *WaypointValidator) ValidateUpdate(_ context.Context, _, wp *meshv1alpha
 	if beingDeleted(wp) {
 		return nil, nil
 	}
-	return nil, invalid(wp, validateAllowedNamespaces(field.NewPath("spec", "allowedNamespaces"), wp.Spec.AllowedNamespaces))
+	return waypointWarnings(wp), invalid(wp, validateWaypoint(wp))
+}
+
+func validateWaypoint(wp *meshv1alpha1.Waypoint) field.ErrorList {
+	spec := field.NewPath("spec")
+	errs := validateAllowedNamespaces(spec.Child("allowedNamespaces"), wp.Spec.AllowedNamespaces)
+	return append(errs, validateResources(spec.Child("resources"), wp.Spec.Resources)...)
+}
+
+func waypointWarnings(wp *meshv1alpha1.Waypoint) admission.Warnings {
+	if w := noMemoryLimitWarning(field.NewPath("spec", "resources"), wp.Spec.Resources); w != "" {
+		return admission.Warnings{w}
+	}
+	return nil
 }
 
 // ValidateDelete allows every deletion.
@@ -65,10 +78,10 @@ func (v *WaypointValidator) ValidateDelete(context.Context, *meshv1alpha1.Waypoi
 // any label selector. A selector that did not parse would silently allow no
 // other namespace.
 func validateAllowedNamespaces(path *field.Path, allowed *meshv1alpha1.WaypointAllowedNamespaces) field.ErrorList {
-	if allowed == nil || allowed.Selector == nil {
+	if allowed == nil {
 		return nil
 	}
-	return metav1validation.ValidateLabelSelector(allowed.Selector, metav1validation.LabelSelectorValidationOptions{}, path.Child("selector"))
+	return validateLabelSelector(path.Child("selector"), allowed.Selector)
 }
 
 // beingDeleted: updates of an object with a deletion timestamp are the

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -141,6 +142,62 @@ var _ = Describe("AmbientMesh", func() {
 	})
 })
 
+var _ = Describe("AmbientMesh host paths, node selectors and resources", func() {
+	It("refuses CNI directories that would let the agent write into the host's root or system directories", func() {
+		_, err := createMesh(func(m *meshv1alpha1.AmbientMesh) { m.Spec.CNI.BinDir = "/" })
+		expectInvalid(err, "spec.cni.binDir", "must not be the host's root directory")
+
+		_, err = createMesh(func(m *meshv1alpha1.AmbientMesh) { m.Spec.CNI.ConfDir = "/etc" })
+		expectInvalid(err, "spec.cni.confDir", "must not be a system directory itself")
+
+		_, err = createMesh(func(m *meshv1alpha1.AmbientMesh) { m.Spec.CNI.BinDir = "/opt/cni/../../usr/bin" })
+		expectInvalid(err, "spec.cni.binDir", "must be a clean absolute path")
+
+		_, err = createMesh(func(m *meshv1alpha1.AmbientMesh) { m.Spec.CNI.ConfDir = "/proc/1/root/etc/cni/net.d" })
+		expectInvalid(err, "spec.cni.confDir", "must not be in /proc, /sys, /dev or /boot")
+	})
+
+	It("accepts the CNI directories of GKE and OpenShift, and refuses moving them to / later", func() {
+		mesh, err := createMesh(func(m *meshv1alpha1.AmbientMesh) {
+			m.Spec.CNI.BinDir = "/home/kubernetes/bin"
+			m.Spec.CNI.ConfDir = "/etc/kubernetes/cni/net.d"
+		})
+		Expect(err).NotTo(HaveOccurred())
+		mesh.Spec.CNI.BinDir = "/"
+		expectInvalid(k8sClient.Update(ctx, mesh), "spec.cni.binDir", "must not be the host's root directory")
+	})
+
+	It("refuses a node selector that is not valid labels", func() {
+		_, err := createMesh(func(m *meshv1alpha1.AmbientMesh) {
+			m.Spec.ZTunnel.NodeSelector = map[string]string{"pool": "bad value!"}
+		})
+		expectInvalid(err, "spec.ztunnel.nodeSelector", `Invalid value: "bad value!"`)
+
+		_, err = createMesh(func(m *meshv1alpha1.AmbientMesh) {
+			m.Spec.Waypoint.NodeSelector = map[string]string{"bad key!": "x"}
+		})
+		expectInvalid(err, "spec.waypoint.nodeSelector", `Invalid value: "bad key!"`)
+	})
+
+	It("refuses a request above its limit, and warns when resources drop the memory limit", func() {
+		_, err := createMesh(func(m *meshv1alpha1.AmbientMesh) {
+			m.Spec.ControlPlane.Resources = &corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+			}
+		})
+		expectInvalid(err, "spec.controlPlane.resources.requests[memory]", "must be less than or equal to the memory limit 1Gi")
+
+		_, err = createMesh(func(m *meshv1alpha1.AmbientMesh) {
+			m.Spec.ZTunnel.Resources = &corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m")},
+			}
+		})
+		Expect(err).NotTo(HaveOccurred())
+		expectWarning("spec.ztunnel.resources: no limits.memory")
+	})
+})
+
 var _ = Describe("Waypoint", func() {
 	waypoint := func(ns, name string, f meshv1alpha1.WaypointTrafficType) *meshv1alpha1.Waypoint {
 		return &meshv1alpha1.Waypoint{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: meshv1alpha1.WaypointSpec{For: f}}
@@ -193,6 +250,20 @@ var _ = Describe("Waypoint", func() {
 		Expect(k8sClient.Update(ctx, wp)).To(Succeed())
 		Expect(wp.Spec.AllowedNamespaces.From).To(Equal(meshv1alpha1.NamespacesFromSame), "from defaults to Same")
 	})
+
+	It("refuses a request above its limit, and warns when resources have no memory limit", func() {
+		ns := newNamespace(nil)
+		wp := waypoint(ns, "sized", meshv1alpha1.WaypointForService)
+		wp.Spec.Resources = &corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")},
+			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")},
+		}
+		expectInvalid(k8sClient.Create(ctx, wp), "spec.resources.requests[cpu]", "must be less than or equal to the cpu limit 1")
+
+		wp.Spec.Resources.Limits = nil
+		Expect(k8sClient.Create(ctx, wp)).To(Succeed())
+		expectWarning("spec.resources: no limits.memory")
+	})
 })
 
 var _ = Describe("MeshPolicy", func() {
@@ -212,6 +283,27 @@ var _ = Describe("MeshPolicy", func() {
 		Expect(k8sClient.Create(ctx, policyIn(ns, "mesh_v1alpha1_meshpolicy_allow_l4.yaml"))).To(Succeed())
 		Expect(k8sClient.Create(ctx, policyIn(ns, "mesh_v1alpha1_meshpolicy_deny.yaml"))).To(Succeed())
 		Expect(warnings.Messages()).To(BeEmpty())
+	})
+
+	It("refuses a selector with an invalid label value or an unknown operator, which would select nothing", func() {
+		p := policyIn(newNamespace(nil), "mesh_v1alpha1_meshpolicy_deny.yaml")
+		p.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "bad value!"}}
+		expectInvalid(k8sClient.Create(ctx, p), "spec.selector.matchLabels", `Invalid value: "bad value!"`)
+
+		p.Spec.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: "app", Operator: "Near", Values: []string{"orders"}}}}
+		expectInvalid(k8sClient.Create(ctx, p), "spec.selector.matchExpressions[0].operator", `Invalid value: "Near": not a valid selector operator`)
+
+		p.Spec.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: "app", Operator: metav1.LabelSelectorOpIn}}}
+		expectInvalid(k8sClient.Create(ctx, p), "spec.selector.matchExpressions[0].values", "must be specified when `operator` is 'In' or 'NotIn'")
+
+		p.Spec.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: "app", Operator: metav1.LabelSelectorOpIn, Values: []string{"orders", "payments"}}}}
+		Expect(k8sClient.Create(ctx, p)).To(Succeed())
+
+		p.Spec.Selector.MatchLabels = map[string]string{"tier": "bad value!"}
+		expectInvalid(k8sClient.Update(ctx, p), "spec.selector.matchLabels", `Invalid value: "bad value!"`)
 	})
 
 	It("refuses a principal that is not a valid SPIFFE id", func() {

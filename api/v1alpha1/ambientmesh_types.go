@@ -208,18 +208,38 @@ const (
 type CNISpec struct {
 	ComponentSpec `json:",inline"`
 
-	// binDir is the host directory CNI plugin binaries are installed in.
+	// binDir is the host directory the chained plugin's binary is installed
+	// in: the directory the container runtime finds CNI plugins in, e.g.
+	// /opt/cni/bin (most distributions), /home/kubernetes/bin (GKE),
+	// /var/lib/cni/bin (OpenShift), /usr/lib/cni (Debian packages).
+	// It must be an absolute, clean path (no empty, "." or ".." elements, no
+	// trailing "/"), not "/", not in /proc, /sys, /dev or /boot, and not a
+	// system directory itself (/bin, /sbin, /lib*, /etc, /home, /media, /mnt,
+	// /opt, /root, /run, /srv, /tmp, /usr, /usr/bin, /usr/sbin, /usr/lib*,
+	// /usr/libexec, /usr/local, /usr/local/{bin,sbin,lib}, /usr/share, /var,
+	// /var/lib, /var/log, /var/run): the privileged CNI agent mounts it
+	// read-write and writes into it on every node.
 	// +optional
 	// +kubebuilder:default="/opt/cni/bin"
 	// +kubebuilder:validation:MaxLength=4096
 	// +kubebuilder:validation:Pattern=`^/`
+	// +kubebuilder:validation:XValidation:rule="self != '/'",message="must not be the host's root directory"
+	// +kubebuilder:validation:XValidation:rule="self == '/' || !self.matches('//|/[.][.]?(/|$)|/$')",message="must be a clean absolute path: no empty, '.' or '..' elements and no trailing '/'"
+	// +kubebuilder:validation:XValidation:rule="!['/proc', '/sys', '/dev', '/boot'].exists(d, self == d || self.startsWith(d + '/'))",message="must not be in /proc, /sys, /dev or /boot"
+	// +kubebuilder:validation:XValidation:rule="!(self in ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/home', '/media', '/mnt', '/opt', '/root', '/run', '/srv', '/tmp', '/usr', '/usr/bin', '/usr/sbin', '/usr/lib', '/usr/lib32', '/usr/lib64', '/usr/libexec', '/usr/local', '/usr/local/bin', '/usr/local/sbin', '/usr/local/lib', '/usr/share', '/var', '/var/lib', '/var/log', '/var/run'])",message="must not be a system directory itself (such as /etc, /usr/bin or /var/lib): use a directory of its own, such as /opt/cni/bin or /etc/cni/net.d"
 	BinDir string `json:"binDir,omitempty"`
 
-	// confDir is the host directory holding CNI network configurations.
+	// confDir is the host directory holding CNI network configurations, e.g.
+	// /etc/cni/net.d (most distributions), /etc/kubernetes/cni/net.d
+	// (OpenShift with Multus). The same rules as binDir apply.
 	// +optional
 	// +kubebuilder:default="/etc/cni/net.d"
 	// +kubebuilder:validation:MaxLength=4096
 	// +kubebuilder:validation:Pattern=`^/`
+	// +kubebuilder:validation:XValidation:rule="self != '/'",message="must not be the host's root directory"
+	// +kubebuilder:validation:XValidation:rule="self == '/' || !self.matches('//|/[.][.]?(/|$)|/$')",message="must be a clean absolute path: no empty, '.' or '..' elements and no trailing '/'"
+	// +kubebuilder:validation:XValidation:rule="!['/proc', '/sys', '/dev', '/boot'].exists(d, self == d || self.startsWith(d + '/'))",message="must not be in /proc, /sys, /dev or /boot"
+	// +kubebuilder:validation:XValidation:rule="!(self in ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/home', '/media', '/mnt', '/opt', '/root', '/run', '/srv', '/tmp', '/usr', '/usr/bin', '/usr/sbin', '/usr/lib', '/usr/lib32', '/usr/lib64', '/usr/libexec', '/usr/local', '/usr/local/bin', '/usr/local/sbin', '/usr/local/lib', '/usr/share', '/var', '/var/lib', '/var/log', '/var/run'])",message="must not be a system directory itself (such as /etc, /usr/bin or /var/lib): use a directory of its own, such as /opt/cni/bin or /etc/cni/net.d"
 	ConfDir string `json:"confDir,omitempty"`
 
 	// chained, when true, appends the plugin to the primary network's

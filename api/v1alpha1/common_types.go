@@ -44,7 +44,14 @@ type ComponentSpec struct {
 	Image string `json:"image,omitempty"`
 
 	// resources are the compute resources of this component's container.
-	// When empty the operator sets requests that fit a small cluster.
+	// When unset the operator sets requests that fit a small cluster and a
+	// memory limit with headroom over the measured peak: control plane
+	// 100m/128Mi, limit 1Gi; ztunnel 100m/128Mi, limit 1Gi; CNI agent
+	// 50m/64Mi, limit 256Mi; waypoint 100m/128Mi, limit 512Mi (no CPU
+	// limit). When set they replace these defaults whole: without
+	// limits.memory the container has no memory limit. With a memory limit
+	// the container's GOMEMLIMIT is set to 90% of it, so that the Go runtime
+	// collects garbage harder before the kernel would kill it.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
@@ -56,7 +63,8 @@ type ComponentSpec struct {
 
 	// nodeSelector restricts the nodes this component's pods run on.
 	// For ztunnel and the CNI agent it limits which nodes can run enrolled
-	// pods: pods on other nodes are not captured.
+	// pods: pods on other nodes are not captured. The admission webhook
+	// refuses keys and values that are not valid label keys and values.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 

@@ -328,7 +328,10 @@ type MeshPolicySpec struct {
 	// selector picks the workloads (pods) in this namespace the policy
 	// applies to. Mutually exclusive with targetRefs. When neither is set,
 	// the policy applies to every workload in the namespace; in the mesh's
-	// install namespace, to every workload in the mesh.
+	// install namespace, to every workload in the mesh. The admission
+	// webhook refuses a selector Kubernetes itself would not accept (an
+	// unknown operator, an invalid label key or value), which would
+	// otherwise select nothing.
 	// +optional
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 

@@ -73,7 +73,9 @@ type WaypointAllowedNamespaces struct {
 	// +kubebuilder:default=Same
 	From FromNamespaces `json:"from,omitempty"`
 
-	// selector picks namespaces by their labels when from is Selector.
+	// selector picks namespaces by their labels when from is Selector. The
+	// admission webhook refuses a selector Kubernetes itself would not
+	// accept (an unknown operator, an invalid label key or value).
 	// +optional
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 }
@@ -109,7 +111,9 @@ type WaypointSpec struct {
 	Autoscaling *WaypointAutoscaling `json:"autoscaling,omitempty"`
 
 	// resources of the waypoint proxy container. Defaults to
-	// AmbientMesh spec.waypoint.resources.
+	// AmbientMesh spec.waypoint.resources, and when that is unset to
+	// requests of 100m CPU and 128Mi memory with a 512Mi memory limit.
+	// With a memory limit the container's GOMEMLIMIT is set to 90% of it.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 }

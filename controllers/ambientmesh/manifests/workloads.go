@@ -10,7 +10,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -84,18 +83,19 @@ func controlPlanePDB(mesh *meshv1alpha1.AmbientMesh) *policyv1.PodDisruptionBudg
 func controlPlaneDeployment(mesh *meshv1alpha1.AmbientMesh, version string) *appsv1.Deployment {
 	spec := &mesh.Spec.ControlPlane
 	replicas := ptr.Deref(spec.Replicas, 1)
+	res := Resources(versions.ControlPlane, spec.Resources)
 	container := corev1.Container{
 		Name:  "controlplane",
 		Image: Image(spec.ComponentSpec, versions.ControlPlane, version),
 		Args:  ControlPlaneArgs(mesh),
-		Env:   downwardEnv(),
+		Env:   append(downwardEnv(), GoMemoryLimitEnv(res)...),
 		Ports: []corev1.ContainerPort{
 			{Name: "grpc-xds", ContainerPort: meshconfig.XDSPort, Protocol: corev1.ProtocolTCP},
 			{Name: "grpc-ca", ContainerPort: meshconfig.CAPort, Protocol: corev1.ProtocolTCP},
 			{Name: "http-monitoring", ContainerPort: meshconfig.ControlPlaneMonitoringPort, Protocol: corev1.ProtocolTCP},
 		},
 		ReadinessProbe: httpProbe(meshconfig.ControlPlaneMonitoringPort),
-		Resources:      resources(spec.Resources, "100m", "128Mi"),
+		Resources:      res,
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: volumeConfig, MountPath: meshconfig.MountDir, ReadOnly: true},
 			{Name: volumeTLS, MountPath: TLSDir, ReadOnly: true},
@@ -137,17 +137,18 @@ func controlPlaneDeployment(mesh *meshv1alpha1.AmbientMesh, version string) *app
 
 func ztunnelDaemonSet(mesh *meshv1alpha1.AmbientMesh, version string) *appsv1.DaemonSet {
 	spec := &mesh.Spec.ZTunnel
+	res := Resources(versions.ZTunnel, spec.Resources)
 	container := corev1.Container{
 		Name:  "ztunnel",
 		Image: Image(spec.ComponentSpec, versions.ZTunnel, version),
 		Args:  ZTunnelArgs(mesh),
-		Env:   downwardEnv(),
+		Env:   append(downwardEnv(), GoMemoryLimitEnv(res)...),
 		Ports: []corev1.ContainerPort{
 			{Name: "http-metrics", ContainerPort: meshv1alpha1.PortMetrics, Protocol: corev1.ProtocolTCP},
 			{Name: "http-ready", ContainerPort: meshv1alpha1.PortReadiness, Protocol: corev1.ProtocolTCP},
 		},
 		ReadinessProbe: httpProbe(meshv1alpha1.PortReadiness),
-		Resources:      resources(spec.Resources, "100m", "128Mi"),
+		Resources:      res,
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: volumeConfig, MountPath: meshconfig.MountDir, ReadOnly: true},
 			{Name: volumeHandoff, MountPath: meshconfig.HandoffDir},
@@ -215,14 +216,15 @@ func ztunnelDaemonSet(mesh *meshv1alpha1.AmbientMesh, version string) *appsv1.Da
 func cniDaemonSet(mesh *meshv1alpha1.AmbientMesh, version string) *appsv1.DaemonSet {
 	spec := &mesh.Spec.CNI
 	hostToContainer := corev1.MountPropagationHostToContainer
+	res := Resources(versions.CNIAgent, spec.Resources)
 	container := corev1.Container{
 		Name:           "cni-agent",
 		Image:          Image(spec.ComponentSpec, versions.CNIAgent, version),
 		Args:           CNIAgentArgs(mesh),
-		Env:            downwardEnv(),
+		Env:            append(downwardEnv(), GoMemoryLimitEnv(res)...),
 		Ports:          []corev1.ContainerPort{{Name: "http-health", ContainerPort: CNIAgentHealthPort, Protocol: corev1.ProtocolTCP}},
 		ReadinessProbe: httpProbe(CNIAgentHealthPort),
-		Resources:      resources(spec.Resources, "50m", "64Mi"),
+		Resources:      res,
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: volumeConfig, MountPath: meshconfig.MountDir, ReadOnly: true},
 			{Name: volumeCNIBin, MountPath: HostCNIBinDir},
@@ -340,17 +342,6 @@ func configVolume() corev1.Volume {
 
 func hostPathVolume(name, path string, t corev1.HostPathType) corev1.Volume {
 	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path, Type: &t}}}
-}
-
-// resources are the user's, or small requests that fit a test cluster.
-func resources(user *corev1.ResourceRequirements, cpu, memory string) corev1.ResourceRequirements {
-	if user != nil {
-		return *user
-	}
-	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse(cpu),
-		corev1.ResourceMemory: resource.MustParse(memory),
-	}}
 }
 
 func nodeSelector(user map[string]string) map[string]string {

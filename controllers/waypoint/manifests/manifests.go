@@ -24,7 +24,6 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -67,8 +66,6 @@ const (
 	volumeCARoot    = "ca-root"
 	volumeToken     = "ca-token"
 	tokenLifetime   = int64(12 * 60 * 60)
-	defaultCPU      = "100m"
-	defaultMemory   = "128Mi"
 	defaultCPUUsage = int32(80)
 )
 
@@ -82,7 +79,9 @@ type Proxy struct {
 	Replicas *int32
 	// Autoscaling scales the Deployment with an HPA instead.
 	Autoscaling *meshv1alpha1.WaypointAutoscaling
-	// Resources of the proxy container; nil: the mesh's spec.waypoint.resources.
+	// Resources of the proxy container; nil: the mesh's
+	// spec.waypoint.resources, else the built-in waypoint defaults
+	// (a memory limit among them).
 	Resources *corev1.ResourceRequirements
 }
 
@@ -206,15 +205,19 @@ func deployment(in Input) *appsv1.Deployment {
 	field := func(name, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
+	// The Waypoint's own resources, else the mesh's waypoint defaults, else
+	// the built-in ones (whose CPU request is also what CPU autoscaling
+	// measures against).
+	res := meshmanifests.Resources(versions.Waypoint, p.Resources, spec.Resources)
 	container := corev1.Container{
 		Name:  "waypoint",
 		Image: meshmanifests.Image(*spec, versions.Waypoint, version),
 		Args:  Args(in.Mesh, p.Name),
-		Env: []corev1.EnvVar{
+		Env: append([]corev1.EnvVar{
 			field(meshmanifests.EnvPodName, "metadata.name"),
 			field(meshmanifests.EnvPodNamespace, "metadata.namespace"),
 			field(meshmanifests.EnvServiceAccount, "spec.serviceAccountName"),
-		},
+		}, meshmanifests.GoMemoryLimitEnv(res)...),
 		Ports: []corev1.ContainerPort{
 			{Name: "hbone", ContainerPort: meshv1alpha1.PortHBONE, Protocol: corev1.ProtocolTCP},
 			{Name: "http-monitoring", ContainerPort: PortMetrics, Protocol: corev1.ProtocolTCP},
@@ -226,7 +229,7 @@ func deployment(in Input) *appsv1.Deployment {
 			}},
 			PeriodSeconds: 2, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3,
 		},
-		Resources: resources(p.Resources, spec.Resources),
+		Resources: res,
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: volumeConfig, MountPath: meshconfig.MountDir, ReadOnly: true},
 			{Name: volumeCARoot, MountPath: meshmanifests.CARootDir, ReadOnly: true},
@@ -349,21 +352,6 @@ func autoscaler(p Proxy) *autoscalingv2.HorizontalPodAutoscaler {
 			}},
 		},
 	}
-}
-
-// resources: the proxy's own, else the mesh's waypoint defaults, else small
-// requests (a CPU request is what CPU autoscaling measures against).
-func resources(own, meshDefault *corev1.ResourceRequirements) corev1.ResourceRequirements {
-	switch {
-	case own != nil:
-		return *own.DeepCopy()
-	case meshDefault != nil:
-		return *meshDefault.DeepCopy()
-	}
-	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse(defaultCPU),
-		corev1.ResourceMemory: resource.MustParse(defaultMemory),
-	}}
 }
 
 func nodeSelector(user map[string]string) map[string]string {

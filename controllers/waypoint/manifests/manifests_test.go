@@ -228,9 +228,13 @@ func TestDeploymentPod(t *testing.T) {
 	}
 	var env []string
 	for _, e := range c.Env {
-		env = append(env, e.Name+"="+e.ValueFrom.FieldRef.FieldPath)
+		if e.ValueFrom != nil {
+			env = append(env, e.Name+"="+e.ValueFrom.FieldRef.FieldPath)
+		} else {
+			env = append(env, e.Name+"="+e.Value)
+		}
 	}
-	if !slices.Equal(env, []string{"POD_NAME=metadata.name", "POD_NAMESPACE=metadata.namespace", "SERVICE_ACCOUNT=spec.serviceAccountName"}) {
+	if !slices.Equal(env, []string{"POD_NAME=metadata.name", "POD_NAMESPACE=metadata.namespace", "SERVICE_ACCOUNT=spec.serviceAccountName", "GOMEMLIMIT=483183821"}) {
 		t.Errorf("env %v", env)
 	}
 	sc := c.SecurityContext
@@ -284,17 +288,24 @@ func TestReplicasAndAutoscaling(t *testing.T) {
 }
 
 func TestResources(t *testing.T) {
-	req := func(cpu string) *corev1.ResourceRequirements {
-		return &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu)}}
+	resources := func(cpu, memoryLimit string) *corev1.ResourceRequirements {
+		r := &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu)}}
+		if memoryLimit != "" {
+			r.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(memoryLimit)}
+		}
+		return r
 	}
 	tests := []struct {
 		name             string
 		own, meshDefault *corev1.ResourceRequirements
 		wantCPU          string
+		wantMemoryLimit  string // "" for none
+		wantGoMemLimit   string // "" for no GOMEMLIMIT
 	}{
-		{"built-in default", nil, nil, "100m"},
-		{"mesh default", nil, req("200m"), "200m"},
-		{"the waypoint's own wins", req("300m"), req("200m"), "300m"},
+		{"built-in default", nil, nil, "100m", "512Mi", "483183821"},
+		{"mesh default", nil, resources("200m", "1Gi"), "200m", "1Gi", "966367642"},
+		{"the waypoint's own wins", resources("300m", "256Mi"), resources("200m", "1Gi"), "300m", "256Mi", "241591911"},
+		{"the waypoint's own without a memory limit", resources("300m", ""), resources("200m", "1Gi"), "300m", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -304,6 +315,26 @@ func TestResources(t *testing.T) {
 			c := find[*appsv1.Deployment](t, render(t, in)).Spec.Template.Spec.Containers[0]
 			if got := c.Resources.Requests[corev1.ResourceCPU]; got.String() != tt.wantCPU {
 				t.Errorf("cpu request %s, want %s", got.String(), tt.wantCPU)
+			}
+			gotLimit, hasLimit := c.Resources.Limits[corev1.ResourceMemory]
+			switch {
+			case tt.wantMemoryLimit == "" && hasLimit:
+				t.Errorf("memory limit %s, want none", gotLimit.String())
+			case tt.wantMemoryLimit != "" && gotLimit.String() != tt.wantMemoryLimit:
+				t.Errorf("memory limit %q, want %s", gotLimit.String(), tt.wantMemoryLimit)
+			}
+			var goMemLimit []string
+			for _, e := range c.Env {
+				if e.Name == "GOMEMLIMIT" {
+					goMemLimit = append(goMemLimit, e.Value)
+				}
+			}
+			want := []string{tt.wantGoMemLimit}
+			if tt.wantGoMemLimit == "" {
+				want = nil
+			}
+			if !slices.Equal(goMemLimit, want) {
+				t.Errorf("GOMEMLIMIT %q, want %q (90%% of the memory limit)", goMemLimit, want)
 			}
 		})
 	}
