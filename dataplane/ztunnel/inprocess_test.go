@@ -55,6 +55,37 @@ type loopNet struct {
 	ip netip.Addr
 	mu sync.Mutex
 	od map[netip.AddrPort]chan netip.AddrPort
+	// peers are the clients ztunnel's listeners in the pod (15001, 15006, 15008) accepted.
+	peers []netip.AddrPort
+}
+
+// peerListener records the clients of one of the pod's ztunnel listeners.
+type peerListener struct {
+	net.Listener
+	n *loopNet
+}
+
+func (l peerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.mu.Lock()
+		l.n.peers = append(l.n.peers, c.RemoteAddr().(*net.TCPAddr).AddrPort())
+		l.n.mu.Unlock()
+	}
+	return c, err
+}
+
+// acceptedFrom lists the peers the pod's ztunnel listeners accepted from addr.
+func (n *loopNet) acceptedFrom(addr netip.Addr) []netip.AddrPort {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []netip.AddrPort
+	for _, p := range n.peers {
+		if p.Addr() == addr {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func newLoopNet(ip string) *loopNet {
@@ -149,7 +180,7 @@ func addPod(t *testing.T, z *ztunnel.Ztunnel, uid, name, sa string, n *loopNet) 
 		if err != nil {
 			t.Fatal(err)
 		}
-		return l
+		return peerListener{l, n}
 	}
 	pod := &inpod.Pod{UID: uid, Name: name, Namespace: "shop", ServiceAccount: sa, Net: n,
 		Outbound: listen(15001), Inbound: listen(15006), HBONE: listen(15008)}
@@ -345,6 +376,72 @@ func TestPlaintextTo15008Rejected(t *testing.T) {
 	}
 	if m.app.Connections() != 0 {
 		t.Fatal("plaintext CONNECT reached the app")
+	}
+}
+
+// A CONNECT through the server pod's 15008 may only reach the pod's own address, and not
+// ztunnel's own ports there: relayed to 15008, 15001 or 15006, the inner connection would
+// come from the pod's address (and on 15001 leave with the pod's identity), laundering the
+// sender for the next hop. Refused with 403 before anything is dialed; plaintext captured
+// on 15006 for those ports is refused too.
+func TestConnectToTheMeshOwnPortsRefused(t *testing.T) {
+	m := newMesh(t, true, 5*time.Second)
+	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	certs := hbone.NewCertStore()
+	certs.Put(clientID, m.ca.CA.Issue(t, clientID))
+	pool, err := hbone.NewPool(hbone.PoolConfig{Certs: certs, Roots: hbone.NewBundle(m.ca.CA.Pool())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	connect := func(target string) (net.Conn, error) {
+		return pool.Dial(ctx, hbone.DialRequest{Source: clientID, Peer: serverID, Target: netip.MustParseAddrPort(target),
+			Via: netip.MustParseAddrPort("127.10.0.3:15008")})
+	}
+	for target, want := range map[string]string{
+		"127.10.0.3:15008": "ztunnel's own port",
+		"127.10.0.3:15001": "ztunnel's own port",
+		"127.10.0.3:15006": "ztunnel's own port",
+		"127.10.0.2:8080":  "not an address of workload shop/server", // another pod
+		"127.0.0.1:8080":   "not an address of workload shop/server", // the pod's loopback
+	} {
+		c, err := connect(target)
+		if err == nil {
+			c.Close()
+			t.Errorf("CONNECT %s through the server pod's 15008 was accepted", target)
+			continue
+		}
+		if hbone.StatusCode(err) != http.StatusForbidden || !strings.Contains(err.Error(), want) {
+			t.Errorf("CONNECT %s: %v, want 403 saying %q", target, err, want)
+		}
+	}
+	outsider := newLoopNet("127.10.0.50")
+	for _, port := range []uint16{15001, 15006} {
+		c, err := outsider.Dial(context.Background(), "tcp", "127.10.0.3:15006")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.server.slot(c.LocalAddr().(*net.TCPAddr).AddrPort()) <- netip.AddrPortFrom(m.server.ip, port)
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		refused(t, m, c)
+		c.Close()
+	}
+	if got := m.server.acceptedFrom(m.server.ip); len(got) != 0 {
+		t.Fatalf("ztunnel's listeners in the server pod accepted connections from the pod's own address: %v", got)
+	}
+	// The app's own port is served as before.
+	c, err := connect("127.10.0.3:8080")
+	if err != nil {
+		t.Fatalf("CONNECT to the app: %v", err)
+	}
+	defer c.Close()
+	if got, err := roundTrip(c, "app"); err != nil || got != "echo app" {
+		t.Fatalf("through the tunnel to the app: %q, %v", got, err)
+	}
+	if n := m.app.Connections(); n != 1 {
+		t.Fatalf("the app saw %d connections, want only the one to its port", n)
 	}
 }
 

@@ -226,9 +226,9 @@ func (p *podServer) ServeHBONE(ctx context.Context, req *hbone.Request) error {
 		z.accessLog(DirInbound, p.pod, src, req.Target, req.Peer.String(), p.id.String(), 0, 0, 0, err)
 		return hbone.Reject(http.StatusServiceUnavailable, "%v", err)
 	}
-	if err := routing.CheckInboundTarget(local, req.Target); err != nil {
+	if err := p.checkInboundTarget(local, req.Target); err != nil {
 		z.accessLog(DirInbound, p.pod, src, req.Target, req.Peer.String(), p.id.String(), 0, 0, 0, err)
-		return hbone.Reject(http.StatusBadRequest, "%v", err)
+		return hbone.Reject(http.StatusForbidden, "%v", err)
 	}
 	srcIP := p.sourceIP(local, req, src.Addr())
 	check := func() (bool, string) {
@@ -257,6 +257,22 @@ func (p *podServer) ServeHBONE(ctx context.Context, req *hbone.Request) error {
 	err = hbone.Join(st, up, &t.stats)
 	reason := z.conns.remove(t)
 	z.accessLog(DirInbound, p.pod, t.src, req.Target, t.srcID, t.dstID, t.stats.AToB.Load(), t.stats.BToA.Load(), time.Since(t.started), joinErr(err, reason))
+	return nil
+}
+
+// checkInboundTarget refuses what an inbound connection must not reach: an address that is
+// not the pod's own, and ztunnel's own ports in the pod. ztunnel connects to the target
+// from inside the pod, so relaying to its own listeners would hand the sender the pod's
+// address, and on 15001 its identity, for the next hop, and could loop.
+func (p *podServer) checkInboundTarget(local *pb.Workload, target netip.AddrPort) error {
+	if err := routing.CheckInboundTarget(local, target); err != nil {
+		return err
+	}
+	switch ports := p.z.cfg.Ports; target.Port() {
+	case ports.Outbound, ports.Inbound, ports.HBONE:
+		return fmt.Errorf("target %s is ztunnel's own port in pod %s/%s: connections to the mesh's ports %d, %d and %d are not relayed",
+			target, p.pod.Namespace, p.pod.Name, ports.Outbound, ports.Inbound, ports.HBONE)
+	}
 	return nil
 }
 
@@ -345,7 +361,7 @@ func (p *podServer) serveInboundPlaintext(c net.Conn) {
 	defer cancel()
 	local, err := p.localWorkload(ctx)
 	if err == nil {
-		err = routing.CheckInboundTarget(local, dst)
+		err = p.checkInboundTarget(local, dst)
 	}
 	if err != nil {
 		z.accessLog(DirInboundPlaintext, p.pod, src, dst, "", p.id.String(), 0, 0, 0, err)

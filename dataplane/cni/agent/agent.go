@@ -132,7 +132,7 @@ func New(cfg *rest.Config, o Options) (*Agent, error) {
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	srv := &CNIServer{Enroller: enroller, Cache: mgr.GetClient(), Live: mgr.GetAPIReader(), Log: o.Log.WithName("cni")}
+	srv := &CNIServer{Enroller: enroller, Cache: mgr.GetClient(), Live: mgr.GetAPIReader(), Log: o.Log.WithName("cni"), ProcRoot: o.ProcRoot}
 	runnables := []manager.RunnableFunc{
 		func(ctx context.Context) error { return srv.Serve(ctx, o.CNISocket) },
 		// Rebuild the set from the cache before the first snapshot.

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/wire"
+	"github.com/ambientmesh/ambient-operator/internal/unixsock"
 )
 
 // CNIServer answers the plugin on a unix socket: it decides enrollment for
@@ -37,24 +38,28 @@ type CNIServer struct {
 	// OnEnrolled, when set, is called after a pod was captured (the
 	// controller annotates it).
 	OnEnrolled func(namespace, name string)
+	// ProcRoot is where the agent sees the host's /proc (empty: /proc): the
+	// runtime's /proc/<pid>/ns/net names a pid of the host, not of the
+	// agent's container.
+	ProcRoot string
 }
 
-// Serve listens on socketPath until ctx ends.
+// Serve listens on socketPath until ctx ends. The socket is root's only
+// (the container runtime runs the plugin as root; so does the agent): mode
+// 0600 from the moment it appears, and a connection whose peer is neither
+// root nor the agent's own user (SO_PEERCRED) is closed unanswered.
 func (s *CNIServer) Serve(ctx context.Context, socketPath string) error {
 	if err := os.MkdirAll(filepath.Dir(socketPath), 0o755); err != nil {
 		return err
 	}
-	if err := os.Remove(socketPath); err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	ln, err := net.Listen("unix", socketPath)
+	ul, err := unixsock.Listen("unix", socketPath)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", socketPath, err)
-	}
-	if err := os.Chmod(socketPath, 0o600); err != nil { // only root (the runtime) may call
-		_ = ln.Close()
 		return err
 	}
+	ln := &unixsock.Listener{UnixListener: ul, Refused: func(err error) {
+		s.Enroller.Metrics.Failures.WithLabelValues("cni_peer").Inc()
+		s.Log.Error(err, "CNI socket connection refused")
+	}}
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -102,9 +107,10 @@ func (s *CNIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *CNIServer) handle(ctx context.Context, req *wire.Request) (*wire.Response, error) {
 	log := s.Log.WithValues("pod", req.PodNamespace+"/"+req.PodName, "command", req.Command)
+	netns := s.agentNetnsPath(req.Netns)
 	if req.Command == wire.CommandDel {
 		for _, uid := range s.Enroller.Lookup(req.PodNamespace, req.PodName) {
-			if p, _ := s.Enroller.Get(uid); req.Netns != "" && p.NetnsPath != req.Netns {
+			if p, _ := s.Enroller.Get(uid); netns != "" && p.NetnsPath != netns {
 				continue // another sandbox of a pod with this name
 			}
 			if err := s.Enroller.Unenroll(uid); err != nil {
@@ -123,7 +129,7 @@ func (s *CNIServer) handle(ctx context.Context, req *wire.Request) (*wire.Respon
 		return &wire.Response{}, nil
 	}
 	p := podFromObject(pod)
-	p.NetnsPath = req.Netns
+	p.NetnsPath = netns
 	if ips := req.Addrs(); len(ips) > 0 {
 		p.IPs = ips
 	}
@@ -131,11 +137,21 @@ func (s *CNIServer) handle(ctx context.Context, req *wire.Request) (*wire.Respon
 		log.Error(err, "capturing pod on CNI ADD")
 		return &wire.Response{Enrolled: true, Error: err.Error()}, nil
 	}
-	log.Info("pod captured on CNI ADD", "reason", d.Reason, "netns", req.Netns)
+	log.Info("pod captured on CNI ADD", "reason", d.Reason, "netns", netns)
 	if s.OnEnrolled != nil {
 		s.OnEnrolled(pod.Namespace, pod.Name)
 	}
 	return &wire.Response{Enrolled: true}, nil
+}
+
+// agentNetnsPath is where the agent opens the runtime's netns path (one
+// wire.ValidateNetnsPath accepted): /proc/<pid>/ns/net under ProcRoot;
+// /var/run/netns is mounted at its own path.
+func (s *CNIServer) agentNetnsPath(path string) string {
+	if rest, ok := strings.CutPrefix(path, "/proc/"); ok && s.ProcRoot != "" {
+		return filepath.Join(s.ProcRoot, rest)
+	}
+	return path
 }
 
 // lookup reads the pod and its namespace, from the cache first.

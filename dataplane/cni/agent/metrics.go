@@ -24,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"backend", "operation", "result"}),
 		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ambient_cni_failures_total",
-			Help: "Failures by stage (rules, host_rules, netns, ztunnel, annotate, cni_request)."},
+			Help: "Failures by stage (rules, host_rules, netns, ztunnel, annotate, cni_request, cni_peer)."},
 			[]string{"stage"}),
 		ZtunnelConnected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ambient_cni_ztunnel_connected", Help: "1 while the hand-off connection to ztunnel is up."}),

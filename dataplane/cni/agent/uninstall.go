@@ -13,7 +13,8 @@ import (
 )
 
 // UninstallNode removes everything the agent ever put on this node, without
-// the apiserver: the plugin entry and binary, the state file, the host
+// the apiserver: the plugin entry and binary, the state file and the
+// plugin's socket (which the agent leaves in place when it stops), the host
 // probe SNAT, and the capture rules of both backends from every network
 // namespace it can find. Removal only touches our own chains and tables, so
 // running it on pods that were never enrolled changes nothing.
@@ -27,8 +28,10 @@ func UninstallNode(o Options, log logr.Logger) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := os.Remove(o.StateFile); err != nil && !os.IsNotExist(err) {
-		errs = append(errs, err)
+	for _, path := range []string{o.StateFile, o.CNISocket} {
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
 	}
 	finder := &NetnsFinder{Dirs: o.NetnsDirs, ProcRoot: o.ProcRoot}
 	seen := map[uint64]bool{}

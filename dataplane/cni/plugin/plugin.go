@@ -141,20 +141,27 @@ func CmdAdd(args *skel.CmdArgs) error {
 }
 
 func add(conf *Config, req *wire.Request) error {
-	resp, err := callAgent(conf.AgentSocket, conf.timeout(), req)
 	pod := req.PodNamespace + "/" + req.PodName
-	if err == nil {
+	// Why the agent gave no answer about the pod; the enrollment state file decides then.
+	var why string
+	if err := req.Validate(); err != nil {
+		// Something the agent refuses to act on, such as a netns path outside
+		// /proc/<pid>/ns/net and /var/run/netns: asking again will not help.
+		why = fmt.Sprintf("its sandbox cannot be handed to the node agent (%v)", err)
+	} else if resp, err := callAgent(conf.AgentSocket, conf.timeout(), req); err != nil {
+		why = fmt.Sprintf("the node agent at %s is unreachable (%v); the runtime will retry", conf.AgentSocket, err)
+	} else {
 		if resp.Error != "" {
 			return fmt.Errorf("ambient-cni: pod %s is enrolled in the mesh but its traffic could not be captured: %s", pod, resp.Error)
 		}
 		return nil
 	}
-	state, serr := wire.ReadState(conf.StateFile)
-	if serr != nil {
-		return fmt.Errorf("ambient-cni: node agent unreachable (%v) and its enrollment state is unreadable (%v): refusing to start pod %s uncaptured", err, serr, pod)
+	state, err := wire.ReadState(conf.StateFile)
+	if err != nil {
+		return fmt.Errorf("ambient-cni: refusing to start pod %s uncaptured: %s, and the enrollment state is unreadable (%v)", pod, why, err)
 	}
 	if state.Enrolled(req.PodNamespace, req.PodName) {
-		return fmt.Errorf("ambient-cni: pod %s is enrolled in the mesh but the node agent at %s is unreachable (%v); not starting it uncaptured, the runtime will retry", pod, conf.AgentSocket, err)
+		return fmt.Errorf("ambient-cni: pod %s is enrolled in the mesh but %s; not starting it uncaptured", pod, why)
 	}
 	return nil // not enrolled: never block a pod the mesh does not own
 }

@@ -122,6 +122,29 @@ func TestAgentUnreachableFallsBackToTheStateFile(t *testing.T) {
 	}
 }
 
+// A netns path the agent would refuse is never sent: an enrolled pod fails ADD saying
+// which paths are accepted; a pod outside the mesh starts as usual.
+func TestAddWithAnUnacceptedNetnsPath(t *testing.T) {
+	socket, got := fakeAgent(t, func(*wire.Request) (int, string) { return 200, `{"enrolled":true}` })
+	state := writeState(t, &wire.EnrollmentState{Namespaces: []string{"shop"}, Pods: map[string]bool{"shop/legacy": false}})
+	for _, netns := range []string{"/etc/shadow", "/var/run/netns/../../etc/shadow", "/proc/self/ns/net"} {
+		a := args(socket, state, "web")
+		a.Netns = netns
+		err := addErr(t, a)
+		if err == nil || !strings.Contains(err.Error(), "shop/web is enrolled") || !strings.Contains(err.Error(), "/var/run/netns/<name>") {
+			t.Errorf("enrolled pod with netns %s: ADD = %v, want a refusal naming the accepted paths", netns, err)
+		}
+		a = args(socket, state, "legacy")
+		a.Netns = netns
+		if err := addErr(t, a); err != nil {
+			t.Errorf("pod outside the mesh with netns %s: ADD = %v, want pass-through", netns, err)
+		}
+	}
+	if len(got) != 0 {
+		t.Fatalf("the agent was sent %d request(s) with a refused netns path", len(got))
+	}
+}
+
 func TestAddIsBoundedInTime(t *testing.T) {
 	socket, _ := fakeAgent(t, func(*wire.Request) (int, string) { time.Sleep(3 * time.Second); return 200, `{}` })
 	state := writeState(t, &wire.EnrollmentState{})

@@ -7,7 +7,8 @@
 // The request carries only what the runtime gave the plugin (pod name,
 // namespace and uid, container id, netns path, interface, IPs). It never
 // carries the CNI config or runtime args verbatim, so nothing secret is sent
-// or logged.
+// or logged. The netns path must be one runtimes use (ValidateNetnsPath):
+// the agent opens it as root.
 package wire
 
 import (
@@ -17,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"path/filepath"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -122,8 +122,10 @@ func (r *Request) Validate() error {
 	if len(r.PodUID) > 128 {
 		field("podUID", "longer than 128 characters")
 	}
-	if r.Netns != "" && (!filepath.IsAbs(r.Netns) || len(r.Netns) > 4096 || filepath.Clean(r.Netns) != r.Netns) {
-		field("netns", "%q must be a clean absolute path", r.Netns)
+	if r.Netns != "" {
+		if err := ValidateNetnsPath(r.Netns); err != nil {
+			field("netns", "%v", err)
+		}
 	}
 	if r.Command == CommandAdd && r.Netns == "" {
 		field("netns", "required for ADD")
@@ -140,6 +142,43 @@ func (r *Request) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Netns paths the runtime may name: the agent opens the path as root and
+// enters it, so anything else (a file, a device, another process's mount
+// namespace) is refused before it gets there.
+const (
+	procNetnsPrefix = "/proc/"
+	procNetnsSuffix = "/ns/net"
+	maxPIDDigits    = 10
+	maxNetnsName    = 255 // NAME_MAX
+)
+
+var netnsDirs = []string{"/var/run/netns/", "/run/netns/"}
+
+// ValidateNetnsPath accepts the network namespace paths container runtimes
+// pass to CNI plugins: /proc/<pid>/ns/net (pid in digits) and a bind mount
+// /var/run/netns/<name> or /run/netns/<name> (name without "/" or "..").
+func ValidateNetnsPath(path string) error {
+	if validNetnsPath(path) {
+		return nil
+	}
+	return fmt.Errorf("%q is not a network namespace path the agent opens: "+
+		"/proc/<pid>/ns/net, /var/run/netns/<name> or /run/netns/<name> (<name> without \"/\" or \"..\")", path)
+}
+
+func validNetnsPath(path string) bool {
+	if rest, ok := strings.CutPrefix(path, procNetnsPrefix); ok {
+		pid, ok := strings.CutSuffix(rest, procNetnsSuffix)
+		return ok && pid != "" && len(pid) <= maxPIDDigits && strings.Trim(pid, "0123456789") == ""
+	}
+	for _, dir := range netnsDirs {
+		if name, ok := strings.CutPrefix(path, dir); ok {
+			return name != "" && name != "." && len(name) <= maxNetnsName &&
+				!strings.Contains(name, "..") && !strings.ContainsAny(name, "/\x00")
+		}
+	}
+	return false
 }
 
 // Addrs returns the request's IPs parsed (Validate has checked them).

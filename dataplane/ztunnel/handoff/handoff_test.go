@@ -3,6 +3,7 @@ package handoff
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/unixsock/unixsocktest"
 )
 
 // recordingWorkloads is a Workloads that remembers which pods it serves and checks that
@@ -170,6 +172,47 @@ func TestAddDelAndSnapshotReplay(t *testing.T) {
 	}
 	if n := srv.SnapshotsReceived(); n != 2 {
 		t.Fatalf("snapshots = %d, want 2", n)
+	}
+}
+
+// Only root may hand namespaces over: the socket is 0600, and a peer of another user that
+// got past the mode is closed before its first message, without disturbing the agent's
+// connection (a new connection otherwise replaces the current one).
+func TestNonRootPeerCannotReplaceTheAgent(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: connects as another user to a root-owned socket")
+	}
+	path, _, served := startServer(t)
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("hand-off socket mode %v (%v), want 0600", st.Mode(), err)
+	}
+	fd := openNetns(t)
+	agent, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	if err := agent.AddWorkload(pod("a"), fd); err != nil {
+		t.Fatal(err)
+	}
+
+	intruder, err := unixsocktest.DialAsPastMode(65534, "unixpacket", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer intruder.Close()
+	_ = intruder.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := WriteMessage(intruder, Hello(), NoFD); err == nil {
+		if _, _, err := ReadMessage(intruder); !errors.Is(err, io.EOF) && !errors.Is(err, unix.ECONNRESET) {
+			t.Fatalf("uid 65534 peer: read %v, want the connection closed unanswered", err)
+		}
+	}
+	// The agent's connection is still the served one.
+	if err := agent.AddWorkload(pod("b"), fd); err != nil {
+		t.Fatalf("the agent's connection broke after a refused peer: %v", err)
+	}
+	if got := strings.Join(served.uids(), ","); got != "a,b" {
+		t.Fatalf("served = %s, want a,b", got)
 	}
 }
 

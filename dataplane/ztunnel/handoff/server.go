@@ -13,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 
 	pb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/unixsock"
 )
 
 // Workloads is what the server drives: ztunnel's set of served pods.
@@ -39,12 +40,10 @@ type Server struct {
 	snapshots atomic.Int64
 }
 
-// Listen opens the hand-off socket at path, replacing a stale socket file.
+// Listen opens the hand-off socket at path: mode 0600 from the moment it appears there,
+// replacing a stale socket file (or a draining predecessor's) in one step; see unixsock.
 func Listen(path string) (*net.UnixListener, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("removing stale hand-off socket: %w", err)
-	}
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	ln, err := unixsock.Listen("unixpacket", path)
 	if err != nil {
 		return nil, fmt.Errorf("listening on hand-off socket %s: %w", path, err)
 	}
@@ -55,16 +54,22 @@ func Listen(path string) (*net.UnixListener, error) {
 func (s *Server) SnapshotsReceived() int64 { return s.snapshots.Load() }
 
 // Serve accepts agent connections until ctx ends, then closes ln and the current connection.
+// Only a peer running as root or as ztunnel's own user (SO_PEERCRED) is served (the node
+// agent runs as root): a connection from anyone else is closed before it can replace the
+// agent's and hand over namespaces.
 func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	go func() {
 		<-ctx.Done()
 		_ = ln.Close()
 		s.replace(nil)
 	}()
+	agents := &unixsock.Listener{UnixListener: ln, Refused: func(err error) {
+		s.Log.Error(err, "hand-off connection refused", "component", "handoff")
+	}}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		conn, err := ln.AcceptUnix()
+		conn, err := agents.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
