@@ -866,18 +866,38 @@ func TestTrafficGoesThroughTheWaypoint(t *testing.T) {
 	default:
 		t.Fatal("the connection did not go through the waypoint")
 	}
+	// The destination names the original client (the waypoint's Forwarded address, and
+	// the identity of the workload there), not the waypoint.
 	conns := adminJSON(t, m.b, "/connections")
-	if !strings.Contains(conns, `"sourceIdentity": "`+waypointID.String()+`"`) {
-		t.Fatalf("the destination ztunnel's connections do not come from the waypoint: %s", conns)
+	if !strings.Contains(conns, `"sourceIdentity": "`+clientID.String()+`"`) {
+		t.Fatalf("the destination ztunnel's connections do not name the relayed client %s: %s", clientID, conns)
 	}
 
-	// The destination trusts the waypoint's Forwarded: a DENY on the client's address
-	// refuses the relayed connection, though the waypoint's own address is 127.10.0.9.
-	m.setPolicy("no-client-ip", pb.AuthorizationAction_AUTHORIZATION_ACTION_DENY, &pb.Rule{IpBlocks: []string{"127.10.0.2/32"}})
-	waitFor(t, "policy", func() bool { return len(m.b.Store.Snapshot().Authorizations) == 1 })
-	refused(t, m, m.client.connect(t, 15001, "127.10.0.3:8080"))
-	if len(requests) != 1 {
-		t.Fatalf("the refused connection did not go through the waypoint (%d requests)", len(requests))
+	// A DENY naming the waypoint (its identity, or its address 127.10.0.9) does not catch
+	// the clients it relays; a DENY on the client's identity or address does.
+	for _, c := range []struct {
+		rule   *pb.Rule
+		denied bool
+	}{
+		{&pb.Rule{Principals: []string{waypointID.String()}}, false},
+		{&pb.Rule{IpBlocks: []string{"127.10.0.9/32"}}, false},
+		{&pb.Rule{Principals: []string{clientID.String()}}, true},
+		{&pb.Rule{IpBlocks: []string{"127.10.0.2/32"}}, true},
+	} {
+		m.setPolicy("deny", pb.AuthorizationAction_AUTHORIZATION_ACTION_DENY, c.rule)
+		waitFor(t, "policy", func() bool {
+			a := m.b.Store.Snapshot().Authorizations
+			return len(a) == 1 && proto.Equal(a[0].GetRules()[0], c.rule)
+		})
+		conn := m.client.connect(t, 15001, "127.10.0.3:8080")
+		if c.denied {
+			refused(t, m, conn)
+		} else if got, err := roundTrip(conn, "relayed"); err != nil || got != "echo relayed" {
+			t.Errorf("a DENY on %v refused the client the waypoint relays: %q, %v", c.rule, got, err)
+		}
+	}
+	if len(requests) != 4 {
+		t.Fatalf("%d connections went through the waypoint, want all 4", len(requests))
 	}
 
 	// From any other peer the header is ignored: a client claiming the denied address is

@@ -230,12 +230,12 @@ func (p *podServer) ServeHBONE(ctx context.Context, req *hbone.Request) error {
 		z.accessLog(DirInbound, p.pod, src, req.Target, req.Peer.String(), p.id.String(), 0, 0, 0, err)
 		return hbone.Reject(http.StatusForbidden, "%v", err)
 	}
-	srcIP := p.sourceIP(local, req, src.Addr())
+	srcIP, principal := p.client(local, req, src.Addr())
 	check := func() (bool, string) {
-		return p.authorize(authz.Conn{SrcIP: srcIP, Principal: req.Peer, DstPort: req.Target.Port()}, false)
+		return p.authorize(authz.Conn{SrcIP: srcIP, Principal: principal, DstPort: req.Target.Port()}, false)
 	}
 	if ok, reason := check(); !ok {
-		z.accessLog(DirInbound, p.pod, src, req.Target, req.Peer.String(), p.id.String(), 0, 0, 0, errors.New(reason))
+		z.accessLog(DirInbound, p.pod, netip.AddrPortFrom(srcIP, src.Port()), req.Target, principal.String(), p.id.String(), 0, 0, 0, errors.New(reason))
 		return hbone.Reject(http.StatusForbidden, "%s", reason)
 	}
 	up, err := p.pod.Net.Dial(lctx, "tcp", req.Target.String())
@@ -250,8 +250,8 @@ func (p *podServer) ServeHBONE(ctx context.Context, req *hbone.Request) error {
 	}
 	t := &conn{
 		direction: DirInbound, podUID: p.pod.UID, pod: p.pod.Namespace + "/" + p.pod.Name,
-		src: netip.AddrPortFrom(srcIP, src.Port()), dst: req.Target, srcID: req.Peer.String(), dstID: p.id.String(),
-		labels: p.inboundLabels(local, req.Peer, srcIP, metrics.SecurityMutualTLS), sides: []net.Conn{st, up}, recheck: check,
+		src: netip.AddrPortFrom(srcIP, src.Port()), dst: req.Target, srcID: principal.String(), dstID: p.id.String(),
+		labels: p.inboundLabels(local, principal, srcIP, metrics.SecurityMutualTLS), sides: []net.Conn{st, up}, recheck: check,
 	}
 	z.conns.add(t)
 	err = hbone.Join(st, up, &t.stats)
@@ -276,25 +276,42 @@ func (p *podServer) checkInboundTarget(local *pb.Workload, target netip.AddrPort
 	return nil
 }
 
-// sourceIP is the client's address: the HBONE connection's source (ztunnels dial from the
-// client pod's own network), or, when the peer is a waypoint of this workload (its own, or
-// that of a Service it backs), the address the waypoint reports in Forwarded: for=.
-func (p *podServer) sourceIP(local *pb.Workload, req *hbone.Request, connIP netip.Addr) netip.Addr {
+// client is who the connection is from, as policies and telemetry see it: the HBONE
+// peer and the connection's source (ztunnels dial from the client pod's own network), or,
+// when the peer is a waypoint of this workload (its own, or that of a Service it backs),
+// the original client the waypoint relays — the address it reports in Forwarded: for=,
+// and the identity of the mesh workload at that address (none for a client outside the
+// mesh). So a destination policy on the client's identity or IP applies whether or not a
+// waypoint is in the path, and one naming the waypoint does not catch its clients.
+func (p *podServer) client(local *pb.Workload, req *hbone.Request, connIP netip.Addr) (netip.Addr, spiffe.ID) {
 	if !p.isWaypointOf(local, req.Peer.String()) {
-		return connIP
+		return connIP, req.Peer
 	}
-	for _, part := range strings.Split(req.Header.Get("Forwarded"), ";") {
+	forwarded, ok := forwardedFor(req.Header.Get("Forwarded"))
+	if !ok {
+		return connIP, req.Peer
+	}
+	id, err := p.z.Store.WorkloadByAddr(forwarded).IdentityID(p.z.cfg.TrustDomain)
+	if err != nil {
+		return forwarded, spiffe.ID{}
+	}
+	return forwarded, id
+}
+
+// forwardedFor reads the address of the first for= in a Forwarded header (RFC 7239).
+func forwardedFor(header string) (netip.Addr, bool) {
+	for _, part := range strings.Split(header, ";") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(part), "for="); ok {
 			v = strings.Trim(v, `"[]`)
 			if ap, err := netip.ParseAddrPort(v); err == nil {
-				return ap.Addr().Unmap()
+				return ap.Addr().Unmap(), true
 			}
 			if a, err := netip.ParseAddr(v); err == nil {
-				return a.Unmap()
+				return a.Unmap(), true
 			}
 		}
 	}
-	return connIP
+	return netip.Addr{}, false
 }
 
 // isWaypointOf reports whether peer is the identity of the workload's waypoint or of the

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -184,6 +185,120 @@ func TestWaypointL7(t *testing.T) {
 		t.Logf("fault over %d requests: %v", n, got)
 	})
 
+	t.Run("a retry policy hides a flaky backend", func(t *testing.T) {
+		flaky := "http://" + l7.ReviewsV2Addr + localmesh.FlakyPath
+		r, err := l7.Client.CurlN(ctx, 20, flaky)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := localmesh.Tally(r); got["503"] < 5 {
+			t.Fatalf("without a retry policy reviews-v2's %s should fail about every other request; got %v", localmesh.FlakyPath, got)
+		}
+		retriesBefore := waypointCounter(t, "ambientmesh_waypoint_retries_total")
+		if out, err := mesh.Apply(localmesh.RetryRouteYAML(l7Namespace)); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		eventually(t, 30*time.Second, "every request answered 200 once the retry route applies", func() error {
+			r, err := l7.Client.CurlN(ctx, 20, flaky)
+			if got := localmesh.Tally(r); err != nil || got["200 "+l7.V2.String()] != 20 {
+				return fmt.Errorf("%v %v", got, err)
+			}
+			return nil
+		})
+		if after := waypointCounter(t, "ambientmesh_waypoint_retries_total"); after < retriesBefore+10 {
+			t.Errorf("20 requests to a backend failing every other one should take at least 10 retries; the waypoint counted %v", after-retriesBefore)
+		}
+	})
+
+	t.Run("the destination ztunnel's L4 policy sees the client, not the waypoint", func(t *testing.T) {
+		waypointPod := mesh.WorkloadPods(l7Namespace, localmesh.WaypointName)[0]
+		waypointSA := fmt.Sprintf("%s/%s", l7Namespace, localmesh.WaypointName)
+		v2 := "http://" + l7.ReviewsV2Addr + "/"
+		clientSA := l7.Client.Namespace + "/" + l7.Client.ServiceAccount
+		for _, c := range []struct {
+			what, from string
+			// marker shows the policy's rule in the ztunnel's /policies.
+			marker string
+			denied bool
+		}{
+			{"the waypoint's IP", "ipBlocks: [" + waypointPod.IP + "/32]", waypointPod.IP, false},
+			{"the waypoint's identity", "serviceAccounts: [" + waypointSA + "]", "sa/" + localmesh.WaypointName, false},
+			{"the client's IP", "ipBlocks: [" + l7.Client.IP + "/32]", l7.Client.IP, true},
+			{"the client's identity", "serviceAccounts: [" + clientSA + "]", "sa/" + l7.Client.ServiceAccount, true},
+		} {
+			policy := fmt.Sprintf(`apiVersion: mesh.ambientmesh.dev/v1alpha1
+kind: MeshPolicy
+metadata:
+  name: l4-deny
+  namespace: %s
+spec:
+  selector:
+    matchLabels: {app: reviews, version: v2}
+  action: DENY
+  rules:
+  - from:
+    - %s
+`, l7Namespace, c.from)
+			if out, err := mesh.Apply(policy); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			eventually(t, 30*time.Second, "the policy at reviews-v2's ztunnel", func() error {
+				policies, err := localmesh.ZtunnelGet(l7.V2.Node, meshv1alpha1.PortAdmin, "/policies")
+				if err != nil || !strings.Contains(policies, `"l4-deny"`) || !strings.Contains(policies, c.marker) {
+					return fmt.Errorf("no l4-deny with %s in the ztunnel's policies (%v)", c.marker, err)
+				}
+				return nil
+			})
+			r, err := l7.Client.CurlN(ctx, 5, v2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := localmesh.Tally(r)
+			if c.denied && got["503"] != 5 {
+				t.Errorf("a DENY on %s at reviews-v2's ztunnel: the relayed requests should fail (503 from the waypoint), got %v", c.what, got)
+			}
+			if !c.denied && got["200 "+l7.V2.String()] != 5 {
+				t.Errorf("a DENY on %s at reviews-v2's ztunnel must not apply to the client's relayed requests: want 5 × 200, got %v", c.what, got)
+			}
+		}
+		if _, err := mesh.Kubectl("delete", "meshpolicy", "-n", l7Namespace, "l4-deny"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "reviews-v2 reachable again", func() error {
+			r, err := l7.Client.CurlN(ctx, 1, v2)
+			if err != nil || r[0].Code != 200 {
+				return fmt.Errorf("%+v %v", r, err)
+			}
+			return nil
+		})
+	})
+
+	t.Run("the waypoint's access log names the real client", func(t *testing.T) {
+		path := fmt.Sprintf("/access-log-%d", time.Now().UnixNano())
+		if r, err := l7.Client.CurlN(ctx, 1, reviews[:len(reviews)-1]+path); err != nil || r[0].Code != 200 {
+			t.Fatalf("GET %s: %+v %v", path, r, err)
+		}
+		pod := mesh.WorkloadPods(l7Namespace, localmesh.WaypointName)[0]
+		var entry struct {
+			Path            string `json:"path"`
+			ResponseCode    int    `json:"response_code"`
+			SourceAddress   string `json:"source_address"`
+			SourcePrincipal string `json:"source_principal"`
+		}
+		// The waypoint writes its access log in batches, once a second.
+		eventually(t, 10*time.Second, "the request in the waypoint's access log", func() error {
+			line, err := localmesh.LogLine(pod.Proc.LogPath, path)
+			if err != nil {
+				return err
+			}
+			return json.Unmarshal([]byte(line), &entry)
+		})
+		if entry.ResponseCode != 200 || entry.SourceAddress != l7.Client.IP || entry.SourcePrincipal != localmesh.Principal(l7.Client) {
+			t.Errorf("access log entry %+v: want response_code 200, source_address %s, source_principal %s",
+				entry, l7.Client.IP, localmesh.Principal(l7.Client))
+		}
+	})
+
 	t.Run("waypoint metrics count requests by response code", func(t *testing.T) {
 		metrics, err := mesh.WaypointGet(l7Namespace, localmesh.WaypointName, meshv1alpha1.PortMetrics, "/metrics")
 		if err != nil {
@@ -324,6 +439,16 @@ func waypointRequests(t *testing.T, fragments ...string) float64 {
 		t.Fatalf("reading the waypoint's metrics: %v", err)
 	}
 	return localmesh.RequestsTotal(metrics, "istio_requests_total", append([]string{`reporter="waypoint"`}, fragments...)...)
+}
+
+// waypointCounter sums a counter of the waypoint's metrics over its labels.
+func waypointCounter(t *testing.T, name string) float64 {
+	t.Helper()
+	metrics, err := mesh.WaypointGet(l7Namespace, localmesh.WaypointName, meshv1alpha1.PortMetrics, "/metrics")
+	if err != nil {
+		t.Fatalf("reading the waypoint's metrics: %v", err)
+	}
+	return localmesh.RequestsTotal(metrics, name)
 }
 
 // perPodRequests reads istio_requests_total{reporter="waypoint"} of each

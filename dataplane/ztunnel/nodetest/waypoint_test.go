@@ -408,13 +408,14 @@ func TestWaypointOnRealNamespaces(t *testing.T) {
 		}
 	})
 
-	t.Run("the servers' ztunnels see the waypoint's identity and the client's address", func(t *testing.T) {
+	t.Run("the servers' ztunnels see the client's identity and address, not the waypoint's", func(t *testing.T) {
 		for node, workload := range map[string]string{"a": "server-a", "b": "server-b"} {
 			metrics := m.nodes[node].zt.scrape(t)
-			// source_workload comes from the source address: the client's, from Forwarded.
+			// The client's address comes from the waypoint's Forwarded, its identity from
+			// the workload at that address.
 			if !containsLine(metrics, "istio_tcp_connections_opened_total{", `reporter="destination"`, `destination_workload="`+workload+`"`,
-				`source_principal="`+waypointID.String()+`"`, `source_workload="client"`) {
-				t.Fatalf("ztunnel %s: no connection to %s from the waypoint's identity on behalf of the client:\n%s", node, workload, grep(metrics, "istio_tcp_connections_opened"))
+				`source_principal="`+clientID.String()+`"`, `source_workload="client"`) {
+				t.Fatalf("ztunnel %s: no connection to %s from the client's identity through the waypoint:\n%s", node, workload, grep(metrics, "istio_tcp_connections_opened"))
 			}
 		}
 	})

@@ -28,10 +28,10 @@ type L7Workloads struct {
 	// V1 and V2 serve HTTP (reviews-v1 on the first node, reviews-v2 on
 	// the second); Client runs curl (first node).
 	V1, V2, Client *AppPod
-	// ReviewsAddr is Service reviews (both versions), ReviewsV1Addr Service
-	// reviews-v1, ReviewsL4Addr Service reviews-l4 (the same pods as
-	// reviews, labelled to use no waypoint).
-	ReviewsAddr, ReviewsV1Addr, ReviewsL4Addr string
+	// ReviewsAddr is Service reviews (both versions), ReviewsV1Addr and
+	// ReviewsV2Addr Services reviews-v1 and reviews-v2, ReviewsL4Addr Service
+	// reviews-l4 (the same pods as reviews, labelled to use no waypoint).
+	ReviewsAddr, ReviewsV1Addr, ReviewsV2Addr, ReviewsL4Addr string
 }
 
 // WaypointName is the scenario's Waypoint.
@@ -65,7 +65,7 @@ func (m *Mesh) DeployL7(ctx context.Context, namespace string) (*L7Workloads, er
 	}{
 		{"reviews", map[string]string{"app": "reviews"}, nil, &w.ReviewsAddr},
 		{"reviews-v1", map[string]string{"app": "reviews", "version": "v1"}, nil, &w.ReviewsV1Addr},
-		{"reviews-v2", map[string]string{"app": "reviews", "version": "v2"}, nil, nil},
+		{"reviews-v2", map[string]string{"app": "reviews", "version": "v2"}, nil, &w.ReviewsV2Addr},
 		{"reviews-l4", map[string]string{"app": "reviews"}, map[string]string{meshv1alpha1.LabelUseWaypoint: meshv1alpha1.UseWaypointNone}, &w.ReviewsL4Addr},
 	}
 	for _, s := range services {
@@ -199,6 +199,32 @@ spec:
   - backendRefs:
     - name: reviews-v1
       port: %[2]d
+`, namespace, EchoPort)
+}
+
+// RetryRouteYAML is an HTTPRoute for Service reviews-v2 that retries its
+// 503s (Gateway API's retry field, experimental channel): reviews-v2's
+// FlakyPath then always answers 200.
+func RetryRouteYAML(namespace string) string {
+	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: reviews-v2-retry
+  namespace: %s
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: reviews-v2
+    port: %d
+  rules:
+  - backendRefs:
+    - name: reviews-v2
+      port: %[2]d
+    retry:
+      attempts: 2
+      codes: [503]
+      backoff: 10ms
 `, namespace, EchoPort)
 }
 

@@ -190,7 +190,9 @@ func Up(ctx context.Context, o Options) (m *Mesh, err error) {
 func (m *Mesh) startAPIServer(ctx context.Context) error {
 	// envtest logs through controller-runtime's logger; its progress is ours to print.
 	ctrllog.SetLogger(logr.Discard())
-	env, err := testenv.New()
+	// The experimental channel, so that HTTPRoute retries (the L7 story's
+	// flaky backend) are kept by the API server.
+	env, err := testenv.NewWithGatewayAPI(testenv.GatewayExperimental)
 	if err != nil {
 		return err
 	}

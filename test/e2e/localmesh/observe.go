@@ -50,6 +50,22 @@ func Metrics(node *Node) (string, error) {
 	return ZtunnelGet(node, meshv1alpha1.PortMetrics, "/metrics")
 }
 
+// LogLine returns the last line of the log file at path that contains
+// fragment.
+func LogLine(path, fragment string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	lines := strings.Split(string(data), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], fragment) {
+			return lines[i], nil
+		}
+	}
+	return "", fmt.Errorf("no line with %q in %s", fragment, path)
+}
+
 // MetricLines returns the lines of metric name whose labels contain every
 // fragment (e.g. `source_principal="spiffe://..."`).
 func MetricLines(text, name string, fragments ...string) []string {

@@ -37,6 +37,7 @@ type AppPod struct {
 	listener                        net.Listener
 	httpServer                      *http.Server
 	accepted                        atomic.Int64
+	flakyCalls                      atomic.Int64
 	mu                              sync.Mutex
 	open                            []net.Conn
 }
@@ -194,6 +195,10 @@ func (p *AppPod) serve() error {
 // serveHTTP starts an HTTP/1.1 server: every request is answered 200 with
 // the body "hello from <ns>/<name> (<method> <path>)" and the header
 // X-Served-By: <ns>/<name>.
+// FlakyPath is where the HTTP server answers every other request 503 (the
+// first, the third, ...): a flaky backend for retry policies to hide.
+const FlakyPath = "/flaky"
+
 func (p *AppPod) serveHTTP() error {
 	l, err := ListenIn(p.NetnsPath(), fmt.Sprintf(":%d", EchoPort))
 	if err != nil {
@@ -202,6 +207,10 @@ func (p *AppPod) serveHTTP() error {
 	p.listener = l
 	p.httpServer = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == FlakyPath && p.flakyCalls.Add(1)%2 == 1 {
+				http.Error(w, "flaky: every other request to "+FlakyPath+" fails", http.StatusServiceUnavailable)
+				return
+			}
 			w.Header().Set("X-Served-By", p.String())
 			fmt.Fprintf(w, "hello from %s (%s %s)\n", p, r.Method, r.URL.Path)
 		}),

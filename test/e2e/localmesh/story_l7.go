@@ -140,6 +140,29 @@ func (s *Story) runL7(ctx context.Context, m *Mesh) error {
 	counts := Tally(faults)
 	s.Say("100 × curl %s: %d × 503 (injected by the waypoint), %d × 200 from reviews-v1", v1, counts["503"], counts["200 "+w.V1.String()])
 
+	s.Heading("Retries: an HTTPRoute's retry policy hides a flaky backend")
+	flaky := "http://" + w.ReviewsV2Addr + FlakyPath
+	before, err := w.Client.CurlN(ctx, 20, flaky)
+	if err != nil {
+		return err
+	}
+	s.Say("reviews-v2 fails every other request to %s; 20 × curl %s: %v", FlakyPath, flaky, Tally(before))
+	if err := s.apply(m, RetryRouteYAML(ns)); err != nil {
+		return err
+	}
+	var after []Response
+	err = Eventually(30*time.Second, func() (err error) {
+		after, err = w.Client.CurlN(ctx, 20, flaky)
+		if n := Tally(after)["200 "+w.V2.String()]; err == nil && n != 20 {
+			err = fmt.Errorf("%v", Tally(after))
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("the retry route did not hide the flaky backend: %w", err)
+	}
+	s.Say("with retry {attempts: 2, codes: [503]}: 20 × curl %s: %v", flaky, Tally(after))
+
 	s.Heading(`The waypoint's metrics: istio_requests_total{reporter="waypoint"} by response code`)
 	metrics, err := m.WaypointGet(ns, WaypointName, meshv1alpha1.PortMetrics, "/metrics")
 	if err != nil {
