@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,11 +13,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/blang/semver/v4"
 	"github.com/operator-framework/api/pkg/manifests"
 	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
 	"github.com/operator-framework/api/pkg/validation"
 	"github.com/operator-framework/api/pkg/validation/errors"
+	"golang.org/x/mod/modfile"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ambientmesh/ambient-operator/internal/versions"
 )
 
 // TestBundleIsReproducibleAndCurrent regenerates the bundle twice with
@@ -245,6 +250,102 @@ func TestBundleCSV(t *testing.T) {
 
 // TestBundleImageLabels: the bundle image's labels repeat
 // metadata/annotations.yaml, which OLM reads when the labels are absent.
+// What OperatorHub and the console read beyond the CSV's spec: cert-manager
+// as a dependency OLM installs first, the namespace to suggest, and the
+// AmbientMesh to offer right after the install.
+func TestBundleOLMMetadata(t *testing.T) {
+	root := repoRoot(t)
+	data, err := os.ReadFile(filepath.Join(root, "bundle", "metadata", "dependencies.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deps struct {
+		Dependencies []olmDependency `json:"dependencies"`
+	}
+	if err := yaml.UnmarshalStrict(data, &deps); err != nil {
+		t.Fatal(err)
+	}
+	// The cert-manager this module builds and tests against must be in the range.
+	certManager := semver.MustParse(strings.TrimPrefix(requiredVersion(t, "github.com/cert-manager/cert-manager"), "v"))
+	if !slices.ContainsFunc(deps.Dependencies, func(d olmDependency) bool {
+		inRange, err := semver.ParseRange(d.Value.Version)
+		return d.Type == "olm.package" && d.Value.PackageName == "cert-manager" && err == nil && inRange(certManager)
+	}) {
+		t.Errorf("metadata/dependencies.yaml does not declare the cert-manager package with a range including %s: %+v", certManager, deps)
+	}
+	csv := loadCSV(t)
+	kustomization, err := os.ReadFile(filepath.Join(root, "config", "default", "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := csv.Annotations["operatorframework.io/suggested-namespace"]
+	if ns == "" || !strings.Contains(string(kustomization), "\nnamespace: "+ns+"\n") {
+		t.Errorf("suggested-namespace %q is not the namespace `make deploy` installs into (config/default)", ns)
+	}
+	var init struct {
+		Kind     string `json:"kind"`
+		Metadata struct {
+			Name string `json:"name"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal([]byte(csv.Annotations["operatorframework.io/initialization-resource"]), &init); err != nil ||
+		init.Kind != "AmbientMesh" || init.Metadata.Name != "default" {
+		t.Errorf("initialization-resource: want the AmbientMesh named default, got %+v (%v)", init, err)
+	}
+}
+
+// olmDependency is an entry of metadata/dependencies.yaml of type olm.package.
+type olmDependency struct {
+	Type  string `json:"type"`
+	Value struct {
+		PackageName string `json:"packageName"`
+		Version     string `json:"version"`
+	} `json:"value"`
+}
+
+// requiredVersion is the version go.mod requires of module.
+func requiredVersion(t *testing.T, module string) string {
+	t.Helper()
+	gomod, err := os.ReadFile(filepath.Join(repoRoot(t), "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := modfile.ParseLax("go.mod", gomod, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range f.Require {
+		if r.Mod.Path == module {
+			return r.Mod.Version
+		}
+	}
+	t.Fatalf("go.mod does not require %s", module)
+	return ""
+}
+
+// relatedImages must be exactly what `make images` builds for a release (the
+// Dockerfile's targets, each tagged with the default mesh version) plus the
+// operator: a disconnected install mirrors this list, and an image in it that
+// is never built breaks the mirroring.
+func TestBundleRelatedImagesAreTheBuiltImages(t *testing.T) {
+	csv := loadCSV(t)
+	df := parseDockerfile(t, filepath.Join(repoRoot(t), "Dockerfile"))
+	want := map[string]bool{csv.Annotations["containerImage"]: true}
+	for _, st := range df.stages {
+		if st.name != "build" && st.name != "operator" {
+			want[versions.Registry+"/"+st.name+":"+versions.Default] = true
+		}
+	}
+	got := map[string]bool{}
+	for _, r := range csv.Spec.RelatedImages {
+		got[r.Image] = true
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("relatedImages %v, want the operator's image and the Dockerfile's component targets at version %s: %v",
+			slices.Sorted(maps.Keys(got)), versions.Default, slices.Sorted(maps.Keys(want)))
+	}
+}
+
 func TestBundleImageLabels(t *testing.T) {
 	root := repoRoot(t)
 	data, err := os.ReadFile(filepath.Join(root, "bundle", "metadata", "annotations.yaml"))

@@ -224,6 +224,11 @@ func fillCSV(csv *operatorsv1alpha1.ClusterServiceVersion, opts Options, in *inp
 		return err
 	}
 	csv.Annotations["alm-examples"] = examples
+	init, err := initializationResource(in.samples)
+	if err != nil {
+		return err
+	}
+	csv.Annotations["operatorframework.io/initialization-resource"] = init
 	csv.Annotations["containerImage"] = image
 	delete(csv.Annotations, "createdAt") // would make every run differ
 
@@ -292,6 +297,27 @@ func almExamples(samples []*unstructured.Unstructured) (string, error) {
 	}
 	return string(out), nil
 }
+
+// initializationResource is the AmbientMesh sample, which the console offers
+// to create right after the install: the operator does nothing until it exists.
+func initializationResource(samples []*unstructured.Unstructured) (string, error) {
+	for _, s := range samples {
+		if s.GetKind() == "AmbientMesh" {
+			out, err := json.Marshal(s.Object)
+			return string(out), err
+		}
+	}
+	return "", errors.New("no AmbientMesh among the samples: the CSV needs one as its initialization resource")
+}
+
+// Dependencies is metadata/dependencies.yaml: cert-manager signs every
+// certificate of the mesh, so OLM installs its OperatorHub package first.
+const Dependencies = `dependencies:
+- type: olm.package
+  value:
+    packageName: cert-manager
+    version: ">=1.16.0 <2.0.0"
+`
 
 // permissions moves the rules bound to the operator's service account into
 // the CSV (OLM creates and binds them); unbound ClusterRoles (the roles for
@@ -412,16 +438,16 @@ func webhookPorts(services []corev1.Service, name string, deploy *appsv1.Deploym
 	return 0, intstr.IntOrString{}, fmt.Errorf("service %s not found in the input", name)
 }
 
-// relatedImages lists every image the operator may run, so that
-// disconnected installs can mirror them: its own and each component's for
-// every mesh version it can install.
+// relatedImages lists the images this release builds (`make images
+// IMAGE_TAG=<default version>`), so that disconnected installs can mirror
+// them: the operator's and each component's at the mesh version the operator
+// installs by default. Other versions the operator could move a mesh to are
+// left out: their images come with their own releases, and a list naming
+// images that do not exist breaks mirroring.
 func relatedImages(operatorImage string) []operatorsv1alpha1.RelatedImage {
 	images := []operatorsv1alpha1.RelatedImage{{Name: "operator", Image: operatorImage}}
-	for _, v := range versions.Supported() {
-		for _, c := range []versions.Component{versions.ControlPlane, versions.ZTunnel, versions.CNIAgent, versions.Waypoint} {
-			name := fmt.Sprintf("%s-%s", c, strings.ReplaceAll(v, ".", "-"))
-			images = append(images, operatorsv1alpha1.RelatedImage{Name: name, Image: versions.Image(c, v)})
-		}
+	for _, c := range []versions.Component{versions.ControlPlane, versions.ZTunnel, versions.CNIAgent, versions.Waypoint} {
+		images = append(images, operatorsv1alpha1.RelatedImage{Name: string(c), Image: versions.Image(c, versions.Default)})
 	}
 	return images
 }
@@ -473,6 +499,9 @@ func (b *Bundle) Write(outDir, dockerfile string) error {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(metadata, "annotations.yaml"), ann, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(metadata, "dependencies.yaml"), []byte(Dependencies), 0o644); err != nil {
 		return err
 	}
 	// The image is built with the Dockerfile's directory as context.
