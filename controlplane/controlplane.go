@@ -15,6 +15,7 @@ import (
 
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -24,7 +25,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
@@ -62,6 +62,15 @@ type Options struct {
 	// RequireXDSClientCert refuses xDS clients without a mesh certificate (otherwise a
 	// token is accepted instead).
 	RequireXDSClientCert bool
+	// CertificateRequestLimit and XDSStreamLimit bound, per caller, certificate requests
+	// and xDS stream opens (see identity.CAOptions); zero values take the defaults.
+	CertificateRequestLimit, XDSStreamLimit identity.RateLimit
+	// Registerer receives the control plane's metrics (cmd/controlplane passes
+	// controller-runtime's metrics.Registry); nil registers none. A registry takes the
+	// metrics of one control plane only: New fails on a second.
+	Registerer prometheus.Registerer
+	// Listen opens the xDS and CA listeners (default net.Listen).
+	Listen func(network, address string) (net.Listener, error)
 	// Debounce of xDS pushes.
 	Debounce time.Duration
 	// SignTimeout bounds each wait for cert-manager.
@@ -78,11 +87,12 @@ type ControlPlane struct {
 	certs identity.CertSource
 	recs  *discovery.Reconcilers
 
-	mu       sync.Mutex
-	xdsAddr  net.Addr
-	caAddr   net.Addr
-	ready    chan struct{}
-	readyErr error
+	mu        sync.Mutex
+	xdsAddr   net.Addr
+	caAddr    net.Addr
+	ready     chan struct{}
+	readyOnce sync.Once
+	readyErr  error
 }
 
 // New wires the control plane into mgr (a manager built with meshscheme.New()); cfg is for the
@@ -97,10 +107,12 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 	if err != nil {
 		return nil, err
 	}
+	reg := &registerer{Registerer: opts.Registerer}
 	cp.XDS = xdsserver.New(ctx, xdsserver.Options{
-		Debounce: opts.Debounce, Registerer: metrics.Registry, Log: log.WithName("xds"),
-		PeerIdentity: func(ctx context.Context) (string, string, bool) {
-			return identity.XDSPeer(ctx, opts.Mesh.TrustDomain)
+		Debounce: opts.Debounce, Registerer: reg, Log: log.WithName("xds"),
+		PeerIdentity: func(ctx context.Context) (xdsserver.Peer, bool) {
+			who, ok := identity.XDSCaller(ctx)
+			return xdsserver.Peer(who), ok
 		},
 		NodeAgents: opts.NodeAgents,
 	})
@@ -127,8 +139,31 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 	cp.CA = identity.NewCA(identity.CAOptions{
 		TrustDomain: opts.Mesh.TrustDomain, Audience: opts.Audience, NodeAgents: opts.NodeAgents,
 		DefaultTTL: opts.WorkloadCertTTL, MinTTL: time.Hour, MaxTTL: opts.MaxCertTTL, Roots: cp.certs.Roots,
-	}, live, mgr.GetCache(), discovery.IndexPodNode, signer, metrics.Registry, log.WithName("ca"))
+		CertificateRequests: opts.CertificateRequestLimit, XDSStreams: opts.XDSStreamLimit,
+	}, live, mgr.GetCache(), discovery.IndexPodNode, signer, reg, log.WithName("ca"))
+	if reg.err != nil {
+		return nil, fmt.Errorf("registering the control plane's metrics: %w", reg.err)
+	}
 	return cp, nil
+}
+
+// registerer hands the metrics to opts.Registerer, keeping the first refusal as an error
+// for New to return: the components register with MustRegister, which would panic when
+// the registry already holds another control plane's metrics.
+type registerer struct {
+	prometheus.Registerer
+	err error
+}
+
+func (r *registerer) MustRegister(cs ...prometheus.Collector) {
+	if r.Registerer == nil {
+		return
+	}
+	for _, c := range cs {
+		if err := r.Register(c); err != nil && r.err == nil {
+			r.err = err
+		}
+	}
 }
 
 // startInformers caches the kinds the mesh's consumers of this cache read before any
@@ -177,6 +212,9 @@ func validate(o *Options) error {
 	if o.MaxCertTTL == 0 {
 		o.MaxCertTTL = max(o.WorkloadCertTTL, 30*24*time.Hour)
 	}
+	if o.Listen == nil {
+		o.Listen = net.Listen
+	}
 	return errors.Join(errs...)
 }
 
@@ -203,71 +241,90 @@ func (cp *ControlPlane) certSource(signer *identity.Signer) identity.CertSource 
 func (cp *ControlPlane) NeedLeaderElection() bool { return false }
 
 // Start waits for the cache, gets the serving certificate, translates everything once,
-// then serves xDS and the CA until ctx ends. It implements manager.Runnable.
+// then serves xDS and the CA until ctx ends or a server fails. It implements
+// manager.Runnable.
 func (cp *ControlPlane) Start(ctx context.Context) error {
-	err := cp.start(ctx)
-	cp.mu.Lock()
-	cp.readyErr = err
-	cp.mu.Unlock()
+	srv, err := cp.prepare(ctx)
+	cp.setReady(srv, err)
 	if err != nil {
-		close(cp.ready)
 		return err
 	}
-	return nil
+	return cp.serve(ctx, srv)
 }
 
-func (cp *ControlPlane) start(ctx context.Context) error {
+// servers are the gRPC servers and their listeners.
+type servers struct {
+	xds, ca       *grpc.Server
+	xdsLis, caLis net.Listener
+}
+
+func (cp *ControlPlane) prepare(ctx context.Context) (*servers, error) {
 	if !cp.mgr.GetCache().WaitForCacheSync(ctx) {
-		return errors.New("cache did not sync")
+		return nil, errors.New("cache did not sync")
 	}
 	if err := cp.loadCert(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	begin := time.Now()
 	if err := cp.recs.Prime(ctx); err != nil {
-		return fmt.Errorf("initial translation: %w", err)
+		return nil, fmt.Errorf("initial translation: %w", err)
 	}
 	cp.XDS.Publisher().Flush()
 	cp.log.Info("initial translation done", "workloads", cp.XDS.ResourceCount(pb.WorkloadTypeURL),
 		"services", cp.XDS.ResourceCount(pb.ServiceTypeURL), "took", time.Since(begin))
 
-	xdsLis, err := net.Listen("tcp", cp.opts.XDSAddress)
+	xdsLis, err := cp.opts.Listen("tcp", cp.opts.XDSAddress)
 	if err != nil {
-		return fmt.Errorf("xDS listener: %w", err)
+		return nil, fmt.Errorf("xDS listener: %w", err)
 	}
-	caLis, err := net.Listen("tcp", cp.opts.CAAddress)
+	caLis, err := cp.opts.Listen("tcp", cp.opts.CAAddress)
 	if err != nil {
 		_ = xdsLis.Close()
-		return fmt.Errorf("CA listener: %w", err)
+		return nil, fmt.Errorf("CA listener: %w", err)
 	}
 	xdsGRPC := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(cp.certs.ServerTLS(cp.opts.RequireXDSClientCert))),
 		grpc.StreamInterceptor(cp.CA.XDSStreamInterceptor()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(1000),
+		grpc.MaxRecvMsgSize(xdsserver.MaxRequestSize),
 	)
 	cp.XDS.Register(xdsGRPC)
 	caGRPC := grpc.NewServer(grpc.Creds(credentials.NewTLS(cp.certs.ServerTLS(false))))
 	pb.RegisterCertificateServiceServer(caGRPC, cp.CA)
+	return &servers{xds: xdsGRPC, ca: caGRPC, xdsLis: xdsLis, caLis: caLis}, nil
+}
 
-	cp.mu.Lock()
-	cp.xdsAddr, cp.caAddr = xdsLis.Addr(), caLis.Addr()
-	cp.mu.Unlock()
-	close(cp.ready)
-	cp.log.Info("serving", "xds", xdsLis.Addr().String(), "ca", caLis.Addr().String())
+// setReady records the outcome of prepare, once: WaitReady returns it.
+func (cp *ControlPlane) setReady(srv *servers, err error) {
+	cp.readyOnce.Do(func() {
+		cp.mu.Lock()
+		if err == nil {
+			cp.xdsAddr, cp.caAddr = srv.xdsLis.Addr(), srv.caLis.Addr()
+		}
+		cp.readyErr = err
+		cp.mu.Unlock()
+		close(cp.ready)
+	})
+}
 
+// serve runs the servers until ctx ends or one of them fails, and returns that failure.
+func (cp *ControlPlane) serve(ctx context.Context, srv *servers) error {
+	cp.log.Info("serving", "xds", srv.xdsLis.Addr().String(), "ca", srv.caLis.Addr().String())
 	errc := make(chan error, 2)
-	go func() { errc <- xdsGRPC.Serve(xdsLis) }()
-	go func() { errc <- caGRPC.Serve(caLis) }()
+	go func() { errc <- srv.xds.Serve(srv.xdsLis) }()
+	go func() { errc <- srv.ca.Serve(srv.caLis) }()
 	if sc, ok := cp.certs.(*identity.ServingCert); ok {
 		go sc.Run(ctx)
 	}
+	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		cp.log.Error(err, "a gRPC server stopped; stopping the control plane")
 	}
-	xdsGRPC.Stop() // streams are long-lived: do not wait for them
-	caGRPC.GracefulStop()
+	srv.xds.Stop() // streams are long-lived: do not wait for them
+	srv.ca.GracefulStop()
 	return err
 }
 

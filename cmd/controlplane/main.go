@@ -161,6 +161,7 @@ func options(f *flags, mc meshconfig.MeshConfig) controlplane.Options {
 		WorkloadCertTTL:      mc.Identity.WorkloadCertTTL.Duration,
 		RequireXDSClientCert: f.requireClientCert,
 		Debounce:             f.debounce,
+		Registerer:           metrics.Registry,
 	}
 }
 

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -203,7 +205,7 @@ func (r reader) podsInNamespaceOf(ctx context.Context, o client.Object) []reconc
 	}
 	var list corev1.PodList
 	if err := r.client.List(ctx, &list, opts...); err != nil {
-		return nil
+		return mapFailed(ctx, err, o, "pods of namespace "+ns)
 	}
 	return requests(list.Items)
 }
@@ -216,7 +218,7 @@ func (r reader) servicesInNamespaceOf(ctx context.Context, o client.Object) []re
 	}
 	var list corev1.ServiceList
 	if err := r.client.List(ctx, &list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-		return nil
+		return mapFailed(ctx, err, o, "Services of namespace "+ns)
 	}
 	return requests(list.Items)
 }
@@ -224,24 +226,32 @@ func (r reader) servicesInNamespaceOf(ctx context.Context, o client.Object) []re
 // servicesUsingWaypointsOf maps a Waypoint or Gateway (or its Service or pod) to every
 // Service that may use a waypoint of its namespace.
 func (r reader) servicesUsingWaypointsOf(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.usersOfWaypointsIn(ctx, o.GetNamespace(), func() client.ObjectList { return &corev1.ServiceList{} })
+	out, err := r.usersOfWaypointsIn(ctx, o.GetNamespace(), func() client.ObjectList { return &corev1.ServiceList{} })
+	if err != nil {
+		return mapFailed(ctx, err, o, "Services that may use a waypoint of namespace "+o.GetNamespace())
+	}
+	return out
 }
 
 // podsUsingWaypointsOf maps a Waypoint or Gateway (or its Service or pod) to every pod
 // that may use a waypoint of its namespace.
 func (r reader) podsUsingWaypointsOf(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.usersOfWaypointsIn(ctx, o.GetNamespace(), func() client.ObjectList { return &corev1.PodList{} })
+	out, err := r.usersOfWaypointsIn(ctx, o.GetNamespace(), func() client.ObjectList { return &corev1.PodList{} })
+	if err != nil {
+		return mapFailed(ctx, err, o, "pods that may use a waypoint of namespace "+o.GetNamespace())
+	}
+	return out
 }
 
 // usersOfWaypointsIn lists the objects (of newList's kind) that may use a Waypoint of
 // namespace: all of that namespace, those whose own labels name a waypoint there, and all
-// of the namespaces whose labels do. Lookup errors drop the event, as every map function.
-func (r reader) usersOfWaypointsIn(ctx context.Context, namespace string, newList func() client.ObjectList) []reconcile.Request {
+// of the namespaces whose labels do.
+func (r reader) usersOfWaypointsIn(ctx context.Context, namespace string, newList func() client.ObjectList) ([]reconcile.Request, error) {
 	namespaces := []string{namespace}
 	var labelled corev1.NamespaceList
 	if err := r.client.List(ctx, &labelled, client.MatchingLabels{meshv1.LabelUseWaypointNamespace: namespace},
 		client.UnsafeDisableDeepCopy); err != nil {
-		return nil
+		return nil, err
 	}
 	for _, ns := range labelled.Items {
 		if ns.Name != namespace {
@@ -252,13 +262,13 @@ func (r reader) usersOfWaypointsIn(ctx context.Context, namespace string, newLis
 	for _, ns := range namespaces {
 		list := newList()
 		if err := r.client.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-			return nil
+			return nil, err
 		}
 		lists = append(lists, list)
 	}
 	named := newList()
 	if err := r.client.List(ctx, named, client.MatchingFields{IndexUseWaypointNamespace: namespace}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil
+		return nil, err
 	}
 	lists = append(lists, named)
 	seen := map[types.NamespacedName]bool{}
@@ -273,7 +283,15 @@ func (r reader) usersOfWaypointsIn(ctx context.Context, namespace string, newLis
 			return nil
 		})
 	}
-	return out
+	return out, nil
+}
+
+// mapFailed logs the lookup error of a map function and drops the event (a map function
+// cannot return an error): what it would have recomputed waits for its next event.
+func mapFailed(ctx context.Context, err error, o client.Object, what string) []reconcile.Request {
+	log.FromContext(ctx).Error(err, "event dropped: cannot list what it affects", "affected", what,
+		"kind", fmt.Sprintf("%T", o), "object", client.ObjectKeyFromObject(o))
+	return nil
 }
 
 func requests[T any, PT interface {

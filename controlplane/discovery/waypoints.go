@@ -263,7 +263,7 @@ func (r *WaypointReconciler) waypointsAffectedBy(ctx context.Context, o client.O
 	}
 	waypoints, err := r.waypoints(ctx, ns)
 	if err != nil {
-		return nil
+		return mapFailed(ctx, err, o, "waypoints of namespace "+ns)
 	}
 	out := requests(waypoints)
 	r.mu.Lock()

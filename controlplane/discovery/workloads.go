@@ -120,7 +120,7 @@ func (r *WorkloadReconciler) podsOfService(ctx context.Context, o client.Object)
 	var list corev1.PodList
 	if err := r.client.List(ctx, &list, client.InNamespace(svc.Namespace),
 		client.MatchingLabels(svc.Spec.Selector), client.UnsafeDisableDeepCopy); err != nil {
-		return nil
+		return mapFailed(ctx, err, o, "pods the Service selects")
 	}
 	return requests(list.Items)
 }

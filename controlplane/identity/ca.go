@@ -42,6 +42,13 @@ type CAOptions struct {
 	DefaultTTL, MinTTL, MaxTTL time.Duration
 	// Roots returns the trust anchors to hand out with every certificate.
 	Roots func() []string
+	// CertificateRequests bounds the certificate requests of one caller, by its address:
+	// each costs a TokenReview and, once authorized, a CertificateRequest. Zero values
+	// take DefaultCertificateRateLimit.
+	CertificateRequests RateLimit
+	// XDSStreams bounds the xDS streams one caller opens (see XDSStreamInterceptor). Zero
+	// values take DefaultXDSStreamRateLimit.
+	XDSStreams RateLimit
 }
 
 // CA implements pb.CertificateServiceServer.
@@ -56,6 +63,11 @@ type CA struct {
 	Signer       *Signer
 	Log          logr.Logger
 	requests     *prometheus.CounterVec
+	requestRate  *limiter
+	streamRate   *limiter
+	// nodeAgentCerts: which pod each certificate a node agent holds for its own identity
+	// was issued to (see XDSStreamInterceptor).
+	nodeAgentCerts *issuedCerts
 }
 
 // NewCA builds the service; reg (may be nil) receives its metrics.
@@ -63,9 +75,13 @@ func NewCA(opts CAOptions, c client.Client, pods client.Reader, podNodeIndex str
 	ca := &CA{opts: opts, Client: c, Pods: pods, PodNodeIndex: podNodeIndex, Signer: signer, Log: log,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ambientmesh_ca_requests_total",
-			Help: "Certificate requests by result: issued, or the reason they were refused (unauthenticated, forbidden, invalid, failed).",
-		}, []string{"result"})}
-	for _, r := range []string{"issued", "unauthenticated", "forbidden", "invalid", "failed"} {
+			Help: "Certificate requests by result: issued, or the reason they were refused (unauthenticated, forbidden, invalid, rate_limited, failed).",
+		}, []string{"result"}),
+		requestRate:    newLimiter(opts.CertificateRequests.orDefault(DefaultCertificateRateLimit), time.Now),
+		streamRate:     newLimiter(opts.XDSStreams.orDefault(DefaultXDSStreamRateLimit), time.Now),
+		nodeAgentCerts: newIssuedCerts(),
+	}
+	for _, r := range []string{"issued", "unauthenticated", "forbidden", "invalid", "rate_limited", "failed"} {
 		ca.requests.WithLabelValues(r) // export zeros so refusals show up before the first one
 	}
 	if reg != nil {
@@ -77,9 +93,11 @@ func NewCA(opts CAOptions, c client.Client, pods client.Reader, podNodeIndex str
 // Requests returns the metric, for tests.
 func (ca *CA) Requests() *prometheus.CounterVec { return ca.requests }
 
-// caller is an authenticated service account and the node its token is bound to.
+// caller is an authenticated service account, and the pod and node its credentials are
+// bound to when they are.
 type caller struct {
 	namespace, name string
+	podName, podUID string
 	node            string
 }
 
@@ -106,12 +124,19 @@ func resultOf(code codes.Code) string {
 		return "forbidden"
 	case codes.InvalidArgument:
 		return "invalid"
+	case codes.ResourceExhausted:
+		return "rate_limited"
 	default:
 		return "failed"
 	}
 }
 
 func (ca *CA) create(ctx context.Context, req *pb.CreateCertificateRequest) (*pb.CreateCertificateResponse, error) {
+	// Before the TokenReview: that is the first cost a caller imposes.
+	if host := peerHost(ctx); !ca.requestRate.allow(host) {
+		return nil, status.Errorf(codes.ResourceExhausted, "too many certificate requests from %s: at most %d at once, then %g per second",
+			host, ca.requestRate.limit.Burst, ca.requestRate.limit.PerSecond)
+	}
 	who, err := ca.authenticate(ctx)
 	if err != nil {
 		return nil, err
@@ -134,7 +159,18 @@ func (ca *CA) create(ctx context.Context, req *pb.CreateCertificateRequest) (*pb
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "signing %s: %v", id, err)
 	}
-	return ca.response(signed)
+	resp, err := ca.response(signed)
+	if err == nil && ca.isNodeAgent(who) && id.Namespace == who.namespace && id.ServiceAccount == who.name && who.podName != "" {
+		// A ztunnel's own certificate: its xDS stream will present it.
+		if leaves, _, err := SplitPEMCertificates([]byte(resp.CertChain[0])); err == nil && len(leaves) == 1 {
+			ca.nodeAgentCerts.remember(leaves[0], who)
+		}
+	}
+	return resp, err
+}
+
+func (ca *CA) isNodeAgent(who caller) bool {
+	return slices.Contains(ca.opts.NodeAgents, who.String())
 }
 
 // authenticate validates the bearer token with a TokenReview for the CA's audience.
@@ -167,16 +203,16 @@ func (ca *CA) authenticate(ctx context.Context) (caller, error) {
 		return caller{}, status.Errorf(codes.Unauthenticated, "%q is not a service account", st.User.Username)
 	}
 	who := caller{namespace: ns, name: name}
+	who.podName, _ = one(st.User.Extra[extraPodName])
+	who.podUID = first(st.User.Extra[extraPodUID])
 	who.node, _ = one(st.User.Extra[extraNodeName])
-	if who.node == "" {
+	if who.node == "" && who.podName != "" {
 		// Older API servers do not put the node in the token: read it from the bound pod.
-		if podName, ok := one(st.User.Extra[extraPodName]); ok {
-			node, err := ca.nodeOfPod(ctx, ns, podName, first(st.User.Extra[extraPodUID]))
-			if err != nil {
-				return caller{}, err
-			}
-			who.node = node
+		node, err := ca.nodeOfPod(ctx, ns, who.podName, who.podUID)
+		if err != nil {
+			return caller{}, err
 		}
+		who.node = node
 	}
 	return who, nil
 }
@@ -224,7 +260,7 @@ func (ca *CA) authorize(ctx context.Context, who caller, id spiffe.ID) error {
 	if id.Namespace == who.namespace && id.ServiceAccount == who.name {
 		return nil
 	}
-	if !slices.Contains(ca.opts.NodeAgents, who.String()) {
+	if !ca.isNodeAgent(who) {
 		return status.Errorf(codes.PermissionDenied, "service account %s may only request its own identity, not %s", who, id)
 	}
 	if who.node == "" {

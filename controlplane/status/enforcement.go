@@ -220,7 +220,7 @@ func (r *PolicyReconciler) policiesUsingWaypointsOf(ctx context.Context, o clien
 func (r *PolicyReconciler) policiesUsingWaypointsIn(ctx context.Context, namespace string) []reconcile.Request {
 	namespaces, err := discovery.NamespacesUsingWaypointsOf(ctx, r.Client, namespace)
 	if err != nil {
-		return nil
+		return mapFailed(ctx, err, "MeshPolicies of the namespaces that may use a waypoint of "+namespace)
 	}
 	return r.policies(ctx, namespaces, hasTargetRefs)
 }
@@ -251,14 +251,14 @@ func (r *PolicyReconciler) policies(ctx context.Context, namespaces []string, ke
 	if namespaces == nil {
 		var all meshv1.MeshPolicyList
 		if err := r.Client.List(ctx, &all, client.UnsafeDisableDeepCopy); err != nil {
-			return nil
+			return mapFailed(ctx, err, "every MeshPolicy")
 		}
 		lists = append(lists, all)
 	}
 	for _, ns := range namespaces {
 		var list meshv1.MeshPolicyList
 		if err := r.Client.List(ctx, &list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-			return nil
+			return mapFailed(ctx, err, "MeshPolicies of namespace "+ns)
 		}
 		lists = append(lists, list)
 	}

@@ -183,7 +183,7 @@ func (r *RouteReconciler) routesInNamespaceOf(ctx context.Context, o client.Obje
 func (r *RouteReconciler) routesUsingWaypointsOf(ctx context.Context, o client.Object) []reconcile.Request {
 	namespaces, err := discovery.NamespacesUsingWaypointsOf(ctx, r.Client, o.GetNamespace())
 	if err != nil {
-		return nil
+		return mapFailed(ctx, err, r.Kind+"s of the namespaces that may use a waypoint of "+o.GetNamespace())
 	}
 	return r.routesIn(ctx, namespaces)
 }
@@ -193,11 +193,11 @@ func (r *RouteReconciler) routesIn(ctx context.Context, namespaces []string) []r
 	for _, ns := range namespaces {
 		list := r.newList()
 		if err := r.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
-			return nil
+			return mapFailed(ctx, err, r.Kind+"s of namespace "+ns)
 		}
 		items, err := meta.ExtractList(list)
 		if err != nil {
-			return nil
+			return mapFailed(ctx, err, r.Kind+"s of namespace "+ns)
 		}
 		for _, item := range items {
 			if o, ok := item.(client.Object); ok {

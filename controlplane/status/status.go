@@ -38,6 +38,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -98,6 +99,14 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	return setupRoutes(mgr, opts)
+}
+
+// mapFailed logs the lookup error of a map function and drops the event (a map function
+// cannot return an error): the statuses it would have recomputed wait for their next
+// event.
+func mapFailed(ctx context.Context, err error, what string) []reconcile.Request {
+	log.FromContext(ctx).Error(err, "event dropped: cannot list what it affects", "affected", what)
+	return nil
 }
 
 func forwardAcks(ctx context.Context, changes <-chan xdsserver.AckChange, out chan<- event.TypedGenericEvent[xdsserver.AckChange]) {

@@ -7,19 +7,29 @@
 // and ACKs it, or NACKs it with the Handler's error (the Handler keeps its last good
 // configuration). When the stream breaks it reconnects with exponential backoff and sends
 // the versions it holds (initial_resource_versions) so the server only sends what changed.
+//
+// A NACK leaves the client behind the server: the server counts the rejected response as
+// delivered, so the valid resources it carried would not come again until they change.
+// The client therefore reports the type as Behind, and after a backoff ends the stream and
+// opens a new one announcing the versions it last accepted, so the server sends the
+// difference again; the first response of the type on the new stream, once applied,
+// brings the client level again.
 package xdsclient
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -58,6 +68,13 @@ type Options struct {
 	Log     logr.Logger
 }
 
+// MaxResponseSize is the largest response the client accepts. A ztunnel's first response
+// carries every workload of the mesh, a few hundred bytes each with its name and version
+// (293 in the control-plane benchmark, 381 in TestLargeSnapshotFits): gRPC's default of
+// 4 MiB stops at about 14,000 workloads. 50,000 workloads take 19 MB; 64 MiB leaves room
+// for three times that.
+const MaxResponseSize = 64 << 20
+
 // Stats are counters for dumps and tests.
 type Stats struct {
 	Connected   bool
@@ -65,7 +82,13 @@ type Stats struct {
 	Acks, Nacks int
 	LastNack    string
 	LastError   string
+	// Behind: type URL → reason of the rejected response the client has not caught up
+	// with yet (see Client.Behind).
+	Behind map[string]string `json:",omitempty"`
 }
+
+// errResync ends a stream after a NACK, so that the next one asks again.
+var errResync = errors.New("asking again for the configuration it rejected")
 
 // Client is one delta ADS client. Create it with New and start it with Run.
 type Client struct {
@@ -78,6 +101,14 @@ type Client struct {
 	stats    Stats
 	synced   map[string]bool
 	syncedCh chan struct{}
+	// behind: type → reason of a NACK not caught up with (see Behind).
+	behind map[string]string
+	// nacks counts NACKs per type (the metric).
+	nacks map[string]int
+	// awaitingFirst: the types whose first response on the current stream has not come.
+	awaitingFirst map[string]bool
+	// resyncDelay is the wait before the last resync; it doubles while NACKs go on.
+	resyncDelay time.Duration
 }
 
 // New returns a client for the server at addr (a gRPC target such as "host:port").
@@ -91,7 +122,8 @@ func New(addr string, handler Handler, opts Options) *Client {
 	if opts.Node == nil {
 		opts.Node = &corev3.Node{}
 	}
-	c := &Client{addr: addr, handler: handler, opts: opts, versions: map[string]map[string]string{}, synced: map[string]bool{}, syncedCh: make(chan struct{})}
+	c := &Client{addr: addr, handler: handler, opts: opts, versions: map[string]map[string]string{}, synced: map[string]bool{},
+		syncedCh: make(chan struct{}), behind: map[string]string{}, nacks: map[string]int{}}
 	for _, t := range opts.TypeURLs {
 		c.versions[t] = map[string]string{}
 	}
@@ -104,7 +136,8 @@ func (c *Client) Run(ctx context.Context) error {
 	if len(c.opts.TypeURLs) == 0 {
 		return errors.New("xdsclient: no TypeURLs to subscribe to")
 	}
-	conn, err := grpc.NewClient(c.addr, c.opts.DialOptions...)
+	dial := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseSize))}, c.opts.DialOptions...)
+	conn, err := grpc.NewClient(c.addr, dial...)
 	if err != nil {
 		return fmt.Errorf("xdsclient: %w", err)
 	}
@@ -116,6 +149,10 @@ func (c *Client) Run(ctx context.Context) error {
 		c.setDisconnected(err)
 		if ctx.Err() != nil {
 			break
+		}
+		if errors.Is(err, errResync) {
+			c.opts.Log.Info("opening a new xDS stream to receive again what was rejected", "behind", c.Behind())
+			continue // the stream already waited out the resync delay
 		}
 		if gotResponse {
 			backoff = c.opts.InitialBackoff // the stream was healthy: start over
@@ -131,14 +168,17 @@ func (c *Client) Run(ctx context.Context) error {
 	return nil
 }
 
-// runStream serves one stream; gotResponse reports whether any response arrived.
+// runStream serves one stream; gotResponse reports whether any response arrived. After a
+// NACK it keeps the stream for the resync delay (the server still sees the NACK and the
+// client connected meanwhile), then ends it with errResync.
 func (c *Client) runStream(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) (gotResponse bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	stream, err := ads.DeltaAggregatedResources(ctx, c.opts.CallOptions...)
 	if err != nil {
 		return false, err
 	}
+	c.startStream()
 	for i, t := range c.opts.TypeURLs {
 		req := &discoveryv3.DeltaDiscoveryRequest{
 			TypeUrl:                 t,
@@ -153,20 +193,54 @@ func (c *Client) runStream(ctx context.Context, ads discoveryv3.AggregatedDiscov
 		}
 	}
 	c.setConnected()
+	var resync *time.Timer
+	defer func() {
+		if resync != nil {
+			resync.Stop()
+		}
+	}()
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
+			if errors.Is(context.Cause(ctx), errResync) {
+				return gotResponse, errResync
+			}
 			return gotResponse, err
 		}
 		gotResponse = true
-		if err := stream.Send(c.handle(resp)); err != nil {
+		reply, nacked := c.handle(resp)
+		if err := stream.Send(reply); err != nil {
 			return true, err
+		}
+		if nacked && resync == nil {
+			delay := c.nextResyncDelay()
+			c.opts.Log.Info("configuration behind the server after a NACK; asking again on a new stream", "type", resp.GetTypeUrl(), "in", delay)
+			resync = time.AfterFunc(delay, func() { cancel(errResync) })
 		}
 	}
 }
 
-// handle applies one response and returns the ACK or NACK.
-func (c *Client) handle(resp *discoveryv3.DeltaDiscoveryResponse) *discoveryv3.DeltaDiscoveryRequest {
+// startStream notes that no response has come on the new stream yet.
+func (c *Client) startStream() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.awaitingFirst = make(map[string]bool, len(c.opts.TypeURLs))
+	for _, t := range c.opts.TypeURLs {
+		c.awaitingFirst[t] = true
+	}
+}
+
+// nextResyncDelay backs off like reconnects do: a response the client keeps rejecting is
+// asked for again less and less often.
+func (c *Client) nextResyncDelay() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.resyncDelay = min(max(c.resyncDelay*2, c.opts.InitialBackoff), c.opts.MaxBackoff)
+	return c.resyncDelay
+}
+
+// handle applies one response and returns the ACK, or the NACK (nacked).
+func (c *Client) handle(resp *discoveryv3.DeltaDiscoveryResponse) (reply *discoveryv3.DeltaDiscoveryRequest, nacked bool) {
 	if c.opts.Observe != nil {
 		c.opts.Observe(resp)
 	}
@@ -178,14 +252,29 @@ func (c *Client) handle(resp *discoveryv3.DeltaDiscoveryResponse) *discoveryv3.D
 	err := c.apply(resp, upserts)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	typeURL := resp.GetTypeUrl()
+	first := c.awaitingFirst[typeURL]
+	delete(c.awaitingFirst, typeURL)
 	if err != nil {
 		c.stats.Nacks++
 		c.stats.LastNack = err.Error()
+		if _, subscribed := c.versions[typeURL]; subscribed {
+			c.behind[typeURL] = err.Error()
+			c.nacks[typeURL]++
+		}
 		ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
-		c.opts.Log.Error(err, "rejected xDS update (NACK), keeping the last good configuration", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce())
-		return ack
+		c.opts.Log.Error(err, "rejected xDS update (NACK), keeping the last good configuration", "type", typeURL, "nonce", resp.GetNonce())
+		return ack, true
 	}
 	c.stats.Acks++
+	if first {
+		// The first response of a stream carries everything that differs from the
+		// versions announced: the client now holds the server's state of the type.
+		delete(c.behind, typeURL)
+		if len(c.behind) == 0 {
+			c.resyncDelay = 0
+		}
+	}
 	versions := c.versions[resp.GetTypeUrl()]
 	for _, name := range resp.GetRemovedResources() {
 		delete(versions, name)
@@ -199,7 +288,7 @@ func (c *Client) handle(resp *discoveryv3.DeltaDiscoveryResponse) *discoveryv3.D
 			close(c.syncedCh)
 		}
 	}
-	return ack
+	return ack, false
 }
 
 func (c *Client) apply(resp *discoveryv3.DeltaDiscoveryResponse, upserts map[string]*anypb.Any) error {
@@ -217,11 +306,7 @@ func (c *Client) apply(resp *discoveryv3.DeltaDiscoveryResponse, upserts map[str
 func (c *Client) knownVersions(typeURL string) map[string]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]string, len(c.versions[typeURL]))
-	for k, v := range c.versions[typeURL] {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(c.versions[typeURL])
 }
 
 func (c *Client) setConnected() {
@@ -242,7 +327,50 @@ func (c *Client) setDisconnected(err error) {
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.stats
+	st := c.stats
+	if len(c.behind) > 0 {
+		st.Behind = maps.Clone(c.behind)
+	}
+	return st
+}
+
+// Behind returns the subscribed types whose configuration is behind the server's, with
+// the reason: the client rejected (NACKed) a response of the type and has not applied
+// the server's state of it since. Empty when the client is level with what it received.
+func (c *Client) Behind() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.behind)
+}
+
+var (
+	behindDesc = prometheus.NewDesc("ambientmesh_xds_config_behind",
+		"1 while the configuration of a type is behind the control plane's: a response of it was rejected (NACKed) and its current state not applied since.",
+		[]string{"type"}, nil)
+	nacksDesc = prometheus.NewDesc("ambientmesh_xds_client_nacks_total",
+		"Responses rejected (NACKed), per type.", []string{"type"}, nil)
+)
+
+// Describe implements prometheus.Collector: register the client to export
+// ambientmesh_xds_config_behind and ambientmesh_xds_client_nacks_total per subscribed type.
+func (c *Client) Describe(ch chan<- *prometheus.Desc) {
+	ch <- behindDesc
+	ch <- nacksDesc
+}
+
+// Collect implements prometheus.Collector.
+func (c *Client) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.opts.TypeURLs {
+		behind := 0.0
+		if _, ok := c.behind[t]; ok {
+			behind = 1
+		}
+		name := t[strings.LastIndex(t, ".")+1:]
+		ch <- prometheus.MustNewConstMetric(behindDesc, prometheus.GaugeValue, behind, name)
+		ch <- prometheus.MustNewConstMetric(nacksDesc, prometheus.CounterValue, float64(c.nacks[t]), name)
+	}
 }
 
 // Synced is closed once a response of every subscribed type has been ACKed.

@@ -2,6 +2,7 @@ package xdsclient_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -11,9 +12,11 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/xdsclient"
@@ -80,12 +83,13 @@ func TestSyncUpdateDeleteAndNack(t *testing.T) {
 	if !has(store, "10.0.0.2") {
 		t.Fatal("last good workload b lost after a NACK")
 	}
-	if st := c.Stats(); st.Nacks != 1 || !st.Connected {
-		t.Fatalf("stats %+v", st)
+	if st := c.Stats(); st.Nacks == 0 || !strings.Contains(st.Behind[pb.WorkloadTypeURL], "999.0.0.2") {
+		t.Fatalf("stats %+v, want the NACK counted and Workloads behind", st)
 	}
 	// A fix is accepted again.
 	srv.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"b": workload("b", "10.0.0.3")})
 	eventually(t, "fixed workload", func() bool { return has(store, "10.0.0.3") })
+	eventually(t, "level again", func() bool { return len(c.Behind()) == 0 })
 }
 
 func TestReconnectResumesWithKnownVersions(t *testing.T) {
@@ -145,4 +149,113 @@ func TestReconnectResumesWithKnownVersions(t *testing.T) {
 	if st := c.Stats(); st.Connects < 2 {
 		t.Fatalf("connects = %d, want a reconnect", st.Connects)
 	}
+}
+
+// TestNackResyncsTheRejectedBatch: the server counts a NACKed response as delivered, so
+// the valid resources it carried would never come again; the client asks again on a new
+// stream and catches up once the bad resource is fixed, and says it is behind meanwhile.
+func TestNackResyncsTheRejectedBatch(t *testing.T) {
+	srv := xdstest.Start(t)
+	srv.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"a": workload("a", "10.0.0.1")})
+	store := state.New()
+	c := startClient(t, srv.Addr, store)
+	eventually(t, "sync", func() bool { return has(store, "10.0.0.1") })
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	if got := metric(t, reg, "ambientmesh_xds_config_behind", "Workload"); got != 0 {
+		t.Fatalf("behind = %v before any NACK", got)
+	}
+
+	// One response carries a valid workload c and an invalid d: the whole response is NACKed.
+	srv.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"c": workload("c", "10.0.0.3"), "d": workload("d", "not-an-ip")})
+	eventually(t, "the NACK", func() bool { return len(srv.Nacks()) > 0 })
+	if behind := c.Behind(); !strings.Contains(behind[pb.WorkloadTypeURL], "not-an-ip") || len(behind) != 1 {
+		t.Fatalf("Behind() = %v, want Workloads with the reason", behind)
+	}
+	if got := metric(t, reg, "ambientmesh_xds_config_behind", "Workload"); got != 1 {
+		t.Fatalf("ambientmesh_xds_config_behind{type=Workload} = %v, want 1", got)
+	}
+	if got := metric(t, reg, "ambientmesh_xds_client_nacks_total", "Workload"); got < 1 {
+		t.Fatalf("ambientmesh_xds_client_nacks_total{type=Workload} = %v, want the NACK counted", got)
+	}
+
+	// Only d changes on the server; c comes again because the client asked again.
+	srv.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"d": workload("d", "10.0.0.4")})
+	eventually(t, "the rejected batch's valid workload c, and the fixed d", func() bool {
+		return has(store, "10.0.0.3") && has(store, "10.0.0.4")
+	})
+	eventually(t, "level again", func() bool { return len(c.Behind()) == 0 })
+	if got := metric(t, reg, "ambientmesh_xds_config_behind", "Workload"); got != 0 {
+		t.Fatalf("behind = %v after catching up", got)
+	}
+	if st := c.Stats(); st.Connects < 2 {
+		t.Fatalf("connects = %d, want a new stream for the resync", st.Connects)
+	}
+}
+
+// metric returns the value of a metric with the given type label.
+func metric(t *testing.T, reg *prometheus.Registry, name, typ string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if m.GetLabel()[0].GetValue() == typ {
+				return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s{type=%q}", name, typ)
+	return 0
+}
+
+// TestLargeSnapshotFits: a ztunnel's first response carries every workload of the mesh.
+// 50,000 workloads shaped like the control plane's exceed gRPC's default 4 MiB limit.
+func TestLargeSnapshotFits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 50,000-workload snapshot: skipped in -short mode")
+	}
+	const n = 50000
+	workloads := make(map[string]proto.Message, n)
+	for i := range n {
+		uid := fmt.Sprintf("3f1c9a2e-8b4d-4f6a-9c1e-%012d", i)
+		workloads[uid] = &pb.Workload{
+			Uid: uid, Name: fmt.Sprintf("checkout-7d9f8c6b5-%05d", i), Namespace: "shop-frontend", ServiceAccount: "checkout",
+			Node: fmt.Sprintf("worker-%03d", i%500), Addresses: []string{fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)},
+			Services:       map[string]*pb.PortList{"shop-frontend/checkout.shop-frontend.svc.cluster.local": {Ports: []*pb.Port{{ServicePort: 80, TargetPort: 8080}}}},
+			TunnelProtocol: pb.TunnelProtocol_TUNNEL_PROTOCOL_HBONE, Status: pb.WorkloadStatus_WORKLOAD_STATUS_HEALTHY,
+			TrustDomain: "cluster.local", WorkloadName: "checkout",
+		}
+	}
+	srv := xdstest.Start(t)
+	srv.Set(t, pb.WorkloadTypeURL, workloads)
+	var size int
+	c := xdsclient.New(srv.Addr, xdsclient.HandlerFunc(func(string, map[string]*anypb.Any, []string) error { return nil }), xdsclient.Options{
+		TypeURLs:    []string{pb.WorkloadTypeURL},
+		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		Log:         testr.New(t),
+		Observe: func(r *discoveryv3.DeltaDiscoveryResponse) {
+			if len(r.GetResources()) == n {
+				size = proto.Size(r)
+			}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-c.Synced():
+	case <-time.After(60 * time.Second):
+		t.Fatalf("not synced: %+v", c.Stats())
+	}
+	if size <= 4<<20 || size > xdsclient.MaxResponseSize {
+		t.Fatalf("the snapshot took %d bytes: want more than gRPC's default 4 MiB (what this test is about) and at most MaxResponseSize", size)
+	}
+	t.Logf("50,000 workloads: %d bytes in one response", size)
 }

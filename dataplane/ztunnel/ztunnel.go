@@ -11,9 +11,12 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -148,6 +151,7 @@ func New(cfg Config) (*Ztunnel, error) {
 			CallOptions: cfg.XDSCallOptions,
 			Log:         cfg.Log.WithName("xds"),
 		})
+		z.Metrics.Registry.MustRegister(z.XDS) // ambientmesh_xds_config_behind, ambientmesh_xds_client_nacks_total
 	}
 	if cfg.HandoffSocket != "" {
 		z.handoff = &handoff.Server{Workloads: z.Pods, Log: cfg.Log}
@@ -155,8 +159,9 @@ func New(cfg Config) (*Ztunnel, error) {
 	return z, nil
 }
 
-// Ready reports whether the ztunnel has its configuration and (with a hand-off socket) the
-// node agent's snapshot of pods.
+// Ready reports whether the ztunnel has its configuration, level with the control
+// plane's (not behind after rejecting some of it), and (with a hand-off socket) the node
+// agent's snapshot of pods.
 func (z *Ztunnel) Ready() error {
 	select {
 	case <-z.draining:
@@ -165,6 +170,12 @@ func (z *Ztunnel) Ready() error {
 	}
 	if !z.Store.Synced(pb.TypeURLs...) {
 		return errors.New("waiting for configuration from the control plane")
+	}
+	if z.XDS != nil {
+		if behind := z.XDS.Behind(); len(behind) > 0 {
+			types := slices.Sorted(maps.Keys(behind))
+			return fmt.Errorf("configuration behind the control plane: rejected %s: %s", types[0], behind[types[0]])
+		}
 	}
 	if z.handoff != nil && z.handoff.SnapshotsReceived() == 0 {
 		return errors.New("waiting for the node agent's snapshot of pods")

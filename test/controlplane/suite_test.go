@@ -14,6 +14,7 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"k8s.io/client-go/kubernetes"
@@ -21,9 +22,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/ambientmesh/ambient-operator/controlplane"
+	"github.com/ambientmesh/ambient-operator/controlplane/identity"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 	"github.com/ambientmesh/ambient-operator/test/controlplane/meshenv"
@@ -77,17 +80,7 @@ var _ = BeforeSuite(func() {
 		Metrics: metricsserver.Options{BindAddress: "0"},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	cp, err = controlplane.New(suiteCtx, mgr, menv.Config, controlplane.Options{
-		Mesh:           translate.Mesh{TrustDomain: trustDomain, RootNamespace: meshenv.Namespace, ClusterDomain: "cluster.local"},
-		Namespace:      meshenv.Namespace,
-		ServiceAccount: "ambientmesh-controlplane",
-		XDSAddress:     "127.0.0.1:0",
-		CAAddress:      "127.0.0.1:0",
-		IssuerRef:      cmmeta.IssuerReference{Name: meshenv.CAIssuer, Kind: "Issuer", Group: "cert-manager.io"},
-		DNSNames:       []string{serverName},
-		NodeAgents:     []string{meshenv.Namespace + "/ztunnel"},
-		Debounce:       20 * time.Millisecond,
-	})
+	cp, err = controlplane.New(suiteCtx, mgr, menv.Config, suiteOptions(metrics.Registry))
 	Expect(err).NotTo(HaveOccurred())
 	Expect(mgr.Add(cp)).To(Succeed())
 	go func() {
@@ -99,6 +92,26 @@ var _ = BeforeSuite(func() {
 	xdsAddr, caAddr, err = cp.WaitReady(ready)
 	Expect(err).NotTo(HaveOccurred())
 })
+
+// suiteOptions configure the suite's control plane. Every client of the suite connects
+// from 127.0.0.1, one caller to the rate limits: they are raised far above what the
+// suite asks for.
+func suiteOptions(reg prometheus.Registerer) controlplane.Options {
+	return controlplane.Options{
+		Mesh:                    translate.Mesh{TrustDomain: trustDomain, RootNamespace: meshenv.Namespace, ClusterDomain: "cluster.local"},
+		Namespace:               meshenv.Namespace,
+		ServiceAccount:          "ambientmesh-controlplane",
+		XDSAddress:              "127.0.0.1:0",
+		CAAddress:               "127.0.0.1:0",
+		IssuerRef:               cmmeta.IssuerReference{Name: meshenv.CAIssuer, Kind: "Issuer", Group: "cert-manager.io"},
+		DNSNames:                []string{serverName},
+		NodeAgents:              []string{meshenv.Namespace + "/ztunnel"},
+		Debounce:                20 * time.Millisecond,
+		Registerer:              reg,
+		XDSStreamLimit:          identity.RateLimit{PerSecond: 1000, Burst: 10000},
+		CertificateRequestLimit: identity.RateLimit{PerSecond: 1000, Burst: 10000},
+	}
+}
 
 // meshTLS trusts the mesh roots and checks the control plane's DNS name.
 func meshTLS() *tls.Config {

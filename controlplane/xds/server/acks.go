@@ -59,22 +59,18 @@ func ResourceVersion(m proto.Message) string {
 	return cache.HashResource(raw)
 }
 
-// ackTracker follows what every delta stream's client holds.
+// ackTracker follows what every delta stream's client holds. It sees only admitted
+// requests (authorize), so a stream that names a node speaks for it.
 type ackTracker struct {
-	// nodeAgent reports whether a stream authenticated as a ztunnel; only those streams
-	// speak for a node's ztunnel (any mesh workload may open a stream and claim a node).
-	nodeAgent func(ctx context.Context) bool
-
 	mu       sync.Mutex
 	streams  map[int64]*clientStream
 	watchers map[*ackWatcher]struct{}
 }
 
 type clientStream struct {
-	id        int64
-	client    Client
-	hasNode   bool
-	nodeAgent bool
+	id      int64
+	client  Client
+	hasNode bool
 	// pending is the response of each type that awaits its ACK or NACK; the server sends
 	// the next one of a type only after the client answered.
 	pending map[string]sentResponse
@@ -90,13 +86,12 @@ type sentResponse struct {
 	removed []string
 }
 
-func newAckTracker(nodeAgent func(ctx context.Context) bool) *ackTracker {
-	return &ackTracker{nodeAgent: nodeAgent, streams: map[int64]*clientStream{}, watchers: map[*ackWatcher]struct{}{}}
+func newAckTracker() *ackTracker {
+	return &ackTracker{streams: map[int64]*clientStream{}, watchers: map[*ackWatcher]struct{}{}}
 }
 
-func (t *ackTracker) open(ctx context.Context, id int64) {
-	st := &clientStream{id: id, nodeAgent: t.nodeAgent(ctx),
-		pending: map[string]sentResponse{}, held: map[string]map[string]string{}, nack: map[string]string{}}
+func (t *ackTracker) open(id int64) {
+	st := &clientStream{id: id, pending: map[string]sentResponse{}, held: map[string]map[string]string{}, nack: map[string]string{}}
 	t.mu.Lock()
 	t.streams[id] = st
 	t.mu.Unlock()

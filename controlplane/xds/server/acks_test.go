@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,7 +10,9 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/genproto/googleapis/rpc/status"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
@@ -27,7 +30,7 @@ func oneListener(statPrefix string) map[string]map[string]proto.Message {
 func nack(t *testing.T, s discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient, resp *discoveryv3.DeltaDiscoveryResponse, reason string) {
 	t.Helper()
 	if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce(),
-		ErrorDetail: &status.Status{Code: 3, Message: reason}}); err != nil {
+		ErrorDetail: &rpcstatus.Status{Code: 3, Message: reason}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -124,7 +127,7 @@ func TestReconnectingWaypointHoldsWhatItAnnounces(t *testing.T) {
 	waitFor(t, changes, "the announced versions", func() bool { return s.Waypoint("shop", "wp").Synced })
 }
 
-func TestZTunnelSyncCountsNodeAgentsOnly(t *testing.T) {
+func TestZTunnelSyncCountsOnlyTheNodesOwnZTunnel(t *testing.T) {
 	s, addr := startServer(t)
 	changes := watchAcks(t, s)
 	name := pb.AuthorizationResourceName("shop", "allow-frontend")
@@ -132,13 +135,26 @@ func TestZTunnelSyncCountsNodeAgentsOnly(t *testing.T) {
 	s.Publisher().Set(pb.AuthorizationTypeURL, name, authz)
 	want := map[string]map[string]string{pb.AuthorizationTypeURL: {name: ResourceVersion(authz)}}
 
-	for _, tc := range []struct{ peer, node string }{{"ambient-system/ztunnel", "node-a"}, {"shop/web", "node-b"}} {
+	for _, tc := range []struct{ peer, node, refusal string }{
+		{"ambient-system/ztunnel@node-a", "node-a", ""},
+		{"shop/web@node-b", "node-b", "not a ztunnel service account"},
+		{"ambient-system/ztunnel@node-a", "node-b", `bound to node "node-a"`},
+	} {
 		stream := deltaStream(t, addr, tc.peer)
 		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: pb.AuthorizationTypeURL,
 			Node: &corev3.Node{Id: ZTunnelNodeID(tc.node), Cluster: "ztunnel"}}); err != nil {
 			t.Fatal(err)
 		}
-		resp := recv(t, stream)
+		resp, err := stream.Recv()
+		if tc.refusal != "" {
+			if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), tc.refusal) {
+				t.Fatalf("%s claiming %s: got %v, want PermissionDenied mentioning %q", tc.peer, tc.node, err, tc.refusal)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 		if got := resp.GetResources()[0].GetVersion(); got != want[pb.AuthorizationTypeURL][name] {
 			t.Fatalf("the cache sent version %s, ResourceVersion says %s", got, want[pb.AuthorizationTypeURL][name])
 		}
@@ -146,7 +162,7 @@ func TestZTunnelSyncCountsNodeAgentsOnly(t *testing.T) {
 	}
 	waitFor(t, changes, "node-a's ACK", func() bool { return s.ZTunnel("node-a", want).Synced })
 	if st := s.ZTunnel("node-b", want); st.Connected != 0 {
-		t.Fatalf("a workload claiming to be node-b's ztunnel counts: %+v", st)
+		t.Fatalf("a client claiming to be node-b's ztunnel counts: %+v", st)
 	}
 	stale := map[string]map[string]string{pb.AuthorizationTypeURL: {name: "another-version"}}
 	if s.ZTunnel("node-a", stale).Synced {

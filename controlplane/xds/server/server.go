@@ -2,8 +2,10 @@
 // LinearCache per resource type, shared by every ztunnel) and, on the same port, each
 // waypoint's Envoy resources (LDS/RDS/CDS/EDS, one LinearCache per waypoint and type,
 // chosen by the node cluster "waypoint/<namespace>/<name>"), all behind one MuxCache and
-// go-control-plane's own xDS server. Envoy types go only to a node whose authenticated
-// service account is the waypoint's it names (see access).
+// go-control-plane's own xDS server. Every request is authorized (authorize.go): a
+// waypoint gets only its own Envoy resources, and only when it authenticated as the
+// waypoint's service account; a ztunnel gets the workload API, and only when it
+// authenticated as a node agent bound to the node it names; nobody else gets anything.
 //
 // Pushes never block on a slow client: a LinearCache answers each watch at most once on a
 // buffered channel and then forgets it, and the client's stream goroutine opens the next
@@ -19,6 +21,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -42,14 +45,20 @@ type Options struct {
 	Debounce time.Duration
 	// Registerer receives the server's metrics; nil registers none.
 	Registerer prometheus.Registerer
-	Log        logr.Logger
-	// PeerIdentity tells who a stream authenticated as; waypoint resources go only to a
-	// node whose identity is its waypoint's service account. Nil serves them to no one.
+	// Log receives the server's logs, and go-control-plane's warnings and errors (its
+	// per-watch chatter at V(2)).
+	Log logr.Logger
+	// PeerIdentity tells who a stream authenticated as (see authorize). Nil serves no one.
 	PeerIdentity PeerIdentity
-	// NodeAgents are the ztunnels' service accounts ("<namespace>/<name>"): only a stream
-	// authenticated as one of them speaks for a node's ztunnel in ZTunnel.
+	// NodeAgents are the ztunnels' service accounts ("<namespace>/<name>").
 	NodeAgents []string
 }
+
+// MaxRequestSize is the largest request the server accepts (gRPC's default is 4 MiB). A
+// reconnecting ztunnel announces the version of every resource it holds, about 110 bytes
+// each (a 36-byte uid and a 64-byte hash): 16 MiB holds the announcement of more than
+// 150,000 workloads, three times the 50,000 the mesh is sized for.
+const MaxRequestSize = 16 << 20
 
 // Server is the delta ADS server: the workload API for ztunnels, and each waypoint's
 // Envoy resources for that waypoint (see waypointCaches).
@@ -68,15 +77,19 @@ func New(ctx context.Context, opts Options) *Server {
 	if opts.Debounce == 0 {
 		opts.Debounce = 50 * time.Millisecond
 	}
+	if opts.Log.GetSink() == nil {
+		opts.Log = logr.Discard()
+	}
 	m := newMetrics(opts.Registerer)
-	s := &Server{caches: map[string]*cache.LinearCache{}, metrics: m, acks: newAckTracker(isNodeAgent(opts)), started: time.Now()}
+	s := &Server{caches: map[string]*cache.LinearCache{}, metrics: m, acks: newAckTracker(), started: time.Now()}
 	muxed := map[string]cache.Cache{}
 	forPublisher := map[string]resourceCache{}
+	cacheLog := cacheLogger{opts.Log.WithName("cache")}
 	for _, t := range pb.TypeURLs {
-		c := cache.NewLinearCache(t, cache.WithLogger(quietLogger{}))
+		c := cache.NewLinearCache(t, cache.WithLogger(cacheLog))
 		s.caches[t], muxed[t], forPublisher[t] = c, c, c
 	}
-	wc := newWaypointCaches()
+	wc := newWaypointCaches(cacheLog)
 	for _, t := range waypoint.TypeURLs {
 		muxed[t] = wc
 	}
@@ -87,33 +100,19 @@ func New(ctx context.Context, opts Options) *Server {
 	}
 	s.publisher = newPublisher(forPublisher, opts.Debounce, m.updates)
 	s.waypoints = &WaypointPublisher{caches: wc, updates: m.updates, acks: s.acks, published: map[string]*publishedWaypoint{}}
-	s.xds = serverv3.NewServer(ctx, mux, callbacks(m.callbacks(opts.Log), newAccess(opts.PeerIdentity), newAccess(opts.PeerIdentity), s.acks))
+	s.xds = serverv3.NewServer(ctx, mux, callbacks(m.callbacks(opts.Log, opts.PeerIdentity),
+		newAccess(opts.PeerIdentity, opts.NodeAgents, opts.Log), newAccess(opts.PeerIdentity, opts.NodeAgents, opts.Log), s.acks))
 	return s
 }
 
-// isNodeAgent tells whether a stream authenticated as one of opts.NodeAgents.
-func isNodeAgent(opts Options) func(ctx context.Context) bool {
-	agents := map[string]bool{}
-	for _, a := range opts.NodeAgents {
-		agents[a] = true
-	}
-	return func(ctx context.Context) bool {
-		if opts.PeerIdentity == nil {
-			return false
-		}
-		ns, sa, ok := opts.PeerIdentity(ctx)
-		return ok && agents[ns+"/"+sa]
-	}
-}
-
-// callbacks adds the waypoint access checks (one per protocol: state-of-the-world and
-// delta streams are numbered separately) and the ACK tracking of delta streams to the
-// metrics callbacks. A request is tracked only once admitted.
+// callbacks adds the access checks (one per protocol: state-of-the-world and delta
+// streams are numbered separately) and the ACK tracking of delta streams to the metrics
+// callbacks. A request is tracked and counted only once admitted.
 func callbacks(cb serverv3.CallbackFuncs, sotw, delta *access, acks *ackTracker) serverv3.CallbackFuncs {
 	deltaOpen, deltaClosed, deltaRequest, deltaResponse := cb.DeltaStreamOpenFunc, cb.DeltaStreamClosedFunc, cb.StreamDeltaRequestFunc, cb.StreamDeltaResponseFunc
 	cb.DeltaStreamOpenFunc = func(ctx context.Context, id int64, typeURL string) error {
 		delta.open(ctx, id)
-		acks.open(ctx, id)
+		acks.open(id)
 		return deltaOpen(ctx, id, typeURL)
 	}
 	cb.DeltaStreamClosedFunc = func(id int64, node *corev3.Node) {
@@ -153,12 +152,12 @@ func (s *Server) Waypoint(namespace, name string) WaypointState {
 	return s.waypoints.state(namespace, name)
 }
 
-// ZTunnel reports whether the ztunnel of a node (a stream authenticated as a node agent,
-// announcing ZTunnelNodeID(node)) holds want: type URL → resource name → version (see
-// ResourceVersion).
+// ZTunnel reports whether the ztunnel of a node (a stream announcing ZTunnelNodeID(node),
+// which authorize admits only from a node agent bound to that node) holds want: type URL
+// → resource name → version (see ResourceVersion).
 func (s *Server) ZTunnel(node string, want map[string]map[string]string) Sync {
 	id := ZTunnelNodeID(node)
-	return s.acks.sync(func(st *clientStream) bool { return st.nodeAgent && st.client.NodeID == id }, want)
+	return s.acks.sync(func(st *clientStream) bool { return st.client.NodeID == id }, want)
 }
 
 // WatchAcks delivers, until ctx ends, every client whose held configuration may have
@@ -201,7 +200,10 @@ type Stats struct {
 // Stats returns the push totals (for benchmarks and dumps).
 func (s *Server) Stats() Stats { return s.metrics.totals() }
 
-// metrics are the server's Prometheus series, per client (the xDS node id) and type.
+// metrics are the server's Prometheus series, per client and type. The client label is
+// the service account a stream authenticated as ("<namespace>/<name>"), which authorize
+// admits only for node agents and waypoints: one series per waypoint and one for all the
+// ztunnels, however many nodes there are and whatever node ids clients send.
 type metrics struct {
 	connected *prometheus.GaugeVec
 	responses *prometheus.CounterVec
@@ -218,7 +220,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ambientmesh_xds_connected_streams",
-			Help: "Open delta ADS streams, per client (xDS node id)."}, []string{"client"}),
+			Help: "Open delta ADS streams, per client (its authenticated service account)."}, []string{"client"}),
 		responses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambientmesh_xds_pushes_total",
 			Help: "Delta xDS responses sent, per client and type."}, []string{"client", "type"}),
 		resources: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambientmesh_xds_pushed_resources_total",
@@ -237,17 +239,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// stream is one open delta ADS stream; client is the xDS node id of its first request.
+// stream is one open delta ADS stream: client is its metric label, node the xDS node id
+// of its first request (for logs).
 type stream struct {
 	client  string
+	node    string
 	counted bool
 }
 
-func (m *metrics) callbacks(log logr.Logger) serverv3.CallbackFuncs {
+func (m *metrics) callbacks(log logr.Logger, peer PeerIdentity) serverv3.CallbackFuncs {
 	return serverv3.CallbackFuncs{
-		DeltaStreamOpenFunc: func(_ context.Context, id int64, _ string) error {
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			st := &stream{client: "unknown"}
+			if peer != nil {
+				if p, ok := peer(ctx); ok {
+					st.client = p.String()
+				}
+			}
 			m.mu.Lock()
-			m.streams[id] = &stream{client: "unknown"}
+			m.streams[id] = st
 			m.mu.Unlock()
 			return nil
 		},
@@ -258,7 +268,7 @@ func (m *metrics) callbacks(log logr.Logger) serverv3.CallbackFuncs {
 			m.mu.Unlock()
 			if st != nil && st.counted {
 				m.connected.WithLabelValues(st.client).Dec()
-				log.V(1).Info("xDS client disconnected", "client", st.client, "stream", id)
+				log.V(1).Info("xDS client disconnected", "client", st.client, "node", st.node, "stream", id)
 			}
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
@@ -280,23 +290,21 @@ func (m *metrics) onRequest(log logr.Logger, id int64, req *discoveryv3.DeltaDis
 	}
 	first := !st.counted
 	if first {
-		if nodeID := req.GetNode().GetId(); nodeID != "" {
-			st.client = nodeID
-		}
+		st.node = req.GetNode().GetId()
 		st.counted = true
 	}
-	client := st.client
+	client, node := st.client, st.node
 	if req.GetErrorDetail() != nil {
 		m.total.Nacks++
 	}
 	m.mu.Unlock()
 	if first {
 		m.connected.WithLabelValues(client).Inc()
-		log.V(1).Info("xDS client connected", "client", client, "stream", id)
+		log.V(1).Info("xDS client connected", "client", client, "node", node, "stream", id)
 	}
 	if req.GetErrorDetail() != nil {
 		m.nacks.WithLabelValues(client, shortType(req.GetTypeUrl())).Inc()
-		log.Info("xDS client rejected a response", "client", client, "type", req.GetTypeUrl(), "error", req.GetErrorDetail().GetMessage())
+		log.Info("xDS client rejected a response", "client", client, "node", node, "type", req.GetTypeUrl(), "error", req.GetErrorDetail().GetMessage())
 	}
 }
 
@@ -331,10 +339,19 @@ func shortType(typeURL string) string {
 	return typeURL[strings.LastIndex(typeURL, ".")+1:]
 }
 
-// quietLogger drops go-control-plane's per-watch chatter.
-type quietLogger struct{}
+// cacheLogger passes go-control-plane's warnings and errors on, and its per-watch debug
+// and info chatter (several lines per push per client) only at V(2).
+type cacheLogger struct{ log logr.Logger }
 
-func (quietLogger) Debugf(string, ...any) {}
-func (quietLogger) Infof(string, ...any)  {}
-func (quietLogger) Warnf(string, ...any)  {}
-func (quietLogger) Errorf(string, ...any) {}
+func (l cacheLogger) Debugf(format string, args ...any) { l.chatter(format, args) }
+func (l cacheLogger) Infof(format string, args ...any)  { l.chatter(format, args) }
+func (l cacheLogger) Warnf(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Errorf(format string, args ...any) {
+	l.log.Error(nil, fmt.Sprintf(format, args...))
+}
+
+func (l cacheLogger) chatter(format string, args []any) {
+	if v := l.log.V(2); v.Enabled() { // format only what is printed: this is the hot path
+		v.Info(fmt.Sprintf(format, args...))
+	}
+}

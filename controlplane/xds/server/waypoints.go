@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,15 +21,16 @@ import (
 // LinearCache per waypoint and type, chosen by the node's cluster
 // ("waypoint/<namespace>/<name>"). A waypoint's wildcard LDS/CDS subscription therefore
 // sees only its own listeners and clusters, and a change to one waypoint wakes only the
-// streams of that waypoint. Which node may claim which waypoint is checked per stream
-// (see access); the caches trust the node they are given.
+// streams of that waypoint. Which node may claim which waypoint is checked per request
+// (see authorize); the caches trust the node they are given.
 type waypointCaches struct {
+	log    cacheLogger
 	mu     sync.Mutex
 	caches map[string]map[string]*cache.LinearCache // node cluster → type URL → cache
 }
 
-func newWaypointCaches() *waypointCaches {
-	return &waypointCaches{caches: map[string]map[string]*cache.LinearCache{}}
+func newWaypointCaches(log cacheLogger) *waypointCaches {
+	return &waypointCaches{log: log, caches: map[string]map[string]*cache.LinearCache{}}
 }
 
 // of returns the caches of a waypoint, creating empty ones on first use (a waypoint may
@@ -42,7 +42,7 @@ func (w *waypointCaches) of(nodeCluster string) map[string]*cache.LinearCache {
 	if !ok {
 		byType = map[string]*cache.LinearCache{}
 		for _, t := range waypoint.TypeURLs {
-			byType[t] = cache.NewLinearCache(t, cache.WithLogger(quietLogger{}))
+			byType[t] = cache.NewLinearCache(t, cache.WithLogger(w.log))
 		}
 		w.caches[nodeCluster] = byType
 	}
@@ -208,85 +208,4 @@ func (p *WaypointPublisher) state(namespace, name string) WaypointState {
 	}
 	st.Sync = p.acks.sync(func(s *clientStream) bool { return s.client.Cluster == node }, want)
 	return st
-}
-
-// PeerIdentity tells who an xDS stream authenticated as (from the stream's context).
-type PeerIdentity func(ctx context.Context) (namespace, serviceAccount string, ok bool)
-
-// access checks, per stream, that a node asking for waypoint resources is the waypoint it
-// names: its authenticated service account must be the waypoint's (the operator names it
-// after the Waypoint, or after the Gateway of the waypoint class), in the waypoint's
-// namespace. The check needs no lookup, so it is the same for both kinds. A stream keeps
-// the node of its first request; a later request naming another node is refused.
-type access struct {
-	peer PeerIdentity
-
-	mu      sync.Mutex
-	streams map[int64]*streamAccess
-}
-
-type streamAccess struct {
-	ctx     context.Context
-	node    string
-	hasNode bool
-}
-
-func newAccess(peer PeerIdentity) *access {
-	return &access{peer: peer, streams: map[int64]*streamAccess{}}
-}
-
-func (a *access) open(ctx context.Context, id int64) {
-	a.mu.Lock()
-	a.streams[id] = &streamAccess{ctx: ctx}
-	a.mu.Unlock()
-}
-
-func (a *access) close(id int64) {
-	a.mu.Lock()
-	delete(a.streams, id)
-	a.mu.Unlock()
-}
-
-// check admits one request of stream id (node is nil when the request carries none).
-func (a *access) check(id int64, typeURL string, n *corev3.Node) error {
-	a.mu.Lock()
-	st := a.streams[id]
-	if st == nil {
-		st = &streamAccess{ctx: context.Background()}
-		a.streams[id] = st
-	}
-	if n != nil {
-		if st.hasNode && n.GetCluster() != st.node {
-			a.mu.Unlock()
-			return status.Errorf(codes.InvalidArgument, "the stream's node cluster changed from %q to %q", st.node, n.GetCluster())
-		}
-		st.node, st.hasNode = n.GetCluster(), true
-	}
-	node, ctx := st.node, st.ctx
-	a.mu.Unlock()
-	if !isWaypointType(typeURL) {
-		return nil
-	}
-	ns, name, ok := waypoint.ParseNodeCluster(node)
-	if !ok {
-		return status.Errorf(codes.PermissionDenied, "%s is served to waypoints only (node cluster waypoint/<namespace>/<name>, got %q)", typeURL, node)
-	}
-	if a.peer == nil {
-		return status.Error(codes.PermissionDenied, "waypoint resources are not served: no peer authentication configured")
-	}
-	peerNS, peerSA, ok := a.peer(ctx)
-	if !ok || peerNS != ns || peerSA != name {
-		return status.Errorf(codes.PermissionDenied, "node claims waypoint %s/%s, but the client authenticated as %s/%s, not the waypoint's service account %s/%s",
-			ns, name, peerNS, peerSA, ns, name)
-	}
-	return nil
-}
-
-func isWaypointType(typeURL string) bool {
-	for _, t := range waypoint.TypeURLs {
-		if t == typeURL {
-			return true
-		}
-	}
-	return false
 }

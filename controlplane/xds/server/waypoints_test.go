@@ -24,21 +24,28 @@ import (
 )
 
 // testPeer stands in for the mesh's authentication: the client names its service
-// account in the "test-peer" metadata as <namespace>/<name>.
-func testPeer(ctx context.Context) (string, string, bool) {
+// account in the "test-peer" metadata as <namespace>/<name>, and the node its credentials
+// are bound to as <namespace>/<name>@<node>.
+func testPeer(ctx context.Context) (Peer, bool) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	v := md.Get("test-peer")
 	if len(v) != 1 {
-		return "", "", false
+		return Peer{}, false
 	}
-	ns, sa, ok := strings.Cut(v[0], "/")
-	return ns, sa, ok
+	account, node, _ := strings.Cut(v[0], "@")
+	ns, sa, ok := strings.Cut(account, "/")
+	return Peer{Namespace: ns, ServiceAccount: sa, Node: node}, ok
 }
 
 func startServer(t *testing.T) (*Server, string) {
 	t.Helper()
+	return startServerWith(t, Options{Debounce: -1, PeerIdentity: testPeer, NodeAgents: []string{"ambient-system/ztunnel"}})
+}
+
+func startServerWith(t *testing.T, opts Options) (*Server, string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := New(ctx, Options{Debounce: -1, PeerIdentity: testPeer, NodeAgents: []string{"ambient-system/ztunnel"}})
+	s := New(ctx, opts)
 	g := grpc.NewServer()
 	s.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -153,7 +160,7 @@ func TestWaypointResourcesRefusedToOthers(t *testing.T) {
 	}{
 		{"another waypoint's identity", "shop/other", waypoint.NodeCluster("shop", "wp"), "authenticated as shop/other"},
 		{"same name, other namespace", "prod/wp", waypoint.NodeCluster("shop", "wp"), "authenticated as prod/wp"},
-		{"not a waypoint node", "ambient-system/ztunnel", "ztunnel", "served to waypoints only"},
+		{"not a waypoint node", "ambient-system/ztunnel", "ztunnel", "neither a ztunnel"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stream := deltaStream(t, addr, tc.peer)
