@@ -7,6 +7,10 @@
 //	ambientctl waypoint status [-n NS] NAME a waypoint's conditions and its pods' xDS state;
 //	                                       also config, clusters and routes, from a pod's
 //	                                       admin endpoint
+//	ambientctl why SRC DST[:PORT]          which proxy decides a connection (and its HTTP
+//	                                       request) from pod SRC to a pod or svc/SERVICE,
+//	                                       and by which MeshPolicy: the path hop by hop,
+//	                                       computed by the proxies' own code
 //	ambientctl check                       pre-flight checks of this machine
 //
 // Output is a table, or JSON/YAML with -o json|yaml.
@@ -29,6 +33,8 @@ Usage:
   ambientctl ztunnel workloads|services|policies|certs|connections --node NODE [-o ...]
   ambientctl ztunnel renew-certs --node NODE [-o ...]   (renews every certificate now)
   ambientctl waypoint status|config|clusters|routes [-n NAMESPACE] NAME [--pod POD] [-o ...]
+  ambientctl why [-n NAMESPACE] [NAMESPACE/]POD [NAMESPACE/]POD[:PORT]|svc/[NAMESPACE/]SERVICE[:PORT]
+        [--method GET] [--path /] [--host HOST] [-H 'Name: value']... [--token JWT] [-o ...]
   ambientctl check [--cni-conf-dir DIR] [-o ...]
   ambientctl version
 `
@@ -69,6 +75,8 @@ func run(args []string, out io.Writer) error {
 		return runZtunnel(args[1:], out)
 	case "waypoint":
 		return runWaypoint(args[1:], *kubeconfig, out)
+	case "why":
+		return runWhy(args[1:], *kubeconfig, out)
 	case "check":
 		return runCheck(args[1:], out)
 	case "version", "--version":

@@ -284,7 +284,7 @@ func (p *podServer) checkInboundTarget(local *pb.Workload, target netip.AddrPort
 // mesh). So a destination policy on the client's identity or IP applies whether or not a
 // waypoint is in the path, and one naming the waypoint does not catch its clients.
 func (p *podServer) client(local *pb.Workload, req *hbone.Request, connIP netip.Addr) (netip.Addr, spiffe.ID) {
-	if !p.isWaypointOf(local, req.Peer.String()) {
+	if !p.z.Store.IsWaypointOf(local, req.Peer.String()) {
 		return connIP, req.Peer
 	}
 	forwarded, ok := forwardedFor(req.Header.Get("Forwarded"))
@@ -314,31 +314,13 @@ func forwardedFor(header string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// isWaypointOf reports whether peer is the identity of the workload's waypoint or of the
-// waypoint of one of the Services the workload backs: a Service's waypoint relays that
-// Service's traffic to its endpoints, and only it may speak for the original client.
-func (p *podServer) isWaypointOf(local *pb.Workload, peer string) bool {
-	if local.GetWaypoint().GetIdentity() == peer {
-		return true
-	}
-	for name := range local.GetServices() {
-		if p.z.Store.Service(name).GetWaypoint().GetIdentity() == peer {
-			return true
-		}
-	}
-	return false
-}
-
 // authorize decides a connection to this pod under the current configuration.
 func (p *podServer) authorize(c authz.Conn, plaintext bool) (bool, string) {
 	local := p.z.Store.Workload(p.pod.UID)
 	if local == nil {
 		return false, "workload " + p.pod.Namespace + "/" + p.pod.Name + " is no longer in the configuration"
 	}
-	if plaintext && local.GetMtlsMode() == pb.MTLSMode_MTLS_MODE_STRICT {
-		return false, "plaintext refused: workload requires mTLS (STRICT)"
-	}
-	d := authz.Evaluate(p.z.Store.PoliciesFor(local), c)
+	d := p.z.Store.Authorize(local, c, plaintext)
 	if len(d.Audited) > 0 {
 		p.z.log.Info("audit", "policies", d.Audited, "src", c.SrcIP, "principal", c.Principal.String(), "dst.workload", p.pod.Namespace+"/"+p.pod.Name, "dst.port", c.DstPort, "allowed", d.Allowed)
 	}

@@ -342,6 +342,31 @@ func (s *Store) PoliciesFor(w *pb.Workload) []*authz.Policy {
 	return out
 }
 
+// IsWaypointOf reports whether peer is the identity of w's waypoint or of the waypoint of
+// one of the Services w backs: a Service's waypoint relays that Service's traffic to its
+// endpoints, and only such a waypoint may speak for the original client (Forwarded).
+func (s *Store) IsWaypointOf(w *pb.Workload, peer string) bool {
+	if w.GetWaypoint().GetIdentity() == peer {
+		return true
+	}
+	for name := range w.GetServices() {
+		if s.Service(name).GetWaypoint().GetIdentity() == peer {
+			return true
+		}
+	}
+	return false
+}
+
+// Authorize decides an inbound connection to w under the current configuration:
+// plaintext is refused when w requires mTLS (STRICT), then the policies that apply to w
+// decide.
+func (s *Store) Authorize(w *pb.Workload, c authz.Conn, plaintext bool) authz.Decision {
+	if plaintext && w.GetMtlsMode() == pb.MTLSMode_MTLS_MODE_STRICT {
+		return authz.Decision{Reason: "plaintext refused: workload requires mTLS (STRICT)"}
+	}
+	return authz.Evaluate(s.PoliciesFor(w), c)
+}
+
 // Roots returns the trust bundle's pool, nil before one arrived.
 func (s *Store) Roots() *x509.CertPool {
 	s.mu.RLock()
