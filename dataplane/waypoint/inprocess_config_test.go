@@ -38,6 +38,40 @@ func TestListenerThatDoesNotCompileIsNACKedAndTheOldOneServes(t *testing.T) {
 	if a := get(t, client, "/", nil); a.status != http.StatusOK || a.body != "v1 GET /" {
 		t.Errorf("after the NACK: got %d %q, want v1's answer from the previous configuration", a.status, a.body)
 	}
+	// Serving the old configuration, it says it is behind: not ready, and a gauge.
+	if err := m.Waypoint.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "behind") {
+		t.Errorf("readiness after the NACK: %v, want not ready, behind the control plane", err)
+	}
+	if got := metricValue(t, m, "ambientmesh_xds_config_behind", "Listener"); got != 1 {
+		t.Errorf("ambientmesh_xds_config_behind{type=Listener} = %v after the NACK, want 1", got)
+	}
+	if nacks := m.Push(wt.HTTPListener(reviews, reviewsVIP)); len(nacks) > 0 {
+		t.Fatalf("the corrected listener was NACKed: %v", nacks)
+	}
+	eventually(t, "ready once the listener is accepted", func() bool { return m.Waypoint.Ready(context.Background()) == nil })
+}
+
+// metricValue reads a waypoint metric by the value of its type label.
+func metricValue(t *testing.T, m *wt.Mesh, name, typ string) float64 {
+	t.Helper()
+	families, err := m.Waypoint.Metrics().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, metric := range f.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if l.GetName() == "type" && l.GetValue() == typ {
+					return metric.GetGauge().GetValue() + metric.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{type=%q} among the waypoint's metrics", name, typ)
+	return 0
 }
 
 func TestRemovedListenerRefusesNewConnections(t *testing.T) {

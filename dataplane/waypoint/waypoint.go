@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"sync"
 	"time"
 
@@ -170,6 +172,8 @@ func New(cfg Config) (*Waypoint, error) {
 			DialOptions: cfg.XDSDialOptions, CallOptions: cfg.XDSCallOptions,
 			Log: cfg.Log.WithName("xds"),
 		})
+		// ambientmesh_xds_config_behind and ambientmesh_xds_client_nacks_total
+		w.metrics.Registry().MustRegister(w.xds)
 	}
 	return w, nil
 }
@@ -321,6 +325,10 @@ func (w *Waypoint) Ready(ctx context.Context) error {
 		case <-w.xds.Synced():
 		default:
 			return errors.New("waiting for the configuration (xDS)")
+		}
+		if behind := w.xds.Behind(); len(behind) > 0 {
+			types := slices.Sorted(maps.Keys(behind))
+			return fmt.Errorf("configuration behind the control plane: rejected %s: %s", types[0], behind[types[0]])
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)

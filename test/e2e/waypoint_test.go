@@ -114,6 +114,19 @@ func TestWaypointL7(t *testing.T) {
 		}
 	})
 
+	t.Run("ambientctl why names the L7 policy and the waypoint that enforces it", func(t *testing.T) {
+		out, err := ambientctl(t, "why", "-n", l7Namespace, l7.Client.Name, "svc/reviews", "--method", "POST", "--path", "/admin")
+		if err != nil {
+			t.Fatalf("ambientctl why: %v\n%s", err, out)
+		}
+		contains(t, "ambientctl why POST /admin", out, "DENIED: MeshPolicy "+l7Namespace+"/deny-admin-post (L7)", "waypoint "+l7Namespace+"/"+localmesh.WaypointName)
+		out, err = ambientctl(t, "why", "-n", l7Namespace, l7.Client.Name, "svc/reviews", "--method", "GET", "--path", "/")
+		if err != nil {
+			t.Fatalf("ambientctl why: %v\n%s", err, out)
+		}
+		contains(t, "ambientctl why GET /", out, "\nALLOWED")
+	})
+
 	t.Run("JWT: /private needs a valid token, a banned group is denied", func(t *testing.T) {
 		issuer, err := localmesh.NewTokenIssuer("https://issuer.l7.example")
 		if err != nil {
@@ -260,6 +273,16 @@ spec:
 			if !c.denied && got["200 "+l7.V2.String()] != 5 {
 				t.Errorf("a DENY on %s at reviews-v2's ztunnel must not apply to the client's relayed requests: want 5 × 200, got %v", c.what, got)
 			}
+			// ambientctl why says the same, from the objects alone.
+			out, err := ambientctl(t, "why", "-n", l7Namespace, l7.Client.Name, "svc/reviews-v2")
+			if err != nil {
+				t.Fatalf("ambientctl why: %v\n%s", err, out)
+			}
+			want := "\nALLOWED"
+			if c.denied {
+				want = "DENIED: MeshPolicy " + l7Namespace + "/l4-deny (L4)"
+			}
+			contains(t, "ambientctl why with a DENY on "+c.what, out, want)
 		}
 		if _, err := mesh.Kubectl("delete", "meshpolicy", "-n", l7Namespace, "l4-deny"); err != nil {
 			t.Fatal(err)

@@ -192,6 +192,15 @@ func (s *Story) runL7(ctx context.Context, m *Mesh) error {
 		s.Show(string(out))
 	}
 	s.Say("also: ambientctl waypoint config -n %s %s (every xDS resource held; -o json for all of it)", ns, WaypointName)
+
+	s.Heading("ambientctl why: which policy decides a request, and which proxy enforces it")
+	args := []string{"why", "-n", ns, w.Client.Name, "svc/reviews", "--method", "POST", "--path", "/admin"}
+	why, err := exec.Command(ctl, append([]string{"--kubeconfig", m.Kubeconfig}, args...)...).CombinedOutput()
+	s.Say("$ ambientctl %s", strings.Join(args, " "))
+	if err != nil {
+		return fmt.Errorf("ambientctl why: %w\n%s", err, why)
+	}
+	s.Show(string(why))
 	return nil
 }
 
