@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -90,27 +91,56 @@ func iptablesSave(chains []chain) []string {
 	return out
 }
 
-func newIPTables() (*iptables.IPTables, error) {
-	ipt, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv4), iptables.Timeout(10))
+// iptablesCommand is the binary that programs the family.
+func iptablesCommand(f ipFamily) string {
+	if f == ipv6 {
+		return "ip6tables"
+	}
+	return "iptables"
+}
+
+func newIPTables(f ipFamily) (*iptables.IPTables, error) {
+	proto := iptables.ProtocolIPv4
+	if f == ipv6 {
+		proto = iptables.ProtocolIPv6
+	}
+	ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Timeout(10))
 	if err != nil {
-		return nil, fmt.Errorf("iptables: %w", err)
+		return nil, fmt.Errorf("%s: %w", iptablesCommand(f), err)
 	}
 	return ipt, nil
+}
+
+// familyError names the family that failed; for IPv6 it also says why the
+// family cannot be skipped.
+func familyError(f ipFamily, err error) error {
+	if f == ipv6 {
+		return fmt.Errorf("capturing IPv6 (the kernel has IPv6, so the pod's IPv6 traffic must be captured too): %w", err)
+	}
+	return fmt.Errorf("capturing IPv4: %w", err)
 }
 
 func (b *iptablesRules) Install(netnsPath string, cfg PodConfig) (bool, error) {
 	if err := cfg.Validate(); err != nil {
 		return false, err
 	}
-	return b.apply(netnsPath, podChains(cfg))
+	changed := false
+	for _, f := range families() {
+		familyChanged, err := b.apply(netnsPath, f, podChains(cfg, f))
+		changed = changed || familyChanged
+		if err != nil {
+			return changed, familyError(f, err)
+		}
+	}
+	return changed, nil
 }
 
 // apply reconciles each chain's rules first and its jump second, so capture
 // is never half-wired: a jump only ever points at a complete chain.
-func (b *iptablesRules) apply(netnsPath string, chains []chain) (bool, error) {
+func (b *iptablesRules) apply(netnsPath string, f ipFamily, chains []chain) (bool, error) {
 	changed := false
 	err := inNetNS(netnsPath, func() error {
-		ipt, err := newIPTables()
+		ipt, err := newIPTables(f)
 		if err != nil {
 			return err
 		}
@@ -191,23 +221,44 @@ func (b *iptablesRules) Check(netnsPath string, cfg PodConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	return inNetNS(netnsPath, func() error {
-		ipt, err := newIPTables()
-		if err != nil {
-			return err
-		}
-		return checkChains(ipt, podChains(cfg))
-	})
-}
-
-func checkChains(ipt *iptables.IPTables, chains []chain) error {
 	present := 0
 	var drift []string
+	err := inNetNS(netnsPath, func() error {
+		for _, f := range families() {
+			ipt, err := newIPTables(f)
+			if err != nil {
+				return err
+			}
+			familyPresent, familyDrift, err := checkChains(ipt, podChains(cfg, f))
+			if err != nil {
+				return fmt.Errorf("%s: %w", iptablesCommand(f), err)
+			}
+			present += familyPresent
+			for _, d := range familyDrift {
+				drift = append(drift, iptablesCommand(f)+": "+d)
+			}
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return err
+	case present == 0:
+		return fmt.Errorf("iptables: %w", ErrNotInstalled)
+	case len(drift) > 0:
+		return fmt.Errorf("%s", strings.Join(drift, "; "))
+	}
+	return nil
+}
+
+// checkChains counts the chains present and lists how they differ from
+// chains.
+func checkChains(ipt *iptables.IPTables, chains []chain) (present int, drift []string, err error) {
 	for _, c := range chains {
 		name := iptChain(c.hook)
 		exists, err := ipt.ChainExists(natTable, name)
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
 		if !exists {
 			drift = append(drift, "chain "+name+" is missing")
@@ -216,7 +267,7 @@ func checkChains(ipt *iptables.IPTables, chains []chain) error {
 		present++
 		got, err := chainRules(ipt, name)
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
 		want := make([]string, len(c.rules))
 		for i, r := range c.rules {
@@ -227,32 +278,35 @@ func checkChains(ipt *iptables.IPTables, chains []chain) error {
 		}
 		builtin, err := chainRules(ipt, builtinChain(c.hook))
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
 		if len(builtin) == 0 || builtin[0] != "-A "+builtinChain(c.hook)+" -j "+name {
 			drift = append(drift, fmt.Sprintf("%s does not jump to %s first", builtinChain(c.hook), name))
 		}
 	}
-	if present == 0 {
-		return fmt.Errorf("iptables: %w", ErrNotInstalled)
-	}
-	if len(drift) > 0 {
-		return fmt.Errorf("iptables: %s", strings.Join(drift, "; "))
-	}
-	return nil
+	return present, drift, nil
 }
 
 func (b *iptablesRules) Remove(netnsPath string) (bool, error) {
-	return b.remove(netnsPath, []hook{hookPrerouting, hookOutput})
+	removed := false
+	var errs []error
+	for _, f := range families() {
+		familyRemoved, err := b.remove(netnsPath, f, []hook{hookPrerouting, hookOutput})
+		removed = removed || familyRemoved
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", iptablesCommand(f), err))
+		}
+	}
+	return removed, errors.Join(errs...)
 }
 
 // remove takes the jumps out first (capture stops at once), then the chains,
 // then a nat table iptables-nft created for us and left empty.
-func (b *iptablesRules) remove(netnsPath string, hooks []hook) (bool, error) {
+func (b *iptablesRules) remove(netnsPath string, f ipFamily, hooks []hook) (bool, error) {
 	removed := false
 	err := withNetNSFd(netnsPath, func(fd int) error {
 		return inNetNS(netnsPath, func() error {
-			ipt, err := newIPTables()
+			ipt, err := newIPTables(f)
 			if err != nil {
 				return err
 			}
@@ -278,19 +332,19 @@ func (b *iptablesRules) remove(netnsPath string, hooks []hook) (bool, error) {
 			if !removed {
 				return nil
 			}
-			return tidyNFTNat(fd, hooks)
+			return tidyNFTNat(fd, f, hooks)
 		})
 	})
 	return removed, err
 }
 
 // tidyNFTNat undoes what iptables-nft does behind our back: it creates the
-// "ip nat" table and each built-in chain on first use and never deletes
-// them. When iptables runs on nf_tables, the built-in chains we used that
+// "ip nat" table ("ip6 nat" for ip6tables) and each built-in chain on first
+// use and never deletes them. When iptables runs on nf_tables, the built-in chains we used that
 // are now empty with an accept policy are deleted, then the table if it is
 // empty, so the pod's ruleset reads the same as before Install. An empty
 // accepting base chain does nothing, so no behaviour is lost.
-func tidyNFTNat(netnsFd int, hooks []hook) error {
+func tidyNFTNat(netnsFd int, f ipFamily, hooks []hook) error {
 	if !iptablesIsNFT() {
 		return nil
 	}
@@ -298,7 +352,7 @@ func tidyNFTNat(netnsFd int, hooks []hook) error {
 	if err != nil {
 		return err
 	}
-	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	tables, err := conn.ListTablesOfFamily(nftFamily(f))
 	if err != nil {
 		return fmt.Errorf("nftables: list tables: %w", err)
 	}
@@ -307,7 +361,7 @@ func tidyNFTNat(netnsFd int, hooks []hook) error {
 		return nil
 	}
 	table := tables[i]
-	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	chains, err := conn.ListChainsOfTableFamily(nftFamily(f))
 	if err != nil {
 		return fmt.Errorf("nftables: list chains: %w", err)
 	}
@@ -339,20 +393,42 @@ func tidyNFTNat(netnsFd int, hooks []hook) error {
 	return nil
 }
 
-// iptablesIsNFT reports whether the iptables binary is the nf_tables variant.
+// iptablesIsNFT reports whether the iptables binary is the nf_tables variant
+// (Debian switches iptables and ip6tables together).
 func iptablesIsNFT() bool {
 	out, err := exec.Command("iptables", "--version").Output()
 	return err == nil && strings.Contains(string(out), "nf_tables")
 }
 
+// SyncHost keeps one chain per family, holding the SNAT rules of that
+// family's pod IPs; a family without pod IPs has no chain.
 func (b *iptablesRules) SyncHost(netnsPath string, cfg PodConfig, podIPs []netip.Addr) (bool, error) {
 	if err := cfg.Validate(); err != nil {
 		return false, err
 	}
-	return b.apply(netnsPath, []chain{{hook: hookPostrouting, rules: hostRules(cfg, podIPs)}})
+	changed := false
+	for _, f := range families() {
+		var familyChanged bool
+		var err error
+		if rules := hostRules(cfg, f, podIPs); len(rules) > 0 {
+			familyChanged, err = b.apply(netnsPath, f, []chain{{hook: hookPostrouting, rules: rules}})
+		} else {
+			familyChanged, err = b.remove(netnsPath, f, []hook{hookPostrouting})
+		}
+		changed = changed || familyChanged
+		if err != nil {
+			return changed, fmt.Errorf("%s: %w", iptablesCommand(f), err)
+		}
+	}
+	return changed, nil
 }
 
 func (b *iptablesRules) RemoveHost(netnsPath string) error {
-	_, err := b.remove(netnsPath, []hook{hookPostrouting})
-	return err
+	var errs []error
+	for _, f := range families() {
+		if _, err := b.remove(netnsPath, f, []hook{hookPostrouting}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", iptablesCommand(f), err))
+		}
+	}
+	return errors.Join(errs...)
 }

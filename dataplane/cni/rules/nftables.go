@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -14,7 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Table names of the nftables backend; both are family ip.
+// Table names of the nftables backend. Each exists once per family (ip and
+// ip6) with the same chains; the rules differ only in the probe address.
 const (
 	nftPodTable  = "ambientmesh"
 	nftHostTable = "ambientmesh-host"
@@ -43,6 +43,22 @@ func nftChain(t *nftables.Table, h hook) *nftables.Chain {
 	return c
 }
 
+// nftFamily is the nf_tables family of an IP version's tables.
+func nftFamily(f ipFamily) nftables.TableFamily {
+	if f == ipv6 {
+		return nftables.TableFamilyIPv6
+	}
+	return nftables.TableFamilyIPv4
+}
+
+// nftFamilyName is how nft names the family ("ip" or "ip6").
+func nftFamilyName(f ipFamily) string {
+	if f == ipv6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
 func ifname(name string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)
 	copy(b, name)
@@ -59,20 +75,24 @@ func nftExprs(r rule) []expr.Any {
 	if r.outIface != "" {
 		e = append(e, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, cmpEq(ifname(r.outIface)))
 	}
-	addr := func(p netip.Prefix, offset uint32) {
-		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4})
-		if p.Bits() < 32 {
-			mask := binary.BigEndian.AppendUint32(nil, ^uint32(0)<<(32-p.Bits()))
-			e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
+	// Source and destination addresses in the IPv4 and IPv6 headers.
+	addr := func(p netip.Prefix, offset4, offset6 uint32) {
+		offset := offset4
+		if p.Addr().Is6() {
+			offset = offset6
 		}
-		ip := p.Masked().Addr().As4()
-		e = append(e, cmpEq(ip[:]))
+		size := uint32(p.Addr().BitLen() / 8)
+		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size})
+		if p.Bits() < p.Addr().BitLen() {
+			e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: prefixMask(p), Xor: make([]byte, size)})
+		}
+		e = append(e, cmpEq(p.Masked().Addr().AsSlice()))
 	}
 	if r.src.IsValid() {
-		addr(r.src, 12)
+		addr(r.src, 12, 8)
 	}
 	if r.dst.IsValid() {
-		addr(r.dst, 16)
+		addr(r.dst, 16, 24)
 	}
 	if r.tcp {
 		e = append(e, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmpEq([]byte{unix.IPPROTO_TCP}))
@@ -102,12 +122,24 @@ func nftExprs(r rule) []expr.Any {
 			&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(r.toPort)},
 			&expr.Redir{RegisterProtoMin: 1})
 	case verdictSNAT:
-		ip := r.toAddr.As4()
+		family := uint32(unix.NFPROTO_IPV4)
+		if r.toAddr.Is6() {
+			family = unix.NFPROTO_IPV6
+		}
 		e = append(e,
-			&expr.Immediate{Register: 1, Data: ip[:]},
-			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1})
+			&expr.Immediate{Register: 1, Data: r.toAddr.AsSlice()},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: family, RegAddrMin: 1})
 	}
 	return e
+}
+
+// prefixMask is the network mask of p, as bytes of p's address length.
+func prefixMask(p netip.Prefix) []byte {
+	mask := make([]byte, p.Addr().BitLen()/8)
+	for i, bits := 0, p.Bits(); bits > 0; i, bits = i+1, bits-8 {
+		mask[i] = ^byte(0) << max(8-bits, 0)
+	}
+	return mask
 }
 
 // nftComment is the rule's comment as stored in its userdata, the same
@@ -128,62 +160,100 @@ func nftConn(netnsFd int) (*nftables.Conn, error) {
 	return conn, nil
 }
 
+// nftWant is the wanted content of one family's table: no chains means no
+// table at all.
+type nftWant struct {
+	family ipFamily
+	chains []chain
+}
+
+// podWants is the in-pod capture of every family.
+func podWants(cfg PodConfig) []nftWant {
+	var wants []nftWant
+	for _, f := range families() {
+		wants = append(wants, nftWant{family: f, chains: podChains(cfg, f)})
+	}
+	return wants
+}
+
 func (b *nftablesRules) Install(netnsPath string, cfg PodConfig) (bool, error) {
 	if err := cfg.Validate(); err != nil {
 		return false, err
 	}
-	return nftApply(netnsPath, nftPodTable, podChains(cfg))
+	return nftApply(netnsPath, nftPodTable, podWants(cfg))
 }
 
-// nftApply replaces the table in one netlink batch (one nf_tables
-// transaction: the old rules stay active until the new ones are), unless it
-// already holds exactly the wanted chains and rules.
-func nftApply(netnsPath, tableName string, chains []chain) (bool, error) {
+// nftApply replaces the family tables named tableName that differ from
+// wants, all in one netlink batch: one nf_tables transaction, so the old
+// rules stay active until the new ones are, and either every family is
+// programmed or none is (a pod is never left with its IPv4 captured and its
+// IPv6 not).
+func nftApply(netnsPath, tableName string, wants []nftWant) (bool, error) {
 	changed := false
 	err := withNetNSFd(netnsPath, func(fd int) error {
 		conn, err := nftConn(fd)
 		if err != nil {
 			return err
 		}
-		drift, err := nftDrift(conn, tableName, chains)
-		if err != nil || len(drift) == 0 {
-			return err
-		}
-		changed = true
-		table := &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4}
-		if !slices.Contains(drift, "table "+tableName+" is missing") {
-			conn.DelTable(table)
-		}
-		conn.AddTable(table)
-		for _, c := range chains {
-			ch := conn.AddChain(nftChain(table, c.hook))
-			for _, r := range c.rules {
-				conn.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: nftExprs(r), UserData: nftComment(r)})
+		var programmed []string
+		for _, w := range wants {
+			exists, drift, err := nftDrift(conn, w.family, tableName, w.chains)
+			if err != nil {
+				return err
+			}
+			if len(drift) == 0 {
+				continue
+			}
+			table := &nftables.Table{Name: tableName, Family: nftFamily(w.family)}
+			programmed = append(programmed, nftFamilyName(w.family)+" "+tableName)
+			if exists {
+				conn.DelTable(table)
+			}
+			if len(w.chains) == 0 {
+				continue
+			}
+			conn.AddTable(table)
+			for _, c := range w.chains {
+				ch := conn.AddChain(nftChain(table, c.hook))
+				for _, r := range c.rules {
+					conn.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: nftExprs(r), UserData: nftComment(r)})
+				}
 			}
 		}
-		if err := conn.Flush(); err != nil {
-			return fmt.Errorf("nftables: program table %s: %w", tableName, err)
+		if len(programmed) == 0 {
+			return nil
 		}
+		if err := conn.Flush(); err != nil {
+			return fmt.Errorf("nftables: program table %s: %w", strings.Join(programmed, " and "), err)
+		}
+		changed = true
 		return nil
 	})
 	return changed, err
 }
 
-// nftDrift lists every way the table differs from chains (nil: identical).
-// Rules are compared by their comments, which name every parameter.
-func nftDrift(conn *nftables.Conn, tableName string, chains []chain) ([]string, error) {
-	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
+// nftDrift reports whether the family's table exists and lists every way it
+// differs from chains (nil: identical; with no chains the table should not
+// exist). Rules are compared by their comments, which name every parameter.
+func nftDrift(conn *nftables.Conn, f ipFamily, tableName string, chains []chain) (exists bool, drift []string, err error) {
+	name := nftFamilyName(f) + " " + tableName
+	tables, err := conn.ListTablesOfFamily(nftFamily(f))
 	if err != nil {
-		return nil, fmt.Errorf("nftables: list tables: %w", err)
+		return false, nil, fmt.Errorf("nftables: list %s tables: %w", nftFamilyName(f), err)
 	}
 	i := slices.IndexFunc(tables, func(t *nftables.Table) bool { return t.Name == tableName })
-	if i < 0 {
-		return []string{"table " + tableName + " is missing"}, nil
+	switch {
+	case i < 0 && len(chains) == 0:
+		return false, nil, nil
+	case i < 0:
+		return false, []string{"table " + name + " is missing"}, nil
+	case len(chains) == 0:
+		return true, []string{"table " + name + " should not exist"}, nil
 	}
 	table := tables[i]
-	all, err := conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	all, err := conn.ListChainsOfTableFamily(nftFamily(f))
 	if err != nil {
-		return nil, fmt.Errorf("nftables: list chains: %w", err)
+		return true, nil, fmt.Errorf("nftables: list %s chains: %w", nftFamilyName(f), err)
 	}
 	got := map[string]*nftables.Chain{}
 	for _, c := range all {
@@ -191,23 +261,22 @@ func nftDrift(conn *nftables.Conn, tableName string, chains []chain) ([]string, 
 			got[c.Name] = c
 		}
 	}
-	var drift []string
 	if len(got) != len(chains) {
-		drift = append(drift, fmt.Sprintf("table %s has %d chains, want %d", tableName, len(got), len(chains)))
+		drift = append(drift, fmt.Sprintf("table %s has %d chains, want %d", name, len(got), len(chains)))
 	}
 	for _, c := range chains {
 		want := nftChain(table, c.hook)
 		have, ok := got[want.Name]
 		if !ok {
-			drift = append(drift, "chain "+want.Name+" is missing")
+			drift = append(drift, "chain "+want.Name+" of "+name+" is missing")
 			continue
 		}
 		if have.Type != want.Type || !eqPtr(have.Hooknum, want.Hooknum) || !eqPtr(have.Priority, want.Priority) {
-			drift = append(drift, "chain "+want.Name+" has the wrong type, hook or priority")
+			drift = append(drift, "chain "+want.Name+" of "+name+" has the wrong type, hook or priority")
 		}
 		rules, err := conn.GetRules(table, have)
 		if err != nil {
-			return nil, fmt.Errorf("nftables: list rules of %s: %w", want.Name, err)
+			return true, nil, fmt.Errorf("nftables: list rules of %s %s: %w", name, want.Name, err)
 		}
 		var haveComments, wantComments []string
 		for _, r := range rules {
@@ -218,10 +287,10 @@ func nftDrift(conn *nftables.Conn, tableName string, chains []chain) ([]string, 
 			wantComments = append(wantComments, commentPrefix+r.comment)
 		}
 		if !slices.Equal(haveComments, wantComments) {
-			drift = append(drift, fmt.Sprintf("chain %s has rules %q, want %q", want.Name, haveComments, wantComments))
+			drift = append(drift, fmt.Sprintf("chain %s of %s has rules %q, want %q", want.Name, name, haveComments, wantComments))
 		}
 	}
-	return drift, nil
+	return true, drift, nil
 }
 
 func eqPtr[T comparable](a, b *T) bool { return a != nil && b != nil && *a == *b }
@@ -235,11 +304,20 @@ func (b *nftablesRules) Check(netnsPath string, cfg PodConfig) error {
 		if err != nil {
 			return err
 		}
-		drift, err := nftDrift(conn, nftPodTable, podChains(cfg))
+		present := 0
+		var drift []string
+		for _, w := range podWants(cfg) {
+			exists, familyDrift, err := nftDrift(conn, w.family, nftPodTable, w.chains)
+			if err != nil {
+				return err
+			}
+			if exists {
+				present++
+			}
+			drift = append(drift, familyDrift...)
+		}
 		switch {
-		case err != nil:
-			return err
-		case len(drift) == 1 && strings.HasSuffix(drift[0], "is missing") && strings.HasPrefix(drift[0], "table"):
+		case present == 0:
 			return fmt.Errorf("nftables: %w", ErrNotInstalled)
 		case len(drift) > 0:
 			return fmt.Errorf("nftables: %s", strings.Join(drift, "; "))
@@ -249,41 +327,36 @@ func (b *nftablesRules) Check(netnsPath string, cfg PodConfig) error {
 }
 
 func (b *nftablesRules) Remove(netnsPath string) (bool, error) {
-	return nftDelete(netnsPath, nftPodTable)
+	return nftApply(netnsPath, nftPodTable, noTables())
 }
 
-func nftDelete(netnsPath, tableName string) (bool, error) {
-	removed := false
-	err := withNetNSFd(netnsPath, func(fd int) error {
-		conn, err := nftConn(fd)
-		if err != nil {
-			return err
-		}
-		tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
-		if err != nil {
-			return fmt.Errorf("nftables: list tables: %w", err)
-		}
-		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == tableName }) {
-			return nil
-		}
-		removed = true
-		conn.DelTable(&nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4})
-		if err := conn.Flush(); err != nil {
-			return fmt.Errorf("nftables: delete table %s: %w", tableName, err)
-		}
-		return nil
-	})
-	return removed, err
+// noTables wants the table of every family gone.
+func noTables() []nftWant {
+	var wants []nftWant
+	for _, f := range families() {
+		wants = append(wants, nftWant{family: f})
+	}
+	return wants
 }
 
+// SyncHost keeps one table per family, holding the SNAT rules of that
+// family's pod IPs; a family without pod IPs has no table.
 func (b *nftablesRules) SyncHost(netnsPath string, cfg PodConfig, podIPs []netip.Addr) (bool, error) {
 	if err := cfg.Validate(); err != nil {
 		return false, err
 	}
-	return nftApply(netnsPath, nftHostTable, []chain{{hook: hookPostrouting, rules: hostRules(cfg, podIPs)}})
+	var wants []nftWant
+	for _, f := range families() {
+		w := nftWant{family: f}
+		if rules := hostRules(cfg, f, podIPs); len(rules) > 0 {
+			w.chains = []chain{{hook: hookPostrouting, rules: rules}}
+		}
+		wants = append(wants, w)
+	}
+	return nftApply(netnsPath, nftHostTable, wants)
 }
 
 func (b *nftablesRules) RemoveHost(netnsPath string) error {
-	_, err := nftDelete(netnsPath, nftHostTable)
+	_, err := nftApply(netnsPath, nftHostTable, noTables())
 	return err
 }

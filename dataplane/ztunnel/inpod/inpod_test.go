@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	handoffpb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // openNetNS opens n the way ztunnel opens a pod's netns; it is closed when
@@ -112,20 +114,33 @@ func TestNewNetNSRejectsOtherFiles(t *testing.T) {
 	}
 }
 
-// echoPods is a PodHandler that echoes on the outbound listener and reports what the
-// original destination of each connection was.
+// echoPods is a PodHandler that echoes on the outbound and inbound listeners and reports
+// what the original destination of each connection was ("outbound <dst> <ok> <err>",
+// "inbound ..."), and the local address of each connection to the HBONE listener ("hbone
+// <addr>").
 type echoPods struct {
 	mu   sync.Mutex
 	seen []string
 }
 
+func (e *echoPods) record(s string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.seen = append(e.seen, s)
+}
+
+func (e *echoPods) seenSoFar() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.seen...)
+}
+
 func (e *echoPods) ServePod(pod *Pod) func() {
-	var conns sync.WaitGroup
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var loops, conns sync.WaitGroup
+	serve := func(kind string, ln net.Listener) {
+		defer loops.Done()
 		for {
-			c, err := pod.Outbound.Accept()
+			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
@@ -133,15 +148,21 @@ func (e *echoPods) ServePod(pod *Pod) func() {
 			go func() {
 				defer conns.Done()
 				defer c.Close()
+				if kind == "hbone" {
+					e.record("hbone " + c.LocalAddr().String())
+					return
+				}
 				dst, ok, err := OriginalDst(c)
-				e.mu.Lock()
-				e.seen = append(e.seen, fmt.Sprintf("%s %v %v", dst, ok, err))
-				e.mu.Unlock()
+				e.record(fmt.Sprintf("%s %s %v %v", kind, dst, ok, err))
 				_, _ = io.Copy(c, c)
 			}()
 		}
-	}()
-	return func() { <-done; conns.Wait() }
+	}
+	loops.Add(3)
+	go serve("outbound", pod.Outbound)
+	go serve("inbound", pod.Inbound)
+	go serve("hbone", pod.HBONE)
+	return func() { loops.Wait(); conns.Wait() }
 }
 
 func TestManagerListensInPodNetnsWithCapture(t *testing.T) {
@@ -175,10 +196,7 @@ func TestManagerListensInPodNetnsWithCapture(t *testing.T) {
 			if out := appRoundTrip(t, podNS, "10.251.0.1:8080", "hello"); out != "hello" {
 				t.Fatalf("captured echo returned %q", out)
 			}
-			h.mu.Lock()
-			seen := strings.Join(h.seen, ";")
-			h.mu.Unlock()
-			if seen != "10.251.0.1:8080 true <nil>" {
+			if seen := strings.Join(h.seenSoFar(), ";"); seen != "outbound 10.251.0.1:8080 true <nil>" {
 				t.Fatalf("original destination seen: %q", seen)
 			}
 			// Nothing listens on the host's 15001 because of us.
@@ -199,6 +217,75 @@ func TestManagerListensInPodNetnsWithCapture(t *testing.T) {
 			}
 			if err := appDial(podNS, "127.0.0.1:15001"); err == nil {
 				t.Fatal("15001 still open in the pod after delete")
+			}
+		})
+	}
+}
+
+// A dual-stack pod: the listeners ztunnel opens in it accept IPv6 too, the capture sends
+// the pod's IPv6 connections to them with their original destination readable, HBONE to
+// the pod's IPv6 address reaches the 15008 listener uncaptured, and ztunnel's own marked
+// IPv6 dial (HBONE to a peer's [addr]:15008) leaves the pod uncaptured.
+func TestManagerServesIPv6(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, backend := range []string{rules.BackendIPTables, rules.BackendNFTables} {
+		t.Run(backend, func(t *testing.T) {
+			pod, peer := netnstest.New(t, "zpod"), netnstest.New(t, "zpeer")
+			// No duplicate address detection: it would keep the addresses unusable a while.
+			podIf, peerIf := netnstest.Veth(t, pod, "10.251.0.2/24", peer, "10.251.0.1/24")
+			pod.Run(t, "ip", "addr", "add", "fd00:251::2/64", "dev", podIf, "nodad")
+			peer.Run(t, "ip", "addr", "add", "fd00:251::1/64", "dev", peerIf, "nodad")
+			r, err := rules.New(backend)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Install(pod.Path, rules.DefaultPodConfig()); err != nil {
+				t.Fatal(err)
+			}
+			h := &echoPods{}
+			m := NewManager(h, DefaultPorts, testr.New(t))
+			defer m.Close()
+			f, err := os.Open(pod.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Add(&handoffpb.AddWorkload{Uid: "u1", Name: "p", Namespace: "ns", ServiceAccount: "sa"}, f); err != nil {
+				t.Fatal(err)
+			}
+			podNS, peerNS := openNetNS(t, pod), openNetNS(t, peer)
+			serveGreeting(t, peerNS, 15008, "served") // the peer's HBONE port
+
+			if out := appRoundTrip(t, podNS, "[fd00:251::1]:8080", "hello"); out != "hello" {
+				t.Fatalf("captured outbound echo returned %q", out)
+			}
+			if out := appRoundTrip(t, peerNS, "[fd00:251::2]:8080", "hi"); out != "hi" {
+				t.Fatalf("captured inbound echo returned %q", out)
+			}
+			if err := appDial(peerNS, "[fd00:251::2]:15008"); err != nil {
+				t.Fatalf("HBONE to the pod's IPv6 address: %v", err)
+			}
+			want := []string{
+				"outbound [fd00:251::1]:8080 true <nil>",
+				"inbound [fd00:251::2]:8080 true <nil>",
+				"hbone [fd00:251::2]:15008",
+			}
+			testwait.For(t, "three connections served", 5*time.Second, func() bool { return len(h.seenSoFar()) == len(want) })
+			if got := h.seenSoFar(); !slices.Equal(got, want) {
+				t.Fatalf("served %q, want %q", got, want)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err := podNS.DialTCP(ctx, netip.MustParseAddrPort("[fd00:251::1]:15008"))
+			if err != nil {
+				t.Fatalf("ztunnel's dial to a peer's IPv6 HBONE port: %v", err)
+			}
+			defer c.Close()
+			if got, _ := io.ReadAll(c); string(got) != "served" {
+				t.Fatalf("the marked IPv6 dial read %q, want the peer's answer (it was captured?)", got)
+			}
+			if got := c.RemoteAddr().String(); got != "[fd00:251::1]:15008" {
+				t.Fatalf("remote address %s", got)
 			}
 		})
 	}

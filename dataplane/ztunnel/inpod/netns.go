@@ -1,7 +1,8 @@
 // Package inpod runs ztunnel's sockets inside enrolled pods' network namespaces: the
 // listeners on 15001 (outbound capture), 15006 (inbound plaintext capture) and 15008
 // (inbound HBONE), and the upstream dials, marked with SO_MARK so that the pod's capture
-// rules let them through.
+// rules let them through. IPv4 and IPv6 alike: the listeners take both, dials go to
+// either, and the original destination of a captured connection is read for both.
 package inpod
 
 import (
@@ -124,8 +125,9 @@ func (n *NetNS) Do(fn func() error) error {
 	return <-errc
 }
 
-// Listen opens a TCP listener on port (all addresses) inside the namespace, with
-// SO_REUSEPORT so that a new ztunnel can listen beside an old one that drains.
+// Listen opens a TCP listener on port inside the namespace, on every address (IPv4, and IPv6
+// when the kernel has it), with SO_REUSEPORT so that a new ztunnel can listen beside an old
+// one that drains.
 func (n *NetNS) Listen(port uint16) (net.Listener, error) {
 	var ln net.Listener
 	err := n.Do(func() error {
@@ -162,16 +164,18 @@ func (n *NetNS) Dial(ctx context.Context, network, addr string) (net.Conn, error
 		return nil, fmt.Errorf("inpod: dial %q: %w", addr, err)
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	family, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()})
 	if dst.Addr().Is6() {
-		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()}
-	}
-	if family == unix.AF_INET {
-		if c := n.takeSpare(); c != nil {
-			return connectSpare(ctx, c, sa, dst)
+		fd, err := n.socket(unix.AF_INET6)
+		if err != nil {
+			return nil, err
 		}
+		return connectFD(ctx, fd, &unix.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()}, addr)
 	}
-	fd, err := n.socket(family)
+	sa := &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}
+	if c := n.takeSpare(); c != nil {
+		return connectSpare(ctx, c, sa, dst)
+	}
+	fd, err := n.socket(unix.AF_INET)
 	if err != nil {
 		return nil, err
 	}
