@@ -3,6 +3,8 @@ package hbone
 import (
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Syscalls, not crypto, dominate the cost of a naive tunnel: crypto/tls
@@ -35,9 +37,16 @@ var (
 // coalescingConn sits under tls.Conn, on the TCP connection.
 type coalescingConn struct {
 	net.Conn
+	// writeTimeout, if set, fails a write(2) blocked for that long (for at
+	// least half of it: see renewWriteDeadlineLocked).
+	writeTimeout time.Duration
+	// tlsDeadline: crypto/tls set its own write deadline (to send its
+	// closing alert), which then holds instead of writeTimeout.
+	tlsDeadline atomic.Bool
 
-	wmu   sync.Mutex
-	batch *[]byte // non-nil while a batch is open
+	wmu           sync.Mutex
+	batch         *[]byte   // non-nil while a batch is open
+	deadlineSetAt time.Time // when the write deadline was last renewed
 
 	rmu  sync.Mutex
 	rbuf *[]byte // non-nil while streaming
@@ -52,6 +61,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.batch == nil {
+		c.renewWriteDeadlineLocked()
 		return c.Conn.Write(p)
 	}
 	if len(*c.batch)+len(p) > cap(*c.batch) {
@@ -59,6 +69,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) >= cap(*c.batch) {
+			c.renewWriteDeadlineLocked()
 			return c.Conn.Write(p)
 		}
 	}
@@ -87,8 +98,28 @@ func (c *coalescingConn) flushLocked() error {
 	if len(b) == 0 {
 		return nil
 	}
+	c.renewWriteDeadlineLocked()
 	_, err := c.Conn.Write(b)
 	return err
+}
+
+// renewWriteDeadlineLocked keeps the write deadline between writeTimeout/2
+// and writeTimeout ahead: renewing it only when half of it has passed spares
+// most writes a timer update.
+func (c *coalescingConn) renewWriteDeadlineLocked() {
+	if c.writeTimeout <= 0 || c.tlsDeadline.Load() {
+		return
+	}
+	if now := time.Now(); now.Sub(c.deadlineSetAt) >= c.writeTimeout/2 {
+		c.deadlineSetAt = now
+		_ = c.Conn.SetWriteDeadline(now.Add(c.writeTimeout))
+	}
+}
+
+// SetWriteDeadline is called by crypto/tls only, before its closing alert.
+func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
+	c.tlsDeadline.Store(true)
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *coalescingConn) Read(p []byte) (int, error) {

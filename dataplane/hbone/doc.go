@@ -31,7 +31,7 @@
 //	srv.Shutdown(ctx)             // GOAWAY, wait for streams; srv.Close() resets everything
 //
 // Only CONNECT is served (else 405); :authority must be a literal IP:port
-// (else 400). The Handler sees the verified peer identity, the target and the
+// (else 400); a malformed request is reset (see Abuse limits). The Handler sees the verified peer identity, the target and the
 // headers (Forwarded, baggage, traceparent) and decides:
 //
 //	func (z *ztunnel) ServeHBONE(ctx context.Context, req *hbone.Request) error {
@@ -60,6 +60,58 @@
 // response while the client's upload stays readable. A Handler that returns
 // nil after its response ended makes a client still uploading stop
 // (RST_STREAM NO_ERROR, RFC 9113 §8.1).
+//
+// # Abuse limits
+//
+// A client holding a valid mesh certificate may still be hostile. What one
+// connection can take is bounded (session.go, limits.go):
+//
+//   - Handlers: at most MaxConcurrentStreams (default 100) run at once. A
+//     stream the client resets keeps its slot until its Handler returns;
+//     newer streams wait for a slot, and streams past MaxConcurrentStreams
+//     open ones are refused (RST_STREAM REFUSED_STREAM).
+//   - Rapid reset: streams the client resets before their answer, or makes
+//     the server reset (malformed requests, stream flow-control errors,
+//     streams past the limit once the client acknowledged it) fill a leaky
+//     bucket of 4×MaxConcurrentStreams (400) that drains
+//     MaxConcurrentStreams (100) per second. Past it: GOAWAY
+//     ENHANCE_YOUR_CALM, and the connection closes.
+//   - Control frames (PING and SETTINGS acks, RST_STREAM, WINDOW_UPDATE)
+//     queued while the writer is blocked: at most 10,000; past that the
+//     connection closes (a GOAWAY could not get through).
+//   - Writes: one blocked for WriteTimeout (default 30s; it may fail from
+//     half of that) ends the connection: the client does not read.
+//   - Header blocks: the header list is limited to 64 KiB; a list slightly
+//     over is answered 431, x/net's Framer ends a connection whose block
+//     goes well past it (GOAWAY PROTOCOL_ERROR). The frames of one block may
+//     take max(MaxReadFrameSize, 1 MiB) on the wire, which stops floods of
+//     empty CONTINUATION frames (GOAWAY ENHANCE_YOUR_CALM).
+//   - Empty DATA: more than 100 consecutive DATA frames without payload or
+//     END_STREAM end the connection (GOAWAY ENHANCE_YOUR_CALM).
+//   - Protocol errors end the connection with GOAWAY and the RFC 9113 code:
+//     invalid SETTINGS (ENABLE_PUSH other than 0 or 1, MAX_FRAME_SIZE out of
+//     range: PROTOCOL_ERROR; INITIAL_WINDOW_SIZE over 2^31-1 or pushing an
+//     open stream's window over it: FLOW_CONTROL_ERROR), the connection's
+//     window pushed past 2^31-1 (FLOW_CONTROL_ERROR), DATA or RST_STREAM on
+//     an idle stream (PROTOCOL_ERROR). A stream's window pushed past 2^31-1
+//     resets that stream (FLOW_CONTROL_ERROR).
+//   - Malformed requests (RFC 9113 §8.2, §8.3, §8.5): header names not
+//     lowercase; connection, keep-alive, proxy-connection,
+//     transfer-encoding or upgrade; te other than "trailers"; pseudo-headers
+//     after regular ones, repeated or unknown; no :method; a CONNECT without
+//     :authority or with :scheme or :path. The stream is reset
+//     (RST_STREAM PROTOCOL_ERROR) and the Handler never sees it.
+//   - Idle and silent clients: GOAWAY after IdleTimeout without streams
+//     (default 10 minutes); a PING after PingInterval (30s) of silence that
+//     must be answered within PingTimeout (15s); the TLS handshake must end
+//     within HandshakeTimeout (10s) and the client preface come within 10s.
+//
+// A Server serves at most MaxConnections (default 4096) connections, of
+// which at most MaxPendingHandshakes (default 128) in the TLS handshake;
+// it closes more at once. A connection closed for abuse is logged at Info
+// ("HBONE connection closed for abuse", with the limit it crossed).
+// The control-frame, header-block, empty-DATA and protocol-error limits
+// also protect the Pool's connections from a hostile server.
 //
 // # Client
 //

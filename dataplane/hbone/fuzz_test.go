@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,6 +257,70 @@ func FuzzSessionFrames(f *testing.F) {
 		status, err := fc.send("CONNECT", "127.0.0.1:1", "", "", "", "", "", false, nil)
 		if err != nil || status != http.StatusForbidden {
 			t.Fatalf("server broken after input: status %d, %v", status, err)
+		}
+	})
+}
+
+// FuzzValidateRequestHeaders: never panics, and what it accepts follows RFC
+// 9113 §8.2, §8.3 and §8.5, checked here rule by rule. The input is a header
+// list, one field a line, name and value separated by NUL.
+func FuzzValidateRequestHeaders(f *testing.F) {
+	for _, s := range []string{
+		":method\x00CONNECT\n:authority\x0010.0.0.1:80",
+		":method\x00CONNECT\n:authority\x0010.0.0.1:80\nbaggage\x00k=v\nte\x00trailers",
+		":method\x00CONNECT\n:authority\x0010.0.0.1:80\nconnection\x00keep-alive",
+		":method\x00CONNECT\n:authority\x00a\n:path\x00/",
+		":method\x00CONNECT\nx\x00y\n:authority\x00a",
+		":method\x00GET\n:scheme\x00https\n:path\x00/",
+		":method\x00CONNECT\n:protocol\x00websocket\n:authority\x00a",
+		":method\x00CONNECT\n:authority\x00a\nTE\x00gzip",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, list string) {
+		var fields []hpack.HeaderField
+		for _, line := range strings.Split(list, "\n") {
+			name, value, _ := strings.Cut(line, "\x00")
+			fields = append(fields, hpack.HeaderField{Name: name, Value: value})
+		}
+		if validateRequestHeaders(fields) != nil {
+			return
+		}
+		seen := map[string]int{}
+		sawRegular := false
+		for _, f := range fields {
+			switch {
+			case f.Name == "" || strings.ContainsAny(f.Name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"):
+				t.Fatalf("accepted header name %q", f.Name)
+			case strings.HasPrefix(f.Name, ":"):
+				if sawRegular {
+					t.Fatalf("accepted %s after a regular header", f.Name)
+				}
+				if !slices.Contains([]string{":method", ":scheme", ":authority", ":path", ":protocol"}, f.Name) {
+					t.Fatalf("accepted pseudo-header %s", f.Name)
+				}
+				if seen[f.Name]++; seen[f.Name] > 1 {
+					t.Fatalf("accepted %s twice", f.Name)
+				}
+			default:
+				sawRegular = true
+				if slices.Contains([]string{"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}, f.Name) {
+					t.Fatalf("accepted connection-specific header %s", f.Name)
+				}
+				if f.Name == "te" && !strings.EqualFold(strings.TrimSpace(f.Value), "trailers") {
+					t.Fatalf("accepted te: %q", f.Value)
+				}
+			}
+		}
+		if seen[":method"] != 1 {
+			t.Fatal("accepted a request without :method")
+		}
+		isConnect := slices.Contains(fields, hpack.HeaderField{Name: ":method", Value: "CONNECT"})
+		switch {
+		case isConnect && seen[":protocol"] == 0 && (seen[":authority"] != 1 || seen[":scheme"]+seen[":path"] != 0):
+			t.Fatal("accepted a CONNECT without :authority or with :scheme or :path")
+		case !isConnect && (seen[":scheme"] != 1 || seen[":path"] != 1):
+			t.Fatal("accepted a request without :scheme or :path")
 		}
 	})
 }

@@ -40,6 +40,7 @@ type h2stream struct {
 	remoteEnd  bool               // END_STREAM received
 	localEnd   bool               // END_STREAM sent
 	closed     bool               // Close called
+	responded  bool               // server: the response HEADERS were sent
 	err        error              // reset (by either side) or connection lost
 	status     int                // client: the response status
 	cancel     context.CancelFunc // server: ends the request's context

@@ -60,13 +60,26 @@ type ServerConfig struct {
 	Certs    CertSource
 	Roots    RootsSource
 	Handler  Handler
-	// MaxConcurrentStreams per connection (default 100). Clients open more
-	// connections when it is reached.
+	// MaxConcurrentStreams per connection (default 100), which also bounds
+	// the Handlers running for one connection: a stream reset by the client
+	// holds its slot until its Handler returns. Clients open more connections
+	// when it is reached.
 	MaxConcurrentStreams uint32
+	// MaxConnections bounds the connections served at once, handshakes
+	// included (default 4096); the server closes more at once.
+	MaxConnections int
+	// MaxPendingHandshakes bounds the TLS handshakes in progress (default
+	// 128); the server closes more at once.
+	MaxPendingHandshakes int
 	// HandshakeTimeout bounds the TLS handshake (default 10s).
 	HandshakeTimeout time.Duration
+	// WriteTimeout ends a connection on which a write has not completed for
+	// this long (default 30s; it may fire after half of it): the client
+	// stopped reading. Negative disables.
+	WriteTimeout time.Duration
 	// IdleTimeout sends GOAWAY on connections without streams for this long
-	// (default: never; clients expire idle connections).
+	// (default 10 minutes, twice the Pool's own idle timeout; negative:
+	// never).
 	IdleTimeout time.Duration
 	// PingInterval / PingTimeout detect dead clients (defaults 30s / 15s;
 	// negative PingInterval disables).
@@ -92,11 +105,12 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]*session // nil session: still in the TLS handshake
-	shutdown  bool
-	idle      chan struct{} // closed when conns becomes empty during shutdown
+	mu          sync.Mutex
+	listeners   map[net.Listener]struct{}
+	conns       map[net.Conn]*session // nil session: still in the TLS handshake
+	handshaking int                   // conns in the TLS handshake
+	shutdown    bool
+	idle        chan struct{} // closed when conns becomes empty during shutdown
 }
 
 // NewServer validates cfg and returns a Server.
@@ -107,7 +121,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxConcurrentStreams == 0 {
 		cfg.MaxConcurrentStreams = 100
 	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 4096
+	}
+	if cfg.MaxPendingHandshakes <= 0 {
+		cfg.MaxPendingHandshakes = 128
+	}
 	cfg.HandshakeTimeout = orDefault(cfg.HandshakeTimeout, 10*time.Second)
+	cfg.WriteTimeout = orDefault(cfg.WriteTimeout, 30*time.Second)
+	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 10*time.Minute)
 	cfg.PingInterval = orDefault(cfg.PingInterval, 30*time.Second)
 	cfg.PingTimeout = orDefault(cfg.PingTimeout, 15*time.Second)
 	if cfg.MaxReadFrameSize == 0 {
@@ -155,18 +177,24 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 // ServeConn serves one accepted TCP connection: TLS handshake, then HTTP/2
-// until the connection ends. It closes c.
+// until the connection ends. It closes c, at once if the server is at
+// MaxConnections or MaxPendingHandshakes.
 func (s *Server) ServeConn(c net.Conn) {
-	if !s.trackConn(c, nil, true) {
+	if err := s.admit(c); err != nil {
+		if err != ErrServerClosed {
+			s.log.V(1).Info("HBONE connection refused", "remote", c.RemoteAddr().String(), "reason", err.Error())
+		}
 		c.Close()
 		return
 	}
-	defer s.trackConn(c, nil, false)
+	defer s.forgetConn(c)
 	cr := newCoalescingConn(c)
+	cr.writeTimeout = s.cfg.WriteTimeout
 	tc := tls.Server(cr, s.tls)
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	s.handshakeEnded()
 	if err != nil {
 		s.log.V(1).Info("HBONE handshake failed", "remote", c.RemoteAddr().String(), "error", err.Error())
 		c.Close()
@@ -186,11 +214,16 @@ func (s *Server) ServeConn(c net.Conn) {
 		pingInterval: s.cfg.PingInterval, pingTimeout: s.cfg.PingTimeout,
 		onRequest: func(st *h2stream, hf *http2.MetaHeadersFrame) { s.serveStream(info, st, hf) },
 		onClose: func(err error) {
-			s.log.V(1).Info("HBONE connection ended", "remote", info.remote.String(), "reason", err.Error())
+			var abuse *abuseError
+			if errors.As(err, &abuse) {
+				s.log.Info("HBONE connection closed for abuse", "remote", info.remote.String(), "peer", info.peer.String(), "limit", abuse.limit)
+			} else {
+				s.log.V(1).Info("HBONE connection ended", "remote", info.remote.String(), "reason", err.Error())
+			}
 			close(ended)
 		},
 	})
-	if !s.trackConn(c, sess, true) {
+	if !s.established(c, sess) {
 		// Shutdown began during the handshake: do not start serving.
 		tc.Close()
 		return
@@ -279,23 +312,53 @@ func (s *Server) track(l net.Listener, add bool) bool {
 	return true
 }
 
-// trackConn registers c (add, with its session once there is one) or
-// forgets it; it refuses new connections and sessions after Shutdown.
-func (s *Server) trackConn(c net.Conn, sess *session, add bool) bool {
+var (
+	errTooManyConns      = errors.New("hbone: server at MaxConnections")
+	errTooManyHandshakes = errors.New("hbone: server at MaxPendingHandshakes")
+)
+
+// admit registers c for its TLS handshake, unless the server is shutting
+// down or at one of its limits.
+func (s *Server) admit(c net.Conn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if add {
-		if s.shutdown {
-			return false
-		}
-		s.conns[c] = sess
-		return true
+	switch {
+	case s.shutdown:
+		return ErrServerClosed
+	case len(s.conns) >= s.cfg.MaxConnections:
+		return errTooManyConns
+	case s.handshaking >= s.cfg.MaxPendingHandshakes:
+		return errTooManyHandshakes
 	}
+	s.conns[c] = nil
+	s.handshaking++
+	return nil
+}
+
+func (s *Server) handshakeEnded() {
+	s.mu.Lock()
+	s.handshaking--
+	s.mu.Unlock()
+}
+
+// established registers c's session; it refuses after Shutdown.
+func (s *Server) established(c net.Conn, sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.conns[c] = sess
+	return true
+}
+
+func (s *Server) forgetConn(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	delete(s.conns, c)
 	if s.shutdown && len(s.conns) == 0 && s.idle != nil && !isClosed(s.idle) {
 		close(s.idle)
 	}
-	return true
 }
 
 // serveStream validates one request and runs the Handler for it.
@@ -329,16 +392,17 @@ func (s *Server) runHandler(ctx context.Context, req *Request) (err error) {
 	return s.cfg.Handler.ServeHBONE(ctx, req)
 }
 
-// parseRequest checks method and authority.
+// parseRequest checks method and authority; the session already reset
+// malformed requests (validateRequestHeaders).
 func (s *Server) parseRequest(info *connInfo, hf *http2.MetaHeadersFrame) (*Request, int, error) {
+	if hf.Truncated {
+		return nil, http.StatusRequestHeaderFieldsTooLarge, fmt.Errorf("hbone: request headers larger than %d bytes", maxHeaderListSize)
+	}
 	if m := hf.PseudoValue("method"); m != http.MethodConnect {
 		return nil, http.StatusMethodNotAllowed, fmt.Errorf("hbone: method %s not allowed, only CONNECT", m)
 	}
 	if hf.PseudoValue("protocol") != "" {
 		return nil, http.StatusBadRequest, errors.New("hbone: extended CONNECT (:protocol) is not supported")
-	}
-	if hf.PseudoValue("path") != "" || hf.PseudoValue("scheme") != "" {
-		return nil, http.StatusBadRequest, errors.New("hbone: CONNECT must not carry :path or :scheme")
 	}
 	target, err := ParseAuthority(hf.PseudoValue("authority"))
 	if err != nil {

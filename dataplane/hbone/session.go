@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,13 +32,22 @@ import (
 //     further copy);
 //   - the reading goroutine never waits for the write mutex: the frames it
 //     must answer with (SETTINGS and PING acks, RST_STREAM, GOAWAY) go
-//     through a small queue written by a helper goroutine, so two peers
-//     blocked on full TCP buffers cannot deadlock each other.
+//     through a bounded queue written by a helper goroutine, so two peers
+//     blocked on full TCP buffers cannot deadlock each other;
+//   - a server runs at most maxStreams request handlers at once: a stream
+//     whose handler has not returned holds its slot even after a reset, and
+//     streams beyond wait for a slot (limits.go has the other limits).
 type session struct {
-	cfg sessionConfig
-	tc  *tls.Conn
-	raw *coalescingConn
-	fr  *http2.Framer
+	cfg    sessionConfig
+	tc     *tls.Conn
+	raw    *coalescingConn
+	fr     *http2.Framer
+	budget *budgetReader // what the Framer reads from; renewed per frame
+
+	// Owned by the reading goroutine.
+	resets        *resetMeter // server: streams the peer reset early or made us reset
+	emptyData     int         // consecutive DATA frames without payload or END_STREAM
+	settingsAcked bool        // the peer acknowledged our SETTINGS (knows our limits)
 
 	wmu  sync.Mutex // frame writes: fr's write side, henc and hbuf
 	henc *hpack.Encoder
@@ -48,14 +58,17 @@ type session struct {
 
 	mu             sync.Mutex // everything below
 	streams        map[uint32]*h2stream
-	ctrl           []func() error // control frames for the control writer
-	nextID         uint32         // client: the next stream ID to open
-	maxPeerID      uint32         // server: the highest stream ID the peer opened
-	reserved       int            // client: streams promised to callers, not yet open
-	sendWin        int64          // the connection's send window
-	winChanged     chan struct{}  // closed and replaced when send windows grow or streams fail
-	recvUsed       int32          // connection receive window the peer has used up
-	pendingConnAck int32          // of recvUsed, what readers consumed: returned in batches
+	ctrl           []func() error   // control frames for the control writer
+	closeAfterCtrl error            // the control writer ends the session with it once ctrl is written
+	handlers       int              // server: request handlers running
+	waiting        []pendingRequest // server: streams waiting for a handler, in order
+	nextID         uint32           // client: the next stream ID to open
+	maxPeerID      uint32           // server: the highest stream ID the peer opened
+	reserved       int              // client: streams promised to callers, not yet open
+	sendWin        int64            // the connection's send window
+	winChanged     chan struct{}    // closed and replaced when send windows grow or streams fail
+	recvUsed       int32            // connection receive window the peer has used up
+	pendingConnAck int32            // of recvUsed, what readers consumed: returned in batches
 	peerInitWin    int32
 	peerMaxFrame   uint32
 	peerMaxStreams uint32
@@ -68,12 +81,18 @@ type session struct {
 	lastRead       atomic.Int64 // unix nanos of the last frame read, for keepalives
 }
 
+// pendingRequest is a stream waiting for one of the session's handlers.
+type pendingRequest struct {
+	st *h2stream
+	hf *http2.MetaHeadersFrame
+}
+
 type sessionConfig struct {
 	server     bool
 	maxFrame   uint32 // the largest frame we accept (SETTINGS_MAX_FRAME_SIZE)
 	streamWin  int32  // our receive window per stream
 	connWin    int32  // our receive window per connection
-	maxStreams uint32 // server: SETTINGS_MAX_CONCURRENT_STREAMS
+	maxStreams uint32 // server: SETTINGS_MAX_CONCURRENT_STREAMS, also the number of handlers run at once
 	// idleTimeout ends a session that had no stream for this long (0: never).
 	idleTimeout time.Duration
 	// pingInterval sends a PING when nothing arrived for this long; no answer
@@ -116,7 +135,11 @@ func newSession(tc *tls.Conn, raw *coalescingConn, cfg sessionConfig) *session {
 		done:           make(chan struct{}),
 		pings:          map[[8]byte]chan struct{}{},
 	}
-	s.fr = http2.NewFramer(tc, tc)
+	s.budget = &budgetReader{r: tc}
+	s.fr = http2.NewFramer(tc, s.budget)
+	if cfg.server {
+		s.resets = newResetMeter(cfg.maxStreams)
+	}
 	s.fr.SetMaxReadFrameSize(cfg.maxFrame)
 	s.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	s.fr.MaxHeaderListSize = maxHeaderListSize
@@ -279,11 +302,26 @@ func (s *session) streamCounts() (active int, limit uint32) {
 }
 
 // queueControl has the control writer send a frame; the reading goroutine
-// uses it so that it never waits for the write mutex.
+// uses it so that it never waits for the write mutex. A peer that makes the
+// queue exceed maxQueuedControl (it sends and does not read) loses the
+// connection.
 func (s *session) queueControl(fn func() error) {
 	s.mu.Lock()
+	if s.err != nil || s.closeAfterCtrl != nil {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.ctrl) >= maxQueuedControl {
+		s.mu.Unlock()
+		s.close(&abuseError{limit: "queued control frames"})
+		return
+	}
 	s.ctrl = append(s.ctrl, fn)
 	s.mu.Unlock()
+	s.wakeControl()
+}
+
+func (s *session) wakeControl() {
 	select {
 	case s.ctrlWake <- struct{}{}:
 	default:
@@ -300,6 +338,7 @@ func (s *session) writeControl() {
 		s.mu.Lock()
 		queue := s.ctrl
 		s.ctrl = nil
+		closing := s.closeAfterCtrl
 		s.mu.Unlock()
 		_ = s.write(func() error {
 			for _, fn := range queue {
@@ -309,6 +348,10 @@ func (s *session) writeControl() {
 			}
 			return nil
 		})
+		if closing != nil {
+			s.close(closing)
+			return
+		}
 	}
 }
 
@@ -340,24 +383,44 @@ func (s *session) writeHeadersLocked(id uint32, endStream bool, fields []hpack.H
 	return nil
 }
 
-// readLoop reads frames until the connection fails, and ends the session.
+// readLoop reads frames until the connection fails, and ends the session;
+// after a GOAWAY for a protocol error or abuse, once the control writer has
+// sent it (or closeGrace passed: the peer may not read).
 func (s *session) readLoop() {
 	err := s.readFrames()
+	s.mu.Lock()
+	goingAway := s.closeAfterCtrl != nil
+	s.mu.Unlock()
+	if goingAway {
+		grace := time.NewTimer(closeGrace)
+		select {
+		case <-s.done:
+		case <-grace.C:
+		}
+		grace.Stop()
+	}
 	s.close(err)
 }
 
 func (s *session) readFrames() error {
 	for {
+		s.budget.left = frameHeaderLen + max(int(s.cfg.maxFrame), maxHeaderBlockWire)
 		f, err := s.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				s.resetByUs(se.StreamID, se.Code)
+				if err := s.countReset(); err != nil {
+					return err
+				}
 				continue
 			}
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
 				return s.protocolError(http2.ErrCode(ce), err)
+			}
+			if errors.Is(err, errHeaderBlockTooLong) {
+				return s.closeWithGoAway(http2.ErrCodeEnhanceYourCalm, err)
 			}
 			return err
 		}
@@ -368,18 +431,37 @@ func (s *session) readFrames() error {
 	}
 }
 
-// protocolError sends GOAWAY with code, if the write lock is free (the
-// reading goroutine never waits for it; the session ends either way), and
-// returns the error ending the session.
+// protocolError ends the session with GOAWAY(code) and returns the error
+// that ends it. Called by the reading goroutine, which stops reading.
 func (s *session) protocolError(code http2.ErrCode, err error) error {
+	return s.closeWithGoAway(code, fmt.Errorf("hbone: HTTP/2 protocol error from peer (%s): %w", code, err))
+}
+
+// closeWithGoAway queues GOAWAY(code) behind the control frames already
+// waiting; the control writer ends the session with err once it is written.
+// Called by the reading goroutine, which stops reading and returns err.
+func (s *session) closeWithGoAway(code http2.ErrCode, err error) error {
 	s.mu.Lock()
-	last := s.maxPeerID
-	s.mu.Unlock()
-	if s.wmu.TryLock() {
-		_ = s.writeLocked(func() error { return s.fr.WriteGoAway(last, code, nil) })
-		s.wmu.Unlock()
+	if s.err == nil && s.closeAfterCtrl == nil {
+		s.goingAway = true
+		s.closeAfterCtrl = err
+		last := s.maxPeerID
+		debug := []byte(err.Error())
+		s.ctrl = append(s.ctrl, func() error { return s.fr.WriteGoAway(last, code, debug) })
 	}
-	return fmt.Errorf("hbone: HTTP/2 protocol error from peer (%s): %w", code, err)
+	s.mu.Unlock()
+	s.wakeControl()
+	return err
+}
+
+// countReset records, on a server, a stream the peer reset before its answer
+// or made us reset by breaking the protocol; past the rapid-reset limit it
+// ends the session with ENHANCE_YOUR_CALM. Called by the reading goroutine.
+func (s *session) countReset() error {
+	if s.resets == nil || !s.resets.add(time.Now()) {
+		return nil
+	}
+	return s.closeWithGoAway(http2.ErrCodeEnhanceYourCalm, &abuseError{limit: "stream resets"})
 }
 
 func (s *session) processFrame(f http2.Frame) error {
@@ -395,9 +477,17 @@ func (s *session) processFrame(f http2.Frame) error {
 	case *http2.RSTStreamFrame:
 		s.mu.Lock()
 		st := s.streams[f.StreamID]
+		idle := st == nil && f.StreamID > s.highestStreamIDLocked()
+		early := st != nil && !st.responded
 		s.mu.Unlock()
+		if idle {
+			return s.protocolError(http2.ErrCodeProtocol, fmt.Errorf("RST_STREAM on idle stream %d", f.StreamID))
+		}
 		if st != nil {
 			st.fail(http2.StreamError{StreamID: f.StreamID, Code: f.ErrCode})
+		}
+		if early {
+			return s.countReset()
 		}
 	case *http2.PingFrame:
 		if f.IsAck() {
@@ -434,6 +524,7 @@ func (s *session) processFrame(f http2.Frame) error {
 
 func (s *session) processSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
+		s.settingsAcked = true
 		return nil
 	}
 	var tableSize *uint32
@@ -445,6 +536,11 @@ func (s *session) processSettings(f *http2.SettingsFrame) error {
 		switch set.ID {
 		case http2.SettingInitialWindowSize:
 			delta := int64(set.Val) - int64(s.peerInitWin)
+			for _, st := range s.streams {
+				if st.sendWin+delta > maxWindow {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+			}
 			s.peerInitWin = int32(set.Val)
 			for _, st := range s.streams {
 				st.sendWin += delta
@@ -507,20 +603,80 @@ func (s *session) processHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	s.maxPeerID = id
 	if s.goingAway || uint32(len(s.streams)) >= s.cfg.maxStreams {
+		// Past our limit: a peer that knew it caused this reset.
+		counted := !s.goingAway && s.settingsAcked
 		s.mu.Unlock()
 		s.resetByUs(id, http2.ErrCodeRefusedStream)
+		if counted {
+			return s.countReset()
+		}
 		return nil
+	}
+	// A truncated header list (over maxHeaderListSize) is answered 431.
+	if !f.Truncated {
+		if err := validateRequestHeaders(f.Fields); err != nil {
+			s.mu.Unlock()
+			s.resetByUs(id, http2.ErrCodeProtocol)
+			return s.countReset()
+		}
 	}
 	st = s.newStreamLocked(id)
 	if f.StreamEnded() {
 		st.remoteEnd = true
 	}
+	s.startHandlerLocked(pendingRequest{st, f})
 	s.mu.Unlock()
-	workers.Go(func() { s.cfg.onRequest(st, f) })
 	return nil
 }
 
+// startHandlerLocked runs the request handler for a new stream, or queues the
+// stream until a handler returns: a handler counts against maxStreams until
+// it returns, not until its stream ends, so a peer that resets its streams
+// cannot pile up handlers (CVE-2023-44487).
+func (s *session) startHandlerLocked(req pendingRequest) {
+	if s.handlers >= int(s.cfg.maxStreams) {
+		if len(s.waiting) >= int(s.cfg.maxStreams) {
+			// Drop the streams reset while they waited: the live ones are
+			// open streams, fewer than maxStreams.
+			s.waiting = slices.DeleteFunc(s.waiting, func(r pendingRequest) bool { return r.st.err != nil })
+		}
+		s.waiting = append(s.waiting, req)
+		return
+	}
+	s.handlers++
+	workers.Go(func() { s.runHandlers(req) })
+}
+
+// runHandlers serves req, then the streams that waited for a handler.
+func (s *session) runHandlers(req pendingRequest) {
+	for {
+		s.cfg.onRequest(req.st, req.hf)
+		s.mu.Lock()
+		for {
+			if len(s.waiting) == 0 || s.err != nil {
+				s.handlers--
+				s.mu.Unlock()
+				return
+			}
+			req = s.waiting[0]
+			s.waiting[0] = pendingRequest{}
+			s.waiting = s.waiting[1:]
+			if req.st.err == nil {
+				break
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
 func (s *session) processData(f *http2.DataFrame) error {
+	if f.Length == 0 && !f.StreamEnded() {
+		if s.emptyData++; s.emptyData > maxEmptyDataFrames {
+			return s.closeWithGoAway(http2.ErrCodeEnhanceYourCalm, &abuseError{limit: "empty DATA frames"})
+		}
+	} else {
+		s.emptyData = 0
+	}
 	n := int32(f.Length)
 	s.mu.Lock()
 	s.recvUsed += n // returned to the peer as the stream's reader consumes
@@ -534,7 +690,10 @@ func (s *session) processData(f *http2.DataFrame) error {
 		// the connection window back.
 		s.mu.Unlock()
 		s.consumed(nil, n, true)
-		if f.StreamID > s.highestStreamID() {
+		s.mu.Lock()
+		idle := f.StreamID > s.highestStreamIDLocked()
+		s.mu.Unlock()
+		if idle {
 			return s.protocolError(http2.ErrCodeProtocol, fmt.Errorf("DATA on idle stream %d", f.StreamID))
 		}
 		s.resetByUs(f.StreamID, http2.ErrCodeStreamClosed)
@@ -547,6 +706,7 @@ func (s *session) processData(f *http2.DataFrame) error {
 	case errors.As(err, &se):
 		s.consumed(nil, n, true)
 		s.resetByUs(f.StreamID, se.Code)
+		return s.countReset()
 	case err != nil: // a stream closed locally: nobody reads the data
 		s.consumed(nil, n, true)
 	default:
@@ -562,9 +722,9 @@ func (s *session) processData(f *http2.DataFrame) error {
 	return nil
 }
 
-func (s *session) highestStreamID() uint32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// highestStreamIDLocked is the highest stream ID opened so far: higher ones
+// are idle.
+func (s *session) highestStreamIDLocked() uint32 {
 	if s.cfg.server {
 		return s.maxPeerID
 	}
@@ -572,7 +732,6 @@ func (s *session) highestStreamID() uint32 {
 }
 
 func (s *session) processWindowUpdate(f *http2.WindowUpdateFrame) error {
-	const maxWindow = 1<<31 - 1
 	incr := int64(f.Increment)
 	s.mu.Lock()
 	if f.StreamID == 0 {
@@ -585,7 +744,7 @@ func (s *session) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if st.sendWin+incr > maxWindow {
 			s.mu.Unlock()
 			s.resetByUs(f.StreamID, http2.ErrCodeFlowControl)
-			return nil
+			return s.countReset()
 		}
 		st.sendWin += incr
 	}
@@ -782,6 +941,7 @@ func (s *session) close(err error) {
 	s.err = err
 	streams := s.streams
 	s.streams = map[uint32]*h2stream{}
+	s.waiting = nil
 	if s.idle != nil {
 		s.idle.Stop()
 	}
@@ -794,7 +954,14 @@ func (s *session) close(err error) {
 	for _, st := range streams {
 		st.fail(fmt.Errorf("hbone: connection lost: %w", err))
 	}
-	s.tc.Close()
+	if s.wmu.TryLock() {
+		s.tc.Close() // with TLS close_notify
+		s.wmu.Unlock()
+	} else {
+		// A writer holds the connection, perhaps blocked on a peer that
+		// does not read, and would hold up close_notify: close under it.
+		s.raw.Conn.Close()
+	}
 	if s.cfg.onClose != nil {
 		s.cfg.onClose(err)
 	}

@@ -50,6 +50,9 @@ func (s *Stream) accept() (*Stream, error) {
 	sess := s.st.s
 	sess.mu.Lock()
 	err := s.st.writableLocked()
+	if err == nil {
+		s.st.responded = true
+	}
 	sess.mu.Unlock()
 	if err != nil {
 		return nil, ErrStreamClosed
@@ -125,6 +128,7 @@ func refuse(st *h2stream, code int, reason string) {
 	sess := st.s
 	sess.mu.Lock()
 	st.localEnd = true
+	st.responded = true
 	sess.mu.Unlock()
 	_ = sess.write(func() error {
 		if err := sess.writeHeadersLocked(st.id, false, fields); err != nil {
