@@ -115,6 +115,26 @@ func TestMeshOnRealNamespaces(t *testing.T) {
 				}
 			})
 
+			t.Run("a client cannot relay through a pod's own mesh ports", func(t *testing.T) {
+				// The client's ztunnel carries these like any connection to server-b: a
+				// CONNECT for 10.100.2.10:<port>. Relayed, the inner connection would come
+				// from server-b's own address (and on 15001 leave with its identity).
+				for _, port := range []string{"15001", "15006", "15008"} {
+					if got, err := client.call("10.100.2.10:"+port, "launder"); err == nil {
+						t.Errorf("client → server-b:%s answered %q: a mesh port was relayed", port, got)
+					}
+				}
+				log, err := os.ReadFile(c.nodes["b"].zt.logPath)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, port := range []string{"15001", "15006", "15008"} {
+					if !strings.Contains(string(log), "10.100.2.10:"+port+" is ztunnel's own port") {
+						t.Errorf("server-b's ztunnel did not log the refusal of a CONNECT to its port %s:\n%s", port, tail(string(log), 10))
+					}
+				}
+			})
+
 			t.Run("service VIP balances over both endpoints", func(t *testing.T) {
 				a0, b0 := c.pods["server-a"].app.Connections(), c.pods["server-b"].app.Connections()
 				for i := range 20 {
