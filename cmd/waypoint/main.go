@@ -23,6 +23,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/waypoint"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/version"
+	"github.com/ambientmesh/ambient-operator/internal/workers"
 )
 
 type options struct {
@@ -62,11 +63,20 @@ func main() {
 		return
 	}
 	log := funcr.NewJSON(func(obj string) { fmt.Fprintln(os.Stderr, obj) }, funcr.Options{LogTimestamp: true, Verbosity: o.cp.Verbosity})
-	// Like ztunnel, the waypoint serves in short bursts: keep the runtime's monitor from
-	// deep sleep (see bootstrap.SysmonAwake).
-	if err := bootstrap.KeepSysmonAwake(); err != nil {
-		log.Error(err, "running with the Go runtime's default monitor thread; requests take longer")
+	// The performance devices, each on unless its AMBIENT_PERF_* variable says off
+	// (docs/performance.md). Like ztunnel, the waypoint serves in short bursts: keep the
+	// runtime's monitor from deep sleep (see bootstrap.SysmonAwake).
+	perf, err := bootstrap.PerfDevicesFromEnv(os.Getenv)
+	if err != nil {
+		log.Error(err, "waypoint failed")
+		os.Exit(1)
 	}
+	if perf.SysmonAwake {
+		if err := bootstrap.KeepSysmonAwake(); err != nil {
+			log.Error(err, "running with the Go runtime's default monitor thread; requests take longer")
+		}
+	}
+	workers.SetReuse(perf.Workers)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, o, log); err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/version"
+	"github.com/ambientmesh/ambient-operator/internal/workers"
 )
 
 type options struct {
@@ -66,15 +67,25 @@ func main() {
 		return
 	}
 	log := funcr.NewJSON(func(obj string) { fmt.Fprintln(os.Stderr, obj) }, funcr.Options{LogTimestamp: true, Verbosity: o.cp.Verbosity})
-	if err := bootstrap.KeepSysmonAwake(); err != nil {
-		log.Error(err, "running with the Go runtime's default monitor thread; new connections take longer")
+	// The performance devices, each on unless its AMBIENT_PERF_* variable says off
+	// (docs/performance.md).
+	perf, err := bootstrap.PerfDevicesFromEnv(os.Getenv)
+	if err != nil {
+		log.Error(err, "ztunnel failed")
+		os.Exit(1)
 	}
+	if perf.SysmonAwake {
+		if err := bootstrap.KeepSysmonAwake(); err != nil {
+			log.Error(err, "running with the Go runtime's default monitor thread; new connections take longer")
+		}
+	}
+	workers.SetReuse(perf.Workers)
 	if n := workerThreads(o.workerThreads, os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)); n > 0 {
 		runtime.GOMAXPROCS(n)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, o, log); err != nil {
+	if err := run(ctx, o, perf, log); err != nil {
 		log.Error(err, "ztunnel failed")
 		os.Exit(1)
 	}
@@ -106,7 +117,7 @@ func workerThreads(flagValue int, envGOMAXPROCS string, available int) int {
 	return max(1, (available+1)/2)
 }
 
-func run(ctx context.Context, o *options, log logr.Logger) error {
+func run(ctx context.Context, o *options, perf bootstrap.PerfDevices, log logr.Logger) error {
 	ports, err := applyMeshConfig(o)
 	if err != nil {
 		return err
@@ -131,22 +142,23 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	}
 	defer cp.CA.Close()
 	z, err = ztunnel.New(ztunnel.Config{
-		Node:             o.node,
-		TrustDomain:      o.cp.TrustDomain,
-		XDSAddress:       o.cp.XDSAddress,
-		XDSDialOptions:   cp.XDSDialOptions,
-		CA:               pb.NewCertificateServiceClient(cp.CA),
-		Token:            cp.Token,
-		CertTTL:          o.cp.CertTTL,
-		HandoffSocket:    o.handoffSocket,
-		Ports:            ports,
-		AdminAddress:     o.cp.AdminAddress,
-		MetricsAddress:   o.cp.MetricsAddress,
-		ReadinessAddress: o.cp.ReadinessAddress,
-		LazyStartTimeout: o.lazyStart,
-		HandoverGrace:    o.handoverGrace,
-		DrainPeriod:      o.drainPeriod,
-		Log:              log,
+		Node:                o.node,
+		TrustDomain:         o.cp.TrustDomain,
+		XDSAddress:          o.cp.XDSAddress,
+		XDSDialOptions:      cp.XDSDialOptions,
+		CA:                  pb.NewCertificateServiceClient(cp.CA),
+		Token:               cp.Token,
+		CertTTL:             o.cp.CertTTL,
+		HandoffSocket:       o.handoffSocket,
+		Ports:               ports,
+		AdminAddress:        o.cp.AdminAddress,
+		MetricsAddress:      o.cp.MetricsAddress,
+		ReadinessAddress:    o.cp.ReadinessAddress,
+		LazyStartTimeout:    o.lazyStart,
+		HandoverGrace:       o.handoverGrace,
+		DrainPeriod:         o.drainPeriod,
+		DisableSpareSockets: !perf.SpareSockets,
+		Log:                 log,
 	})
 	if err != nil {
 		return err
@@ -154,6 +166,6 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	if !ownID.IsZero() {
 		z.Identity.Acquire(ownID)
 	}
-	log.Info("starting", "version", version.String("ztunnel"), "workerThreads", runtime.GOMAXPROCS(0), "node", o.node, "xds", o.cp.XDSAddress, "ca", o.cp.CAAddress, "handoff", o.handoffSocket)
+	log.Info("starting", "version", version.String("ztunnel"), "workerThreads", runtime.GOMAXPROCS(0), "node", o.node, "xds", o.cp.XDSAddress, "ca", o.cp.CAAddress, "handoff", o.handoffSocket, "perfDevices", perf)
 	return z.Run(ctx)
 }

@@ -25,7 +25,8 @@ import (
 // system calls are non-blocking network calls.
 //
 // GODEBUG is read once, at start, so the setting needs a re-exec. An explicit schedtrace in
-// $GODEBUG wins (GODEBUG=schedtrace=0 turns this off).
+// $GODEBUG wins (GODEBUG=schedtrace=0 turns this off), and the proxies do not call
+// KeepSysmonAwake at all with AMBIENT_PERF_SYSMON=off (PerfDevices).
 const SysmonAwake = "schedtrace=2147483647"
 
 // WithSysmonAwake is environ with SysmonAwake added to GODEBUG, and whether that changed

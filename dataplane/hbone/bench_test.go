@@ -2,6 +2,7 @@ package hbone
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/workers"
 )
 
 // Benchmarks of one tunnel (client Conn → HBONE server → upstream) against
@@ -231,23 +234,7 @@ func benchNewStream(b *testing.B, early bool) {
 	lat := make([]time.Duration, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		start := time.Now()
-		d := e.dialReq()
-		if early {
-			d.EarlyData = one
-		}
-		c, err := e.pool.Dial(context.Background(), d)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if !early {
-			c.Write(one)
-		}
-		if _, err := io.ReadFull(c, one); err != nil {
-			b.Fatal(err)
-		}
-		lat[i] = time.Since(start)
-		c.Close()
+		lat[i] = newStreamEcho(b, e, early)
 	}
 	b.StopTimer()
 	if n := len(e.pool.Stats().Conns); n != 1 {
@@ -258,6 +245,68 @@ func benchNewStream(b *testing.B, early bool) {
 	b.ReportMetric(float64(p50.Microseconds()), "p50_us")
 	b.ReportMetric(float64(p50)/float64(dp50), "ratio_p50_vs_direct")
 }
+
+// newStreamEcho opens a stream on e's pooled connection, has one byte echoed
+// (sent as early data or after the answer) and closes it; it returns the time
+// from Dial to the echo.
+func newStreamEcho(b *testing.B, e *env, early bool) time.Duration {
+	one := []byte{1}
+	start := time.Now()
+	d := e.dialReq()
+	if early {
+		d.EarlyData = one
+	}
+	c, err := e.pool.Dial(context.Background(), d)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if !early {
+		c.Write(one)
+	}
+	if _, err := io.ReadFull(c, one); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkNewStreamWorkers measures a performance device, the reused worker
+// goroutines (internal/workers; AMBIENT_PERF_WORKERS, docs/performance.md):
+// new streams on a pooled connection, as in BenchmarkNewStream, in blocks
+// alternately with reuse on and off, so that both see the same load from
+// whatever else runs. Here the server's request handler and Join's second
+// direction run on workers. It prints each mode's p50 latency and this
+// process's CPU time per stream (client, server and echo upstream are all in
+// it). It ignores b.N; run it once:
+//
+//	go test ./dataplane/hbone -run '^$' -bench '^BenchmarkNewStreamWorkers$' -benchtime 1x
+func BenchmarkNewStreamWorkers(b *testing.B) {
+	e := newEnv(b, envOpts{})
+	warm := e.dial(b) // keeps the pooled connection open
+	defer warm.Close()
+	defer workers.SetReuse(true)
+	const blocks, perBlock = 40, 50
+	modes := []string{"on", "off"}
+	lat := make([][]time.Duration, len(modes))
+	cpu := make([]time.Duration, len(modes))
+	for i := range blocks * len(modes) {
+		m := i % len(modes)
+		workers.SetReuse(modes[m] == "on")
+		cpu0 := cpuTime()
+		for range perBlock {
+			lat[m] = append(lat[m], newStreamEcho(b, e, false))
+		}
+		cpu[m] += cpuTime() - cpu0
+	}
+	for m, mode := range modes {
+		fmt.Printf("workers_new_stream_p50_us_%s: %.0f\n", mode, micros(percentile(lat[m], 50)))
+	}
+	for m, mode := range modes {
+		fmt.Printf("workers_new_stream_cpu_us_%s: %.0f\n", mode, micros(cpu[m])/float64(len(lat[m])))
+	}
+}
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func percentile(d []time.Duration, p int) time.Duration {
 	s := append([]time.Duration(nil), d...)

@@ -1,8 +1,7 @@
 // Package hbone implements HBONE, the mesh's tunnel: HTTP/2 CONNECT over
 // mutual TLS 1.3 (ALPN h2) between workloads identified by SPIFFE IDs. The
 // wire format is golang.org/x/net/http2's Framer and hpack; the connection
-// (session.go: settings, flow control, streams, PING, GOAWAY) is our own,
-// because x/net's generic Server and Transport hand every frame between
+// (the session, see "Inside a connection") is our own, because x/net's generic Server and Transport hand every frame between
 // several goroutines and copy it twice more, which on a small node was most
 // of a new connection's and a small message's added latency.
 //
@@ -64,7 +63,8 @@
 // # Abuse limits
 //
 // A client holding a valid mesh certificate may still be hostile. What one
-// connection can take is bounded (session.go, limits.go):
+// connection can take is bounded (limits.go; applied mostly by the reading
+// goroutine, session_frames.go):
 //
 //   - Handlers: at most MaxConcurrentStreams (default 100) run at once. A
 //     stream the client resets keeps its slot until its Handler returns;
@@ -162,6 +162,61 @@
 // a tunneled stream the received chunks themselves are written; between two
 // TCP connections the kernel splices.
 //
+// # Inside a connection
+//
+// A session is one HTTP/2 connection, client or server. Its code is split by
+// concern:
+//
+//   - session.go: the session's state, its start (preface, SETTINGS), frame
+//     writes (one write(2) per group of frames, coalesce.go), the queue of
+//     control frames the reading goroutine hands to a writer goroutine, and
+//     opening and forgetting streams;
+//   - session_frames.go: the reading goroutine: frame dispatch, new streams
+//     and their request handlers, DATA, the rapid-reset count;
+//   - session_flow.go: SETTINGS and flow control (send windows, receive
+//     windows returned as readers consume);
+//   - session_close.go: GOAWAY, the idle timeout, keepalive PINGs, close;
+//   - h2stream.go: one stream (reads, writes, half-close, reset); stream.go
+//     and conn.go are its server and client ends.
+//
+// A stream's state (RFC 9113 §5.1) is kept in flags of h2stream, under the
+// session's mutex:
+//
+//	open                  client: HEADERS (CONNECT) sent; server: a new
+//	                      stream's HEADERS received, well formed and within
+//	                      the limits (else it is refused or reset and never
+//	                      opens)
+//	half-closed (remote)  remoteEnd: END_STREAM received (on DATA or HEADERS);
+//	                      Read returns what is queued, then io.EOF
+//	half-closed (local)   localEnd: END_STREAM sent (CloseWrite, or a
+//	                      server's refusal); Write fails
+//	closed                both ends: the session forgets the stream (its slot
+//	                      is free); what was received stays readable
+//	reset                 err, from any state: RST_STREAM received, sent by
+//	                      us (a stream-level protocol error; Close, which also
+//	                      sets closed; a write deadline passed while waiting
+//	                      for window) or the connection lost. Reads and writes
+//	                      fail and the queued data is dropped, except after
+//	                      the peer's END_STREAM and RST_STREAM(NO_ERROR). The
+//	                      session forgets the stream.
+//
+// A stream counts against the concurrent-stream limit (the peer's on the
+// client, MaxConcurrentStreams on the server) until it is forgotten; on a
+// server its Handler holds a slot until it returns. The server's answer is
+// Accept's 200 or a refusal (status and reason, END_STREAM); when the Handler
+// returns, an unanswered stream is refused (500 if the Handler returned nil),
+// an answered one is reset after an error, or ended with END_STREAM after
+// nil (and RST_STREAM(NO_ERROR) if the client is still uploading). The client
+// waits for the answer until response HEADERS with a final status (1xx are
+// skipped) or the stream's failure. Frames for streams that are not open:
+// DATA on a forgotten stream is dropped, its window given back, and answered
+// RST_STREAM(STREAM_CLOSED); DATA after the peer's END_STREAM resets the
+// stream (STREAM_CLOSED); DATA or RST_STREAM on an idle stream (an ID above
+// every one opened) ends the connection (PROTOCOL_ERROR); late HEADERS of an
+// ended stream are ignored. After a GOAWAY no stream opens; a client's
+// streams above its last stream ID fail (the Pool retries them), the others
+// finish, and the session closes once the last one is forgotten.
+//
 // # Performance notes
 //
 // Per byte, a tunnel costs AES-GCM twice and one more TCP hop; the package
@@ -174,7 +229,9 @@
 // message; frames up to 64 KiB out, 1 MiB in, with 4 MiB stream windows.
 // Per-stream goroutines (request handlers, Join's second direction, the
 // early-data forwarder) come from internal/workers, reused with their stacks
-// already grown.
+// already grown; workers.SetReuse(false) turns that off for the process
+// (AMBIENT_PERF_WORKERS=off in the proxies, docs/performance.md;
+// BenchmarkNewStreamWorkers measures it).
 // bench_test.go measures throughput and CPU per byte against direct
 // loopback TCP, request/response latency and new-stream latency;
 // docs/benchmarks.md has the figures.

@@ -1,5 +1,5 @@
 // Package ztunnel is the node L4 proxy of the mesh. It serves the pods the CNI node agent
-// hands over (package handoff): in each pod's network namespace it listens on 15001
+// hands over (package dataplane/handoff): in each pod's network namespace it listens on 15001
 // (captured outbound), 15006 (captured plaintext inbound) and 15008 (HBONE inbound), routes
 // outbound connections (package routing) over pooled HBONE tunnels to the destination's
 // ztunnel or waypoint, authorizes inbound ones (package authz) and connects them to the app.
@@ -26,10 +26,10 @@ import (
 	"google.golang.org/grpc"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/handoff"
 	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
 	"github.com/ambientmesh/ambient-operator/dataplane/identity"
 	"github.com/ambientmesh/ambient-operator/dataplane/xdsclient"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/metrics"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/routing"
@@ -69,6 +69,10 @@ type Config struct {
 	HandoverGrace time.Duration
 	// DrainPeriod bounds how long a stopping ztunnel waits for open connections (default 30s).
 	DrainPeriod time.Duration
+
+	// DisableSpareSockets turns off the spare in-pod sockets (inpod.Manager), a
+	// performance device that is on by default (docs/performance.md).
+	DisableSpareSockets bool
 
 	Log logr.Logger
 }
@@ -138,6 +142,7 @@ func New(cfg Config) (*Ztunnel, error) {
 	z.router = &routing.Router{Lookup: z.Store, TrustDomain: cfg.TrustDomain, Pick: rand.IntN}
 	z.conns = newRegistry(z.Metrics, cfg.Log.WithName("conns"))
 	z.Pods = inpod.NewManager(z, cfg.Ports, cfg.Log.WithName("inpod"))
+	z.Pods.DisableSpareSockets = cfg.DisableSpareSockets
 	z.Store.OnChange(func(typeURL string) {
 		if typeURL == pb.AuthorizationTypeURL || typeURL == pb.WorkloadTypeURL {
 			go z.conns.recheckAll()

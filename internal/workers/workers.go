@@ -6,9 +6,15 @@
 // per-connection goroutines (stream handlers, the second direction of a copy, accepted
 // connections) are taken from idle ones when there are (docs/benchmarks.md: new-connection
 // latency ratio 2.9–3.0 → 2.7–2.8).
+//
+// Reuse is on by default; SetReuse(false) turns it off for the whole process (the proxies'
+// AMBIENT_PERF_WORKERS=off, docs/performance.md), so that its worth can be measured.
 package workers
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Pool is a set of idle workers.
 type Pool struct {
@@ -29,8 +35,23 @@ func NewPool(idleTimeout time.Duration) *Pool {
 // their stacks) behind.
 var shared = NewPool(2 * time.Second)
 
-// Go runs fn on an idle worker of the process's pool, or on a new one.
-func Go(fn func()) { shared.Go(fn) }
+// noReuse is set by SetReuse(false).
+var noReuse atomic.Bool
+
+// SetReuse turns the reuse of the process's workers on (the default) or off. Off, Go starts
+// a new goroutine for every function, as a go statement does; idle workers end after their
+// timeout.
+func SetReuse(on bool) { noReuse.Store(!on) }
+
+// Go runs fn on an idle worker of the process's pool, or on a new one; on a new goroutine
+// when reuse is off (SetReuse).
+func Go(fn func()) {
+	if noReuse.Load() {
+		go fn()
+		return
+	}
+	shared.Go(fn)
+}
 
 // Go runs fn on an idle worker, or on a new one.
 func (p *Pool) Go(fn func()) {

@@ -33,6 +33,23 @@ func TestWorkersAreReusedThenEnd(t *testing.T) {
 	waitFor(t, "idle workers to end", func() bool { return runtime.NumGoroutine() == base })
 }
 
+// With reuse off, Go leaves an idle worker alone and starts a goroutine of its own.
+func TestSetReuseOffStartsNewGoroutines(t *testing.T) {
+	ran := make(chan struct{})
+	Go(func() { close(ran) })
+	<-ran
+	waitFor(t, "a worker of the process's pool to become idle", func() bool { return idleWorkers(shared) })
+
+	SetReuse(false)
+	defer SetReuse(true)
+	release := make(chan struct{})
+	defer close(release)
+	Go(func() { <-release })
+	if !idleWorkers(shared) {
+		t.Fatal("with reuse off, Go handed its function to the idle worker")
+	}
+}
+
 // idleWorkers reports whether some worker of p waits for work.
 func idleWorkers(p *Pool) bool {
 	probe := make(chan struct{})

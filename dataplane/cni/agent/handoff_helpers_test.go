@@ -13,7 +13,7 @@ import (
 	"github.com/go-logr/logr/testr"
 
 	pb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
+	"github.com/ambientmesh/ambient-operator/dataplane/handoff"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 

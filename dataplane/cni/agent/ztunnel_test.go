@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +97,23 @@ func TestZtunnelRefusalKeepsTheConnection(t *testing.T) {
 	}
 	if err := c.Add(Workload{UID: "y", Name: "p", Namespace: "ns", ServiceAccount: "sa", NetnsPath: fdFile(t, "y")}); err != nil {
 		t.Fatalf("Add after a refusal: %v", err)
+	}
+}
+
+// The hand-off protocol has one owner, dataplane/handoff: the CNI side builds
+// without any of the ztunnel's code.
+func TestCNIDoesNotDependOnZtunnel(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("needs the go command to list dependencies:", err)
+	}
+	out, err := exec.Command(goTool, "list", "-deps", "github.com/ambientmesh/ambient-operator/dataplane/cni/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.Contains(pkg, "/dataplane/ztunnel") {
+			t.Errorf("dataplane/cni depends on %s", pkg)
+		}
 	}
 }

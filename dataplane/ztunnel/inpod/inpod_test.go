@@ -406,3 +406,56 @@ func TestSpareSocketsAreMarkedAndAddressed(t *testing.T) {
 		t.Fatal("a spare socket is still open after the namespace was closed")
 	}
 }
+
+// A Manager with DisableSpareSockets gives its pods namespaces whose dials make their own
+// socket every time and keep none in advance; by default the second dial takes a spare.
+func TestManagerDisableSpareSockets(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, disable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("disable=%v", disable), func(t *testing.T) {
+			pod := netnstest.New(t, "zpod")
+			serveGreeting(t, openNetNS(t, pod), 7000, "")
+			m := NewManager(&echoPods{}, DefaultPorts, testr.New(t))
+			m.DisableSpareSockets = disable
+			defer m.Close()
+			f, err := os.Open(pod.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Add(&handoffpb.AddWorkload{Uid: "u1", Name: "p", Namespace: "ns", ServiceAccount: "sa"}, f); err != nil {
+				t.Fatal(err)
+			}
+			ns := m.Pods()[0].Net.(*NetNS)
+			dial := func() net.Conn {
+				t.Helper()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				c, err := ns.Dial(ctx, "tcp", "127.0.0.1:7000")
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Close()
+				return c
+			}
+			if _, spare := dial().(*spareConn); spare {
+				t.Fatal("the first dial took a spare socket")
+			}
+			ns.mu.Lock()
+			keepsSpares := ns.useSpare
+			ns.mu.Unlock()
+			if keepsSpares == disable {
+				t.Fatalf("after the first dial the namespace keeps spare sockets: %v, want %v", keepsSpares, !disable)
+			}
+			if !disable {
+				testwait.For(t, "the spare sockets made after the first dial", 5*time.Second, func() bool {
+					ns.mu.Lock()
+					defer ns.mu.Unlock()
+					return len(ns.spares) == spareCount
+				})
+			}
+			if _, spare := dial().(*spareConn); spare == disable {
+				t.Fatalf("the second dial took a spare socket: %v, want %v", spare, !disable)
+			}
+		})
+	}
+}

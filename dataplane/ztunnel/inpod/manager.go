@@ -57,6 +57,10 @@ type Manager struct {
 	Handler PodHandler
 	Ports   Ports
 	Log     logr.Logger
+	// DisableSpareSockets makes the pods' IPv4 dials create their socket when they dial
+	// instead of taking one made in advance (NetNS.Dial): the AMBIENT_PERF_SPARE_SOCKETS=off
+	// switch, docs/performance.md. Set it before the first Add.
+	DisableSpareSockets bool
 
 	mu        sync.Mutex
 	pods      map[string]*podEntry
@@ -76,6 +80,7 @@ func (m *Manager) Add(w *handoffpb.AddWorkload, file *os.File) error {
 		file.Close()
 		return err
 	}
+	ns.noSpares = m.DisableSpareSockets
 	m.mu.Lock()
 	old := m.pods[w.GetUid()]
 	accepting := m.accepting

@@ -43,6 +43,7 @@ type NetNS struct {
 	filling  bool
 	closed   bool
 	useSpare bool // the namespace dials: keep spares (idle pods keep none)
+	noSpares bool // every dial makes its own socket (Manager.DisableSpareSockets)
 }
 
 // spareCount is how many sockets a dialing namespace keeps ready.
@@ -154,7 +155,8 @@ func (n *NetNS) Listen(port uint16) (net.Listener, error) {
 // IPv4 dials take a socket made in advance when one is ready: entering the namespace and
 // wrapping the socket for the runtime (net.FileConn) are half the cost of a dial to the
 // pod's own app, on the critical path of every inbound connection. A namespace keeps
-// spareCount such sockets from its first dial on.
+// spareCount such sockets from its first dial on, unless its Manager has
+// DisableSpareSockets.
 func (n *NetNS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	if network != "tcp" && network != "tcp4" && network != "tcp6" {
 		return nil, fmt.Errorf("inpod: dial %s: only tcp is supported", network)
@@ -204,7 +206,7 @@ func (n *NetNS) socket(family int) (int, error) {
 func (n *NetNS) takeSpare() *net.TCPConn {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.closed {
+	if n.closed || n.noSpares {
 		return nil
 	}
 	n.useSpare = true

@@ -19,7 +19,7 @@ import (
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
+	"github.com/ambientmesh/ambient-operator/dataplane/handoff"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
 

@@ -23,7 +23,7 @@ import (
 	handoffpb "github.com/ambientmesh/ambient-operator/api/handoff/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
-	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/handoff"
+	"github.com/ambientmesh/ambient-operator/dataplane/handoff"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/echoapp"
 	"github.com/ambientmesh/ambient-operator/internal/catest"

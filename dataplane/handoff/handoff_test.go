@@ -88,25 +88,40 @@ func (r *recordingWorkloads) uids() []string {
 	return out
 }
 
+func newRecordingWorkloads() *recordingWorkloads {
+	return &recordingWorkloads{served: map[string]*os.File{}}
+}
+
 func startServer(t *testing.T) (string, *Server, *recordingWorkloads) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ztunnel.sock")
+	w := newRecordingWorkloads()
+	srv, stop := serveAt(t, path, w)
+	t.Cleanup(stop)
+	return path, srv, w
+}
+
+// serveAt runs a Server for w on a new socket at path until stop is called: a ztunnel that
+// stops closes the agent's connection, like one that restarts.
+func serveAt(t *testing.T, path string, w Workloads) (srv *Server, stop func()) {
+	t.Helper()
 	ln, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &recordingWorkloads{served: map[string]*os.File{}}
-	srv := &Server{Workloads: w, Log: testr.New(t)}
+	srv = &Server{Workloads: w, Log: testr.New(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return path, srv, w
+	var once sync.Once
+	return srv, func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
 }
 
 func openNetns(t *testing.T) int {
@@ -253,8 +268,9 @@ func TestKeepWorkload(t *testing.T) {
 	}
 }
 
-// rawConn connects without the client's Hello, to send arbitrary datagrams.
-func rawConn(t *testing.T, path string) *Client {
+// dialed connects (Hello included) and closes at cleanup; tests send datagrams the
+// methods would not build with its unexported send.
+func dialed(t *testing.T, path string) *Client {
 	t.Helper()
 	c, err := Dial(context.Background(), path)
 	if err != nil {
@@ -266,7 +282,7 @@ func rawConn(t *testing.T, path string) *Client {
 
 func TestServerRefusesBadMessagesAndKeepsGoing(t *testing.T) {
 	path, _, served := startServer(t)
-	c := rawConn(t, path)
+	c := dialed(t, path)
 	fd := openNetns(t)
 
 	// AddWorkload without a descriptor: refused with the field-level reason.
@@ -303,7 +319,7 @@ func TestServerRefusesBadMessagesAndKeepsGoing(t *testing.T) {
 
 func TestHelloRequiredFirst(t *testing.T) {
 	path, _, _ := startServer(t)
-	conn, err := (&Client{}).dialRaw(path)
+	conn, err := dialWithoutHello(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +423,7 @@ func TestWaitClosedSeesServerGoAway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &Server{Workloads: &recordingWorkloads{served: map[string]*os.File{}}, Log: testr.New(t)}
+	srv := &Server{Workloads: newRecordingWorkloads(), Log: testr.New(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()

@@ -16,13 +16,15 @@ import (
 // DefaultAckTimeout bounds how long the client waits for ztunnel's answer to one message.
 const DefaultAckTimeout = 10 * time.Second
 
-// RefusedError is ztunnel's refusal of a message (a non-empty Ack.error).
+// RefusedError is ztunnel's refusal of a message (a non-empty Ack.error). The connection
+// stays usable after one.
 type RefusedError struct{ Reason string }
 
 func (e *RefusedError) Error() string { return "ztunnel refused: " + e.Reason }
 
-// Client is the node agent's side of the hand-off: one connection to ztunnel. Its methods
-// send one message each and wait for the Ack; they are safe for concurrent use.
+// Client is one connection from the node agent to ztunnel. Its methods send one message
+// each and wait for the Ack; they are safe for concurrent use. ReconnectingClient builds
+// the agent's lasting side of the hand-off on it.
 type Client struct {
 	mu         sync.Mutex
 	conn       *net.UnixConn
@@ -33,12 +35,16 @@ type Client struct {
 
 // Dial connects to ztunnel's hand-off socket at path and exchanges Hello.
 func Dial(ctx context.Context, path string) (*Client, error) {
+	return dial(ctx, path, DefaultAckTimeout)
+}
+
+func dial(ctx context.Context, path string, ackTimeout time.Duration) (*Client, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unixpacket", path)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to ztunnel hand-off socket %s: %w", path, err)
 	}
-	cl := &Client{conn: c.(*net.UnixConn), path: path, inode: socketInode(path), AckTimeout: DefaultAckTimeout}
+	cl := &Client{conn: c.(*net.UnixConn), path: path, inode: socketInode(path), AckTimeout: ackTimeout}
 	if err := cl.send(Hello(), NoFD); err != nil {
 		_ = c.Close()
 		return nil, err
@@ -89,8 +95,8 @@ func (c *Client) send(msg *pb.Message, fd int) error {
 	return nil
 }
 
-// dialRaw connects without sending Hello (tests of the server's ordering rules).
-func (c *Client) dialRaw(path string) (*Client, error) {
+// dialWithoutHello connects without sending Hello (tests of the server's ordering rules).
+func dialWithoutHello(path string) (*Client, error) {
 	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
 		return nil, err
@@ -135,29 +141,34 @@ func (c *Client) WaitGone(ctx context.Context) (replaced bool, err error) {
 	}
 }
 
-// WaitClosed blocks until ztunnel closes the connection (it restarted or is shutting down:
-// time to reconnect and replay) or ctx ends. It only polls the socket, so it may run while
-// other goroutines send.
+// WaitClosed blocks until the connection is gone — ztunnel closed it (it restarted or is
+// shutting down: time to reconnect and replay) or Close was called — or ctx ends. It only
+// polls the socket, so it may run while other goroutines send.
 func (c *Client) WaitClosed(ctx context.Context) error {
-	rc, err := c.conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	for {
-		hung := false
-		cerr := rc.Control(func(fd uintptr) {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-			if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-				hung = true
-			}
-		})
-		if cerr != nil || hung {
-			return nil
-		}
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for !c.hungUp() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-poll.C:
 		}
 	}
+	return nil
+}
+
+// hungUp reports whether the connection is closed at either end. It asks for hang-up
+// events only, never readability, so an Ack on its way to a concurrent send does not count.
+func (c *Client) hungUp() bool {
+	raw, err := c.conn.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hung := false
+	cerr := raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		n, err := unix.Poll(fds, 0)
+		hung = err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+	})
+	return cerr != nil || hung
 }

@@ -1,10 +1,3 @@
-// Package handoff implements the in-pod hand-off protocol between the CNI node agent (the
-// client) and ztunnel (the server): framing of api/handoff/v1alpha1 messages over a unix
-// SOCK_SEQPACKET socket with the pod's netns fd passed as SCM_RIGHTS, a small client for the
-// agent, and the server ztunnel runs. See api/handoff/v1alpha1/handoff.proto for the
-// conversation. The socket is root's (package dataplane/cni/unixsock): mode 0600 from the
-// moment it appears, and the server serves only peers that SO_PEERCRED shows running as
-// root or as ztunnel's own user.
 package handoff
 
 import (
