@@ -9,11 +9,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -112,6 +114,7 @@ func newManager(cfg *rest.Config, opts *options) (ctrl.Manager, error) {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  meshscheme.New(),
+		Cache:                   cacheOptions(),
 		Metrics:                 metrics,
 		HealthProbeBindAddress:  opts.probeAddr,
 		LeaderElection:          opts.leaderElect,
@@ -143,6 +146,17 @@ func newManager(cfg *rest.Config, opts *options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// cacheOptions keep the operator's memory independent of the cluster's
+// size: of the kinds the controllers create, and of Pods and Namespaces,
+// the cache holds only the objects the operator labelled. The mesh kinds,
+// Gateways, GatewayClasses and cert-manager issuers are cached whole: the
+// users' objects of those kinds are what the controllers reconcile or read.
+// Secrets are not cached (the one Secret read goes to the API server), and
+// the webhooks read the API server directly.
+func cacheOptions() cache.Options {
+	return cache.Options{ByObject: ambientmesh.CacheOnlyLabelled(slices.Concat(ambientmesh.LabelledKinds(), waypoint.OwnedTypes())...)}
 }
 
 // setupControllers registers the reconcilers (one per kind, in controllers/)

@@ -4,7 +4,8 @@
 //
 // Layout, after cluster-api's cluster controller: this file holds Reconcile
 // and the watches; ambientmesh_phases.go the install phases; uninstall.go
-// the deletion; rollout.go and ambientmesh_status.go the pure decisions.
+// the deletion; rollout.go and ambientmesh_status.go the pure decisions;
+// cache.go what the operator's cache holds of the kinds it creates.
 package ambientmesh
 
 import (
@@ -16,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -37,7 +39,12 @@ const Finalizer = "mesh.ambientmesh.dev/uninstall"
 // Reconciler reconciles the AmbientMesh.
 type Reconciler struct {
 	client.Client
-	Recorder events.EventRecorder
+	// APIReader reads past the cache, which holds only the objects the
+	// operator labelled (CacheOnlyLabelled): the install namespace, which
+	// the user may have created, and objects of a rendered name that are
+	// not in the cache.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
 	// Clock is injected so tests can control timeouts.
 	Clock clock.PassiveClock
 }
@@ -45,9 +52,10 @@ type Reconciler struct {
 // NewReconciler wires a Reconciler to the manager's client and event recorder.
 func NewReconciler(mgr ctrl.Manager) *Reconciler {
 	return &Reconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("ambientmesh-controller"),
-		Clock:    clock.RealClock{},
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("ambientmesh-controller"),
+		Clock:     clock.RealClock{},
 	}
 }
 
@@ -77,7 +85,7 @@ func NewReconciler(mgr ctrl.Manager) *Reconciler {
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
 
-// Reconcile: fetch → finalizer → phases → one status patch.
+// Reconcile: fetch → finalizer → phases → at most one status patch.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
 	mesh := &meshv1alpha1.AmbientMesh{}
 	if err := r.Get(ctx, req.NamespacedName, mesh); err != nil {
@@ -101,7 +109,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 // SetupWithManager watches the mesh, the namespaced objects it controls,
 // the cluster-scoped ones by label, the node-agent pods and waypoint
 // proxies that drive the upgrade, and any cert-manager issuer it may
-// depend on.
+// depend on. Every watch but the mesh's and the issuers' needs only objects
+// the operator labelled: cmd/operator caches no others (CacheOnlyLabelled).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	byLabel := handler.EnqueueRequestsFromMapFunc(meshFromLabels)
 	anyIssuer := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
@@ -176,11 +185,15 @@ func (r *Reconciler) patchFinalizers(ctx context.Context, mesh *meshv1alpha1.Amb
 	return client.IgnoreNotFound(r.Patch(ctx, mesh, client.MergeFrom(base)))
 }
 
-// patchStatus writes the status computed from this pass, once, and records
-// an event for every condition that changed.
+// patchStatus writes the status computed from this pass, once, and only
+// when it differs from the stored one (a pass that changed nothing sends no
+// request), and records an event for every condition that changed.
 func (r *Reconciler) patchStatus(ctx context.Context, mesh *meshv1alpha1.AmbientMesh, obs observation) error {
 	base := mesh.DeepCopy()
 	mesh.Status = computeStatus(mesh, obs, r.Clock.Now())
+	if equality.Semantic.DeepEqual(base.Status, mesh.Status) {
+		return nil
+	}
 	r.recordTransitions(base, mesh)
 	return client.IgnoreNotFound(r.Status().Patch(ctx, mesh, client.MergeFrom(base)))
 }

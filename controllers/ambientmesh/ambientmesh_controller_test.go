@@ -9,6 +9,7 @@ import (
 	"time"
 
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -63,7 +64,7 @@ func newReconciler(t *testing.T, funcs interceptor.Funcs, objs ...client.Object)
 		WithStatusSubresource(&meshv1alpha1.AmbientMesh{}).
 		WithInterceptorFuncs(funcs).
 		Build()
-	return &Reconciler{Client: c, Recorder: events.NewFakeRecorder(100), Clock: clocktesting.NewFakePassiveClock(now)}, c
+	return &Reconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(100), Clock: clocktesting.NewFakePassiveClock(now)}, c
 }
 
 func reconcileMesh(r *Reconciler) (ctrl.Result, error) {
@@ -142,6 +143,49 @@ func TestStatusPatchFailureIsReturned(t *testing.T) {
 	}, installedMesh())
 	if _, err := reconcileMesh(r); err == nil || !strings.Contains(err.Error(), "status write refused") {
 		t.Fatalf("Reconcile error = %v, want the status error joined", err)
+	}
+}
+
+// A pass that changes nothing sends no status patch, even later (the
+// condition times are kept); a pass that changes the status sends one.
+func TestStatusIsPatchedOnlyWhenItChanges(t *testing.T) {
+	statusPatches := 0
+	r, c := newReconciler(t, interceptor.Funcs{
+		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error {
+			return nil
+		},
+		SubResourcePatch: func(ctx context.Context, cl client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			statusPatches++
+			return cl.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	}, installedMesh())
+	reconcileAndCount := func(step string, want int) {
+		t.Helper()
+		statusPatches = 0
+		if _, err := reconcileMesh(r); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if statusPatches != want {
+			t.Errorf("%s: %d status patches, want %d", step, statusPatches, want)
+		}
+	}
+
+	reconcileAndCount("first pass", 1)
+	r.Clock = clocktesting.NewFakePassiveClock(now.Add(time.Minute))
+	reconcileAndCount("a minute later, nothing changed", 0)
+
+	issuer := &cmv1.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: "ambient-system", Name: manifests.CAIssuerName}}
+	issuer.Status.Conditions = []cmv1.IssuerCondition{{Type: cmv1.IssuerConditionReady, Status: cmmeta.ConditionTrue}}
+	if err := c.Create(context.Background(), issuer); err != nil {
+		t.Fatal(err)
+	}
+	reconcileAndCount("the CA issuer became ready", 1)
+	m := &meshv1alpha1.AmbientMesh{}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: meshv1alpha1.MeshName}, m); err != nil {
+		t.Fatal(err)
+	}
+	if !meta.IsStatusConditionTrue(m.Status.Conditions, meshv1alpha1.MeshConditionIdentityReady) {
+		t.Errorf("IdentityReady is not True after the issuer became ready: %+v", m.Status.Conditions)
 	}
 }
 

@@ -52,7 +52,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, mesh *meshv1alpha1.Amb
 // is deleted on uninstall.
 func (r *Reconciler) ensureNamespace(ctx context.Context, mesh *meshv1alpha1.AmbientMesh) error {
 	ns := &corev1.Namespace{}
-	err := r.Get(ctx, client.ObjectKey{Name: mesh.Spec.InstallNamespace()}, ns)
+	err := r.lookup(ctx, client.ObjectKey{Name: mesh.Spec.InstallNamespace()}, ns)
 	switch {
 	case err == nil && !ns.DeletionTimestamp.IsZero():
 		return fmt.Errorf("namespace %s is being deleted; the mesh is reinstalled once it is gone", ns.Name)

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,7 +37,7 @@ func (r *Reconciler) apply(ctx context.Context, mesh *meshv1alpha1.AmbientMesh, 
 		return fmt.Errorf("%T is not a client.Object", obj)
 	}
 	existed := true
-	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), cached); err != nil {
+	if err := r.lookup(ctx, client.ObjectKeyFromObject(obj), cached); err != nil {
 		if client.IgnoreNotFound(err) != nil {
 			return err
 		}
@@ -58,6 +59,19 @@ func (r *Reconciler) apply(ctx context.Context, mesh *meshv1alpha1.AmbientMesh, 
 		r.event(mesh, corev1.EventTypeNormal, "Updated", "Install", "updated %s %s to the desired state", kind, key)
 	}
 	return nil
+}
+
+// lookup reads obj from the cache and, when the cache does not hold it,
+// from the API server. The cache holds only objects the operator labelled
+// (CacheOnlyLabelled): an object the user created under a name the operator
+// uses, or one whose labels were removed, is seen only by the API server,
+// which is asked only on a miss.
+func (r *Reconciler) lookup(ctx context.Context, key client.ObjectKey, obj client.Object) error {
+	err := r.Get(ctx, key, obj)
+	if !apierrors.IsNotFound(err) {
+		return err
+	}
+	return r.APIReader.Get(ctx, key, obj)
 }
 
 // ownedKinds lists every kind the operator may have created for a mesh; the

@@ -87,7 +87,7 @@ func podTerminationTimeout(mesh *meshv1alpha1.AmbientMesh) time.Duration {
 // installNamespace returns the namespace, or nil when it no longer exists.
 func (r *Reconciler) installNamespace(ctx context.Context, mesh *meshv1alpha1.AmbientMesh) (*corev1.Namespace, error) {
 	ns := &corev1.Namespace{}
-	if err := r.Get(ctx, client.ObjectKey{Name: mesh.Spec.InstallNamespace()}, ns); err != nil {
+	if err := r.lookup(ctx, client.ObjectKey{Name: mesh.Spec.InstallNamespace()}, ns); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, nil
 		}

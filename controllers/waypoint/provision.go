@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,8 +35,10 @@ const caKey = "ca.crt"
 // produce exactly the same objects.
 type Provisioner struct {
 	Client client.Client
-	// APIReader reads the control plane's certificate Secret without the
-	// cache: the operator may get that one Secret and does not watch Secrets.
+	// APIReader reads past the cache: the control plane's certificate
+	// Secret (the operator may get that one Secret and does not watch
+	// Secrets), and objects of the proxy's name that the cache, which holds
+	// only objects the operator labelled, does not hold.
 	APIReader client.Reader
 	// Recorder gets an event on the owner for every object created or
 	// repaired; nil records nothing.
@@ -123,6 +126,8 @@ func (p *Provisioner) provision(ctx context.Context, owner client.Object, proxy 
 func (p *Provisioner) Remove(ctx context.Context, owner client.Object, proxy manifests.Proxy) error {
 	key := client.ObjectKey{Namespace: proxy.Namespace, Name: proxy.Name}
 	for _, obj := range OwnedTypes() {
+		// What owner controls carries the operator's labels (it applied
+		// them), so the cache holds it.
 		if err := p.Client.Get(ctx, key, obj); err != nil {
 			if client.IgnoreNotFound(err) != nil {
 				return err
@@ -253,7 +258,7 @@ func (p *Provisioner) apply(ctx context.Context, owner client.Object, proxy mani
 		return fmt.Errorf("%T is not a client.Object", obj)
 	}
 	existed := true
-	if err := p.Client.Get(ctx, client.ObjectKeyFromObject(obj), existing); err != nil {
+	if err := p.lookup(ctx, client.ObjectKeyFromObject(obj), existing); err != nil {
 		if client.IgnoreNotFound(err) != nil {
 			return err
 		}
@@ -278,6 +283,19 @@ func (p *Provisioner) apply(ctx context.Context, owner client.Object, proxy mani
 		p.event(owner, "Updated", "updated %s %s to the desired state", kind, key)
 	}
 	return nil
+}
+
+// lookup reads obj from the cache and, when the cache does not hold it,
+// from the API server. The operator's cache holds only objects it labelled
+// (ambientmesh.CacheOnlyLabelled): a user's object of the proxy's name, or
+// one whose labels were removed, is seen only by the API server, which is
+// asked only on a miss.
+func (p *Provisioner) lookup(ctx context.Context, key client.ObjectKey, obj client.Object) error {
+	err := p.Client.Get(ctx, key, obj)
+	if !apierrors.IsNotFound(err) {
+		return err
+	}
+	return p.APIReader.Get(ctx, key, obj)
 }
 
 // observe reads the proxy's Deployment and Service, if they are its own.

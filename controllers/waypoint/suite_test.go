@@ -10,12 +10,14 @@ import (
 
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh"
 	"github.com/ambientmesh/ambient-operator/controllers/waypoint"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
@@ -51,15 +53,20 @@ var _ = BeforeSuite(func() {
 		Expect(env.Stop()).To(Succeed())
 	})
 
+	// The operator's cache (cmd/operator): of the proxy's kinds, only the
+	// objects it labelled.
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 meshscheme.New(),
+		Cache:                  cache.Options{ByObject: ambientmesh.CacheOnlyLabelled(waypoint.OwnedTypes()...)},
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(waypoint.NewReconciler(mgr, "cluster.local").SetupWithManager(mgr)).To(Succeed())
-	k8sClient = mgr.GetClient()
+	// The tests read as a user does, past the operator's cache.
+	k8sClient, err = client.New(cfg, client.Options{Scheme: meshscheme.New()})
+	Expect(err).NotTo(HaveOccurred())
 	go func() {
 		defer GinkgoRecover()
 		Expect(mgr.Start(ctx)).To(Succeed())
