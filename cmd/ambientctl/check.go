@@ -2,12 +2,13 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 // Check is one pre-flight result.
@@ -32,26 +33,34 @@ type host struct {
 	lookPath func(string) (string, error)
 }
 
-func runCheck(args []string, out io.Writer) error {
-	fs, c := newFlagSet("check", "")
-	confDir := fs.String("cni-conf-dir", "/etc/cni/net.d", "the node's CNI configuration directory")
-	if err := fs.Parse(args); err != nil {
-		return err
+func checkCommand(g *globalFlags) *cobra.Command {
+	var confDir string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "pre-flight checks of this machine as a mesh node",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			checks := runChecks(host{root: "/", confDir: confDir, euid: os.Geteuid(), lookPath: exec.LookPath})
+			t := Table{Headers: []string{"CHECK", "STATUS", "DETAIL"}}
+			failed := false
+			for _, ch := range checks {
+				t.Rows = append(t.Rows, []string{ch.Name, ch.Status, ch.Detail})
+				failed = failed || ch.Status == statusFail
+			}
+			if err := write(cmd.OutOrStdout(), g.output, checks, t); err != nil {
+				return err
+			}
+			if failed {
+				return exitError(1)
+			}
+			return nil
+		},
 	}
-	checks := runChecks(host{root: "/", confDir: *confDir, euid: os.Geteuid(), lookPath: exec.LookPath})
-	t := Table{Headers: []string{"CHECK", "STATUS", "DETAIL"}}
-	failed := false
-	for _, ch := range checks {
-		t.Rows = append(t.Rows, []string{ch.Name, ch.Status, ch.Detail})
-		failed = failed || ch.Status == statusFail
-	}
-	if err := write(out, c.output, checks, t); err != nil {
-		return err
-	}
-	if failed {
-		return exitError(1)
-	}
-	return nil
+	cmd.Flags().StringVar(&confDir, "cni-conf-dir", "/etc/cni/net.d", "the node's CNI configuration directory")
+	_ = cmd.RegisterFlagCompletionFunc("cni-conf-dir", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return nil, cobra.ShellCompDirectiveFilterDirs
+	})
+	return cmd
 }
 
 func runChecks(h host) []Check {

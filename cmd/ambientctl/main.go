@@ -1,43 +1,37 @@
 // Command ambientctl is the mesh's debugging CLI:
 //
-//	ambientctl status                      the AmbientMesh: version, phase, components, conditions
-//	ambientctl ztunnel workloads --node N  ztunnel's view on node N (workloads, services,
-//	                                       policies, certs, connections), from its admin endpoint
-//	ambientctl ztunnel renew-certs --node N renew ztunnel's certificates on node N now
-//	ambientctl waypoint status [-n NS] NAME a waypoint's conditions and its pods' xDS state;
-//	                                       also config, clusters and routes, from a pod's
-//	                                       admin endpoint
-//	ambientctl why SRC DST[:PORT]          which proxy decides a connection (and its HTTP
-//	                                       request) from pod SRC to a pod or svc/SERVICE,
-//	                                       and by which MeshPolicy: the path hop by hop,
-//	                                       computed by the proxies' own code
-//	ambientctl check                       pre-flight checks of this machine
+//	ambientctl status                        the AmbientMesh: version, phase, components, conditions
+//	ambientctl ztunnel workloads --node N    ztunnel's view on node N (workloads, services,
+//	                                         policies, certs, connections), from its admin endpoint
+//	ambientctl ztunnel renew-certs --node N  renew ztunnel's certificates on node N now
+//	ambientctl waypoint status [-n NS] NAME  a waypoint's conditions and its pods' xDS state;
+//	                                         also config, clusters and routes, from a pod's
+//	                                         admin endpoint
+//	ambientctl why SRC DST[:PORT]            which proxy decides a connection (and its HTTP
+//	                                         request) from pod SRC to a pod or svc/SERVICE,
+//	                                         and by which MeshPolicy: the path hop by hop,
+//	                                         computed by the proxies' own code
+//	ambientctl check                         pre-flight checks of this machine
+//	ambientctl completion bash|zsh|fish|powershell
 //
-// Output is a table, or JSON/YAML with -o json|yaml.
+// Every command takes kubectl's --kubeconfig, --context and -n, and prints a table, or
+// JSON/YAML with -o json|yaml. A proxy's admin endpoint (127.0.0.1:15000 in its pod) is
+// reached through the API server by a port-forward, or --via netns (the local mesh) or
+// --via address.
 package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/ambientmesh/ambient-operator/internal/version"
 )
-
-const usage = `ambientctl: debug an ambient mesh.
-
-Usage:
-  ambientctl status [-o table|json|yaml] [--kubeconfig FILE]
-  ambientctl ztunnel workloads|services|policies|certs|connections --node NODE [-o ...]
-  ambientctl ztunnel renew-certs --node NODE [-o ...]   (renews every certificate now)
-  ambientctl waypoint status|config|clusters|routes [-n NAMESPACE] NAME [--pod POD] [-o ...]
-  ambientctl why [-n NAMESPACE] [NAMESPACE/]POD [NAMESPACE/]POD[:PORT]|svc/[NAMESPACE/]SERVICE[:PORT]
-        [--method GET] [--path /] [--host HOST] [-H 'Name: value']... [--token JWT] [-o ...]
-  ambientctl check [--cni-conf-dir DIR] [-o ...]
-  ambientctl version
-`
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -56,49 +50,85 @@ type exitError int
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func run(args []string, out io.Writer) error {
-	// Global flags may come before the command (ambientctl --kubeconfig F status).
-	global := flag.NewFlagSet("ambientctl", flag.ContinueOnError)
-	kubeconfig := global.String("kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then ~/.kube/config)")
-	global.Usage = func() { fmt.Fprint(os.Stderr, usage) }
-	if err := global.Parse(args); err != nil {
-		return err
-	}
-	args = global.Args()
-	if len(args) == 0 {
-		global.Usage()
-		return exitError(2)
-	}
-	switch args[0] {
-	case "status":
-		return runStatus(args[1:], *kubeconfig, out)
-	case "ztunnel":
-		return runZtunnel(args[1:], out)
-	case "waypoint":
-		return runWaypoint(args[1:], *kubeconfig, out)
-	case "why":
-		return runWhy(args[1:], *kubeconfig, out)
-	case "check":
-		return runCheck(args[1:], out)
-	case "version", "--version":
-		fmt.Fprintln(out, version.String("ambientctl"))
-		return nil
-	default:
-		fmt.Fprint(os.Stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
-	}
+	root := newRootCommand(&globalFlags{})
+	root.SetArgs(args)
+	root.SetOut(out)
+	return root.Execute()
 }
 
-// commonFlags are the flags every command has.
-type commonFlags struct {
-	output     string
-	kubeconfig string
+// globalFlags are the flags every command has.
+type globalFlags struct {
+	kubeFlags
+	output string
 }
 
-func newFlagSet(name string, kubeconfig string) (*flag.FlagSet, *commonFlags) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	c := &commonFlags{}
-	fs.StringVar(&c.output, "o", "table", "output format: table, json or yaml")
-	fs.StringVar(&c.output, "output", "table", "output format: table, json or yaml")
-	fs.StringVar(&c.kubeconfig, "kubeconfig", kubeconfig, "kubeconfig file")
-	return fs, c
+var outputFormats = []string{"table", "json", "yaml"}
+
+// newRootCommand is ambientctl with every command; the flags it parses land in g.
+// Its completion command (cobra's) completes the commands and flags of this tree.
+func newRootCommand(g *globalFlags) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ambientctl",
+		Short: "ambientctl: debug an ambient mesh",
+		Long: `ambientctl: debug an ambient mesh.
+
+It finds the cluster as kubectl does (--kubeconfig, $KUBECONFIG, ~/.kube/config; --context, -n).
+The ztunnel and waypoint commands read a proxy's admin endpoint, 127.0.0.1:15000 inside its pod:
+by default through the API server (a port-forward, which needs create on pods/portforward);
+--via netns from inside the network namespace on this host (the local mesh); --via address
+(--admin-address) from here.`,
+		Example: `  ambientctl status
+  ambientctl ztunnel workloads --node worker-1
+  ambientctl ztunnel certs --pod ztunnel-x7k2p -o yaml
+  ambientctl waypoint routes -n bookinfo waypoint
+  ambientctl why -n bookinfo client svc/reviews:8080 --method POST --path /admin
+  ambientctl ztunnel workloads --node am-n1 --via netns    # the local mesh
+  source <(ambientctl completion bash)`,
+		// Errors are printed once, by main, without the usage.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Version:       version.String("ambientctl"),
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if !slices.Contains(outputFormats, g.output) {
+				return fmt.Errorf("-o %q: want %s", g.output, strings.Join(outputFormats, ", "))
+			}
+			return nil
+		},
+	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	g.kubeFlags.bind(root)
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: "+strings.Join(outputFormats, ", "))
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(outputFormats, cobra.ShellCompDirectiveNoFileComp))
+	root.AddCommand(
+		statusCommand(g),
+		ztunnelCommand(g),
+		waypointCommand(g),
+		whyCommand(g),
+		checkCommand(g),
+		&cobra.Command{
+			Use:   "version",
+			Short: "the version of ambientctl",
+			Args:  cobra.NoArgs,
+			Run: func(cmd *cobra.Command, _ []string) {
+				fmt.Fprintln(cmd.OutOrStdout(), version.String("ambientctl"))
+			},
+		},
+	)
+	return root
+}
+
+// groupCommand is a command that only holds others: without one it prints its help,
+// and an unknown one is an error (a view's flags after it are not the problem).
+func groupCommand(use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:                use,
+		Short:              short,
+		FParseErrWhitelist: cobra.FParseErrWhitelist{UnknownFlags: true},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			return fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())
+		},
+	}
 }

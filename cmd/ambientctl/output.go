@@ -32,7 +32,7 @@ func write(out io.Writer, format string, v any, t Table) error {
 		}
 		_, err = out.Write(data)
 		return err
-	case "table", "", "wide":
+	case "table":
 		return t.write(out)
 	default:
 		return fmt.Errorf("-o %q: want table, json or yaml", format)

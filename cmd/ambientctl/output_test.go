@@ -18,7 +18,7 @@ func TestObjectTableColumnsAndCells(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &items); err != nil {
 		t.Fatal(err)
 	}
-	tab := objectTable(items, views["workloads"])
+	tab := objectTable(items, ztunnelViews[0].columns)
 	if got, want := strings.Join(tab.Headers, " "), "NAME NAMESPACE ADDRESSES SERVICE-ACCOUNT NODE"; got != want {
 		t.Errorf("headers: got %q, want %q (preferred columns that occur, in order)", got, want)
 	}

@@ -2,53 +2,38 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 )
 
-func runStatus(args []string, kubeconfig string, out io.Writer) error {
-	fs, c := newFlagSet("status", kubeconfig)
-	name := fs.String("name", "default", "AmbientMesh name")
-	if err := fs.Parse(args); err != nil {
-		return err
+func statusCommand(g *globalFlags) *cobra.Command {
+	var meshName string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "the AmbientMesh: version, phase, components, conditions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, _, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			mesh := &meshv1alpha1.AmbientMesh{}
+			if err := cl.Get(ctx, client.ObjectKey{Name: meshName}, mesh); err != nil {
+				return fmt.Errorf("reading AmbientMesh %q: %w (is the operator installed, and the sample applied?)", meshName, err)
+			}
+			return write(cmd.OutOrStdout(), g.output, mesh.Status, statusTable(mesh))
+		},
 	}
-	cl, err := newClient(c.kubeconfig)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	mesh := &meshv1alpha1.AmbientMesh{}
-	if err := cl.Get(ctx, client.ObjectKey{Name: *name}, mesh); err != nil {
-		return fmt.Errorf("reading AmbientMesh %q: %w (is the operator installed, and the sample applied?)", *name, err)
-	}
-	return write(out, c.output, mesh.Status, statusTable(mesh))
-}
-
-func newClient(kubeconfig string) (client.Client, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if kubeconfig != "" {
-		rules.ExplicitPath = kubeconfig
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
-	}
-	scheme := runtime.NewScheme()
-	if err := errors.Join(meshv1alpha1.AddToScheme(scheme), corev1.AddToScheme(scheme)); err != nil {
-		return nil, err
-	}
-	return client.New(cfg, client.Options{Scheme: scheme})
+	cmd.Flags().StringVar(&meshName, "mesh", "default", "the AmbientMesh's name")
+	return cmd
 }
 
 // statusTable is the mesh line, one line per component and one per condition.

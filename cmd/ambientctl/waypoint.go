@@ -3,35 +3,26 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 )
 
-// The waypoint views read a waypoint pod's admin endpoint (127.0.0.1:15000
-// inside the pod, localhost only), as the ztunnel views read ztunnel's. The
-// pods are found in the cluster (label ambientmesh.dev/waypoint=NAME); a
-// pod's network namespace is found on this host by the pod's IP, among the
-// namespaces in --netns-dir (the local mesh's pods, or a node's pods when
-// run as root on that node). Elsewhere, `kubectl port-forward` the pod's
-// 15000 and pass --admin-address.
-
-const waypointViews = "status, config, clusters or routes"
+// The waypoint views read a waypoint pod's admin endpoint (127.0.0.1:15000 inside the
+// pod, localhost only), as the ztunnel views read ztunnel's. The pods are found in the
+// cluster (label ambientmesh.dev/waypoint=NAME in the namespace); the endpoint is
+// reached as --via says (see admin.go).
 
 // Type URLs of the Envoy resources a waypoint holds, in the order they are shown.
 var envoyTypes = []struct{ url, short string }{
@@ -41,47 +32,75 @@ var envoyTypes = []struct{ url, short string }{
 	{"type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", "ClusterLoadAssignment"},
 }
 
-func runWaypoint(args []string, kubeconfig string, out io.Writer) error {
-	if len(args) == 0 || !slices.Contains([]string{"status", "config", "clusters", "routes"}, args[0]) {
-		return fmt.Errorf("waypoint: want one of %s, then the waypoint's name", waypointViews)
+// waypointViews are the waypoint subcommands, with what they show.
+var waypointViews = []struct{ name, short string }{
+	{"status", "the Waypoint's conditions and each of its pods' xDS state"},
+	{"config", "every xDS resource the waypoint holds"},
+	{"clusters", "the waypoint's clusters and endpoints: tunnel, identity, health, requests"},
+	{"routes", "the waypoint's routes in match order"},
+}
+
+func waypointCommand(g *globalFlags) *cobra.Command {
+	cmd := groupCommand("waypoint", "a waypoint: its status and configuration, from its pods' admin endpoints")
+	for _, v := range waypointViews {
+		cmd.AddCommand(waypointViewCommand(g, v.name, v.short))
 	}
-	view := args[0]
-	fs, c := newFlagSet("waypoint "+view, kubeconfig)
-	namespace := fs.String("n", "", "the waypoint's namespace (default: the kubeconfig context's)")
-	fs.StringVar(namespace, "namespace", "", "the waypoint's namespace (default: the kubeconfig context's)")
-	podName := fs.String("pod", "", "ask this pod of the waypoint (default: every pod for status, else the first ready one)")
-	netnsDir := fs.String("netns-dir", "/var/run/netns", "where pods' network namespaces are found on this host")
-	admin := fs.String("admin-address", "", "the admin endpoint to dial from here (after kubectl port-forward), instead of 127.0.0.1:15000 inside the pod's network namespace")
-	positional, err := parseInterspersed(fs, args[1:])
+	return cmd
+}
+
+func waypointViewCommand(g *globalFlags, view, short string) *cobra.Command {
+	var (
+		podName string
+		admin   adminFlags
+	)
+	cmd := &cobra.Command{
+		Use:   view + " NAME",
+		Short: short,
+		Long: short + ".\n\nThe waypoint's pods are those labelled " + meshv1alpha1.LabelWaypoint + "=NAME in the namespace (-n); " +
+			"status asks each, the other views the first ready one (or --pod).",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("waypoint %s: want exactly one waypoint name, got %q", view, args)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := admin.resolve(cmd); err != nil {
+				return err
+			}
+			return runWaypoint(cmd.OutOrStdout(), g, admin, view, args[0], podName)
+		},
+	}
+	cmd.Flags().StringVar(&podName, "pod", "", "ask this pod of the waypoint (default: every pod for status, else the first ready one)")
+	admin.bind(cmd)
+	return cmd
+}
+
+func runWaypoint(out io.Writer, g *globalFlags, admin adminFlags, view, name, podName string) error {
+	namespace, err := g.currentNamespace()
 	if err != nil {
 		return err
 	}
-	if len(positional) != 1 {
-		return fmt.Errorf("waypoint %s: want exactly one waypoint name, got %q", view, positional)
-	}
-	name := positional[0]
-	if *namespace == "" {
-		if *namespace, err = contextNamespace(c.kubeconfig); err != nil {
-			return err
-		}
-	}
-	cl, err := newClient(c.kubeconfig)
+	cl, cfg, err := g.client()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	pods, err := waypointPods(ctx, cl, *namespace, name, *podName)
+	pods, err := waypointPods(ctx, cl, namespace, name, podName)
 	if err != nil {
 		return err
 	}
+	if admin.via == viaAddress && len(pods) > 1 {
+		return fmt.Errorf("waypoint %s/%s has %d pods: name the one --admin-address reaches with --pod", namespace, name, len(pods))
+	}
 	ask := func(pod corev1.Pod, path string) ([]byte, error) {
-		return podAdmin(pod, *netnsDir, *admin, path)
+		return podAdmin(cfg, admin, pod, path)
 	}
 	if view == "status" {
-		return waypointStatus(ctx, cl, out, c.output, *namespace, name, pods, ask)
+		return waypointStatus(ctx, cl, out, g.output, namespace, name, pods, ask)
 	}
-	pod := firstReady(pods)
+	pod := preferred(pods)
 	path := map[string]string{"config": "/config_dump", "clusters": "/clusters", "routes": "/config_dump"}[view]
 	body, err := ask(pod, path)
 	if err != nil {
@@ -93,13 +112,13 @@ func runWaypoint(args []string, kubeconfig string, out io.Writer) error {
 		if err := json.Unmarshal(body, &dump); err != nil {
 			return fmt.Errorf("waypoint pod %s: /config_dump: %w", pod.Name, err)
 		}
-		return write(out, c.output, json.RawMessage(body), configTable(dump))
+		return write(out, g.output, json.RawMessage(body), configTable(dump))
 	case "clusters":
 		var clusters []clusterStatus
 		if err := json.Unmarshal(body, &clusters); err != nil {
 			return fmt.Errorf("waypoint pod %s: /clusters: %w", pod.Name, err)
 		}
-		return write(out, c.output, json.RawMessage(body), clustersTable(clusters))
+		return write(out, g.output, json.RawMessage(body), clustersTable(clusters))
 	default:
 		var dump configDump
 		if err := json.Unmarshal(body, &dump); err != nil {
@@ -109,37 +128,8 @@ func runWaypoint(args []string, kubeconfig string, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("waypoint pod %s: %w", pod.Name, err)
 		}
-		return write(out, c.output, routes, routesTable(routes))
+		return write(out, g.output, routes, routesTable(routes))
 	}
-}
-
-// parseInterspersed parses flags that may come before or after the
-// positional arguments (ambientctl waypoint routes NAME -n NS).
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return positional, nil
-		}
-		positional = append(positional, args[0])
-		args = args[1:]
-	}
-}
-
-func contextNamespace(kubeconfig string) (string, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if kubeconfig != "" {
-		rules.ExplicitPath = kubeconfig
-	}
-	ns, _, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).Namespace()
-	if err != nil {
-		return "", fmt.Errorf("kubeconfig: %w", err)
-	}
-	return ns, nil
 }
 
 // waypointPods lists the waypoint's pods by name (only podName when set).
@@ -160,72 +150,20 @@ func waypointPods(ctx context.Context, cl client.Client, namespace, name, podNam
 	return pods, nil
 }
 
-func firstReady(pods []corev1.Pod) corev1.Pod {
-	for _, p := range pods {
-		if podReady(p) {
-			return p
+// podAdmin GETs path from the pod's admin endpoint, reached as admin says.
+func podAdmin(cfg *rest.Config, admin adminFlags, pod corev1.Pod, path string) ([]byte, error) {
+	dial, addr, err := admin.podDialer(cfg, pod)
+	if err == nil {
+		var body []byte
+		if body, err = adminRequest(dial, addr, http.MethodGet, path); err == nil {
+			return body, nil
 		}
 	}
-	return pods[0]
-}
-
-func podReady(p corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
+	hint := ""
+	if admin.via == viaPortForward {
+		hint = "; on the local mesh, use --via netns"
 	}
-	return false
-}
-
-// podAdmin GETs path from the pod's admin endpoint: at admin when set (a
-// port-forward), else at 127.0.0.1:15000 inside the pod's network namespace.
-func podAdmin(pod corev1.Pod, netnsDir, admin, path string) ([]byte, error) {
-	dial := dialHere
-	if admin == "" {
-		admin = fmt.Sprintf("127.0.0.1:%d", meshv1alpha1.PortAdmin)
-		nsPath, err := netnsWithIP(netnsDir, pod.Status.PodIP)
-		if err != nil {
-			return nil, fmt.Errorf("waypoint pod %s/%s (IP %q, node %s): %w; run ambientctl as root on its node, or `kubectl port-forward -n %s pod/%s %d` and pass --admin-address 127.0.0.1:%d",
-				pod.Namespace, pod.Name, pod.Status.PodIP, pod.Spec.NodeName, err, pod.Namespace, pod.Name, meshv1alpha1.PortAdmin, meshv1alpha1.PortAdmin)
-		}
-		dial = dialerIn(nsPath)
-	}
-	body, err := adminRequest(dial, admin, http.MethodGet, path)
-	if err != nil {
-		return nil, fmt.Errorf("waypoint admin of %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	return body, nil
-}
-
-// netnsWithIP finds the network namespace in dir that has ip on one of its
-// interfaces.
-func netnsWithIP(dir, ip string) (string, error) {
-	want := net.ParseIP(ip)
-	if want == nil {
-		return "", errors.New("the pod has no IP yet")
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "", fmt.Errorf("no network namespace of it here: %w", err)
-	}
-	for _, e := range entries {
-		path := filepath.Join(dir, e.Name())
-		found := false
-		err := inNetns(path, func() error {
-			addrs, err := net.InterfaceAddrs()
-			for _, a := range addrs {
-				if n, ok := a.(*net.IPNet); ok && n.IP.Equal(want) {
-					found = true
-				}
-			}
-			return err
-		})
-		if err == nil && found {
-			return path, nil
-		}
-	}
-	return "", fmt.Errorf("no network namespace in %s has it", dir)
+	return nil, fmt.Errorf("waypoint admin of %s/%s: %w%s", pod.Namespace, pod.Name, err, hint)
 }
 
 // configDump is what the waypoint's /config_dump holds, as far as ambientctl reads it.

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"slices"
 	"strings"
 	"testing"
@@ -203,18 +202,6 @@ func TestWaypointStatusTable(t *testing.T) {
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
-		}
-	}
-}
-
-func TestParseInterspersed(t *testing.T) {
-	for _, args := range [][]string{{"-n", "l7", "waypoint"}, {"waypoint", "-n", "l7"}, {"-o", "json", "waypoint", "-n=l7"}} {
-		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		ns := fs.String("n", "", "")
-		fs.String("o", "", "")
-		pos, err := parseInterspersed(fs, args)
-		if err != nil || *ns != "l7" || !slices.Equal(pos, []string{"waypoint"}) {
-			t.Errorf("%q: positional %q, -n %q, err %v", args, pos, *ns, err)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,13 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/net/http/httpguts"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -31,69 +29,68 @@ import (
 
 const whyUsage = "why: want SRC and DST: [NAMESPACE/]POD and [NAMESPACE/]POD[:PORT] or svc/[NAMESPACE/]SERVICE[:PORT]"
 
-func runWhy(args []string, kubeconfig string, out io.Writer) error {
-	fs, c := newFlagSet("why", kubeconfig)
-	namespace := fs.String("n", "", "namespace of SRC and DST when they name none (default: the kubeconfig context's)")
-	fs.StringVar(namespace, "namespace", "", "namespace of SRC and DST when they name none (default: the kubeconfig context's)")
-	var flags requestFlags
+func whyCommand(g *globalFlags) *cobra.Command {
+	var (
+		flags                   requestFlags
+		meshName, clusterDomain string
+	)
+	cmd := &cobra.Command{
+		Use:   "why SRC DST",
+		Short: "which proxy decides a connection (and its HTTP request) from pod SRC to DST, and by which MeshPolicy",
+		Long: "SRC is [NAMESPACE/]POD; DST is [NAMESPACE/]POD[:PORT] or svc/[NAMESPACE/]SERVICE[:PORT]; a name without a " +
+			"namespace is in -n. The path hop by hop, computed by the proxies' own code on the control plane's translation " +
+			"of the cluster's objects.",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return fmt.Errorf("%s; got %q", whyUsage, args)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			namespace, err := g.currentNamespace()
+			if err != nil {
+				return err
+			}
+			req, err := whyRequest(args[0], args[1], namespace, flags)
+			if err != nil {
+				return err
+			}
+			cl, _, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cluster, err := readCluster(ctx, cl, meshName, clusterDomain)
+			if err != nil {
+				return err
+			}
+			var opts explain.Options
+			if flags.token != "" {
+				opts.KeySetClient = &http.Client{Timeout: 10 * time.Second}
+			}
+			report, err := explain.Explain(ctx, cluster, req, opts)
+			if err != nil {
+				return err
+			}
+			return writeWhy(cmd.OutOrStdout(), g.output, report)
+		},
+	}
+	fs := cmd.Flags()
 	fs.StringVar(&flags.method, "method", http.MethodGet, "HTTP method of the request")
 	fs.StringVar(&flags.path, "path", "/", "HTTP path of the request, with any query")
 	fs.StringVar(&flags.host, "host", "", "HTTP Host of the request (default: a Host: header, else <service>.<namespace>.svc.<cluster domain>:<port> or <pod IP>:<port>)")
-	fs.Var(&flags.headers, "H", "request header 'Name: value' (repeatable)")
+	fs.StringArrayVarP(&flags.headers, "header", "H", nil, "request header 'Name: value' (repeatable)")
 	fs.StringVar(&flags.token, "token", "", "a JWT, sent as Authorization: Bearer <token>; a key set given by jwksUri is then fetched from this machine")
-	meshName := fs.String("mesh", "default", "AmbientMesh name")
-	clusterDomain := fs.String("cluster-domain", "cluster.local", "DNS suffix of Service hostnames (the control plane's --cluster-domain)")
-	positional, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(positional) != 2 {
-		return fmt.Errorf("%s; got %q", whyUsage, positional)
-	}
-	if *namespace == "" {
-		if *namespace, err = contextNamespace(c.kubeconfig); err != nil {
-			return err
-		}
-	}
-	req, err := whyRequest(positional[0], positional[1], *namespace, flags)
-	if err != nil {
-		return err
-	}
-	cl, err := newWhyClient(c.kubeconfig)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cluster, err := readCluster(ctx, cl, *meshName, *clusterDomain)
-	if err != nil {
-		return err
-	}
-	var opts explain.Options
-	if flags.token != "" {
-		opts.KeySetClient = &http.Client{Timeout: 10 * time.Second}
-	}
-	report, err := explain.Explain(ctx, cluster, req, opts)
-	if err != nil {
-		return err
-	}
-	return writeWhy(out, c.output, report)
+	fs.StringVar(&meshName, "mesh", "default", "the AmbientMesh's name")
+	fs.StringVar(&clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of Service hostnames (the control plane's --cluster-domain)")
+	return cmd
 }
 
 // requestFlags are the flags that describe the HTTP request.
 type requestFlags struct {
 	method, path, host, token string
-	headers                   headerFlags
-}
-
-// headerFlags collects -H 'Name: value'.
-type headerFlags []string
-
-func (h *headerFlags) String() string { return strings.Join(*h, ", ") }
-
-func (h *headerFlags) Set(v string) error {
-	*h = append(*h, v)
-	return nil
+	headers                   []string // 'Name: value'
 }
 
 // whyRequest builds the request from the arguments and flags.
@@ -179,24 +176,6 @@ func parseName(what, s, namespace string) (string, string, error) {
 	return ns, name, nil
 }
 
-// newWhyClient reads what the control plane reads: our kinds, the core ones and the
-// Gateway API's.
-func newWhyClient(kubeconfig string) (client.Client, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if kubeconfig != "" {
-		rules.ExplicitPath = kubeconfig
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
-	}
-	scheme := runtime.NewScheme()
-	if err := errors.Join(meshv1alpha1.AddToScheme(scheme), corev1.AddToScheme(scheme), gatewayv1.Install(scheme)); err != nil {
-		return nil, err
-	}
-	return client.New(cfg, client.Options{Scheme: scheme})
-}
-
 // readCluster lists the objects the control plane translates, in every namespace, and
 // takes the mesh settings as the control plane does: the trust domain and root
 // namespace (the install namespace) from the AmbientMesh, the cluster domain from a flag.
@@ -249,7 +228,7 @@ func readCluster(ctx context.Context, cl client.Client, meshName, clusterDomain 
 // writeWhy prints the report: as JSON or YAML, or as what was asked, one row per hop and
 // the verdict.
 func writeWhy(out io.Writer, format string, r *explain.Report) error {
-	if format != "table" && format != "" && format != "wide" {
+	if format != "table" {
 		return write(out, format, r, Table{})
 	}
 	fmt.Fprintf(out, "SOURCE:      %s\nDESTINATION: %s\nREQUEST:     %s\n\n", r.Source, r.Destination, r.Request)

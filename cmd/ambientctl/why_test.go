@@ -43,7 +43,7 @@ func TestWhyRequest(t *testing.T) {
 		src:  "client", dst: "shop/cart-0:9080",
 		flags: withFlags(func(f *requestFlags) {
 			f.method, f.path, f.token = "POST", "/admin?x=1", "abc"
-			f.headers = headerFlags{"end-user: jason", "Host: cart.example", "X-A:b"}
+			f.headers = []string{"end-user: jason", "Host: cart.example", "X-A:b"}
 		}),
 		want: explain.Request{Source: types.NamespacedName{Namespace: "bookinfo", Name: "client"},
 			Destination: explain.Target{Kind: explain.TargetPod, Namespace: "shop", Name: "cart-0", Port: 9080},
@@ -52,7 +52,7 @@ func TestWhyRequest(t *testing.T) {
 	}, {
 		name: "--host wins over a Host header",
 		src:  "client", dst: "svc/reviews",
-		flags: withFlags(func(f *requestFlags) { f.host, f.headers = "flag.example", headerFlags{"Host: header.example"} }),
+		flags: withFlags(func(f *requestFlags) { f.host, f.headers = "flag.example", []string{"Host: header.example"} }),
 		want: explain.Request{Source: types.NamespacedName{Namespace: "bookinfo", Name: "client"},
 			Destination: explain.Target{Kind: explain.TargetService, Namespace: "bookinfo", Name: "reviews"},
 			Method:      "GET", Path: "/", Host: "flag.example", Header: http.Header{}},
@@ -70,7 +70,7 @@ func TestWhyRequest(t *testing.T) {
 		{name: "a service name that is no DNS label", src: "client", dst: "svc/rev.iews", flags: defaults,
 			err: `destination "svc/rev.iews": service name "rev.iews": a DNS-1035 label`},
 		{name: "a header without a colon", src: "client", dst: "svc/reviews",
-			flags: withFlags(func(f *requestFlags) { f.headers = headerFlags{"end-user jason"} }),
+			flags: withFlags(func(f *requestFlags) { f.headers = []string{"end-user jason"} }),
 			err:   `-H "end-user jason": want 'Name: value'`},
 	}
 	for _, tc := range cases {

@@ -4,152 +4,211 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
+	"slices"
+	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
 )
 
-// views are the admin endpoint paths ambientctl shows, with the columns of
-// their tables.
-var views = map[string][]string{
-	"workloads":   {"name", "namespace", "addresses", "service_account", "node", "tunnel_protocol", "uid"},
-	"services":    {"name", "namespace", "hostname", "addresses", "ports", "endpoints"},
-	"policies":    {"name", "namespace", "scope", "action", "rules"},
-	"certs":       {"identity", "state", "serial", "notBefore", "notAfter", "renewAt", "pods", "lastError"},
-	"connections": {"direction", "pod", "source", "destination", "sourceIdentity", "destinationIdentity", "started", "bytesSent", "bytesReceived"},
-	"renew-certs": {"identity", "previousSerial", "serial", "error"},
+// ztunnelView is one of ztunnel's admin endpoint paths that ambientctl shows.
+type ztunnelView struct {
+	name, short string
+	method      string // GET, or POST for an action
+	path        string
+	columns     []string // of the table, in order
 }
 
-// actions are the views that change something: they POST to another path.
-var actions = map[string]string{"renew-certs": "/certs/renew"}
-
-func runZtunnel(args []string, out io.Writer) error {
-	if len(args) == 0 || views[args[0]] == nil {
-		return fmt.Errorf("ztunnel: want one of workloads, services, policies, certs, connections, renew-certs")
-	}
-	view := args[0]
-	fs, c := newFlagSet("ztunnel "+view, "")
-	node := fs.String("node", "", "node whose ztunnel to ask (required)")
-	netnsDir := fs.String("netns-dir", "/var/run/netns", "where a node that is a network namespace (the local mesh) is found")
-	admin := fs.String("admin-address", "127.0.0.1:15000", "ztunnel's admin address, as seen on the node")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	if *node == "" {
-		return fmt.Errorf("ztunnel %s: --node is required", view)
-	}
-	method, path := http.MethodGet, "/"+view
-	if p, ok := actions[view]; ok {
-		method, path = http.MethodPost, p
-	}
-	body, err := fetchAdmin(*netnsDir, *node, *admin, method, path)
-	if err != nil {
-		return err
-	}
-	var items []map[string]any
-	if err := json.Unmarshal(body, &items); err != nil {
-		return fmt.Errorf("ztunnel on %s: %s is not a JSON list: %w", *node, path, err)
-	}
-	return write(out, c.output, items, objectTable(items, views[view]))
+var ztunnelViews = []ztunnelView{
+	{"workloads", "the workloads the ztunnel knows", http.MethodGet, "/workloads",
+		[]string{"name", "namespace", "addresses", "service_account", "node", "tunnel_protocol", "uid"}},
+	{"services", "the services the ztunnel knows", http.MethodGet, "/services",
+		[]string{"name", "namespace", "hostname", "addresses", "ports", "endpoints"}},
+	{"policies", "the L4 policies the ztunnel enforces", http.MethodGet, "/policies",
+		[]string{"name", "namespace", "scope", "action", "rules"}},
+	{"certs", "the ztunnel's workload certificates", http.MethodGet, "/certs",
+		[]string{"identity", "state", "serial", "notBefore", "notAfter", "renewAt", "pods", "lastError"}},
+	{"connections", "the ztunnel's open connections", http.MethodGet, "/connections",
+		[]string{"direction", "pod", "source", "destination", "sourceIdentity", "destinationIdentity", "started", "bytesSent", "bytesReceived"}},
+	{"renew-certs", "renew every certificate of the ztunnel now", http.MethodPost, "/certs/renew",
+		[]string{"identity", "previousSerial", "serial", "error"}},
 }
 
-// fetchAdmin sends method path to the ztunnel admin endpoint of node. The admin
-// endpoint listens on localhost only: when the node is a network namespace
-// here (the local mesh), the connection is opened inside it; when it is
-// this host, directly.
-func fetchAdmin(netnsDir, node, admin, method, path string) ([]byte, error) {
-	dial := dialHere
-	nsPath := filepath.Join(netnsDir, node)
-	if _, err := os.Stat(nsPath); err == nil {
-		dial = dialerIn(nsPath)
-	} else if host, _ := os.Hostname(); host != node {
-		return nil, fmt.Errorf("node %s is neither a network namespace in %s nor this host (%s): run ambientctl on that node", node, netnsDir, host)
+func ztunnelCommand(g *globalFlags) *cobra.Command {
+	cmd := groupCommand("ztunnel", "a node's ztunnel: its view of the mesh, from its admin endpoint")
+	for _, v := range ztunnelViews {
+		cmd.AddCommand(ztunnelViewCommand(g, v))
 	}
-	body, err := adminRequest(dial, admin, method, path)
-	if err != nil {
-		return nil, fmt.Errorf("ztunnel admin on %s: %w", node, err)
-	}
-	return body, nil
+	return cmd
 }
 
-type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
-
-func dialHere(ctx context.Context, network, addr string) (net.Conn, error) {
-	return (&net.Dialer{}).DialContext(ctx, network, addr)
+func ztunnelViewCommand(g *globalFlags, view ztunnelView) *cobra.Command {
+	var (
+		node, podName, meshName string
+		admin                   adminFlags
+	)
+	cmd := &cobra.Command{
+		Use:   view.name + " (--node NODE | --pod POD)",
+		Short: view.short,
+		Long: view.short + ".\n\nThe ztunnel pod is the one on --node, or --pod, among the pods of the mesh's ztunnel DaemonSet " +
+			"in its install namespace (or -n). With --via netns, --node names the node's network namespace instead.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := admin.resolve(cmd); err != nil {
+				return err
+			}
+			dial, addr, where, err := ztunnelDialer(g, admin, meshName, node, podName)
+			if err != nil {
+				return err
+			}
+			body, err := adminRequest(dial, addr, view.method, view.path)
+			if err != nil {
+				return fmt.Errorf("ztunnel admin of %s: %w", where, err)
+			}
+			var items []map[string]any
+			if err := json.Unmarshal(body, &items); err != nil {
+				return fmt.Errorf("ztunnel admin of %s: %s is not a JSON list: %w", where, view.path, err)
+			}
+			return write(cmd.OutOrStdout(), g.output, items, objectTable(items, view.columns))
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "the node whose ztunnel to ask")
+	cmd.Flags().StringVar(&podName, "pod", "", "the ztunnel pod to ask (instead of --node)")
+	cmd.Flags().StringVar(&meshName, "mesh", "default", "the AmbientMesh whose ztunnels these are")
+	admin.bind(cmd)
+	return cmd
 }
 
-// dialerIn dials from inside the network namespace at nsPath.
-func dialerIn(nsPath string) dialFunc {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := inNetns(nsPath, func() (err error) {
-			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
+// ztunnelDialer is how to reach the chosen ztunnel's admin endpoint, the address to
+// ask there, and what to call it in errors.
+func ztunnelDialer(g *globalFlags, admin adminFlags, meshName, node, podName string) (dialFunc, string, string, error) {
+	if admin.via != viaPortForward && podName != "" {
+		return nil, "", "", fmt.Errorf("--pod is for --via %s", viaPortForward)
 	}
-}
-
-// adminRequest sends method path to a proxy's admin endpoint at admin and
-// returns the body of a 200 answer.
-func adminRequest(dial dialFunc, admin, method, path string) ([]byte, error) {
-	timeout := 5 * time.Second
-	if method != http.MethodGet {
-		timeout = time.Minute // an action waits for the certificate service, once per identity
-	}
-	c := &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: dial}}
-	req, err := http.NewRequest(method, "http://"+admin+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w (is the proxy running there?)", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s %s: %s: %.500s", method, path, resp.Status, body)
-	}
-	return body, nil
-}
-
-// inNetns runs fn on a thread that entered the network namespace at nsPath;
-// sockets fn opens stay in it. The thread returns to its own netns
-// afterwards (or is discarded if it cannot).
-func inNetns(nsPath string, fn func() error) error {
-	ch := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			ch <- err
-			return
+	switch admin.via {
+	case viaAddress:
+		if node != "" {
+			return nil, "", "", fmt.Errorf("--node is not for --via %s: the address says where the ztunnel is", viaAddress)
 		}
-		defer orig.Close()
-		target, err := os.Open(nsPath)
-		if err != nil {
-			ch <- err
-			return
+		return dialHere, admin.address, admin.address, nil
+	case viaNetns:
+		if node == "" {
+			return nil, "", "", fmt.Errorf("--via netns needs --node")
 		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- fmt.Errorf("entering %s: %w (needs root)", nsPath, err)
-			return
+		nsPath := filepath.Join(admin.netnsDir, node)
+		if _, err := os.Stat(nsPath); err != nil {
+			return nil, "", "", fmt.Errorf("node %s is not a network namespace here (%v): --via netns is for the local mesh", node, err)
 		}
-		ch <- fn()
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
+		return dialerIn(nsPath), localAdmin, "node " + node, nil
+	}
+	if node == "" && podName == "" {
+		return nil, "", "", fmt.Errorf("--node NODE or --pod POD is required")
+	}
+	cl, cfg, err := g.client()
+	if err != nil {
+		return nil, "", "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	namespace := g.namespace
+	if namespace == "" {
+		if namespace, err = installNamespace(ctx, cl, meshName); err != nil {
+			return nil, "", "", err
 		}
-	}()
-	return <-ch
+	}
+	pod, err := ztunnelPod(ctx, cl, meshName, namespace, node, podName)
+	if err != nil {
+		return nil, "", "", err
+	}
+	dial, err := portForwardDialer(cfg, pod.Namespace, pod.Name, meshv1alpha1.PortAdmin)
+	return dial, localAdmin, fmt.Sprintf("pod %s/%s on node %s", pod.Namespace, pod.Name, pod.Spec.NodeName), err
+}
+
+// installNamespace is where the mesh's components run.
+func installNamespace(ctx context.Context, cl client.Client, meshName string) (string, error) {
+	mesh := &meshv1alpha1.AmbientMesh{}
+	if err := cl.Get(ctx, client.ObjectKey{Name: meshName}, mesh); err != nil {
+		return "", fmt.Errorf("reading AmbientMesh %q for its install namespace: %w (or name the namespace with -n)", meshName, err)
+	}
+	return mesh.Spec.InstallNamespace(), nil
+}
+
+// ztunnelPod lists the pods of the mesh's ztunnel DaemonSet in namespace (by the
+// labels the operator gives them) and picks one.
+func ztunnelPod(ctx context.Context, cl client.Client, meshName, namespace, node, podName string) (corev1.Pod, error) {
+	selector := manifests.ComponentSelector(meshName, manifests.ZTunnelName)
+	var list corev1.PodList
+	if err := cl.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabelsSelector{Selector: selector}); err != nil {
+		return corev1.Pod{}, fmt.Errorf("listing the ztunnel pods in %s: %w", namespace, err)
+	}
+	if len(list.Items) == 0 {
+		return corev1.Pod{}, fmt.Errorf("no ztunnel pods in namespace %s (kubectl get pods -n %s -l %s); on the local mesh, use --via netns",
+			namespace, namespace, selector)
+	}
+	return pickZtunnel(list.Items, node, podName)
+}
+
+// pickZtunnel chooses among the ztunnel pods the one named podName, else the one on
+// node. During a rollout a node has two for a moment: the ready one that is not being
+// deleted wins.
+func pickZtunnel(pods []corev1.Pod, node, podName string) (corev1.Pod, error) {
+	var candidates []corev1.Pod
+	for _, p := range pods {
+		if (podName == "" || p.Name == podName) && (node == "" || p.Spec.NodeName == node) {
+			candidates = append(candidates, p)
+		}
+	}
+	if len(candidates) == 0 {
+		var where []string
+		for _, p := range pods {
+			where = append(where, p.Name+" on "+p.Spec.NodeName)
+		}
+		slices.Sort(where)
+		what := "on node " + node
+		if podName != "" {
+			what = "named " + podName
+			if node != "" {
+				what += " on node " + node
+			}
+		}
+		return corev1.Pod{}, fmt.Errorf("no ztunnel pod %s; there are: %s", what, strings.Join(where, ", "))
+	}
+	return preferred(candidates), nil
+}
+
+// preferred is the pod to ask among several: a ready one that is not being deleted,
+// else one not being deleted, else the first; by name among equals.
+func preferred(pods []corev1.Pod) corev1.Pod {
+	rank := func(p corev1.Pod) int {
+		switch {
+		case p.DeletionTimestamp != nil:
+			return 0
+		case podReady(p):
+			return 2
+		}
+		return 1
+	}
+	return slices.MinFunc(pods, func(a, b corev1.Pod) int {
+		if ra, rb := rank(a), rank(b); ra != rb {
+			return rb - ra
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+}
+
+func podReady(p corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

@@ -141,7 +141,7 @@ func (l *echoLoop) stop() error {
 // ambientctl shows them.
 func certSerials(t *testing.T, node string) map[string]string {
 	t.Helper()
-	out, err := ambientctl(t, "ztunnel", "certs", "--node", node, "-o", "json")
+	out, err := ambientctl(t, "ztunnel", "certs", "--via", "netns", "--node", node, "-o", "json")
 	if err != nil {
 		t.Fatalf("ambientctl ztunnel certs --node %s: %v\n%s", node, err, out)
 	}
@@ -161,7 +161,7 @@ type renewal struct{ Identity, PreviousSerial, Serial, Error string }
 // renewCerts asks the ztunnel on node to renew every certificate now.
 func renewCerts(t *testing.T, node string) map[string]renewal {
 	t.Helper()
-	out, err := ambientctl(t, "ztunnel", "renew-certs", "--node", node, "-o", "json")
+	out, err := ambientctl(t, "ztunnel", "renew-certs", "--via", "netns", "--node", node, "-o", "json")
 	if err != nil {
 		t.Fatalf("ambientctl ztunnel renew-certs --node %s: %v\n%s", node, err, out)
 	}

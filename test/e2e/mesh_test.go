@@ -121,7 +121,7 @@ func TestDenyRefusesNewAndClosesOpenConnectionsAllowLets(t *testing.T) {
 		}
 		return nil
 	})
-	out, err := ambientctl(t, "ztunnel", "policies", "--node", w.ServerB.Node.Name)
+	out, err := ambientctl(t, "ztunnel", "policies", "--via", "netns", "--node", w.ServerB.Node.Name)
 	if err != nil {
 		t.Fatalf("ambientctl ztunnel policies: %v\n%s", err, out)
 	}
@@ -174,14 +174,14 @@ func TestAmbientctlZtunnelViews(t *testing.T) {
 		"connections": {localmesh.Principal(w.ServerB)},
 	}
 	for view, wants := range cases {
-		out, err := ambientctl(t, "ztunnel", view, "--node", n1)
+		out, err := ambientctl(t, "ztunnel", view, "--via", "netns", "--node", n1)
 		if err != nil {
 			t.Errorf("ambientctl ztunnel %s --node %s: %v\n%s", view, n1, err, out)
 			continue
 		}
 		contains(t, "ambientctl ztunnel "+view, out, wants...)
 	}
-	out, err := ambientctl(t, "ztunnel", "workloads", "--node", n1, "-o", "yaml")
+	out, err := ambientctl(t, "ztunnel", "workloads", "--via", "netns", "--node", n1, "-o", "yaml")
 	if err != nil {
 		t.Fatalf("-o yaml: %v\n%s", err, out)
 	}

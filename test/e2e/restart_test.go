@@ -129,7 +129,7 @@ func TestCNIAgentRestartLosesNoPod(t *testing.T) {
 		if _, err := w.Client.Request(w.ServerB.Addr(), 3*time.Second); err != nil {
 			return err
 		}
-		out, err := ambientctl(t, "ztunnel", "workloads", "--node", node.Name)
+		out, err := ambientctl(t, "ztunnel", "workloads", "--via", "netns", "--node", node.Name)
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}

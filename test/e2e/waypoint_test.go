@@ -337,7 +337,7 @@ spec:
 	})
 
 	t.Run("ambientctl waypoint routes shows the HTTPRoute", func(t *testing.T) {
-		out, err := ambientctl(t, "waypoint", "routes", "-n", l7Namespace, localmesh.WaypointName)
+		out, err := ambientctl(t, "waypoint", "routes", "--via", "netns", "-n", l7Namespace, localmesh.WaypointName)
 		if err != nil {
 			t.Fatalf("ambientctl waypoint routes: %v\n%s", err, out)
 		}

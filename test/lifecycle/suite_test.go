@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -109,6 +110,8 @@ func startOperator(clock *offsetClock) (stop func()) {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		// The cache the operator runs with: only the objects it labelled.
+		Cache: cache.Options{ByObject: ambientmesh.CacheOnlyLabelled(ambientmesh.LabelledKinds()...)},
 		// Several managers run one after the other in this process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})

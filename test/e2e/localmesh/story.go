@@ -244,7 +244,7 @@ func (s *Story) Run(ctx context.Context, m *Mesh) error {
 	s.Say("waypoint:        inside its pod, :15020/metrics and 127.0.0.1:15000/{config_dump,clusters,stats,certs}; its access log in %s",
 		filepath.Join(m.LogDir(), "<waypoint pod>.log"))
 	ctl := filepath.Join(m.BinDir, "ambientctl")
-	for _, args := range [][]string{{"status"}, {"ztunnel", "workloads", "--node", w.ServerB.Node.Name}} {
+	for _, args := range [][]string{{"status"}, {"ztunnel", "workloads", "--via", "netns", "--node", w.ServerB.Node.Name}} {
 		full := append([]string{"--kubeconfig", m.Kubeconfig}, args...)
 		out, err := exec.Command(ctl, full...).CombinedOutput()
 		s.Say("$ ambientctl %s", strings.Join(args, " "))

@@ -182,7 +182,7 @@ func (s *Story) runL7(ctx context.Context, m *Mesh) error {
 	s.Heading("ambientctl waypoint: the proxy's own view (its admin endpoint, 127.0.0.1:15000 in its pod)")
 	ctl := filepath.Join(m.BinDir, "ambientctl")
 	for _, view := range []string{"status", "routes", "clusters"} {
-		args := []string{"waypoint", view, "-n", ns, WaypointName}
+		args := []string{"waypoint", view, "--via", "netns", "-n", ns, WaypointName}
 		out, err := exec.Command(ctl, append([]string{"--kubeconfig", m.Kubeconfig}, args...)...).CombinedOutput()
 		s.Say("$ ambientctl %s", strings.Join(args, " "))
 		if err != nil {
@@ -191,7 +191,7 @@ func (s *Story) runL7(ctx context.Context, m *Mesh) error {
 		}
 		s.Show(string(out))
 	}
-	s.Say("also: ambientctl waypoint config -n %s %s (every xDS resource held; -o json for all of it)", ns, WaypointName)
+	s.Say("also: ambientctl waypoint config --via netns -n %s %s (every xDS resource held; -o json for all of it)", ns, WaypointName)
 
 	s.Heading("ambientctl why: which policy decides a request, and which proxy enforces it")
 	args := []string{"why", "-n", ns, w.Client.Name, "svc/reviews", "--method", "POST", "--path", "/admin"}
