@@ -38,6 +38,7 @@ type flags struct {
 	xdsAddr, caAddr                     string
 	namespace, serviceAccount           string
 	trustDomain, clusterDomain          string
+	clusterID                           string
 	issuerName, issuerKind, issuerGroup string
 	nodeAgents                          string
 	approve, requireClientCert, leader  bool
@@ -57,6 +58,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&f.serviceAccount, "service-account", meshconfig.ControlPlaneServiceName, "The control plane's service account (its identity).")
 	fs.StringVar(&f.trustDomain, "trust-domain", "", "Override the mesh config's trust domain.")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of Service hostnames.")
+	fs.StringVar(&f.clusterID, "cluster-id", translate.DefaultClusterID, "Name of this cluster in telemetry (the source_cluster and destination_cluster metric labels).")
 	fs.StringVar(&f.issuerName, "issuer-name", "", "Override the cert-manager issuer name.")
 	fs.StringVar(&f.issuerKind, "issuer-kind", "", "Override the issuer kind (Issuer or ClusterIssuer).")
 	fs.StringVar(&f.issuerGroup, "issuer-group", "", "Override the issuer group.")
@@ -142,7 +144,7 @@ func options(f *flags, mc meshconfig.MeshConfig) controlplane.Options {
 		agents = strings.Split(f.nodeAgents, ",")
 	}
 	return controlplane.Options{
-		Mesh:           translate.Mesh{TrustDomain: td, RootNamespace: mc.Namespace, ClusterDomain: f.clusterDomain},
+		Mesh:           translate.Mesh{TrustDomain: td, RootNamespace: mc.Namespace, ClusterDomain: f.clusterDomain, ClusterID: f.clusterID},
 		Namespace:      ns,
 		ServiceAccount: f.serviceAccount,
 		XDSAddress:     orDefault(f.xdsAddr, ":"+strconv.Itoa(int(mc.ControlPlane.XDSPort))),

@@ -8,8 +8,10 @@ import (
 )
 
 // labels names both ends of a request for telemetry. The client is known by its verified
-// identity (its namespace is in the SPIFFE ID); the destination by the listener's service
-// hostname and the endpoint's expected identity.
+// identity (its namespace is in the SPIFFE ID) and nothing more: the waypoint has no
+// workload API, so the source's workload, canonical names, app, version and cluster
+// stay "unknown". The destination is known by the listener's service hostname, the
+// endpoint's expected identity and the telemetry names of its endpoint metadata.
 func (w *Waypoint) labels(d *downstream, host *upstream.Host, protocol string) telemetry.Labels {
 	l := telemetry.Labels{
 		SourcePrincipal:          d.peer.String(),
@@ -25,6 +27,12 @@ func (w *Waypoint) labels(d *downstream, host *upstream.Host, protocol string) t
 	if host != nil {
 		l.DestinationPrincipal = host.Identity
 		l.DestinationWorkloadNamespace = host.PeerID.Namespace
+		l.DestinationWorkload = host.Workload.Name
+		l.DestinationCanonicalService = host.Workload.CanonicalService
+		l.DestinationCanonicalRevision = host.Workload.CanonicalRevision
+		l.DestinationApp = host.Workload.App
+		l.DestinationVersion = host.Workload.Version
+		l.DestinationCluster = host.Workload.Cluster
 		if host.Tunnel != upstream.TunnelHBONE {
 			l.ConnectionSecurityPolicy = "none"
 		}

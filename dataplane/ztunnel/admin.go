@@ -94,14 +94,18 @@ func writeProtos[M proto.Message](w http.ResponseWriter, msgs []M) {
 	writeJSON(w, out)
 }
 
-// MetricsHandler serves Prometheus metrics, with the bytes of open connections included.
+// MetricsHandler serves Prometheus metrics, with the bytes of open connections included,
+// at /metrics and at /stats/prometheus (where Istio's ztunnel and Envoy serve them, so
+// scrape configs written for Istio work unchanged).
 func (z *Ztunnel) MetricsHandler() http.Handler {
 	prom := promhttp.HandlerFor(z.Metrics.Registry, promhttp.HandlerOpts{})
-	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+	scrape := func(w http.ResponseWriter, r *http.Request) {
 		z.conns.flush()
 		prom.ServeHTTP(w, r)
-	})
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", scrape)
+	mux.HandleFunc("/stats/prometheus", scrape)
 	return mux
 }
 

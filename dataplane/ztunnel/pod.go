@@ -187,30 +187,17 @@ func (p *podServer) dialOutbound(ctx context.Context, c net.Conn, dst netip.Addr
 func outboundLabels(local *pb.Workload, id spiffe.ID, d routing.Decision) metrics.Labels {
 	l := metrics.Labels{
 		Reporter:                 metrics.ReporterSource,
-		SourceWorkload:           workloadName(local),
-		SourceWorkloadNamespace:  local.GetNamespace(),
 		SourcePrincipal:          id.String(),
 		ConnectionSecurityPolicy: metrics.SecurityNone,
 	}
+	l.SetSource(local)
 	if d.Kind == routing.HBONE {
 		l.ConnectionSecurityPolicy = metrics.SecurityMutualTLS
 		l.DestinationPrincipal = d.Peer.String()
 	}
-	if d.Workload != nil {
-		l.DestinationWorkload = workloadName(d.Workload)
-		l.DestinationWorkloadNamespace = d.Workload.GetNamespace()
-	}
-	if d.Service != nil {
-		l.DestinationService = d.Service.GetHostname()
-	}
+	l.SetDestination(d.Workload)
+	l.SetDestinationService(d.Service)
 	return l
-}
-
-func workloadName(w *pb.Workload) string {
-	if w.GetWorkloadName() != "" {
-		return w.GetWorkloadName()
-	}
-	return w.GetName()
 }
 
 // ServeHBONE handles an inbound CONNECT on the pod's 15008 (hbone.Handler).
@@ -329,20 +316,16 @@ func (p *podServer) authorize(c authz.Conn, plaintext bool) (bool, string) {
 
 func (p *podServer) inboundLabels(local *pb.Workload, peer spiffe.ID, srcIP netip.Addr, security string) metrics.Labels {
 	l := metrics.Labels{
-		Reporter:                     metrics.ReporterDestination,
-		DestinationWorkload:          workloadName(local),
-		DestinationWorkloadNamespace: local.GetNamespace(),
-		DestinationPrincipal:         p.id.String(),
-		ConnectionSecurityPolicy:     security,
+		Reporter:                 metrics.ReporterDestination,
+		DestinationPrincipal:     p.id.String(),
+		ConnectionSecurityPolicy: security,
 	}
+	l.SetDestination(local)
 	if !peer.IsZero() {
 		l.SourcePrincipal = peer.String()
 		l.SourceWorkloadNamespace = peer.Namespace
 	}
-	if src := p.z.Store.WorkloadByAddr(srcIP); src != nil {
-		l.SourceWorkload = workloadName(src)
-		l.SourceWorkloadNamespace = src.GetNamespace()
-	}
+	l.SetSource(p.z.Store.WorkloadByAddr(srcIP))
 	return l
 }
 

@@ -501,7 +501,20 @@ type Workload struct {
 	// Trust domain of the identity; empty means the ztunnel's configured trust domain.
 	TrustDomain string `protobuf:"bytes,13,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
 	// The owning workload's name for telemetry (a Deployment's name); empty means `name`.
-	WorkloadName  string `protobuf:"bytes,14,opt,name=workload_name,json=workloadName,proto3" json:"workload_name,omitempty"`
+	WorkloadName string `protobuf:"bytes,14,opt,name=workload_name,json=workloadName,proto3" json:"workload_name,omitempty"`
+	// Istio's canonical service of the pod, for telemetry: the pod label
+	// service.istio.io/canonical-name, else app.kubernetes.io/name, else app, else the
+	// workload's name.
+	CanonicalName string `protobuf:"bytes,15,opt,name=canonical_name,json=canonicalName,proto3" json:"canonical_name,omitempty"`
+	// Istio's canonical revision: the pod label service.istio.io/canonical-revision, else
+	// app.kubernetes.io/version, else version, else "latest".
+	CanonicalRevision string `protobuf:"bytes,16,opt,name=canonical_revision,json=canonicalRevision,proto3" json:"canonical_revision,omitempty"`
+	// The pod label app, else app.kubernetes.io/name; empty when the pod has neither.
+	App string `protobuf:"bytes,17,opt,name=app,proto3" json:"app,omitempty"`
+	// The pod label version, else app.kubernetes.io/version; empty when the pod has neither.
+	Version string `protobuf:"bytes,18,opt,name=version,proto3" json:"version,omitempty"`
+	// The cluster the workload runs in (the control plane's --cluster-id), for telemetry.
+	ClusterId     string `protobuf:"bytes,19,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -630,6 +643,41 @@ func (x *Workload) GetTrustDomain() string {
 func (x *Workload) GetWorkloadName() string {
 	if x != nil {
 		return x.WorkloadName
+	}
+	return ""
+}
+
+func (x *Workload) GetCanonicalName() string {
+	if x != nil {
+		return x.CanonicalName
+	}
+	return ""
+}
+
+func (x *Workload) GetCanonicalRevision() string {
+	if x != nil {
+		return x.CanonicalRevision
+	}
+	return ""
+}
+
+func (x *Workload) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *Workload) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Workload) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
 	}
 	return ""
 }
@@ -981,7 +1029,7 @@ const file_api_workload_v1alpha1_workload_proto_rawDesc = "" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1d\n" +
 	"\n" +
 	"hbone_port\x18\x02 \x01(\rR\thbonePort\x12\x1a\n" +
-	"\bidentity\x18\x03 \x01(\tR\bidentity\"\x91\x06\n" +
+	"\bidentity\x18\x03 \x01(\tR\bidentity\"\xb2\a\n" +
 	"\bWorkload\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -997,7 +1045,13 @@ const file_api_workload_v1alpha1_workload_proto_rawDesc = "" +
 	"\tmtls_mode\x18\v \x01(\x0e2'.ambientmesh.workload.v1alpha1.MTLSModeR\bmtlsMode\x125\n" +
 	"\x16authorization_policies\x18\f \x03(\tR\x15authorizationPolicies\x12!\n" +
 	"\ftrust_domain\x18\r \x01(\tR\vtrustDomain\x12#\n" +
-	"\rworkload_name\x18\x0e \x01(\tR\fworkloadName\x1ad\n" +
+	"\rworkload_name\x18\x0e \x01(\tR\fworkloadName\x12%\n" +
+	"\x0ecanonical_name\x18\x0f \x01(\tR\rcanonicalName\x12-\n" +
+	"\x12canonical_revision\x18\x10 \x01(\tR\x11canonicalRevision\x12\x10\n" +
+	"\x03app\x18\x11 \x01(\tR\x03app\x12\x18\n" +
+	"\aversion\x18\x12 \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x13 \x01(\tR\tclusterId\x1ad\n" +
 	"\rServicesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12=\n" +
 	"\x05value\x18\x02 \x01(\v2'.ambientmesh.workload.v1alpha1.PortListR\x05value:\x028\x01\"\xf1\x01\n" +

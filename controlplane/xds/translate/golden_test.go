@@ -29,7 +29,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/ from the current output")
 
-var testMesh = Mesh{TrustDomain: "cluster.local", RootNamespace: "ambient-system", ClusterDomain: "cluster.local"}
+var testMesh = Mesh{TrustDomain: "cluster.local", RootNamespace: "ambient-system", ClusterDomain: "cluster.local", ClusterID: DefaultClusterID}
 
 // TestGolden translates each testdata/<case>.yaml (cluster objects) and compares the
 // workload API resources and MeshPolicy statuses with testdata/<case>.golden.yaml.

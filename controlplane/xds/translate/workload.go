@@ -7,7 +7,6 @@ package translate
 import (
 	"slices"
 	"sort"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -26,6 +25,9 @@ type Mesh struct {
 	RootNamespace string
 	// ClusterDomain is the DNS suffix of Service hostnames, e.g. cluster.local.
 	ClusterDomain string
+	// ClusterID names the cluster in telemetry (Workload.cluster_id, the waypoint's
+	// endpoint metadata); the control plane defaults it to DefaultClusterID.
+	ClusterID string
 }
 
 // PodInputs is everything the Workload of one pod depends on.
@@ -79,17 +81,23 @@ func Workload(mesh Mesh, in PodInputs) *pb.Workload {
 	if !IsWorkloadPod(pod) {
 		return nil
 	}
+	tel := PodTelemetry(pod)
 	w := &pb.Workload{
-		Uid:            string(pod.UID),
-		Name:           pod.Name,
-		Namespace:      pod.Namespace,
-		ServiceAccount: serviceAccountOf(pod),
-		Node:           pod.Spec.NodeName,
-		Addresses:      podIPs(pod),
-		Services:       servicesOf(mesh, pod, in.Services),
-		TunnelProtocol: pb.TunnelProtocol_TUNNEL_PROTOCOL_NONE,
-		Status:         workloadStatus(pod),
-		WorkloadName:   ownerWorkloadName(pod),
+		Uid:               string(pod.UID),
+		Name:              pod.Name,
+		Namespace:         pod.Namespace,
+		ServiceAccount:    serviceAccountOf(pod),
+		Node:              pod.Spec.NodeName,
+		Addresses:         podIPs(pod),
+		Services:          servicesOf(mesh, pod, in.Services),
+		TunnelProtocol:    pb.TunnelProtocol_TUNNEL_PROTOCOL_NONE,
+		Status:            workloadStatus(pod),
+		WorkloadName:      tel.Workload,
+		CanonicalName:     tel.CanonicalName,
+		CanonicalRevision: tel.CanonicalRevision,
+		App:               tel.App,
+		Version:           tel.Version,
+		ClusterId:         mesh.ClusterID,
 	}
 	if w.WorkloadName == pod.Name {
 		w.WorkloadName = "" // the default: spare the bytes
@@ -136,21 +144,6 @@ func workloadStatus(pod *corev1.Pod) pb.WorkloadStatus {
 		}
 	}
 	return pb.WorkloadStatus_WORKLOAD_STATUS_UNHEALTHY
-}
-
-// ownerWorkloadName names the pod's workload for telemetry: a ReplicaSet's pods report
-// their Deployment (the ReplicaSet name minus the pod-template-hash suffix).
-func ownerWorkloadName(pod *corev1.Pod) string {
-	for _, ref := range pod.OwnerReferences {
-		if ref.Controller == nil || !*ref.Controller {
-			continue
-		}
-		if hash := pod.Labels["pod-template-hash"]; ref.Kind == "ReplicaSet" && hash != "" {
-			return strings.TrimSuffix(ref.Name, "-"+hash)
-		}
-		return ref.Name
-	}
-	return pod.Name
 }
 
 // servicesOf lists the Services selecting the pod, with each service port mapped to the

@@ -22,8 +22,21 @@ import (
 )
 
 // EndpointMetadataKey is the filter_metadata key of what the waypoint needs to dial an
-// endpoint: {tunnel: "hbone"|"none", identity: "spiffe://..."}.
+// endpoint, {tunnel: "hbone"|"none", identity: "spiffe://..."}, and of how its telemetry
+// names the endpoint's workload (see the Metadata* keys).
 const EndpointMetadataKey = "ambientmesh.dev/endpoint"
+
+// Telemetry keys of the endpoint metadata, from translate.PodTelemetry and the mesh's
+// cluster id: the destination_* labels of the waypoint's metrics. App and version are
+// left out when the pod has no such label; the cluster id when none is configured.
+const (
+	MetadataWorkload          = "workload"
+	MetadataCanonicalService  = "canonical_service"
+	MetadataCanonicalRevision = "canonical_revision"
+	MetadataApp               = "app"
+	MetadataVersion           = "version"
+	MetadataCluster           = "cluster"
+)
 
 // Tunnel values in the endpoint metadata.
 const (
@@ -154,10 +167,19 @@ func lbEndpoint(mesh Mesh, pod *corev1.Pod, ns *corev1.Namespace, port uint32) *
 	if sa == "" {
 		sa = "default"
 	}
+	tel := translate.PodTelemetry(pod)
 	md := &structpb.Struct{Fields: map[string]*structpb.Value{
-		"tunnel":   structpb.NewStringValue(tunnel),
-		"identity": structpb.NewStringValue(meshv1.SPIFFEIdentity(mesh.TrustDomain, pod.Namespace, sa)),
+		"tunnel":                  structpb.NewStringValue(tunnel),
+		"identity":                structpb.NewStringValue(meshv1.SPIFFEIdentity(mesh.TrustDomain, pod.Namespace, sa)),
+		MetadataWorkload:          structpb.NewStringValue(tel.Workload),
+		MetadataCanonicalService:  structpb.NewStringValue(tel.CanonicalName),
+		MetadataCanonicalRevision: structpb.NewStringValue(tel.CanonicalRevision),
 	}}
+	for key, value := range map[string]string{MetadataApp: tel.App, MetadataVersion: tel.Version, MetadataCluster: mesh.ClusterID} {
+		if value != "" {
+			md.Fields[key] = structpb.NewStringValue(value)
+		}
+	}
 	return &endpointv3.LbEndpoint{
 		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 			Address: socketAddress(pod.Status.PodIP, port),

@@ -23,7 +23,9 @@
 //     routes' rules in Gateway API precedence, or a default route to the Service;
 //   - an EDS Cluster outbound|<port>||<hostname> per Service port used, and its
 //     ClusterLoadAssignment: pod endpoints with health from readiness and the metadata
-//     "ambientmesh.dev/endpoint" {tunnel: hbone|none, identity: SPIFFE id}.
+//     "ambientmesh.dev/endpoint" {tunnel: hbone|none, identity: SPIFFE id} plus the
+//     pod's telemetry names {workload, canonical_service, canonical_revision, app,
+//     version, cluster} (app, version and cluster only when known).
 //
 // HTTPRoute support: every core and extended match (path Exact/PathPrefix/
 // RegularExpression, headers, query parameters, method) and the filters

@@ -29,7 +29,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/ from the current output")
 
-var testMesh = Mesh{TrustDomain: "cluster.local", RootNamespace: "ambient-system", ClusterDomain: "cluster.local"}
+var testMesh = Mesh{TrustDomain: "cluster.local", RootNamespace: "ambient-system", ClusterDomain: "cluster.local", ClusterID: translate.DefaultClusterID}
 
 // TestGolden builds, for every testdata/<case>.yaml (cluster objects), the resources of
 // each Waypoint in it and the status of each route, and compares them with

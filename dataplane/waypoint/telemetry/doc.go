@@ -13,23 +13,26 @@
 //   - TCP: istio_tcp_connections_opened_total, istio_tcp_connections_closed_total,
 //     istio_tcp_sent_bytes_total and istio_tcp_received_bytes_total.
 //
-// All carry reporter="waypoint". Label names match ztunnel's
-// (dataplane/ztunnel/metrics) where both have them, plus Istio's app, version,
-// service name/namespace, response code, gRPC status and response flags. A
-// field left empty is rendered "unknown", as ztunnel does; response_flags
-// defaults to "-" and grpc_response_status stays empty for non-gRPC requests,
-// as Istio's do.
+// All carry reporter="waypoint" and Istio's standard labels: the workload,
+// namespace, principal, canonical service and revision, app, version and
+// cluster of source and destination, the destination service (hostname, name
+// and namespace), and for requests the response code, gRPC status and response
+// flags. Label names match ztunnel's (dataplane/ztunnel/metrics). A field left
+// empty is rendered "unknown", as ztunnel does; response_flags defaults to "-"
+// and grpc_response_status stays empty for non-gRPC requests, as Istio's do.
 //
 // Besides the Istio metrics, the waypoint's filters count what they do under
 // ambientmesh_waypoint_* (RBAC decisions, JWT failures, retries, injected
 // faults, mirrored requests), with small fixed label sets; WriteStats prints
 // them for the admin /stats page.
 //
-// Not reported: source_cluster/destination_cluster and the other multi-cluster
-// labels (there is one cluster), request_operation, custom tags and
-// per-request stat overrides (Istio's Telemetry API), and Envoy's own
-// envoy_* statistics. TCP byte counters advance when the waypoint reports
-// them (TCPBytes, TCPClosed), not continuously.
+// The waypoint fills the destination's labels from the endpoint metadata and
+// the source's from the client's identity alone (see the waypoint package's
+// labels), so the source's workload, canonical names, app, version and cluster
+// are "unknown". Not reported: request_operation, custom tags and per-request
+// stat overrides (Istio's Telemetry API), and Envoy's own envoy_* statistics.
+// TCP byte counters advance when the waypoint reports them (TCPBytes,
+// TCPClosed), not continuously.
 //
 // # Access log
 //

@@ -51,8 +51,10 @@ const (
 // label-value slices.
 type Labels struct {
 	SourceWorkload, SourceWorkloadNamespace, SourcePrincipal, SourceApp, SourceVersion string
+	SourceCanonicalService, SourceCanonicalRevision, SourceCluster                     string
 
 	DestinationWorkload, DestinationWorkloadNamespace, DestinationPrincipal, DestinationApp, DestinationVersion string
+	DestinationCanonicalService, DestinationCanonicalRevision, DestinationCluster                               string
 
 	DestinationService, DestinationServiceName, DestinationServiceNamespace string
 
@@ -69,7 +71,9 @@ var (
 	peerLabelNames = []string{
 		"reporter",
 		"source_workload", "source_workload_namespace", "source_principal", "source_app", "source_version",
+		"source_canonical_service", "source_canonical_revision", "source_cluster",
 		"destination_workload", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version",
+		"destination_canonical_service", "destination_canonical_revision", "destination_cluster",
 		"destination_service", "destination_service_name", "destination_service_namespace",
 	}
 	requestLabelNames = append(append([]string{}, peerLabelNames...),
@@ -83,8 +87,10 @@ func (l Labels) peerValues() []string {
 		Reporter,
 		orUnknown(l.SourceWorkload), orUnknown(l.SourceWorkloadNamespace), orUnknown(l.SourcePrincipal),
 		orUnknown(l.SourceApp), orUnknown(l.SourceVersion),
+		orUnknown(l.SourceCanonicalService), orUnknown(l.SourceCanonicalRevision), orUnknown(l.SourceCluster),
 		orUnknown(l.DestinationWorkload), orUnknown(l.DestinationWorkloadNamespace), orUnknown(l.DestinationPrincipal),
 		orUnknown(l.DestinationApp), orUnknown(l.DestinationVersion),
+		orUnknown(l.DestinationCanonicalService), orUnknown(l.DestinationCanonicalRevision), orUnknown(l.DestinationCluster),
 		orUnknown(l.DestinationService), orUnknown(l.DestinationServiceName), orUnknown(l.DestinationServiceNamespace),
 	}
 }

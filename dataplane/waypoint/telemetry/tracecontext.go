@@ -57,12 +57,13 @@ func Propagate(h http.Header) (traceID, spanID string) {
 	hex.Encode(out[36:52], sid[:])
 	out[52] = '-'
 	hex.Encode(out[53:55], []byte{flags})
-	h.Set(HeaderTraceParent, string(out[:]))
+	traceParent := string(out[:])
+	h.Set(HeaderTraceParent, traceParent)
 
 	if h.Get(HeaderRequestID) == "" {
 		h.Set(HeaderRequestID, newUUID())
 	}
-	return string(out[3:35]), string(out[36:52])
+	return traceParent[3:35], traceParent[36:52]
 }
 
 // parseTraceParent reads a traceparent value as the W3C Trace Context spec

@@ -76,7 +76,7 @@ func (c *Cluster) apply(cfg *clusterConfig, la *loadAssignment) {
 				st = &hostState{cluster: c}
 			}
 			delete(old, ep.addr)
-			h := &Host{Addr: ep.addr, Tunnel: ep.tunnel, PeerID: ep.identity, health: ep.health, state: st}
+			h := &Host{Addr: ep.addr, Tunnel: ep.tunnel, PeerID: ep.identity, Workload: ep.workload, health: ep.health, state: st}
 			if !ep.identity.IsZero() {
 				h.Identity = ep.identity.String()
 			}

@@ -74,6 +74,7 @@ type endpoint struct {
 	addr     netip.AddrPort
 	tunnel   Tunnel
 	identity spiffe.ID
+	workload Workload
 	health   corev3.HealthStatus
 }
 
@@ -234,7 +235,11 @@ func compileEndpoint(lbe *endpointv3.LbEndpoint) (endpoint, error) {
 		return endpoint{}, err
 	}
 	ep := endpoint{addr: addr, health: lbe.GetHealthStatus()}
-	ep.tunnel, ep.identity, err = endpointMetadata(lbe.GetMetadata().GetFilterMetadata()[EndpointMetadataKey])
+	md := lbe.GetMetadata().GetFilterMetadata()[EndpointMetadataKey]
+	ep.tunnel, ep.identity, err = endpointMetadata(md)
+	if err == nil {
+		ep.workload, err = endpointWorkload(md)
+	}
 	if err != nil {
 		return endpoint{}, fmt.Errorf("metadata %q: %w", EndpointMetadataKey, err)
 	}
@@ -295,6 +300,30 @@ func endpointMetadata(md *structpb.Struct) (Tunnel, spiffe.ID, error) {
 		return 0, spiffe.ID{}, errors.New("identity is required with tunnel hbone")
 	}
 	return tunnel, id, nil
+}
+
+// endpointWorkload reads the telemetry keys: workload, canonical_service,
+// canonical_revision, app, version and cluster, each optional.
+func endpointWorkload(md *structpb.Struct) (Workload, error) {
+	var w Workload
+	for _, f := range []struct {
+		key  string
+		into *string
+	}{
+		{"workload", &w.Name},
+		{"canonical_service", &w.CanonicalService},
+		{"canonical_revision", &w.CanonicalRevision},
+		{"app", &w.App},
+		{"version", &w.Version},
+		{"cluster", &w.Cluster},
+	} {
+		v, err := stringField(md, f.key)
+		if err != nil {
+			return Workload{}, err
+		}
+		*f.into = v
+	}
+	return w, nil
 }
 
 // stringField returns a string field, "" when absent.

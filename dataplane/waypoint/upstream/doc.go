@@ -24,10 +24,13 @@
 // numeric port) with health_status (UNKNOWN and HEALTHY are healthy, every
 // other status, DEGRADED included, is not) and the filter metadata
 // "ambientmesh.dev/endpoint" = {tunnel: "hbone"|"none", identity:
-// "spiffe://..."}; hbone requires a valid mesh identity. An endpoint without
-// that metadata is reached over plain TCP, as an Envoy would. When an address
-// is listed twice the first listing wins. The load assignment is looked up by
-// the cluster's eds_cluster_config.service_name, or else its name.
+// "spiffe://..."}; hbone requires a valid mesh identity. Its optional string
+// fields workload, canonical_service, canonical_revision, app, version and
+// cluster become Host.Workload, which the waypoint's metrics report. An
+// endpoint without that metadata is reached over plain TCP, as an Envoy
+// would. When an address is listed twice the first listing wins. The load
+// assignment is looked up by the cluster's eds_cluster_config.service_name,
+// or else its name.
 //
 // # Load balancing
 //

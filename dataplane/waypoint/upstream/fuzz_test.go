@@ -30,7 +30,7 @@ func FuzzUpdate(f *testing.F) {
 				BudgetPercent: &typev3.Percent{Value: 100}}}),
 			withPanicThreshold(80)),
 			assignment(testCluster, endpointAt("10.0.0.1:80"),
-				endpointWith("[fd00::1]:8080", corev3.HealthStatus_DRAINING, map[string]any{"tunnel": "none"}),
+				endpointWith("[fd00::1]:8080", corev3.HealthStatus_DRAINING, map[string]any{"tunnel": "none", "workload": "db", "canonical_service": "db", "cluster": "Kubernetes"}),
 				endpointWith("10.0.0.3:80", corev3.HealthStatus_UNKNOWN, nil))},
 		{edsCluster(testCluster, withLbPolicy(clusterv3.Cluster_RANDOM)), assignment(testCluster)},
 	}

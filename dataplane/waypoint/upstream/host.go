@@ -36,9 +36,16 @@ type Host struct {
 	Tunnel   Tunnel
 	Identity string    // the SPIFFE ID the peer must present; "" without one
 	PeerID   spiffe.ID // Identity, parsed
+	Workload Workload  // how telemetry names the host's workload
 
 	health corev3.HealthStatus
 	state  *hostState
+}
+
+// Workload names a host's workload for telemetry, as the endpoint metadata's
+// telemetry keys say; a field the control plane did not send is "".
+type Workload struct {
+	Name, CanonicalService, CanonicalRevision, App, Version, Cluster string
 }
 
 // healthy reports the EDS health: UNKNOWN and HEALTHY hosts take traffic.

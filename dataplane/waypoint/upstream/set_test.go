@@ -142,6 +142,7 @@ func TestEndpointMetadata(t *testing.T) {
 		md           map[string]any // nil: no metadata
 		wantTunnel   Tunnel
 		wantIdentity spiffe.ID
+		wantWorkload Workload
 		wantErr      string
 	}{
 		{name: "hbone with identity", md: map[string]any{"tunnel": "hbone", "identity": reviews.String()},
@@ -164,6 +165,12 @@ func TestEndpointMetadata(t *testing.T) {
 		{name: "unknown tunnel", md: map[string]any{"tunnel": "h2c"}, wantErr: `tunnel "h2c"`},
 		{name: "missing tunnel", md: map[string]any{"identity": reviews.String()}, wantErr: `tunnel ""`},
 		{name: "tunnel not a string", md: map[string]any{"tunnel": true}, wantErr: "tunnel must be a string"},
+		{name: "telemetry names", md: map[string]any{"tunnel": "hbone", "identity": reviews.String(),
+			"workload": "reviews-v2", "canonical_service": "reviews", "canonical_revision": "v2", "app": "reviews", "version": "v2", "cluster": "east"},
+			wantTunnel: TunnelHBONE, wantIdentity: reviews,
+			wantWorkload: Workload{Name: "reviews-v2", CanonicalService: "reviews", CanonicalRevision: "v2", App: "reviews", Version: "v2", Cluster: "east"}},
+		{name: "telemetry name not a string", md: map[string]any{"tunnel": "none", "canonical_service": 1.0},
+			wantErr: "canonical_service must be a string"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -188,6 +195,9 @@ func TestEndpointMetadata(t *testing.T) {
 			}
 			if h.Tunnel != tt.wantTunnel || h.PeerID != tt.wantIdentity || h.Identity != tt.wantIdentity.String() {
 				t.Errorf("host = %s %s %q, want %s %v", h.Tunnel, h.PeerID, h.Identity, tt.wantTunnel, tt.wantIdentity)
+			}
+			if h.Workload != tt.wantWorkload {
+				t.Errorf("host workload = %+v, want %+v", h.Workload, tt.wantWorkload)
 			}
 		})
 	}
