@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -75,7 +76,13 @@ type Options struct {
 	Debounce time.Duration
 	// SignTimeout bounds each wait for cert-manager.
 	SignTimeout time.Duration
+	// Clock decides when a retiring trust root leaves the bundle (default the real clock).
+	Clock clock.Clock
 }
+
+// trustBundleWait bounds how long the first certificate under a new root waits for the
+// ztunnels to hold the trust bundle with that root.
+const trustBundleWait = 5 * time.Second
 
 // ControlPlane is an assembled control plane; Add it to its manager with mgr.Add.
 type ControlPlane struct {
@@ -85,6 +92,7 @@ type ControlPlane struct {
 	XDS   *xdsserver.Server
 	CA    *identity.CA
 	certs identity.CertSource
+	trust *identity.TrustRoots
 	recs  *discovery.Reconcilers
 
 	mu        sync.Mutex
@@ -135,10 +143,14 @@ func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) 
 	}
 	signer := &identity.Signer{Client: live, Namespace: opts.Namespace, IssuerRef: opts.IssuerRef,
 		Approve: opts.ApproveRequests, Timeout: opts.SignTimeout, Log: log.WithName("signer")}
+	cp.trust = identity.NewTrustRoots(identity.TrustRootsOptions{
+		Client: live, Namespace: opts.Namespace, Clock: opts.Clock,
+		Publish: cp.publishRoots, AwaitPublished: cp.awaitTrustBundle, Log: log.WithName("trust-roots"),
+	})
 	cp.certs = cp.certSource(signer)
 	cp.CA = identity.NewCA(identity.CAOptions{
 		TrustDomain: opts.Mesh.TrustDomain, Audience: opts.Audience, NodeAgents: opts.NodeAgents,
-		DefaultTTL: opts.WorkloadCertTTL, MinTTL: time.Hour, MaxTTL: opts.MaxCertTTL, Roots: cp.certs.Roots,
+		DefaultTTL: opts.WorkloadCertTTL, MinTTL: time.Hour, MaxTTL: opts.MaxCertTTL, Trust: cp.trust,
 		CertificateRequests: opts.CertificateRequestLimit, XDSStreams: opts.XDSStreamLimit,
 	}, live, mgr.GetCache(), discovery.IndexPodNode, signer, reg, log.WithName("ca"))
 	if reg.err != nil {
@@ -218,23 +230,76 @@ func validate(o *Options) error {
 	return errors.Join(errs...)
 }
 
-// certSource publishes the trust bundle over xDS whenever the roots change.
+// certSource is the control plane's own certificate: its roots are always in the trust
+// bundle, and client certificates are verified against the whole bundle.
 func (cp *ControlPlane) certSource(signer *identity.Signer) identity.CertSource {
-	publishRoots := func(roots []string) {
-		cp.XDS.Publisher().Set(pb.TrustBundleTypeURL, cp.opts.Mesh.TrustDomain,
-			&pb.TrustBundle{TrustDomain: cp.opts.Mesh.TrustDomain, Roots: roots})
-	}
 	if cp.opts.TLSDir != "" {
-		return &identity.FileCert{Dir: cp.opts.TLSDir, OnRoots: publishRoots}
+		return &identity.FileCert{Dir: cp.opts.TLSDir, OnRoots: cp.trust.SetCurrent, ClientCAs: cp.trust.Pool}
 	}
 	return &identity.ServingCert{
-		Signer:   signer,
-		Identity: spiffe.ID{TrustDomain: cp.opts.Mesh.TrustDomain, Namespace: cp.opts.Namespace, ServiceAccount: cp.opts.ServiceAccount},
-		DNSNames: cp.opts.DNSNames,
-		TTL:      cp.opts.WorkloadCertTTL,
-		OnRoots:  publishRoots,
-		Log:      cp.log.WithName("serving-cert"),
+		Signer:    signer,
+		Identity:  spiffe.ID{TrustDomain: cp.opts.Mesh.TrustDomain, Namespace: cp.opts.Namespace, ServiceAccount: cp.opts.ServiceAccount},
+		DNSNames:  cp.opts.DNSNames,
+		TTL:       cp.opts.WorkloadCertTTL,
+		OnRoots:   cp.trust.SetCurrent,
+		ClientCAs: cp.trust.Pool,
+		Log:       cp.log.WithName("serving-cert"),
 	}
+}
+
+// trustBundle is the TrustBundle resource for roots.
+func (cp *ControlPlane) trustBundle(roots []string) *pb.TrustBundle {
+	return &pb.TrustBundle{TrustDomain: cp.opts.Mesh.TrustDomain, Roots: roots}
+}
+
+// publishRoots sends a changed trust bundle to the ztunnels now, not after the debounce:
+// a certificate under a new root may be handed out right after.
+func (cp *ControlPlane) publishRoots(roots []string) {
+	if cp.XDS.Publisher().Set(pb.TrustBundleTypeURL, cp.opts.Mesh.TrustDomain, cp.trustBundle(roots)) {
+		cp.XDS.Publisher().Flush()
+	}
+}
+
+// awaitTrustBundle waits, at most trustBundleWait, until the ztunnel of every node that
+// has a stream to this replica holds the trust bundle roots.
+func (cp *ControlPlane) awaitTrustBundle(ctx context.Context, roots []string) {
+	want := map[string]map[string]string{pb.TrustBundleTypeURL: {
+		cp.opts.Mesh.TrustDomain: xdsserver.ResourceVersion(cp.trustBundle(roots)),
+	}}
+	ctx, cancel := context.WithTimeout(ctx, trustBundleWait)
+	defer cancel()
+	changes := cp.XDS.WatchAcks(ctx) // before the first look, so no ACK is missed
+	for {
+		behind, err := cp.ztunnelsWithout(ctx, want)
+		if err != nil || len(behind) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			cp.log.Info("handing out a certificate under a new trust root before every ztunnel acknowledged the bundle with it",
+				"waited", trustBundleWait, "behind", behind)
+			return
+		case _, open := <-changes:
+			if !open {
+				return
+			}
+		}
+	}
+}
+
+// ztunnelsWithout lists the nodes whose connected ztunnel does not hold want yet.
+func (cp *ControlPlane) ztunnelsWithout(ctx context.Context, want map[string]map[string]string) ([]string, error) {
+	var nodes corev1.NodeList
+	if err := cp.mgr.GetCache().List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	var behind []string
+	for _, n := range nodes.Items {
+		if s := cp.XDS.ZTunnel(n.Name, want); s.Connected > 0 && !s.Synced {
+			behind = append(behind, n.Name)
+		}
+	}
+	return behind, nil
 }
 
 // NeedLeaderElection: every replica serves.
@@ -261,6 +326,9 @@ type servers struct {
 func (cp *ControlPlane) prepare(ctx context.Context) (*servers, error) {
 	if !cp.mgr.GetCache().WaitForCacheSync(ctx) {
 		return nil, errors.New("cache did not sync")
+	}
+	if err := cp.trust.Load(ctx); err != nil {
+		return nil, fmt.Errorf("trust roots: %w", err)
 	}
 	if err := cp.loadCert(ctx); err != nil {
 		return nil, err
@@ -317,6 +385,7 @@ func (cp *ControlPlane) serve(ctx context.Context, srv *servers) error {
 	if sc, ok := cp.certs.(*identity.ServingCert); ok {
 		go sc.Run(ctx)
 	}
+	go cp.trust.Run(ctx)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -370,5 +439,6 @@ func (cp *ControlPlane) WaitReady(ctx context.Context) (xdsAddr, caAddr string, 
 // Cache is the control plane's view of the cluster.
 func (cp *ControlPlane) Cache() cache.Cache { return cp.mgr.GetCache() }
 
-// Roots returns the mesh trust anchors (PEM) the control plane serves with.
-func (cp *ControlPlane) Roots() []string { return cp.certs.Roots() }
+// Roots returns the trust bundle (PEM) the control plane publishes: the roots of its own
+// certificate, then the retiring ones (see identity.TrustRoots).
+func (cp *ControlPlane) Roots() []string { return cp.trust.Roots() }

@@ -1,10 +1,12 @@
 // Package identity is the mesh's CA front end: the CertificateService that ztunnels and
 // waypoints call, authenticated by their projected service-account tokens (TokenReview)
-// and authorized node by node, signing through a cert-manager issuer.
+// and authorized node by node, signing through a cert-manager issuer. It also keeps the
+// mesh's trust bundle across root CA rotations (TrustRoots).
 package identity
 
 import (
 	"context"
+	"crypto/x509"
 	"slices"
 	"strings"
 	"time"
@@ -40,8 +42,10 @@ type CAOptions struct {
 	NodeAgents []string
 	// DefaultTTL, MinTTL, MaxTTL bound certificate lifetimes.
 	DefaultTTL, MinTTL, MaxTTL time.Duration
-	// Roots returns the trust anchors to hand out with every certificate.
-	Roots func() []string
+	// Trust, when set, records each certificate under its roots before it is handed out
+	// (see TrustRoots.Issued), and its bundle is added to the roots of every answer, so
+	// that a waypoint, which trusts the roots of its answers, trusts a retiring root too.
+	Trust *TrustRoots
 	// CertificateRequests bounds the certificate requests of one caller, by its address:
 	// each costs a TokenReview and, once authorized, a CertificateRequest. Zero values
 	// take DefaultCertificateRateLimit.
@@ -159,12 +163,10 @@ func (ca *CA) create(ctx context.Context, req *pb.CreateCertificateRequest) (*pb
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "signing %s: %v", id, err)
 	}
-	resp, err := ca.response(signed)
+	resp, leaf, err := ca.response(ctx, signed)
 	if err == nil && ca.isNodeAgent(who) && id.Namespace == who.namespace && id.ServiceAccount == who.name && who.podName != "" {
 		// A ztunnel's own certificate: its xDS stream will present it.
-		if leaves, _, err := SplitPEMCertificates([]byte(resp.CertChain[0])); err == nil && len(leaves) == 1 {
-			ca.nodeAgentCerts.remember(leaves[0], who)
-		}
+		ca.nodeAgentCerts.remember(leaf, who)
 	}
 	return resp, err
 }
@@ -294,11 +296,13 @@ func (ca *CA) hasPodOnNode(ctx context.Context, node, namespace, serviceAccount 
 }
 
 // response splits the issuer's PEM into the chain (leaf first, no self-signed root) and
-// the roots (the issuer's CA plus the configured trust anchors).
-func (ca *CA) response(signed *Signed) (*pb.CreateCertificateResponse, error) {
+// the roots (the issuer's roots, then the trust bundle), recording the certificate under
+// the issuer's roots first (an issuer that reports no CA is not recorded: its roots are
+// those of the control plane's own certificate). It returns the leaf too.
+func (ca *CA) response(ctx context.Context, signed *Signed) (*pb.CreateCertificateResponse, *x509.Certificate, error) {
 	certs, pems, err := SplitPEMCertificates(signed.CertificatePEM)
 	if err != nil || len(certs) == 0 {
-		return nil, status.Errorf(codes.Internal, "issuer returned an unreadable certificate: %v", err)
+		return nil, nil, status.Errorf(codes.Internal, "issuer returned an unreadable certificate: %v", err)
 	}
 	out := &pb.CreateCertificateResponse{}
 	for i, c := range certs {
@@ -308,17 +312,22 @@ func (ca *CA) response(signed *Signed) (*pb.CreateCertificateResponse, error) {
 		out.CertChain = append(out.CertChain, pems[i])
 	}
 	out.Roots = RootsFrom(signed)
-	if ca.opts.Roots != nil {
-		for _, r := range ca.opts.Roots() {
+	if ca.opts.Trust != nil {
+		if len(out.Roots) > 0 {
+			if err := ca.opts.Trust.Issued(ctx, out.Roots, certs[0].NotAfter); err != nil {
+				return nil, nil, status.Errorf(codes.Unavailable, "%v", err)
+			}
+		}
+		for _, r := range ca.opts.Trust.Roots() {
 			if !slices.Contains(out.Roots, r) {
 				out.Roots = append(out.Roots, r)
 			}
 		}
 	}
 	if len(out.Roots) == 0 {
-		return nil, status.Error(codes.Internal, "the issuer reported no CA and no trust anchors are configured")
+		return nil, nil, status.Error(codes.Internal, "the issuer reported no CA and the trust bundle is empty")
 	}
-	return out, nil
+	return out, certs[0], nil
 }
 
 // RootsFrom returns the self-signed certificates among the issuer's CA and chain.

@@ -15,7 +15,7 @@ import (
 type CertSource interface {
 	// ServerTLS returns the TLS configuration of a port; see ServingCert.ServerTLS.
 	ServerTLS(requireClientCert bool) *tls.Config
-	// Roots returns the mesh's trust anchors as PEM.
+	// Roots returns the roots of the control plane's certificate as PEM.
 	Roots() []string
 }
 
@@ -31,6 +31,11 @@ var (
 type FileCert struct {
 	Dir         string
 	ReloadEvery time.Duration
+	// OnRoots is called with the roots (ca.crt) after every load.
+	OnRoots func([]string)
+	// ClientCAs, when set, returns the roots client certificates are verified against
+	// (the trust bundle); otherwise they are verified against ca.crt.
+	ClientCAs func() *x509.CertPool
 
 	mu        sync.Mutex
 	checked   time.Time
@@ -38,7 +43,6 @@ type FileCert struct {
 	cert      *tls.Certificate
 	roots     *x509.CertPool
 	rootsPEM  []string
-	OnRoots   func([]string)
 	lastError error
 }
 
@@ -92,6 +96,9 @@ func (f *FileCert) current() (*tls.Certificate, *x509.CertPool, error) {
 	if f.cert == nil {
 		return nil, nil, errors.Join(errors.New("control-plane certificate not loaded"), f.lastError)
 	}
+	if f.ClientCAs != nil {
+		return f.cert, f.ClientCAs(), nil
+	}
 	return f.cert, f.roots, nil
 }
 
@@ -108,7 +115,7 @@ func (f *FileCert) Roots() []string {
 }
 
 // serverTLS builds a TLS 1.3 server configuration that picks up the current certificate
-// and roots on every handshake. Without requireClientCert, client certificates are
+// and the roots client certificates are verified against on every handshake. Without requireClientCert, client certificates are
 // verified when given (the xDS port then also accepts a bearer token instead).
 func serverTLS(requireClientCert bool, current func() (*tls.Certificate, *x509.CertPool, error)) *tls.Config {
 	return &tls.Config{

@@ -22,8 +22,8 @@ import (
 
 // ServingCert is the control plane's own certificate for the xDS (and CA) port, from the
 // same issuer as every workload certificate: a key made in memory, a CertificateRequest
-// through the Signer, renewed at half its life. The roots the issuer reports are the mesh's
-// trust bundle.
+// through the Signer, renewed at half its life. The roots the issuer reports are its roots
+// (Roots, OnRoots), which the trust bundle always holds (see TrustRoots).
 type ServingCert struct {
 	Signer   *Signer
 	Identity spiffe.ID
@@ -32,7 +32,10 @@ type ServingCert struct {
 	TTL      time.Duration
 	// OnRoots is called with the trust anchors after every issuance.
 	OnRoots func(roots []string)
-	Log     logr.Logger
+	// ClientCAs, when set, returns the roots client certificates are verified against
+	// (the trust bundle); otherwise they are verified against the issuer's roots.
+	ClientCAs func() *x509.CertPool
+	Log       logr.Logger
 
 	mu    sync.RWMutex
 	cert  *tls.Certificate
@@ -117,7 +120,7 @@ func (s *ServingCert) leaf() *x509.Certificate {
 	return s.cert.Leaf
 }
 
-// Roots returns the trust anchors as PEM.
+// Roots returns the roots of the control plane's certificate as PEM.
 func (s *ServingCert) Roots() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -132,6 +135,9 @@ func (s *ServingCert) ServerTLS(requireClientCert bool) *tls.Config {
 		defer s.mu.RUnlock()
 		if s.cert == nil {
 			return nil, nil, errors.New("control-plane certificate not issued yet")
+		}
+		if s.ClientCAs != nil {
+			return s.cert, s.ClientCAs(), nil
 		}
 		return s.cert, s.roots, nil
 	})

@@ -37,13 +37,22 @@ func ControlPlaneClusterRules() []rbacv1.PolicyRule {
 	}
 }
 
+// TrustRootsConfigMap is the control plane's record of the roots it issued
+// certificates under (controlplane/identity.TrustRootsConfigMap; the
+// control-plane envtest checks that the rules below let it write it).
+const TrustRootsConfigMap = "ambientmesh-trust-roots"
+
 // ControlPlaneNamespaceRules: inside the install namespace only — signing
 // workload certificates through cert-manager, reading the mesh config,
-// leader election for status writes, and events.
+// recording the trust roots across a root rotation (the ConfigMap
+// TrustRootsConfigMap: created once, then updated by name only), leader
+// election for status writes, and events.
 func ControlPlaneNamespaceRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificaterequests"}, Verbs: []string{"create", "get", "list", "watch", "delete"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: readOnly},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{TrustRootsConfigMap}, Verbs: []string{"update"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
 		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 		// client-go's leader election still records core/v1 Events.
