@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,40 +11,25 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"time"
+	"sync"
 
-	"golang.org/x/net/websocket"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
 )
 
-// A port-forward reaches a port on a pod's loopback through the API server, as
-// `kubectl port-forward` does, but with the pod's portforward subresource spoken over a
-// WebSocket (GET .../pods/NAME/portforward?ports=PORT, subprotocol v4.channel.k8s.io,
-// served by the kubelet): client-go's SPDY port-forward needs modules this module does
-// not require. The API server authorizes it as create on pods/portforward, kubectl
-// port-forward's permission.
+// A port-forward reaches a port on a pod's loopback through the API server with
+// client-go's port-forward and the dialers `kubectl port-forward` uses: SPDY tunnelled in
+// a WebSocket first, plain SPDY when the API server (or a proxy on the way) refuses the
+// WebSocket upgrade. The API server authorizes it as create on pods/portforward and
+// passes it to the pod's kubelet.
 //
-// The channel protocol: every binary message starts with its channel, 0 for the
-// port's data and 1 for its errors; the server starts each channel with the port
-// number (2 bytes, little-endian). One WebSocket carries one TCP connection, so the
-// admin HTTP client opens one per connection and nothing listens on a local port.
-
-const portForwardProtocol = "v4.channel.k8s.io"
-
-const (
-	dataChannel  = 0
-	errorChannel = 1
-)
-
-// portForward opens connections to one port of one pod.
-type portForward struct {
-	location  *url.URL
-	tlsConfig *tls.Config       // nil for a plain-HTTP API server
-	auth      http.RoundTripper // adds the kubeconfig's credentials to a request
-	pod       string            // namespace/name, for errors
-	port      int32
-}
+// client-go's forwarder serves a local port. ambientctl starts one for each connection
+// it makes, on 127.0.0.1 at a port the OS chooses, connects to it, and stops it when
+// that connection is closed: the admin HTTP client closes its connections when its
+// request is done, so no forwarder outlives the command.
 
 // portForwardDialer dials port of the pod through the API server that cfg names; the
 // address it is asked for is ignored.
@@ -59,195 +40,169 @@ func portForwardDialer(cfg *rest.Config, namespace, pod string, port int32) (dia
 	}
 	location := *base
 	location.Path = path.Join("/", base.Path, "api/v1/namespaces", namespace, "pods", pod, "portforward")
-	location.RawQuery = url.Values{"ports": {strconv.Itoa(int(port))}}.Encode()
-	pf := &portForward{location: &location, pod: namespace + "/" + pod, port: port}
-	switch location.Scheme {
-	case "https":
-		location.Scheme = "wss"
-		if pf.tlsConfig, err = rest.TLSConfigFor(cfg); err != nil {
-			return nil, fmt.Errorf("kubeconfig: %w", err)
-		}
-		if pf.tlsConfig == nil {
-			pf.tlsConfig = &tls.Config{} // the system's roots
-		}
-		pf.tlsConfig.NextProtos = []string{"http/1.1"} // the WebSocket handshake is HTTP/1.1
-	case "http":
-		location.Scheme = "ws"
-	default:
-		return nil, fmt.Errorf("kubeconfig: server %s: want https or http", base)
-	}
-	// The credentials (a token, an exec plugin's, impersonation) are what the kubeconfig's
-	// transport wrappers add to a request; they are read per connection, so that a
-	// plugin's refreshed token is used.
-	if pf.auth, err = rest.HTTPWrappersForConfig(cfg, headerRecorder{}); err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
-	}
+	target := fmt.Sprintf("port-forward to pod %s/%s port %d through the API server", namespace, pod, port)
 	return func(ctx context.Context, _, _ string) (net.Conn, error) {
-		c, err := pf.dial(ctx)
+		// A dialer per connection: the WebSocket dialer keeps the connection it made in
+		// itself, so two dials must not share one.
+		dialer, err := podStreamDialer(cfg, &location)
 		if err != nil {
-			return nil, fmt.Errorf("port-forward to pod %s port %d through the API server: %w", pf.pod, pf.port, err)
+			return nil, fmt.Errorf("%s: kubeconfig: %w", target, err)
+		}
+		c, err := forwardOneConnection(ctx, dialer, port, target)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", target, err)
 		}
 		return c, nil
 	}, nil
 }
 
-// headerRecorder answers every request with its own headers.
-type headerRecorder struct{}
-
-func (headerRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	return &http.Response{StatusCode: http.StatusOK, Header: req.Header, Body: http.NoBody, Request: req}, nil
+// podStreamDialer opens the stream connection of a pod's portforward subresource at
+// location as kubectl does: the WebSocket dialer (API servers from 1.31 on), falling
+// back to SPDY when the upgrade fails.
+func podStreamDialer(cfg *rest.Config, location *url.URL) (httpstream.Dialer, error) {
+	transport, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	spdyDialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, location)
+	websocketDialer, err := portforward.NewSPDYOverWebsocketDialer(location, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return portforward.NewFallbackDialer(websocketDialer, spdyDialer, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	}), nil
 }
 
-func (pf *portForward) header() (http.Header, error) {
-	req, err := http.NewRequest(http.MethodGet, pf.location.String(), nil)
+// forwardOneConnection starts a forwarder from a local port to port of the pod and
+// returns a connection to it; closing the connection stops the forwarder. target names
+// the port-forward in the connection's errors.
+func forwardOneConnection(ctx context.Context, dialer httpstream.Dialer, port int32, target string) (net.Conn, error) {
+	podError := &podErrorRecorder{dialer: dialer}
+	stop, ready := make(chan struct{}), make(chan struct{})
+	var listenErrors bytes.Buffer
+	forwarder, err := portforward.NewOnAddresses(podError, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)},
+		stop, ready, io.Discard, &listenErrors)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := pf.auth.RoundTrip(req)
+	done := make(chan error, 1)
+	go func() { done <- forwarder.ForwardPorts() }()
+	select {
+	case <-ready:
+	case err := <-done:
+		if details := strings.TrimSpace(listenErrors.String()); details != "" {
+			err = fmt.Errorf("%w: %s", err, details)
+		}
+		return nil, err
+	case <-ctx.Done():
+		close(stop) // the forwarder ends once its dial returns
+		return nil, ctx.Err()
+	}
+	stopForwarder := func() {
+		close(stop)
+		<-done
+	}
+	ports, err := forwarder.GetPorts()
 	if err != nil {
+		stopForwarder()
 		return nil, err
 	}
-	return resp.Header, nil
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0].Local)))
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", local)
+	if err != nil {
+		stopForwarder()
+		return nil, err
+	}
+	return &forwardedConn{Conn: c, target: target, podError: podError, stop: sync.OnceFunc(stopForwarder)}, nil
 }
 
-func (pf *portForward) dial(ctx context.Context) (net.Conn, error) {
-	header, err := pf.header()
-	if err != nil {
-		return nil, err
-	}
-	var raw net.Conn
-	if pf.tlsConfig != nil {
-		raw, err = (&tls.Dialer{Config: pf.tlsConfig}).DialContext(ctx, "tcp", hostPort(pf.location))
-	} else {
-		raw, err = (&net.Dialer{}).DialContext(ctx, "tcp", hostPort(pf.location))
-	}
-	if err != nil {
-		return nil, err
-	}
-	deadline, _ := ctx.Deadline() // the handshake blocks: bound it by the request's deadline
-	if err := raw.SetDeadline(deadline); err != nil {
-		raw.Close()
-		return nil, err
-	}
-	config, err := websocket.NewConfig(pf.location.String(), "http://localhost")
-	if err != nil {
-		raw.Close()
-		return nil, err
-	}
-	config.Protocol = []string{portForwardProtocol}
-	config.Header = header
-	rec := &handshakeRecorder{Conn: raw}
-	ws, err := websocket.NewClient(config, rec)
-	if errors.Is(err, websocket.ErrBadStatus) {
-		err = refusal(io.MultiReader(bytes.NewReader(rec.read), raw))
-	}
-	if err == nil {
-		err = raw.SetDeadline(time.Time{})
-	}
-	if err != nil {
-		raw.Close()
-		return nil, err
-	}
-	rec.read = nil
-	rec.done = true
-	return &channelConn{Conn: raw, ws: ws, prefixLeft: [2]int{2, 2}}, nil
-}
-
-func hostPort(u *url.URL) string {
-	if u.Port() != "" {
-		return u.Host
-	}
-	if u.Scheme == "wss" {
-		return net.JoinHostPort(u.Hostname(), "443")
-	}
-	return net.JoinHostPort(u.Hostname(), "80")
-}
-
-// handshakeRecorder keeps what is read until the handshake is done, so that a refusal's
-// status and message can be read again (the WebSocket library says only "bad status").
-type handshakeRecorder struct {
+// forwardedConn is a connection through a forwarder of its own. When it ends, what the
+// kubelet said on the connection's error stream (nothing listens on the port in the pod,
+// say) becomes the error of Read.
+type forwardedConn struct {
 	net.Conn
-	read []byte
-	done bool
+	target   string
+	podError *podErrorRecorder
+	stop     func()
 }
 
-func (r *handshakeRecorder) Read(p []byte) (int, error) {
-	n, err := r.Conn.Read(p)
-	if !r.done {
-		r.read = append(r.read, p[:n]...)
+func (c *forwardedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		if message := c.podError.message(); message != "" {
+			return n, fmt.Errorf("%s: %s", c.target, message)
+		}
 	}
 	return n, err
 }
 
-// refusal is the API server's answer when it did not switch to the WebSocket: its
-// status and the message of its Status object (or the start of its body).
-func refusal(answer io.Reader) error {
-	resp, err := http.ReadResponse(bufio.NewReader(answer), nil)
+func (c *forwardedConn) Close() error {
+	err := c.Conn.Close()
+	c.stop()
+	return err
+}
+
+// maxPodError bounds what is kept of an error stream.
+const maxPodError = 4096
+
+// podErrorRecorder dials as dialer does and keeps what the kubelet writes on the error
+// streams of the connection. client-go's forwarder reads those streams to log what they
+// say to stderr; it gets them empty instead, so the error is reported once, by the
+// forwarded connection.
+type podErrorRecorder struct {
+	dialer httpstream.Dialer
+
+	mu   sync.Mutex
+	text []byte
+}
+
+func (r *podErrorRecorder) Dial(protocols ...string) (httpstream.Connection, string, error) {
+	conn, protocol, err := r.dialer.Dial(protocols...)
 	if err != nil {
-		return fmt.Errorf("reading the API server's refusal: %w", err)
+		return nil, "", err
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	var status metav1.Status
-	if json.Unmarshal(body, &status) == nil && status.Message != "" {
-		return fmt.Errorf("%s: %s", resp.Status, status.Message)
-	}
-	return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	return &errorRecordingConnection{Connection: conn, recorder: r}, protocol, nil
 }
 
-// channelConn is the data channel of a port-forward WebSocket as a connection: reads
-// return the data channel's bytes, and what the error channel says becomes the error
-// once the WebSocket ends; writes go to the data channel. Addresses and deadlines are
-// those of the connection to the API server.
-type channelConn struct {
-	net.Conn
-	ws         *websocket.Conn
-	unread     []byte // received on the data channel, not read yet
-	prefixLeft [2]int // bytes of each channel's port number still to skip
-	errorText  []byte // received on the error channel
+func (r *podErrorRecorder) record(p []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.text = append(r.text, p[:min(len(p), maxPodError-len(r.text))]...)
 }
 
-// maxErrorText bounds what is kept of the error channel.
-const maxErrorText = 4096
+func (r *podErrorRecorder) message() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.TrimSpace(string(r.text))
+}
 
-func (c *channelConn) Read(p []byte) (int, error) {
-	for len(c.unread) == 0 {
-		var msg []byte
-		if err := websocket.Message.Receive(c.ws, &msg); err != nil {
-			if len(c.errorText) > 0 {
-				return 0, errors.New(string(c.errorText))
-			}
+// errorRecordingConnection hands out error streams that record what they carry.
+type errorRecordingConnection struct {
+	httpstream.Connection
+	recorder *podErrorRecorder
+}
+
+func (c *errorRecordingConnection) CreateStream(headers http.Header) (httpstream.Stream, error) {
+	stream, err := c.Connection.CreateStream(headers)
+	if err != nil || headers.Get(corev1.StreamType) != corev1.StreamTypeError {
+		return stream, err
+	}
+	return &recordedErrorStream{Stream: stream, recorder: c.recorder}, nil
+}
+
+// recordedErrorStream reads its whole stream into the recorder and returns nothing of it.
+type recordedErrorStream struct {
+	httpstream.Stream
+	recorder *podErrorRecorder
+}
+
+func (s *recordedErrorStream) Read(p []byte) (int, error) {
+	for {
+		n, err := s.Stream.Read(p)
+		s.recorder.record(p[:n])
+		if err != nil {
 			return 0, err
 		}
-		if len(msg) == 0 {
-			continue
-		}
-		channel, payload := msg[0], msg[1:]
-		if channel != dataChannel && channel != errorChannel {
-			return 0, fmt.Errorf("port-forward: a message on channel %d: only 0 and 1 exist for one port", channel)
-		}
-		skip := min(c.prefixLeft[channel], len(payload))
-		c.prefixLeft[channel] -= skip
-		payload = payload[skip:]
-		if channel == errorChannel {
-			c.errorText = append(c.errorText, payload[:min(len(payload), maxErrorText-len(c.errorText))]...)
-			continue
-		}
-		c.unread = payload
 	}
-	n := copy(p, c.unread)
-	c.unread = c.unread[n:]
-	return n, nil
 }
-
-func (c *channelConn) Write(p []byte) (int, error) {
-	msg := make([]byte, 1+len(p))
-	msg[0] = dataChannel
-	copy(msg[1:], p)
-	if err := websocket.Message.Send(c.ws, msg); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *channelConn) Close() error { return c.ws.Close() }
