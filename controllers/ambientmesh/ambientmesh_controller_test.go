@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -30,23 +29,13 @@ import (
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 )
 
 // These unit tests cover error paths with a fake client and interceptors;
 // the behaviour on a real API server is tested in test/lifecycle.
 
 var now = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-
-func testScheme(t *testing.T) *runtime.Scheme {
-	t.Helper()
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, meshv1alpha1.AddToScheme, cmv1.AddToScheme} {
-		if err := add(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
-}
 
 func installedMesh() *meshv1alpha1.AmbientMesh {
 	m := &meshv1alpha1.AmbientMesh{}
@@ -59,7 +48,7 @@ func installedMesh() *meshv1alpha1.AmbientMesh {
 
 func newReconciler(t *testing.T, funcs interceptor.Funcs, objs ...client.Object) (*Reconciler, client.Client) {
 	t.Helper()
-	c := fake.NewClientBuilder().WithScheme(testScheme(t)).
+	c := fake.NewClientBuilder().WithScheme(meshscheme.New()).
 		WithObjects(objs...).
 		WithStatusSubresource(&meshv1alpha1.AmbientMesh{}).
 		WithInterceptorFuncs(funcs).

@@ -137,11 +137,19 @@ func TestEarlyDataOfRefusedStream(t *testing.T) {
 // reads it before it accepts (it would time out otherwise). After Dial the source is
 // readable again (its deadline cleared) and nothing is lost or sent twice.
 func TestEarlyFromForwardsBeforeTheAnswer(t *testing.T) {
-	e := newEnv(t, envOpts{handler: readBeforeAccepting("hello")})
+	connectArrived := make(chan struct{})
+	handler := readBeforeAccepting("hello")
+	e := newEnv(t, envOpts{handler: HandlerFunc(func(ctx context.Context, req *Request) error {
+		close(connectArrived)
+		return handler.ServeHBONE(ctx, req)
+	})})
 	app, proxy := tcptest.Pair(t)
 	go func() {
-		time.Sleep(20 * time.Millisecond) // after Dial sent the CONNECT
-		_, _ = app.Write([]byte("hello"))
+		select { // the app writes once Dial sent the CONNECT
+		case <-connectArrived:
+			_, _ = app.Write([]byte("hello"))
+		case <-time.After(5 * time.Second): // Dial failed; it says why
+		}
 	}()
 	d := e.dialReq()
 	d.EarlyFrom = proxy
@@ -195,7 +203,8 @@ func TestEarlyFromOfRefusedStream(t *testing.T) {
 		_, err := io.ReadFull(proxy, buf)
 		done <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // a read still under the stop deadline would fail at once
+	// A read still under the stop deadline (in the past) would fail at once, even with
+	// the bytes below already queued.
 	if _, err := app.Write([]byte("more")); err != nil {
 		t.Fatal(err)
 	}

@@ -142,3 +142,42 @@ func startUpstream(t testing.TB, fn func(c *net.TCPConn)) netip.AddrPort {
 	}()
 	return l.Addr().(*net.TCPAddr).AddrPort()
 }
+
+// goingAway reports whether s is shutting down and every session of it has sent GOAWAY
+// (it takes no new stream).
+func goingAway(s *Server) bool {
+	s.mu.Lock()
+	shutdown := s.shutdown
+	var sessions []*session
+	for _, sess := range s.conns {
+		if sess != nil {
+			sessions = append(sessions, sess)
+		}
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.mu.Lock()
+		away := sess.goingAway
+		sess.mu.Unlock()
+		if !away {
+			return false
+		}
+	}
+	return shutdown
+}
+
+// queued is how many received bytes wait unread in st.
+func queued(st *h2stream) int {
+	st.s.mu.Lock()
+	defer st.s.mu.Unlock()
+	return st.recv.len()
+}
+
+// reading reports whether a Read of st is under way (it holds the readers' lock).
+func reading(st *h2stream) bool {
+	if st.rmu.TryLock() {
+		st.rmu.Unlock()
+		return false
+	}
+	return true
+}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // rawClient opens an mTLS HTTP/2 connection to the env's server with x/net's
@@ -292,7 +294,7 @@ func TestGracefulShutdown(t *testing.T) {
 		defer cancel()
 		done <- e.srv.Shutdown(ctx)
 	}()
-	time.Sleep(100 * time.Millisecond)
+	testwait.For(t, "the server to send GOAWAY", 5*time.Second, func() bool { return goingAway(e.srv) })
 	// The open stream keeps working while the server drains...
 	echoCheck(t, c, "draining")
 	select {
@@ -343,7 +345,12 @@ func TestLazyCertificate(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		time.Sleep(200 * time.Millisecond)
+		testwait.For(t, "the handshake to wait for the server's certificate", 10*time.Second, func() bool {
+			e.certs.mu.Lock()
+			defer e.certs.mu.Unlock()
+			_, waiting := e.certs.waiters[serverID]
+			return waiting
+		})
 		e.certs.Put(serverID, e.ca.Issue(t, serverID))
 	}()
 	c := e.dial(t)
@@ -402,7 +409,7 @@ func TestConnectionWindowIsReturned(t *testing.T) {
 	for range 8 {
 		c := e.dial(t)
 		c.Write(make([]byte, 60<<10))
-		time.Sleep(5 * time.Millisecond) // the echo arrives and waits unread
+		testwait.For(t, "the echo to arrive (it stays unread)", 5*time.Second, func() bool { return queued(c.st) > 0 })
 		c.Close()
 	}
 	if err := transfer(4 << 20); err != nil {

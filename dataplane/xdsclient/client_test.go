@@ -29,12 +29,6 @@ func workload(uid, ip string) *pb.Workload {
 	return &pb.Workload{Uid: uid, Name: uid, Namespace: "shop", ServiceAccount: "sa", Addresses: []string{ip}}
 }
 
-// eventually polls cond until it holds or 10s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	testwait.For(t, what, 10*time.Second, cond)
-}
-
 func startClient(t *testing.T, addr string, store *state.Store) *xdsclient.Client {
 	c := xdsclient.New(addr, store, xdsclient.Options{
 		TypeURLs:       pb.TypeURLs,
@@ -70,13 +64,13 @@ func TestSyncUpdateDeleteAndNack(t *testing.T) {
 		t.Fatal("initial workload missing")
 	}
 	srv.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"b": workload("b", "10.0.0.2")})
-	eventually(t, "workload b", func() bool { return has(store, "10.0.0.2") })
+	testwait.For(t, "workload b", 10*time.Second, func() bool { return has(store, "10.0.0.2") })
 	srv.Delete(t, pb.WorkloadTypeURL, "a")
-	eventually(t, "workload a removed", func() bool { return !has(store, "10.0.0.1") })
+	testwait.For(t, "workload a removed", 10*time.Second, func() bool { return !has(store, "10.0.0.1") })
 
 	// An invalid resource is NACKed with the field named, and the last good config stays.
 	srv.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"b": workload("b", "999.0.0.2")})
-	eventually(t, "a NACK", func() bool { return len(srv.Nacks()) > 0 })
+	testwait.For(t, "a NACK", 10*time.Second, func() bool { return len(srv.Nacks()) > 0 })
 	if n := srv.Nacks()[0]; !strings.Contains(n, `b: addresses[0]: "999.0.0.2" is not an IP address`) {
 		t.Fatalf("NACK detail %q does not name the field", n)
 	}
@@ -88,8 +82,8 @@ func TestSyncUpdateDeleteAndNack(t *testing.T) {
 	}
 	// A fix is accepted again.
 	srv.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"b": workload("b", "10.0.0.3")})
-	eventually(t, "fixed workload", func() bool { return has(store, "10.0.0.3") })
-	eventually(t, "level again", func() bool { return len(c.Behind()) == 0 })
+	testwait.For(t, "fixed workload", 10*time.Second, func() bool { return has(store, "10.0.0.3") })
+	testwait.For(t, "level again", 10*time.Second, func() bool { return len(c.Behind()) == 0 })
 }
 
 func TestReconnectResumesWithKnownVersions(t *testing.T) {
@@ -127,7 +121,7 @@ func TestReconnectResumesWithKnownVersions(t *testing.T) {
 	// The server goes away and comes back on the same address with a unchanged, b deleted
 	// and c new. The client keeps its config meanwhile, then receives only the difference.
 	srv.Stop()
-	eventually(t, "disconnect", func() bool { return !c.Stats().Connected })
+	testwait.For(t, "disconnect", 10*time.Second, func() bool { return !c.Stats().Connected })
 	if !has(store, "10.0.0.1") || !has(store, "10.0.0.2") {
 		t.Fatal("config dropped while disconnected")
 	}
@@ -137,7 +131,7 @@ func TestReconnectResumesWithKnownVersions(t *testing.T) {
 	srv2 := xdstest.New()
 	srv2.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"a": workload("a", "10.0.0.1"), "c": workload("c", "10.0.0.3")})
 	srv2.Serve(t, srv.Addr)
-	eventually(t, "converged after reconnect", func() bool {
+	testwait.For(t, "converged after reconnect", 10*time.Second, func() bool {
 		return has(store, "10.0.0.1") && !has(store, "10.0.0.2") && has(store, "10.0.0.3")
 	})
 	mu.Lock()
@@ -159,7 +153,7 @@ func TestNackResyncsTheRejectedBatch(t *testing.T) {
 	srv.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"a": workload("a", "10.0.0.1")})
 	store := state.New()
 	c := startClient(t, srv.Addr, store)
-	eventually(t, "sync", func() bool { return has(store, "10.0.0.1") })
+	testwait.For(t, "sync", 10*time.Second, func() bool { return has(store, "10.0.0.1") })
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
 	if got := metric(t, reg, "ambientmesh_xds_config_behind", "Workload"); got != 0 {
@@ -168,7 +162,7 @@ func TestNackResyncsTheRejectedBatch(t *testing.T) {
 
 	// One response carries a valid workload c and an invalid d: the whole response is NACKed.
 	srv.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"c": workload("c", "10.0.0.3"), "d": workload("d", "not-an-ip")})
-	eventually(t, "the NACK", func() bool { return len(srv.Nacks()) > 0 })
+	testwait.For(t, "the NACK", 10*time.Second, func() bool { return len(srv.Nacks()) > 0 })
 	if behind := c.Behind(); !strings.Contains(behind[pb.WorkloadTypeURL], "not-an-ip") || len(behind) != 1 {
 		t.Fatalf("Behind() = %v, want Workloads with the reason", behind)
 	}
@@ -181,10 +175,10 @@ func TestNackResyncsTheRejectedBatch(t *testing.T) {
 
 	// Only d changes on the server; c comes again because the client asked again.
 	srv.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"d": workload("d", "10.0.0.4")})
-	eventually(t, "the rejected batch's valid workload c, and the fixed d", func() bool {
+	testwait.For(t, "the rejected batch's valid workload c, and the fixed d", 10*time.Second, func() bool {
 		return has(store, "10.0.0.3") && has(store, "10.0.0.4")
 	})
-	eventually(t, "level again", func() bool { return len(c.Behind()) == 0 })
+	testwait.For(t, "level again", 10*time.Second, func() bool { return len(c.Behind()) == 0 })
 	if got := metric(t, reg, "ambientmesh_xds_config_behind", "Workload"); got != 0 {
 		t.Fatalf("behind = %v after catching up", got)
 	}

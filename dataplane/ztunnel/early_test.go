@@ -3,10 +3,14 @@ package ztunnel
 import (
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ambientmesh/ambient-operator/internal/tcptest"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 func TestReadReadyTakesQueuedBytesWithoutWaiting(t *testing.T) {
@@ -22,13 +26,14 @@ func TestReadReadyTakesQueuedBytesWithoutWaiting(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []byte
-	for deadline := time.Now().Add(5 * time.Second); len(got) == 0 && time.Now().Before(deadline); {
+	testwait.For(t, "the written bytes to be ready", 5*time.Second, func() bool {
 		b, err := readReady(proxy)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got = b
-	}
+		return len(got) > 0
+	})
 	if string(got) != "GET / HTTP/1.1\r\n" {
 		t.Fatalf("got %q", got)
 	}
@@ -44,7 +49,7 @@ func TestReadReadyTakesQueuedBytesWithoutWaiting(t *testing.T) {
 func TestReadReadyLeavesEOFForTheCopy(t *testing.T) {
 	app, proxy := tcptest.Pair(t)
 	app.(*net.TCPConn).CloseWrite()
-	time.Sleep(50 * time.Millisecond) // let the FIN arrive
+	testwait.For(t, "the FIN to arrive", 5*time.Second, func() bool { return finQueued(t, proxy) })
 	if got, err := readReady(proxy); err != nil || got != nil {
 		t.Fatalf("half-closed app: got %q %v, want nothing", got, err)
 	}
@@ -52,4 +57,22 @@ func TestReadReadyLeavesEOFForTheCopy(t *testing.T) {
 	if n, err := proxy.Read(make([]byte, 8)); n != 0 || err != io.EOF {
 		t.Fatalf("the copy should still see EOF: %d %v", n, err)
 	}
+}
+
+// finQueued peeks at c without taking anything from it: true once the peer's FIN is there
+// to be read.
+func finQueued(t *testing.T, c net.Conn) bool {
+	t.Helper()
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, peekErr := -1, error(nil)
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, peekErr = unix.Recvfrom(int(fd), make([]byte, 1), unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return true // one attempt: the caller polls
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n == 0 && peekErr == nil
 }

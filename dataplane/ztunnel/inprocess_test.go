@@ -247,11 +247,6 @@ func roundTrip(c net.Conn, msg string) (string, error) {
 	return strings.TrimSuffix(line, "\n"), err
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	testwait.For(t, what, 10*time.Second, cond)
-}
-
 func ready(z *ztunnel.Ztunnel) bool { return z.Ready() == nil }
 
 // counter returns the value of a metric with the given labels (subset match).
@@ -292,7 +287,7 @@ func matches(m *dto.Metric, want map[string]string) bool {
 
 func TestMTLSBetweenTwoZtunnels(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "both ztunnels ready", func() bool { return ready(m.a) && ready(m.b) })
+	testwait.For(t, "both ztunnels ready", 10*time.Second, func() bool { return ready(m.a) && ready(m.b) })
 
 	c := m.client.connect(t, 15001, "127.10.0.3:8080")
 	got, err := roundTrip(c, "hello")
@@ -317,7 +312,7 @@ func TestMTLSBetweenTwoZtunnels(t *testing.T) {
 		t.Fatalf("received bytes (open connection) = %v, want %d", v, len("hello\n"))
 	}
 	c.Close()
-	waitFor(t, "closed counted", func() bool { return counter(t, m.b, "istio_tcp_connections_closed_total", dstLabels) == 1 })
+	testwait.For(t, "closed counted", 10*time.Second, func() bool { return counter(t, m.b, "istio_tcp_connections_closed_total", dstLabels) == 1 })
 	if v := counter(t, m.b, "istio_tcp_sent_bytes_total", dstLabels); v != float64(len("echo hello\n")) {
 		t.Fatalf("sent bytes = %v", v)
 	}
@@ -352,17 +347,17 @@ func refused(t *testing.T, m *mesh, c net.Conn) {
 
 func TestWrongSANRejected(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) && ready(m.b) })
 	// The control plane says the destination runs as "billing"; the pod actually presents
 	// the "server" identity: the client ztunnel must refuse to talk to it.
 	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"server-uid": workload("server-uid", "server", "billing", "127.10.0.3")})
-	waitFor(t, "config", func() bool { return m.a.Store.Workload("server-uid").GetServiceAccount() == "billing" })
+	testwait.For(t, "config", 10*time.Second, func() bool { return m.a.Store.Workload("server-uid").GetServiceAccount() == "billing" })
 	refused(t, m, m.client.connect(t, 15001, "127.10.0.3:8080"))
 }
 
 func TestPlaintextTo15008Rejected(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) && ready(m.b) })
 	c, err := net.Dial("tcp", "127.10.0.3:15008")
 	if err != nil {
 		t.Fatal(err)
@@ -386,7 +381,7 @@ func TestPlaintextTo15008Rejected(t *testing.T) {
 // on 15006 for those ports is refused too.
 func TestConnectToTheMeshOwnPortsRefused(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) && ready(m.b) })
 	certs := hbone.NewCertStore()
 	certs.Put(clientID, m.ca.CA.Issue(t, clientID))
 	pool, err := hbone.NewPool(hbone.PoolConfig{Certs: certs, Roots: hbone.NewBundle(m.ca.CA.Pool())})
@@ -466,7 +461,7 @@ func hboneClient(t *testing.T, m *mesh, cert *hbone.CertStore) error {
 
 func TestExpiredClientCertRejected(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) && ready(m.b) })
 	good := hbone.NewCertStore()
 	good.Put(clientID, m.ca.CA.Issue(t, clientID, testca.Validity(time.Now().Add(-time.Minute), time.Hour)))
 	if err := hboneClient(t, m, good); err != nil {
@@ -491,15 +486,15 @@ func TestExpiredClientCertRejected(t *testing.T) {
 
 func TestPolicyDenyAndAllow(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) && ready(m.b) })
 	// An ALLOW for another principal only: the client is denied (no ALLOW matches).
 	m.setPolicy("only-frontend", pb.AuthorizationAction_AUTHORIZATION_ACTION_ALLOW, &pb.Rule{Principals: []string{"spiffe://cluster.local/ns/shop/sa/frontend"}})
-	waitFor(t, "policy", func() bool { return len(m.b.Store.Snapshot().Authorizations) == 1 })
+	testwait.For(t, "policy", 10*time.Second, func() bool { return len(m.b.Store.Snapshot().Authorizations) == 1 })
 	refused(t, m, m.client.connect(t, 15001, "127.10.0.3:8080"))
 
 	// Allowing the client's principal lets it through.
 	m.setPolicy("only-frontend", pb.AuthorizationAction_AUTHORIZATION_ACTION_ALLOW, &pb.Rule{Principals: []string{clientID.String()}})
-	waitFor(t, "policy update", func() bool {
+	testwait.For(t, "policy update", 10*time.Second, func() bool {
 		return m.b.Store.Snapshot().Authorizations[0].GetRules()[0].GetPrincipals()[0] == clientID.String()
 	})
 	if got, err := roundTrip(m.client.connect(t, 15001, "127.10.0.3:8080"), "x"); err != nil || got != "echo x" {
@@ -507,13 +502,13 @@ func TestPolicyDenyAndAllow(t *testing.T) {
 	}
 	// A DENY on the port wins over the ALLOW.
 	m.setPolicy("no-8080", pb.AuthorizationAction_AUTHORIZATION_ACTION_DENY, &pb.Rule{Ports: []uint32{8080}})
-	waitFor(t, "deny policy", func() bool { return len(m.b.Store.Snapshot().Authorizations) == 2 })
+	testwait.For(t, "deny policy", 10*time.Second, func() bool { return len(m.b.Store.Snapshot().Authorizations) == 2 })
 	refused(t, m, m.client.connect(t, 15001, "127.10.0.3:8080"))
 }
 
 func TestPolicyChangeClosesOpenConnection(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) && ready(m.b) })
 	c := m.client.connect(t, 15001, "127.10.0.3:8080")
 	if got, err := roundTrip(c, "before"); err != nil || got != "echo before" {
 		t.Fatalf("%q %v", got, err)
@@ -529,7 +524,7 @@ func TestPolicyChangeClosesOpenConnection(t *testing.T) {
 	// The server ztunnel unregisters the connection right after it resets the
 	// stream, so the client may see the reset a moment before the admin list
 	// drops it.
-	waitFor(t, "denied connection gone from the admin /connections list", func() bool {
+	testwait.For(t, "denied connection gone from the admin /connections list", 10*time.Second, func() bool {
 		return !strings.Contains(adminJSON(t, m.b, "/connections"), "spiffe://cluster.local/ns/shop/sa/client")
 	})
 }
@@ -549,7 +544,7 @@ func TestLazyStartHoldsConnectionsUntilConfigArrives(t *testing.T) {
 	if _, err := c.Write([]byte("early\n")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // the connection is held, not refused
+	time.Sleep(300 * time.Millisecond) // the configuration comes late: meanwhile the connection is held, not refused
 	m.setWorkloads()
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil || line != "echo early\n" {
@@ -572,7 +567,7 @@ func TestLazyStartWaitIsBounded(t *testing.T) {
 
 func TestPlaintextInboundOnlyWhenPermissive(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) && ready(m.b) })
 	outsider := newLoopNet("127.10.0.50") // a pod outside the mesh dials the server pod: captured on 15006
 	plain := func() net.Conn {
 		c, err := outsider.Dial(context.Background(), "tcp", "127.10.0.3:15006")
@@ -594,7 +589,7 @@ func TestPlaintextInboundOnlyWhenPermissive(t *testing.T) {
 	strict := workload("server-uid", "server", "server", "127.10.0.3")
 	strict.MtlsMode = pb.MTLSMode_MTLS_MODE_STRICT
 	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"server-uid": strict})
-	waitFor(t, "strict", func() bool { return m.b.Store.Workload("server-uid").GetMtlsMode() == pb.MTLSMode_MTLS_MODE_STRICT })
+	testwait.For(t, "strict", 10*time.Second, func() bool { return m.b.Store.Workload("server-uid").GetMtlsMode() == pb.MTLSMode_MTLS_MODE_STRICT })
 	refused(t, m, plain())
 	// The plaintext connection opened under PERMISSIVE is closed by the switch to STRICT.
 	if _, err := roundTrip(open, "again"); err == nil {
@@ -614,7 +609,7 @@ func TestServiceVIPAndPassthrough(t *testing.T) {
 	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"server-uid": server})
 	m.xds.Set(t, pb.ServiceTypeURL, map[string]proto.Message{svcName: &pb.Service{Name: "echo", Namespace: "shop",
 		Hostname: "echo.shop.svc.cluster.local", Vips: []string{"10.96.7.7"}, Ports: []*pb.Port{{ServicePort: 80, TargetPort: 8080}}}})
-	waitFor(t, "ready", func() bool {
+	testwait.For(t, "ready", 10*time.Second, func() bool {
 		return ready(m.a) && ready(m.b) && m.a.Store.ServiceByVIP(netip.MustParseAddr("10.96.7.7")) != nil
 	})
 	c := m.client.connect(t, 15001, "10.96.7.7:80")
@@ -637,7 +632,7 @@ func TestServiceVIPAndPassthrough(t *testing.T) {
 func TestAdminDumpsAndReadiness(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
 	m.setPolicy("deny-none", pb.AuthorizationAction_AUTHORIZATION_ACTION_DENY, &pb.Rule{Ports: []uint32{9}})
-	waitFor(t, "ready", func() bool { return ready(m.a) && len(m.a.Store.Snapshot().Authorizations) == 1 })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) && len(m.a.Store.Snapshot().Authorizations) == 1 })
 	rec := httptest.NewRecorder()
 	m.a.ReadinessHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz/ready", nil))
 	if rec.Code != http.StatusOK {
@@ -659,7 +654,7 @@ func TestAdminDumpsAndReadiness(t *testing.T) {
 
 func TestNotReadyWithoutControlPlane(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) })
 	// A ztunnel whose control plane never answered is not ready, and says why.
 	z, err := ztunnel.New(ztunnel.Config{CA: pb.NewCertificateServiceClient(nil), Token: func() (string, error) { return "", nil }})
 	if err != nil {
@@ -723,7 +718,7 @@ func certSerials(t *testing.T, z *ztunnel.Ztunnel) map[string]string {
 
 func TestForcedCertRenewalKeepsOpenConnections(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) && ready(m.b) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) && ready(m.b) })
 	open := m.client.connect(t, 15001, "127.10.0.3:8080")
 	if got, err := roundTrip(open, "before"); err != nil || got != "echo before" {
 		t.Fatalf("round trip before renewal: %q %v", got, err)
@@ -767,7 +762,7 @@ func TestForcedCertRenewalKeepsOpenConnections(t *testing.T) {
 
 func TestCertRenewOnlyByPOST(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) })
 	before := m.ca.Requests()
 	for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
 		rec := httptest.NewRecorder()
@@ -783,7 +778,7 @@ func TestCertRenewOnlyByPOST(t *testing.T) {
 
 func TestCertRenewReportsFailure(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "client certificate", func() bool { return certSerials(t, m.a)[clientID.String()] != "" })
+	testwait.For(t, "client certificate", 10*time.Second, func() bool { return certSerials(t, m.a)[clientID.String()] != "" })
 	before := certSerials(t, m.a)[clientID.String()]
 	m.ca.FailNext(1)
 	rec := httptest.NewRecorder()
@@ -850,7 +845,7 @@ func TestTrafficGoesThroughTheWaypoint(t *testing.T) {
 		"client-uid": workload("client-uid", "client", "client", "127.10.0.2"),
 		"server-uid": server,
 	})
-	waitFor(t, "the waypoint in both ztunnels' configuration", func() bool {
+	testwait.For(t, "the waypoint in both ztunnels' configuration", 10*time.Second, func() bool {
 		return ready(m.a) && ready(m.b) && m.a.Store.Workload("server-uid").GetWaypoint() != nil &&
 			m.b.Store.Workload("server-uid").GetWaypoint() != nil
 	})
@@ -885,7 +880,7 @@ func TestTrafficGoesThroughTheWaypoint(t *testing.T) {
 		{&pb.Rule{IpBlocks: []string{"127.10.0.2/32"}}, true},
 	} {
 		m.setPolicy("deny", pb.AuthorizationAction_AUTHORIZATION_ACTION_DENY, c.rule)
-		waitFor(t, "policy", func() bool {
+		testwait.For(t, "policy", 10*time.Second, func() bool {
 			a := m.b.Store.Snapshot().Authorizations
 			return len(a) == 1 && proto.Equal(a[0].GetRules()[0], c.rule)
 		})
@@ -930,7 +925,7 @@ func TestTrafficGoesThroughTheWaypoint(t *testing.T) {
 	m.xds.Set(t, pb.ServiceTypeURL, map[string]proto.Message{svcName: &pb.Service{Name: "echo", Namespace: "shop",
 		Hostname: "echo.shop.svc.cluster.local", Vips: []string{"10.96.7.8"}, Ports: []*pb.Port{{ServicePort: 80, TargetPort: 8080}},
 		Waypoint: &pb.GatewayAddress{Address: "127.10.0.9", HbonePort: 15008, Identity: waypointID.String()}}})
-	waitFor(t, "the Service's waypoint in the destination's configuration", func() bool {
+	testwait.For(t, "the Service's waypoint in the destination's configuration", 10*time.Second, func() bool {
 		return m.b.Store.Workload("server-uid").GetWaypoint() == nil && m.b.Store.Service(svcName).GetWaypoint() != nil
 	})
 	relayed, err := pool.Dial(ctx, hbone.DialRequest{Source: waypointID, Peer: serverID, Target: netip.MustParseAddrPort("127.10.0.3:8080"),

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // Both ztunnels name both ends of a connection with the telemetry fields of the
@@ -29,7 +30,7 @@ func TestMetricsNameWorkloadsByTheirPodLabels(t *testing.T) {
 	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"client-uid": client, "server-uid": server})
 	m.xds.Set(t, pb.ServiceTypeURL, map[string]proto.Message{svcName: &pb.Service{Name: "echo", Namespace: "shop",
 		Hostname: "echo.shop.svc.cluster.local", Vips: []string{"10.96.7.7"}, Ports: []*pb.Port{{ServicePort: 80, TargetPort: 8080}}}})
-	waitFor(t, "the telemetry fields and the service on both ztunnels", func() bool {
+	testwait.For(t, "the telemetry fields and the service on both ztunnels", 10*time.Second, func() bool {
 		return ready(m.a) && ready(m.b) && m.a.Store.ServiceByVIP(netip.MustParseAddr("10.96.7.7")) != nil &&
 			m.a.Store.Workload("server-uid").GetCanonicalName() == "echo" && m.b.Store.Workload("client-uid").GetCanonicalName() == "sleep"
 	})
@@ -67,7 +68,7 @@ func TestMetricsNameWorkloadsByTheirPodLabels(t *testing.T) {
 // Istio's scrape configs read ztunnel's metrics at /stats/prometheus; /metrics stays.
 func TestMetricsServedAtStatsPrometheus(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "both ztunnels ready", func() bool { return ready(m.a) && ready(m.b) })
+	testwait.For(t, "both ztunnels ready", 10*time.Second, func() bool { return ready(m.a) && ready(m.b) })
 	if got, err := roundTrip(m.client.connect(t, 15001, "127.10.0.3:8080"), "hi"); err != nil || got != "echo hi" {
 		t.Fatalf("round trip: %q %v", got, err)
 	}

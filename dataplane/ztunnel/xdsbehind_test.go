@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // TestNotReadyWhileConfigurationIsBehind: after ztunnel rejects a response, readiness on
@@ -18,7 +19,7 @@ import (
 // the rejected response arrives too.
 func TestNotReadyWhileConfigurationIsBehind(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	waitFor(t, "ready", func() bool { return ready(m.a) })
+	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) })
 	readiness := func() (int, string) {
 		rec := httptest.NewRecorder()
 		m.a.ReadinessHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz/ready", nil))
@@ -44,7 +45,7 @@ func TestNotReadyWhileConfigurationIsBehind(t *testing.T) {
 		"web-uid":    workload("web-uid", "web", "web", "127.10.0.7"),
 		"broken-uid": workload("broken-uid", "broken", "web", "not-an-ip"),
 	})
-	waitFor(t, "not ready", func() bool { return !ready(m.a) })
+	testwait.For(t, "not ready", 10*time.Second, func() bool { return !ready(m.a) })
 	if code, body := readiness(); code != http.StatusServiceUnavailable || !strings.Contains(body, "behind the control plane") || !strings.Contains(body, "not-an-ip") {
 		t.Fatalf("/healthz/ready = %d %q, want 503 saying the configuration is behind and why", code, body)
 	}
@@ -53,7 +54,7 @@ func TestNotReadyWhileConfigurationIsBehind(t *testing.T) {
 	}
 
 	m.xds.Set(t, pb.WorkloadTypeURL, map[string]proto.Message{"broken-uid": workload("broken-uid", "broken", "web", "127.10.0.8")})
-	waitFor(t, "ready again", func() bool { return ready(m.a) })
+	testwait.For(t, "ready again", 10*time.Second, func() bool { return ready(m.a) })
 	if m.a.Store.Workload("web-uid") == nil {
 		t.Fatal("ready again without the valid workload of the rejected response")
 	}

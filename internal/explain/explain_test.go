@@ -19,7 +19,6 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -27,6 +26,7 @@ import (
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 )
 
 // bookinfo: a client on node n1; Service reviews (8080 → 9080) over reviews-v1 (n2) and
@@ -592,13 +592,7 @@ func TestVerdict(t *testing.T) {
 // apiserver: every pod gets a UID, waypoint Gateways are merged into the Waypoints.
 func loadCluster(t testing.TB, docs ...string) *Cluster {
 	t.Helper()
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, meshv1.AddToScheme, gatewayv1.Install} {
-		if err := add(scheme); err != nil {
-			t.Fatal(err)
-		}
-	}
-	decoder := serializer.NewCodecFactory(scheme).UniversalDeserializer()
+	decoder := serializer.NewCodecFactory(meshscheme.New()).UniversalDeserializer()
 	c := &Cluster{Mesh: translate.Mesh{TrustDomain: "cluster.local", RootNamespace: "ambient-system", ClusterDomain: "cluster.local"}}
 	var gateways []gatewayv1.Gateway
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(strings.Join(docs, "\n---\n"))))

@@ -5,6 +5,7 @@ import (
 
 	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -22,6 +23,7 @@ func TestSchemeKnowsEveryKindTheComponentsManage(t *testing.T) {
 		certmanagerv1.SchemeGroupVersion.WithKind("ClusterIssuer"),
 		gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute"),
 		appsv1.SchemeGroupVersion.WithKind("DaemonSet"),
+		apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"),
 	} {
 		if !scheme.Recognizes(gvk) {
 			t.Errorf("scheme does not know %s", gvk)

@@ -1,6 +1,7 @@
 package testwait
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -41,5 +42,34 @@ func TestForFailsAfterTheTimeoutNamingWhat(t *testing.T) {
 	}
 	if !strings.Contains(r.failure, "waiting for the moon") || !strings.Contains(r.failure, "100ms") {
 		t.Fatalf("failure %q does not name what and the timeout", r.failure)
+	}
+}
+
+func TestUntilReturnsNilOnceFnSucceeds(t *testing.T) {
+	calls := 0
+	err := Until(5*time.Second, func() error {
+		if calls++; calls < 3 {
+			return fmt.Errorf("call %d failed", calls)
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("Until = %v after %d calls, want nil after 3", err, calls)
+	}
+}
+
+func TestUntilReturnsTheLastErrorAfterTheTimeout(t *testing.T) {
+	var last error
+	calls := 0
+	err := Until(300*time.Millisecond, func() error {
+		calls++
+		last = fmt.Errorf("call %d failed", calls)
+		return last
+	})
+	if calls < 2 {
+		t.Fatalf("fn called %d times in 300ms, want a retry", calls)
+	}
+	if !errors.Is(err, last) || !strings.Contains(err.Error(), "300ms") {
+		t.Fatalf("Until = %v, want the last error (%v) and the timeout", err, last)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // An idle worker takes the next function instead of a new goroutine, and idle workers end
@@ -15,7 +17,7 @@ func TestWorkersAreReusedThenEnd(t *testing.T) {
 	ran := make(chan struct{})
 	p.Go(func() { close(ran) })
 	<-ran
-	waitFor(t, "the first worker to become idle", func() bool { return idleWorkers(p) })
+	testwait.For(t, "the first worker to become idle", 5*time.Second, func() bool { return idleWorkers(p) })
 	if n := runtime.NumGoroutine(); n != base+1 {
 		t.Fatalf("goroutines: %d, want %d (the idle worker)", n, base+1)
 	}
@@ -30,7 +32,7 @@ func TestWorkersAreReusedThenEnd(t *testing.T) {
 	}
 	close(release)
 
-	waitFor(t, "idle workers to end", func() bool { return runtime.NumGoroutine() == base })
+	testwait.For(t, "idle workers to end", 5*time.Second, func() bool { return runtime.NumGoroutine() == base })
 }
 
 // With reuse off, Go leaves an idle worker alone and starts a goroutine of its own.
@@ -38,7 +40,7 @@ func TestSetReuseOffStartsNewGoroutines(t *testing.T) {
 	ran := make(chan struct{})
 	Go(func() { close(ran) })
 	<-ran
-	waitFor(t, "a worker of the process's pool to become idle", func() bool { return idleWorkers(shared) })
+	testwait.For(t, "a worker of the process's pool to become idle", 5*time.Second, func() bool { return idleWorkers(shared) })
 
 	SetReuse(false)
 	defer SetReuse(true)
@@ -59,14 +61,5 @@ func idleWorkers(p *Pool) bool {
 		return true
 	default:
 		return false
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 	"github.com/ambientmesh/ambient-operator/test/e2e/localmesh"
 )
 
@@ -109,7 +110,7 @@ func startEchoLoop(c *localmesh.Conn) *echoLoop {
 				return
 			}
 			l.done.Add(1)
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // paces the requests: one open connection kept busy, not flooded
 		}
 	}()
 	return l
@@ -118,16 +119,17 @@ func startEchoLoop(c *localmesh.Conn) *echoLoop {
 // waitFor waits until n requests succeeded, failing early if the loop ended.
 func (l *echoLoop) waitFor(t *testing.T, n int64, when string) {
 	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for l.done.Load() < n {
+	testwait.For(t, fmt.Sprintf("the open connection to answer %d requests %s", n, when), 20*time.Second, func() bool {
+		if l.done.Load() >= n {
+			return true
+		}
 		select {
 		case <-l.finished:
 			t.Fatalf("the open connection stopped answering %s (after %d successful requests): %v", when, l.done.Load(), l.err)
-		case <-deadline:
-			t.Fatalf("the open connection answered only %d requests in 20s %s", l.done.Load(), when)
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-	}
+		return false
+	})
 }
 
 // stop ends the loop and returns the error that ended it early, if any.

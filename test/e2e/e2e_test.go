@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 	"github.com/ambientmesh/ambient-operator/test/e2e/localmesh"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
 )
@@ -104,10 +105,12 @@ func ambientctl(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
+// eventually fails t unless fn succeeds within timeout; the failure carries
+// fn's last error, which says more about the mesh than a false condition would.
 func eventually(t *testing.T, timeout time.Duration, what string, fn func() error) {
 	t.Helper()
-	if err := localmesh.Eventually(timeout, fn); err != nil {
-		t.Fatalf("%s (waited %s): %v", what, timeout, err)
+	if err := testwait.Until(timeout, fn); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 

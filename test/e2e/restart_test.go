@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 	"github.com/ambientmesh/ambient-operator/test/e2e/localmesh"
 )
 
@@ -84,7 +85,7 @@ func startTraffic(targets ...string) *traffic {
 				} else {
 					tr.ok.Add(1)
 				}
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond) // paces the load: steady traffic, not a flood
 			}
 		}()
 	}
@@ -107,12 +108,20 @@ func (tr *traffic) finish(t *testing.T, during string) {
 func TestZtunnelRestartRefusesNoNewConnection(t *testing.T) {
 	requireMesh(t)
 	mustReach(t, w.Client, w.ServerB.Addr())
+	old, err := mesh.Component(manifests.ZTunnelName, w.Client.Node.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tr := startTraffic(w.ServerB.Addr(), w.ServerA.Addr())
-	time.Sleep(500 * time.Millisecond)
+	testwait.For(t, "traffic before the restart", 10*time.Second, func() bool { return tr.ok.Load() >= 10 })
 	if err := mesh.RestartComponent(context.Background(), manifests.ZTunnelName, w.Client.Node.Name, 40*time.Second, true); err != nil {
 		t.Fatalf("restarting ztunnel on %s: %v", w.Client.Node.Name, err)
 	}
-	time.Sleep(3 * time.Second)
+	// The traffic runs through the whole hand-over: until the old ztunnel has drained and
+	// exited, then through the new one alone.
+	testwait.For(t, "the old ztunnel to exit", 45*time.Second, old.Exited)
+	afterExit := tr.ok.Load()
+	testwait.For(t, "traffic through the new ztunnel alone", 10*time.Second, func() bool { return tr.ok.Load() >= afterExit+10 })
 	tr.finish(t, "while ztunnel on "+w.Client.Node.Name+" was replaced")
 }
 

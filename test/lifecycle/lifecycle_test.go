@@ -438,7 +438,7 @@ func recordStatus(ctx context.Context) *statusRecorder {
 				}
 				r.mu.Unlock()
 			}
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond) // sampling: often enough to see each step of the upgrade
 		}
 	}()
 	return r

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // recordingCache records UpdateResources calls (the publisher's only use of a cache).
@@ -97,13 +98,7 @@ func TestPublisherDebouncesIntoOneUpdate(t *testing.T) {
 func TestPublisherFlushesAfterTheWindow(t *testing.T) {
 	p, rc := newTestPublisher(20 * time.Millisecond)
 	p.Set(pb.WorkloadTypeURL, "a", workload("a", "n1"))
-	deadline := time.Now().Add(5 * time.Second)
-	for len(rc.snapshot()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("pending change never flushed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, "the pending change to be flushed", 5*time.Second, func() bool { return len(rc.snapshot()) > 0 })
 }
 
 func equal(a, b []string) bool {

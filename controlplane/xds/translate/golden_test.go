@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/ from the current output")
@@ -161,17 +162,7 @@ func loadState(t *testing.T, path string) State {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := meshv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := gatewayv1.Install(scheme); err != nil {
-		t.Fatal(err)
-	}
-	decoder := serializer.NewCodecFactory(scheme).UniversalDeserializer()
+	decoder := serializer.NewCodecFactory(meshscheme.New()).UniversalDeserializer()
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
 	var st State
 	var gateways []gatewayv1.Gateway

@@ -25,6 +25,7 @@ import (
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/ from the current output")
@@ -152,13 +153,7 @@ func loadState(t testing.TB, path string) State {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, meshv1.AddToScheme, gatewayv1.Install} {
-		if err := add(scheme); err != nil {
-			t.Fatal(err)
-		}
-	}
-	decoder := serializer.NewCodecFactory(scheme).UniversalDeserializer()
+	decoder := serializer.NewCodecFactory(meshscheme.New()).UniversalDeserializer()
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
 	var st State
 	var gateways []gatewayv1.Gateway

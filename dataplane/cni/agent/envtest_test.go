@@ -241,7 +241,7 @@ var _ = Describe("the CNI node agent", func() {
 					if backend.Check(web.ns.Path, rules.DefaultPodConfig()) != nil || !zt.Has(string(web.pod.UID)) {
 						gaps.Add(1)
 					}
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(20 * time.Millisecond) // sampling: a lapse longer than this is seen
 				}
 			}()
 			agent.stop()

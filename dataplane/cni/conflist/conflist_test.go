@@ -101,11 +101,6 @@ func readJSONFile(t *testing.T, path string) []byte {
 	return b
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	testwait.For(t, what, 5*time.Second, cond)
-}
-
 // The installer must survive the primary CNI writing its config late and
 // rewriting it (dropping our entry), convert a .conf, and uninstall cleanly.
 func TestInstallerFollowsThePrimaryCNI(t *testing.T) {
@@ -120,7 +115,7 @@ func TestInstallerFollowsThePrimaryCNI(t *testing.T) {
 	go func() { done <- inst.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	eventually(t, "the binary", func() bool { _, err := os.Stat(filepath.Join(binDir, "ambient-cni")); return err == nil })
+	testwait.For(t, "the binary", 5*time.Second, func() bool { _, err := os.Stat(filepath.Join(binDir, "ambient-cni")); return err == nil })
 	if inst.Installed() {
 		t.Fatal("Installed() before any primary config exists")
 	}
@@ -130,7 +125,7 @@ func TestInstallerFollowsThePrimaryCNI(t *testing.T) {
 		t.Fatal(err)
 	}
 	list := filepath.Join(confDir, "10-bridge.conflist")
-	eventually(t, "the .conf converted to a .conflist with our entry", func() bool {
+	testwait.For(t, "the .conf converted to a .conflist with our entry", 5*time.Second, func() bool {
 		b, err := os.ReadFile(list)
 		_, confErr := os.Stat(filepath.Join(confDir, "10-bridge.conf"))
 		return err == nil && Contains(b, "ambient-cni") && os.IsNotExist(confErr) && inst.Installed()
@@ -141,7 +136,7 @@ func TestInstallerFollowsThePrimaryCNI(t *testing.T) {
 	if err := os.WriteFile(list, plain, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "our entry re-inserted", func() bool { return Contains(readJSONFile(t, list), "ambient-cni") })
+	testwait.For(t, "our entry re-inserted", 5*time.Second, func() bool { return Contains(readJSONFile(t, list), "ambient-cni") })
 
 	cancel()
 	<-done

@@ -364,6 +364,13 @@ func appRoundTrip(t *testing.T, ns *NetNS, addr, msg string) string {
 	return string(got)
 }
 
+// sparesFull reports whether ns holds all the spare sockets it keeps.
+func sparesFull(ns *NetNS) bool {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	return len(ns.spares) == spareCount
+}
+
 // Dials after the first take sockets made in advance: they too carry the mark (the rule
 // below rejects unmarked ones), report their real addresses, and closing the namespace
 // closes the spares left.
@@ -390,7 +397,7 @@ func TestSpareSocketsAreMarkedAndAddressed(t *testing.T) {
 		if strings.TrimSpace(string(got)) != "served" {
 			t.Fatalf("dial %d: read %q", i, got)
 		}
-		time.Sleep(10 * time.Millisecond) // let the refill run
+		testwait.For(t, "the spare sockets refilled", 5*time.Second, func() bool { return sparesFull(ns) })
 	}
 	if spared == 0 {
 		t.Fatal("no dial used a spare socket")
@@ -447,11 +454,7 @@ func TestManagerDisableSpareSockets(t *testing.T) {
 				t.Fatalf("after the first dial the namespace keeps spare sockets: %v, want %v", keepsSpares, !disable)
 			}
 			if !disable {
-				testwait.For(t, "the spare sockets made after the first dial", 5*time.Second, func() bool {
-					ns.mu.Lock()
-					defer ns.mu.Unlock()
-					return len(ns.spares) == spareCount
-				})
+				testwait.For(t, "the spare sockets made after the first dial", 5*time.Second, func() bool { return sparesFull(ns) })
 			}
 			if _, spare := dial().(*spareConn); spare == disable {
 				t.Fatalf("the second dial took a spare socket: %v, want %v", spare, !disable)

@@ -3,8 +3,10 @@ package nodetest
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -21,6 +23,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
 	"github.com/ambientmesh/ambient-operator/dataplane/handoff"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // BenchmarkDataplane measures the data path against a direct pod→pod baseline in the same
@@ -327,20 +330,36 @@ func leaks(t testing.TB, c *cluster, path func() (*pod, string), n int) (gorouti
 		}
 		return g, f
 	}
-	time.Sleep(500 * time.Millisecond)
-	g0, f0 := sum()
+	// The earlier samples' connections may still be closing: the baseline is taken once
+	// the counts stop falling from one poll to the next.
+	g0, f0 := math.MaxInt, math.MaxInt // the first poll only takes a sample
+	err := testwait.Until(10*time.Second, func() error {
+		g, f := sum()
+		falling := g < g0 || f < f0
+		g0, f0 = g, f
+		if falling {
+			return errors.New("goroutines or fds still falling")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	p, ip := path()
 	for i := range n {
 		if _, err := connectRTT(p, ip+":7000"); err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
 	}
-	// Closed connections finish asynchronously; give them a few seconds to settle.
-	g, f := sum()
-	for deadline := time.Now().Add(10 * time.Second); (g > g0 || f > f0) && time.Now().Before(deadline); {
-		time.Sleep(200 * time.Millisecond)
-		g, f = sum()
-	}
+	// Closed connections finish asynchronously: what is still above the baseline after
+	// 10s is the leak (the error only says that some is).
+	var g, f int
+	_ = testwait.Until(10*time.Second, func() error {
+		if g, f = sum(); g > g0 || f > f0 {
+			return errors.New("above the baseline")
+		}
+		return nil
+	})
 	return max(g-g0, 0), max(f-f0, 0)
 }
 
@@ -373,18 +392,18 @@ func idleRSS(t testing.TB, c *cluster, pods int) float64 {
 			_ = replayIdle(ctx, n.socket, list)
 		}
 	}()
-	waitFor(t, "the 100-pod ztunnel ready", 60*time.Second, z.ready)
-	waitFor(t, "every pod's certificate", 60*time.Second, func() bool {
+	testwait.For(t, "the 100-pod ztunnel ready", 60*time.Second, z.ready)
+	testwait.For(t, "every pod's certificate", 60*time.Second, func() bool {
 		return strings.Count(z.admin(t, "/certs"), `"Available"`) == pods
 	})
-	time.Sleep(2 * time.Second) // idle
+	time.Sleep(2 * time.Second) // measured after a spell of idleness, not at the end of start-up
 	return rssMB(t, z.cmd.Process.Pid)
 }
 
 func replayIdle(ctx context.Context, socket string, pods []*pod) error {
 	cl, err := handoff.Dial(ctx, socket)
 	if err != nil {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the caller retries at once: pace the redials
 		return err
 	}
 	defer cl.Close()

@@ -29,7 +29,6 @@ import (
 	"github.com/ambientmesh/ambient-operator/internal/catest"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
-	"github.com/ambientmesh/ambient-operator/internal/testwait"
 	"github.com/ambientmesh/ambient-operator/internal/xdstest"
 )
 
@@ -324,11 +323,6 @@ func get(t testing.TB, url string) string {
 	return string(b)
 }
 
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	testwait.For(t, what, timeout, cond)
-}
-
 // --- the node agent ------------------------------------------------------------------------
 
 // agent plays the CNI node agent's hand-off side: it connects, replays its pods, sends
@@ -352,7 +346,7 @@ func (c *cluster) startAgent(n *node) {
 		defer close(a.done)
 		for ctx.Err() == nil {
 			if err := replay(ctx, n.socket, pods); err != nil && ctx.Err() == nil {
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond) // pace the reconnects while no ztunnel listens
 			}
 		}
 	}()

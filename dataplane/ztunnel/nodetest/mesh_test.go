@@ -17,6 +17,7 @@ import (
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/rules"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 const echoService = "shop/echo.shop.svc.cluster.local"
@@ -44,7 +45,7 @@ func meshCluster(t testing.TB, backend string) *cluster {
 		c.startZtunnel(c.nodes[name], "")
 		c.startAgent(c.nodes[name])
 	}
-	waitFor(t, "both ztunnels ready", 20*time.Second, func() bool { return c.nodes["a"].zt.ready() && c.nodes["b"].zt.ready() })
+	testwait.For(t, "both ztunnels ready", 20*time.Second, func() bool { return c.nodes["a"].zt.ready() && c.nodes["b"].zt.ready() })
 	return c
 }
 
@@ -213,15 +214,16 @@ func restartTraffic(t *testing.T, stopOld func(old *ztProc)) (ok int64, failures
 	wg.Add(2)
 	go loop(c.pods["client"], "10.100.2.10:8080")
 	go loop(c.pods["client-b"], "10.100.1.20:8080")
-	time.Sleep(500 * time.Millisecond)
+	testwait.For(t, "traffic through the old ztunnel", 10*time.Second, func() bool { return okCount.Load() >= 10 })
 
 	next := c.startZtunnel(c.nodes["a"], "-next")
-	waitFor(t, "the new ztunnel ready (it got the pods from the agent)", 20*time.Second, next.ready)
+	testwait.For(t, "the new ztunnel ready (it got the pods from the agent)", 20*time.Second, next.ready)
 	mu.Lock()
 	stoppedAt = time.Now()
 	mu.Unlock()
 	stopOld(old)
-	time.Sleep(time.Second) // traffic only through the new one
+	afterStop := okCount.Load()
+	testwait.For(t, "traffic through the new ztunnel alone", 10*time.Second, func() bool { return okCount.Load() >= afterStop+20 })
 	close(stop)
 	wg.Wait()
 	if okCount.Load() < 20 {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // relayEnv makes this test binary a plain TCP relay ("listen>target") instead of running
@@ -65,7 +67,7 @@ func (c *cluster) startRelays(t testing.TB) func() (*pod, string) {
 	start(c.nodes["b"], nodeBUnderlay, c.pods["legacy"].ip.String()+":7000")
 	start(nodeA, nodeA.gateway+":7000", nodeBUnderlay)
 	relayed := func() (*pod, string) { return c.pods["plain-a"], nodeA.gateway }
-	waitFor(t, "the relays to answer", 10*time.Second, func() bool {
+	testwait.For(t, "the relays to answer", 10*time.Second, func() bool {
 		p, ip := relayed()
 		_, err := connectRTT(p, ip+":7000")
 		return err == nil

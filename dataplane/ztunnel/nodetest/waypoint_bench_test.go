@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // BenchmarkWaypoint measures the L7 path (client pod → client ztunnel → waypoint → server
@@ -101,7 +103,7 @@ func (p *pod) serveFortio(t testing.TB, dir, bin string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logf.Close() })
-	waitFor(t, "fortio server in "+p.name+" listening", 10*time.Second, func() bool {
+	testwait.For(t, "fortio server in "+p.name+" listening", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Contains(string(b), "http-echo server listening")
 	})

@@ -35,6 +35,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/waypoint"
 	wt "github.com/ambientmesh/ambient-operator/dataplane/waypoint/waypointtest"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 	"github.com/ambientmesh/ambient-operator/internal/xdstest"
 )
 
@@ -126,7 +127,7 @@ func newWaypointMesh(t testing.TB, workloadWaypoint bool) *waypointMesh {
 
 	m := &waypointMesh{cluster: c}
 	m.wp = c.startWaypoint(wpPod, envoyXDS.Addr, caListener.Addr().String())
-	waitFor(t, "both ztunnels and the waypoint ready", 20*time.Second, func() bool {
+	testwait.For(t, "both ztunnels and the waypoint ready", 20*time.Second, func() bool {
 		return c.nodes["a"].zt.ready() && c.nodes["b"].zt.ready() && m.wp.ready()
 	})
 	return m
@@ -427,7 +428,7 @@ func TestWaypointOnRealNamespaces(t *testing.T) {
 			Name: "deny-client-b", Namespace: "shop", Scope: pb.AuthorizationScope_AUTHORIZATION_SCOPE_NAMESPACE,
 			Action: pb.AuthorizationAction_AUTHORIZATION_ACTION_DENY, Rules: []*pb.Rule{{IpBlocks: []string{"10.100.2.20/32"}}}}})
 		clientB := m.pods["client-b"]
-		waitFor(t, "client-b refused at the servers", 10*time.Second, func() bool {
+		testwait.For(t, "client-b refused at the servers", 10*time.Second, func() bool {
 			return clientB.curl(url+"/from-b").code == http.StatusServiceUnavailable
 		})
 		before := totalServed()

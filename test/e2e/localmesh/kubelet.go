@@ -25,6 +25,7 @@ import (
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // The kubelet stand-in. There is no container runtime here: for every
@@ -918,7 +919,7 @@ func (m *Mesh) RestartComponent(ctx context.Context, workload, node string, grac
 // WaitComponentReady waits until the workload's pod on node runs a
 // process that passes its readiness probe.
 func (m *Mesh) WaitComponentReady(ctx context.Context, workload, node string, timeout time.Duration) error {
-	return Eventually(timeout, func() error {
+	return testwait.Until(timeout, func() error {
 		pods := m.kubelet.componentPods(workload, node)
 		if len(pods) == 0 || pods[0].Proc == nil || pods[0].Proc.Exited() || !pods[0].Ready {
 			return fmt.Errorf("%s on %s is not ready (see %s)", workload, node, m.LogDir())

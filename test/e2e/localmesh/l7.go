@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // The L7 scenario (make demo's L7 chapter and the e2e suite's waypoint
@@ -230,7 +231,7 @@ spec:
 
 // WaitWaypointReady waits for the Waypoint's Ready condition.
 func (m *Mesh) WaitWaypointReady(ctx context.Context, namespace, name string, timeout time.Duration) error {
-	return Eventually(timeout, func() error {
+	return testwait.Until(timeout, func() error {
 		wp := &meshv1alpha1.Waypoint{}
 		if err := m.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, wp); err != nil {
 			return err

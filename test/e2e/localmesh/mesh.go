@@ -27,9 +27,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -38,6 +36,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
 )
 
@@ -84,14 +83,6 @@ type Mesh struct {
 	syncDone   chan struct{}
 	apps       *apps
 	downOnce   sync.Once
-}
-
-// Scheme has the core types and ours.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = meshv1alpha1.AddToScheme(s)
-	return s
 }
 
 func (m *Mesh) logf(format string, args ...any) {
@@ -213,7 +204,7 @@ func (m *Mesh) startAPIServer(ctx context.Context) error {
 	if m.Clientset, err = kubernetes.NewForConfig(cfg); err != nil {
 		return err
 	}
-	if m.Client, err = client.New(cfg, client.Options{Scheme: Scheme()}); err != nil {
+	if m.Client, err = client.New(cfg, client.Options{Scheme: meshscheme.New()}); err != nil {
 		return err
 	}
 	m.Kubeconfig = filepath.Join(m.StateDir, "kubeconfig")

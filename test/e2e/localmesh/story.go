@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // EnrollLabel enrolls a namespace (or a pod) in the mesh.
@@ -99,18 +100,6 @@ func Principal(p *AppPod) string {
 	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", meshv1alpha1.DefaultTrustDomain, p.Namespace, p.ServiceAccount)
 }
 
-// Eventually retries fn until it succeeds or timeout passes.
-func Eventually(timeout time.Duration, fn func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
 // Run walks the story on a running mesh; it returns an error when the mesh
 // does not behave as the story says.
 func (s *Story) Run(ctx context.Context, m *Mesh) error {
@@ -128,7 +117,7 @@ func (s *Story) Run(ctx context.Context, m *Mesh) error {
 	s.Heading("shop/client → servers: across nodes, on one node, and through the Service VIP")
 	for _, target := range []*AppPod{w.ServerB, w.ServerA} {
 		var who string
-		err := Eventually(30*time.Second, func() (err error) { who, err = w.Client.Request(target.Addr(), 3*time.Second); return err })
+		err := testwait.Until(30*time.Second, func() (err error) { who, err = w.Client.Request(target.Addr(), 3*time.Second); return err })
 		if err != nil {
 			return fmt.Errorf("shop/client (%s) could not reach %s (%s): %w", w.Client.Node.Name, target, target.Node.Name, err)
 		}
@@ -192,7 +181,7 @@ func (s *Story) Run(ctx context.Context, m *Mesh) error {
 	}
 	out, _ = m.Kubectl("get", "meshpolicy", "-n", "shop", "deny-client", "-o", "yaml")
 	s.Show(cut(out, "spec:"))
-	err = Eventually(20*time.Second, func() error {
+	err = testwait.Until(20*time.Second, func() error {
 		if _, err := w.Client.Request(w.ServerB.Addr(), 2*time.Second); err == nil {
 			return fmt.Errorf("still allowed")
 		}
@@ -202,7 +191,7 @@ func (s *Story) Run(ctx context.Context, m *Mesh) error {
 		return fmt.Errorf("after the DENY policy shop/client still reaches server-b")
 	}
 	s.Say("new connection client → server-b: refused")
-	if err := Eventually(20*time.Second, func() error {
+	if err := testwait.Until(20*time.Second, func() error {
 		if open.Echo("still there?", time.Second) == nil {
 			return fmt.Errorf("open connection still works")
 		}
@@ -220,7 +209,7 @@ func (s *Story) Run(ctx context.Context, m *Mesh) error {
 		return err
 	}
 	s.Say("kubectl label namespace shop %s-", EnrollLabel)
-	if err := Eventually(30*time.Second, func() error {
+	if err := testwait.Until(30*time.Second, func() error {
 		text, err := m.CaptureEcho(w.Client, w.ServerB.Addr(), secret, 2*time.Second)
 		if err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // L7Namespace is the namespace of the demo's L7 chapter.
@@ -45,7 +46,7 @@ func (s *Story) runL7(ctx context.Context, m *Mesh) error {
 	s.Say("the operator rendered its Deployment; the local mesh runs bin/waypoint in the pod's own netns (not captured by ztunnel)")
 	reviews := "http://" + w.ReviewsAddr + "/"
 	var first []Response
-	err = Eventually(30*time.Second, func() (err error) {
+	err = testwait.Until(30*time.Second, func() (err error) {
 		first, err = w.Client.CurlN(ctx, 1, reviews)
 		if err == nil && first[0].Code != 200 {
 			err = fmt.Errorf("%+v", first)
@@ -62,7 +63,7 @@ func (s *Story) runL7(ctx context.Context, m *Mesh) error {
 		return err
 	}
 	var jason []Response
-	err = Eventually(30*time.Second, func() (err error) {
+	err = testwait.Until(30*time.Second, func() (err error) {
 		jason, err = w.Client.CurlN(ctx, 10, reviews, "-H", "end-user: jason")
 		if n := Tally(jason)["200 "+w.V2.String()]; err == nil && n != 10 {
 			err = fmt.Errorf("%v", Tally(jason))
@@ -91,7 +92,7 @@ func (s *Story) runL7(ctx context.Context, m *Mesh) error {
 	}
 	admin := "http://" + w.ReviewsAddr + "/admin"
 	var denied []Response
-	err = Eventually(30*time.Second, func() (err error) {
+	err = testwait.Until(30*time.Second, func() (err error) {
 		denied, err = w.Client.CurlN(ctx, 1, admin, "-X", "POST")
 		if err == nil && denied[0].Code != 403 {
 			err = fmt.Errorf("%+v", denied)
@@ -123,7 +124,7 @@ func (s *Story) runL7(ctx context.Context, m *Mesh) error {
 		return err
 	}
 	v1 := "http://" + w.ReviewsV1Addr + "/"
-	err = Eventually(30*time.Second, func() error {
+	err = testwait.Until(30*time.Second, func() error {
 		r, err := w.Client.CurlN(ctx, 20, v1)
 		if err == nil && Tally(r)["503"] == 0 {
 			err = fmt.Errorf("no fault yet: %v", Tally(r))
@@ -151,7 +152,7 @@ func (s *Story) runL7(ctx context.Context, m *Mesh) error {
 		return err
 	}
 	var after []Response
-	err = Eventually(30*time.Second, func() (err error) {
+	err = testwait.Until(30*time.Second, func() (err error) {
 		after, err = w.Client.CurlN(ctx, 20, flaky)
 		if n := Tally(after)["200 "+w.V2.String()]; err == nil && n != 20 {
 			err = fmt.Errorf("%v", Tally(after))
@@ -227,7 +228,7 @@ func (s *Story) jwt(ctx context.Context, m *Mesh, w *L7Workloads) error {
 		return err
 	}
 	private := "http://" + w.ReviewsAddr + "/private"
-	err = Eventually(30*time.Second, func() error {
+	err = testwait.Until(30*time.Second, func() error {
 		r, err := w.Client.CurlN(ctx, 1, private)
 		if err == nil && r[0].Code != 401 {
 			err = fmt.Errorf("%+v", r)
