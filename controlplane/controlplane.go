@@ -252,11 +252,15 @@ func (cp *ControlPlane) trustBundle(roots []string) *pb.TrustBundle {
 	return &pb.TrustBundle{TrustDomain: cp.opts.Mesh.TrustDomain, Roots: roots}
 }
 
-// publishRoots sends a changed trust bundle to the ztunnels now, not after the debounce:
-// a certificate under a new root may be handed out right after.
+// publishRoots sends a changed trust bundle now, not after the debounce, to the ztunnels
+// (the workload API's TrustBundle) and to the waypoints (the SDS Secret ROOTCA): a
+// certificate under a new root may be handed out right after.
 func (cp *ControlPlane) publishRoots(roots []string) {
 	if cp.XDS.Publisher().Set(pb.TrustBundleTypeURL, cp.opts.Mesh.TrustDomain, cp.trustBundle(roots)) {
 		cp.XDS.Publisher().Flush()
+	}
+	if _, err := cp.XDS.Waypoints().SetTrustBundle(roots); err != nil {
+		cp.log.Error(err, "the waypoints keep their previous trust bundle")
 	}
 }
 

@@ -3,7 +3,6 @@ package bootstrap
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"flag"
 	"fmt"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // Flags are the command-line settings both proxies share: where the mesh config is, how
@@ -96,20 +96,11 @@ type ControlPlane struct {
 
 // Connect loads the roots and opens the certificate service's connection. clientCert, when
 // set, gives the proxy's own certificate for the xDS connection (it is asked at every
-// handshake, so a renewed certificate is used once the old connection ends).
+// handshake, so a renewed certificate is used once the old connection ends). Both
+// connections verify the control plane against --ca-root-file as it is at each handshake
+// (see RootsFile): a proxy follows the control plane's certificate to a new root without
+// a restart.
 func (f *Flags) Connect(clientCert func(context.Context) (*tls.Certificate, error)) (*ControlPlane, error) {
-	var roots *x509.CertPool
-	if !f.InsecurePlain {
-		var err error
-		if roots, err = LoadRoots(f.CARootFile); err != nil {
-			return nil, err
-		}
-	}
-	token := TokenFile(f.TokenFile)
-	ca, err := grpc.NewClient(f.CAAddress, Transport(f.InsecurePlain, roots, nil))
-	if err != nil {
-		return nil, fmt.Errorf("certificate service %s: %w", f.CAAddress, err)
-	}
 	var getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 	if clientCert != nil {
 		getCert = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -118,10 +109,23 @@ func (f *Flags) Connect(clientCert func(context.Context) (*tls.Certificate, erro
 			return clientCert(ctx)
 		}
 	}
+	caCreds, xdsCreds := insecure.NewCredentials(), insecure.NewCredentials()
+	if !f.InsecurePlain {
+		roots, err := LoadRootsFile(f.CARootFile)
+		if err != nil {
+			return nil, err
+		}
+		caCreds, xdsCreds = roots.Credentials(nil), roots.Credentials(getCert)
+	}
+	token := TokenFile(f.TokenFile)
+	ca, err := grpc.NewClient(f.CAAddress, grpc.WithTransportCredentials(caCreds))
+	if err != nil {
+		return nil, fmt.Errorf("certificate service %s: %w", f.CAAddress, err)
+	}
 	return &ControlPlane{
 		CA:    ca,
 		Token: token,
-		XDSDialOptions: []grpc.DialOption{Transport(f.InsecurePlain, roots, getCert),
+		XDSDialOptions: []grpc.DialOption{grpc.WithTransportCredentials(xdsCreds),
 			grpc.WithPerRPCCredentials(BearerToken{Read: token, Secure: !f.InsecurePlain})},
 	}, nil
 }

@@ -1,6 +1,8 @@
 package waypoint
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -19,9 +21,9 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	// Types that clusters from the control plane embed: registered so that they decode
-	// and show in /config_dump.
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	// Also the types that clusters from the control plane embed (the TLS transport
+	// socket): registered so that they decode and show in /config_dump.
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
@@ -34,9 +36,15 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/upstream"
 )
 
-// TypeURLs are the xDS types the waypoint subscribes to, clusters first so that a
-// listener's routes find their clusters.
-var TypeURLs = []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType}
+// TypeURLs are the xDS types the waypoint subscribes to: the trust bundle (SDS Secret
+// ROOTCA) first, so that it is in place before the listeners serve, then clusters before
+// listeners so that a listener's routes find their clusters.
+var TypeURLs = []string{resourcev3.SecretType, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType}
+
+// RootCASecret names the SDS Secret that carries the mesh's trust bundle (Istio's name):
+// its validation_context.trusted_ca holds every root, PEM, inline. Secrets of other names
+// are held (and shown in /config_dump) but not used.
+const RootCASecret = "ROOTCA"
 
 // listener is a compiled Listener: where it listens and what it runs there.
 type listener struct {
@@ -66,6 +74,9 @@ type snapshot struct {
 	listeners map[string]*listener
 	byAddr    map[netip.AddrPort]*listener
 	routes    map[string]*route.Table
+	// trustRoots are the roots of the Secret ROOTCA; nil until one arrives (or after it
+	// is removed).
+	trustRoots *x509.CertPool
 }
 
 func (s *snapshot) listenerFor(target netip.AddrPort) *listener {
@@ -159,9 +170,18 @@ func (s *store) nack(err error) error {
 // its fetched keys).
 func (s *store) compile(res map[string]map[string]resource, changed string) (*snapshot, map[string]*listener, error) {
 	prev := s.snapshot()
-	snap := &snapshot{listeners: prev.listeners, byAddr: prev.byAddr, routes: prev.routes}
+	snap := &snapshot{listeners: prev.listeners, byAddr: prev.byAddr, routes: prev.routes, trustRoots: prev.trustRoots}
 	compiled := s.compiled
 	switch changed {
+	case resourcev3.SecretType:
+		snap.trustRoots = nil
+		if r, ok := res[resourcev3.SecretType][RootCASecret]; ok {
+			roots, err := compileTrustedCA(r.msg.(*tlsv3.Secret))
+			if err != nil {
+				return nil, nil, fmt.Errorf("secret %q: %w", RootCASecret, err)
+			}
+			snap.trustRoots = roots
+		}
 	case resourcev3.ClusterType, resourcev3.EndpointType:
 		clusters := map[string]*clusterv3.Cluster{}
 		for name, r := range res[resourcev3.ClusterType] {
@@ -206,6 +226,52 @@ func (s *store) compile(res map[string]map[string]resource, changed string) (*sn
 		}
 	}
 	return snap, compiled, nil
+}
+
+// compileTrustedCA reads the trust bundle of the Secret ROOTCA: a validation_context
+// with trusted_ca inline (PEM), every certificate of which must parse. The waypoint uses
+// the bundle to verify its HBONE peers and nothing else: any other check the context
+// asks for (SAN matchers, CRLs, pins) would go unenforced, so it is refused instead.
+func compileTrustedCA(secret *tlsv3.Secret) (*x509.CertPool, error) {
+	vc := secret.GetValidationContext()
+	if vc == nil {
+		return nil, errors.New("want a validation_context")
+	}
+	others := proto.Clone(vc).(*tlsv3.CertificateValidationContext)
+	others.TrustedCa = nil
+	if proto.Size(others) != 0 {
+		return nil, errors.New("validation_context: only trusted_ca is supported")
+	}
+	var bundle []byte
+	switch ca := vc.GetTrustedCa().GetSpecifier().(type) {
+	case *corev3.DataSource_InlineBytes:
+		bundle = ca.InlineBytes
+	case *corev3.DataSource_InlineString:
+		bundle = []byte(ca.InlineString)
+	default:
+		return nil, errors.New("validation_context.trusted_ca: want the roots inline (inline_bytes or inline_string)")
+	}
+	pool := x509.NewCertPool()
+	found := 0
+	for {
+		var block *pem.Block
+		if block, bundle = pem.Decode(bundle); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("validation_context.trusted_ca: certificate %d: %w", found+1, err)
+		}
+		pool.AddCert(cert)
+		found++
+	}
+	if found == 0 {
+		return nil, errors.New("validation_context.trusted_ca: no PEM certificate")
+	}
+	return pool, nil
 }
 
 // closeReplaced stops the JWT key refreshers of listeners in old that next no longer uses.

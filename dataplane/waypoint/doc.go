@@ -1,6 +1,7 @@
 // Package waypoint is the mesh's L7 proxy, one Deployment per Waypoint. It takes standard
-// Envoy v3 xDS (LDS, RDS, CDS, EDS over delta ADS) from the control plane, so an Envoy could
-// take its place, and nothing else: it knows nothing of Kubernetes.
+// Envoy v3 xDS (LDS, RDS, CDS, EDS, and SDS for the trust bundle, the Secret ROOTCA, over
+// delta ADS) from the control plane, so an Envoy could take its place, and nothing else:
+// it knows nothing of Kubernetes.
 //
 // A connection's path:
 //

@@ -3,6 +3,7 @@ package waypoint
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -43,7 +44,9 @@ type Config struct {
 	XDSDialOptions []grpc.DialOption
 	XDSCallOptions []grpc.CallOption
 	// CA issues the waypoint's certificate; Token returns its projected service-account
-	// token. Certs and Roots replace both (tests with a fixed certificate).
+	// token. Certs and Roots replace both (tests with a fixed certificate). Either way,
+	// the trust bundle the control plane sends (the Secret ROOTCA) replaces these roots
+	// once it arrives.
 	CA      pb.CertificateServiceClient
 	Token   identity.TokenSource
 	CertTTL time.Duration
@@ -119,17 +122,31 @@ func New(cfg Config) (*Waypoint, error) {
 		return nil, errors.New("waypoint: Identity is required")
 	}
 	w := &Waypoint{cfg: cfg, log: cfg.Log, mirrors: make(chan struct{}, 64), draining: make(chan struct{})}
-	w.certs, w.roots = cfg.Certs, cfg.Roots
+	w.certs = cfg.Certs
+	certRoots := cfg.Roots
+	if (w.certs == nil) != (certRoots == nil) {
+		return nil, errors.New("waypoint: Certs and Roots go together")
+	}
 	if w.certs == nil {
 		if cfg.CA == nil || cfg.Token == nil {
 			return nil, errors.New("waypoint: CA and Token (or Certs and Roots) are required")
 		}
 		w.identity = identity.NewManager(identity.Config{CA: cfg.CA, Token: cfg.Token, TTL: cfg.CertTTL, Log: cfg.Log.WithName("identity")})
 		w.identity.Acquire(cfg.Identity)
-		w.certs, w.roots = w.identity, hbone.RootsFunc(w.identity.Roots)
+		w.certs, certRoots = w.identity, hbone.RootsFunc(w.identity.Roots)
 	}
 	w.clusters = upstream.NewSet(upstream.Options{Rand: rand.IntN})
 	w.store = newStore(w.clusters, jwt.Options{HTTPClient: cfg.HTTPClient, Log: cfg.Log.WithName("jwt")}, cfg.Log.WithName("xds"))
+	// The mesh's trust bundle follows a root rotation: the control plane sends the old and
+	// the new root in ROOTCA as soon as it has them, and drops a root once nothing it
+	// signed can still be valid. Only until the first ROOTCA arrives do the roots of the
+	// certificate answer (or Config.Roots) stand in for it.
+	w.roots = hbone.RootsFunc(func() *x509.CertPool {
+		if roots := w.store.snapshot().trustRoots; roots != nil {
+			return roots
+		}
+		return certRoots.Roots()
+	})
 	w.metrics = telemetry.NewMetrics(nil)
 	if cfg.AccessLog != nil {
 		w.logBuffer = newLogBuffer(cfg.AccessLog)

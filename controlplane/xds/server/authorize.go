@@ -31,7 +31,7 @@ type PeerIdentity func(ctx context.Context) (Peer, bool)
 // as node? nodeAgents are the ztunnels' service accounts ("<namespace>/<name>").
 //   - A waypoint (node cluster waypoint/<namespace>/<name>) must authenticate as the
 //     service account <namespace>/<name> (the operator names it after the waypoint), and
-//     is served its own Envoy resources only.
+//     is served its own Envoy resources and the mesh's trust bundle (Secret ROOTCA) only.
 //   - A ztunnel (node id ztunnel~<node>) must authenticate as a node agent whose
 //     credentials are bound to <node>, and is served the workload API only (the whole
 //     mesh's, as Istio's ztunnel is).
@@ -47,7 +47,7 @@ func authorize(peer Peer, ok bool, nodeAgents []string, node *corev3.Node, typeU
 			return status.Errorf(codes.PermissionDenied, "node claims waypoint %s/%s, but the client authenticated as %s, not the waypoint's service account %s/%s",
 				ns, name, peer, ns, name)
 		}
-		if !slices.Contains(waypoint.TypeURLs, typeURL) {
+		if !slices.Contains(waypointTypeURLs, typeURL) {
 			return status.Errorf(codes.PermissionDenied, "waypoint %s/%s is served its Envoy resources only, not %s", ns, name, typeURL)
 		}
 		return nil

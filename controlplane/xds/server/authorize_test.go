@@ -45,6 +45,8 @@ func TestAuthorize(t *testing.T) {
 		{"ztunnel asking for Envoy types", ztunnelOn("node-a"), false, ztunnelNode, resourcev3.ListenerType, "workload API only"},
 		{"ztunnel id with an empty node", ztunnelOn(""), false, &corev3.Node{Id: ZTunnelNodeID("")}, pb.WorkloadTypeURL, "bound to no node"},
 		{"waypoint as its own service account", wp, false, waypointNode, resourcev3.RouteType, ""},
+		{"waypoint, the trust bundle (SDS Secret ROOTCA)", wp, false, waypointNode, resourcev3.SecretType, ""},
+		{"ztunnel asking for the waypoints' trust bundle", ztunnelOn("node-a"), false, ztunnelNode, resourcev3.SecretType, "workload API only"},
 		{"waypoint asking for workloads", wp, false, waypointNode, pb.WorkloadTypeURL, "Envoy resources only"},
 		{"waypoint of another service account", Peer{Namespace: "shop", ServiceAccount: "other"}, false, waypointNode, resourcev3.ListenerType, "authenticated as shop/other"},
 		{"waypoint of another namespace", Peer{Namespace: "prod", ServiceAccount: "wp"}, false, waypointNode, resourcev3.ListenerType, "authenticated as prod/wp"},

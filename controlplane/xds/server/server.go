@@ -1,9 +1,11 @@
 // Package server serves delta ADS with go-control-plane: the workload API (one
 // LinearCache per resource type, shared by every ztunnel) and, on the same port, each
 // waypoint's Envoy resources (LDS/RDS/CDS/EDS, one LinearCache per waypoint and type,
-// chosen by the node cluster "waypoint/<namespace>/<name>"), all behind one MuxCache and
-// go-control-plane's own xDS server. Every request is authorized (authorize.go): a
-// waypoint gets only its own Envoy resources, and only when it authenticated as the
+// chosen by the node cluster "waypoint/<namespace>/<name>") and the mesh's trust bundle
+// as the SDS Secret ROOTCA (one LinearCache shared by every waypoint), all behind one
+// MuxCache and go-control-plane's own xDS server. Every request is authorized
+// (authorize.go): a waypoint gets only its own Envoy resources and the trust bundle, and
+// only when it authenticated as the
 // waypoint's service account; a ztunnel gets the workload API, and only when it
 // authenticated as a node agent bound to the node it names; nobody else gets anything.
 //
@@ -36,7 +38,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
-	"github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
 )
 
 // Options configure a Server.
@@ -90,7 +91,7 @@ func New(ctx context.Context, opts Options) *Server {
 		s.caches[t], muxed[t], forPublisher[t] = c, c, c
 	}
 	wc := newWaypointCaches(cacheLog)
-	for _, t := range waypoint.TypeURLs {
+	for _, t := range waypointTypeURLs {
 		muxed[t] = wc
 	}
 	mux := &cache.MuxCache{

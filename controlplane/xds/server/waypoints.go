@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -17,20 +21,33 @@ import (
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
 )
 
-// Waypoints are served the Envoy types (waypoint.TypeURLs) from caches of their own: one
-// LinearCache per waypoint and type, chosen by the node's cluster
+// RootCASecretName names the SDS Secret that carries the mesh's trust bundle to the
+// waypoints (Istio's name for it): a validation_context whose trusted_ca holds every root
+// of the bundle, PEM, inline.
+const RootCASecretName = "ROOTCA"
+
+// waypointTypeURLs are the types a waypoint is served: its translated Envoy resources
+// (waypoint.TypeURLs) and the trust bundle (an SDS Secret).
+var waypointTypeURLs = append(slices.Clone(waypoint.TypeURLs), resourcev3.SecretType)
+
+// Waypoints are served their translated Envoy types (waypoint.TypeURLs) from caches of
+// their own: one LinearCache per waypoint and type, chosen by the node's cluster
 // ("waypoint/<namespace>/<name>"). A waypoint's wildcard LDS/CDS subscription therefore
 // sees only its own listeners and clusters, and a change to one waypoint wakes only the
-// streams of that waypoint. Which node may claim which waypoint is checked per request
-// (see authorize); the caches trust the node they are given.
+// streams of that waypoint. The trust bundle is the same for every waypoint: one
+// LinearCache of Secrets, holding ROOTCA, serves them all. Which node may claim which
+// waypoint is checked per request (see authorize); the caches trust the node they are
+// given.
 type waypointCaches struct {
 	log    cacheLogger
+	trust  *cache.LinearCache // the Secret ROOTCA, shared by every waypoint
 	mu     sync.Mutex
 	caches map[string]map[string]*cache.LinearCache // node cluster → type URL → cache
 }
 
 func newWaypointCaches(log cacheLogger) *waypointCaches {
-	return &waypointCaches{log: log, caches: map[string]map[string]*cache.LinearCache{}}
+	return &waypointCaches{log: log, caches: map[string]map[string]*cache.LinearCache{},
+		trust: cache.NewLinearCache(resourcev3.SecretType, cache.WithLogger(log))}
 }
 
 // of returns the caches of a waypoint, creating empty ones on first use (a waypoint may
@@ -52,6 +69,9 @@ func (w *waypointCaches) of(nodeCluster string) map[string]*cache.LinearCache {
 func (w *waypointCaches) cacheFor(node, typeURL string) (*cache.LinearCache, error) {
 	if _, _, ok := waypoint.ParseNodeCluster(node); !ok {
 		return nil, status.Errorf(codes.PermissionDenied, "%s is served to waypoints only (node cluster waypoint/<namespace>/<name>)", typeURL)
+	}
+	if typeURL == resourcev3.SecretType {
+		return w.trust, nil
 	}
 	return w.of(node)[typeURL], nil
 }
@@ -95,6 +115,7 @@ type WaypointPublisher struct {
 
 	mu        sync.Mutex
 	published map[string]*publishedWaypoint // node cluster → its current set
+	rootCA    *tlsv3.Secret                 // as last published; nil: none
 }
 
 type publishedWaypoint struct {
@@ -183,6 +204,50 @@ func (p *WaypointPublisher) Set(namespace, name string, resources map[string]map
 		p.acks.notify(AckChange{Client: Client{Cluster: node}})
 	}
 	return changed, nil
+}
+
+// SetTrustBundle publishes roots (PEM), the mesh's trust bundle, to every waypoint as the
+// Secret ROOTCA, at once: a waypoint then accepts clients whose certificates chain to any
+// of them, and only those. No roots remove the Secret (waypoints fall back to the roots
+// of their own certificate's answer). It reports whether the Secret changed.
+func (p *WaypointPublisher) SetTrustBundle(roots []string) (bool, error) {
+	var next *tlsv3.Secret
+	if len(roots) > 0 {
+		next = rootCASecret(roots)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if proto.Equal(next, p.rootCA) {
+		return false, nil
+	}
+	var err error
+	if next == nil {
+		err = p.caches.trust.UpdateResources(nil, []string{RootCASecretName})
+	} else {
+		err = p.caches.trust.UpdateResources(map[string]types.Resource{RootCASecretName: next}, nil)
+	}
+	if err != nil {
+		return false, fmt.Errorf("waypoints' trust bundle: %w", err)
+	}
+	p.rootCA = next
+	p.updates.WithLabelValues(shortType(resourcev3.SecretType)).Inc()
+	return true, nil
+}
+
+// rootCASecret is the Secret ROOTCA for a trust bundle: its roots (PEM) one after the
+// other in validation_context.trusted_ca, as Envoy reads a CA file.
+func rootCASecret(roots []string) *tlsv3.Secret {
+	var bundle strings.Builder
+	for _, r := range roots {
+		bundle.WriteString(strings.TrimSpace(r))
+		bundle.WriteByte('\n')
+	}
+	return &tlsv3.Secret{
+		Name: RootCASecretName,
+		Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte(bundle.String())}},
+		}},
+	}
 }
 
 // Get returns a waypoint's resource as last published (nil when absent).

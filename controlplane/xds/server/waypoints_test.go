@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
@@ -21,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
+	"github.com/ambientmesh/ambient-operator/internal/testca"
 )
 
 // testPeer stands in for the mesh's authentication: the client names its service
@@ -183,5 +188,87 @@ func TestWaypointNodeCannotChangeMidStream(t *testing.T) {
 	subscribe(t, stream, waypoint.NodeCluster("shop", "other"), resourcev3.ClusterType)
 	if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("got %v, want InvalidArgument for a changed node", err)
+	}
+}
+
+// rootCA reads the roots (PEM, one per certificate) of the ROOTCA Secret in a response,
+// checking it as a waypoint would: ValidateAll, then every PEM block a certificate.
+func rootCA(t *testing.T, resp *discoveryv3.DeltaDiscoveryResponse) []string {
+	t.Helper()
+	if got := names(resp); len(got) != 1 || got[0] != RootCASecretName {
+		t.Fatalf("Secrets pushed: %v, want only %s", got, RootCASecretName)
+	}
+	secret := &tlsv3.Secret{}
+	if err := resp.GetResources()[0].GetResource().UnmarshalTo(secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := secret.ValidateAll(); err != nil {
+		t.Fatalf("ROOTCA does not validate: %v", err)
+	}
+	var roots []string
+	rest := secret.GetValidationContext().GetTrustedCa().GetInlineBytes()
+	for {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); block.Type != "CERTIFICATE" || err != nil {
+			t.Fatalf("ROOTCA holds a %s block that is not a certificate (%v)", block.Type, err)
+		}
+		roots = append(roots, string(pem.EncodeToMemory(block)))
+	}
+	return roots
+}
+
+func TestWaypointsGetTheTrustBundleAsROOTCA(t *testing.T) {
+	s, addr := startServer(t)
+	rootA, rootB := testca.New(t).PEM, testca.New(t).PEM
+
+	// Before the control plane has a bundle, a waypoint still gets an answer (without
+	// resources), so that its configuration is complete without one.
+	early := deltaStream(t, addr, "shop/wp")
+	subscribe(t, early, waypoint.NodeCluster("shop", "wp"), resourcev3.SecretType)
+	resp, err := early.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetResources()) != 0 {
+		t.Fatalf("Secrets before any bundle: %v, want none", names(resp))
+	}
+	ack(t, early, resp)
+
+	if changed, err := s.Waypoints().SetTrustBundle([]string{rootA}); err != nil || !changed {
+		t.Fatalf("SetTrustBundle(A) = %v, %v; want a change", changed, err)
+	}
+	if resp, err = early.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if got := rootCA(t, resp); !slices.Equal(got, []string{rootA}) {
+		t.Fatalf("ROOTCA holds %d roots, want root A only", len(got))
+	}
+	ack(t, early, resp)
+
+	// A rotation: the bundle gains the new root; connected waypoints are pushed it,
+	// and a waypoint connecting later gets the current bundle.
+	if changed, err := s.Waypoints().SetTrustBundle([]string{rootB, rootA}); err != nil || !changed {
+		t.Fatalf("SetTrustBundle(B, A) = %v, %v; want a change", changed, err)
+	}
+	if resp, err = early.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if got := rootCA(t, resp); !slices.Equal(got, []string{rootB, rootA}) {
+		t.Fatal("after the rotation ROOTCA does not hold root B then root A")
+	}
+	late := deltaStream(t, addr, "prod/other")
+	subscribe(t, late, waypoint.NodeCluster("prod", "other"), resourcev3.SecretType)
+	if resp, err = late.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if got := rootCA(t, resp); !slices.Equal(got, []string{rootB, rootA}) {
+		t.Fatal("a waypoint connecting after the rotation does not get root B then root A")
+	}
+
+	if changed, err := s.Waypoints().SetTrustBundle([]string{rootB, rootA}); err != nil || changed {
+		t.Fatalf("SetTrustBundle with the same roots = %v, %v; want no change", changed, err)
 	}
 }

@@ -5,7 +5,7 @@
 // app), and clients that reach the waypoint over HBONE as a client's ztunnel does — Go
 // HTTP clients, raw streams (Dialer), or a loopback forwarder for clients that cannot
 // speak HBONE (curl). It also builds the Envoy resources the tests feed, each checked with
-// ValidateAll as an Envoy would check it.
+// ValidateAll as an Envoy would check it, among them the trust bundle (RootCA).
 package waypointtest
 
 import (
@@ -31,6 +31,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
@@ -287,7 +288,13 @@ func (m *Mesh) ztunnel(b *Backend) {
 // id, as a client's ztunnel would: an HBONE CONNECT to the waypoint with that target. A
 // refused CONNECT is an *hbone.StatusError. Its connections close when the test ends.
 func (m *Mesh) Dialer(id spiffe.ID, src netip.Addr) func(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
-	pool, err := hbone.NewPool(hbone.PoolConfig{Certs: m.Certs, Roots: m.Roots, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return m.DialerWith(m.Certs, id, src)
+}
+
+// DialerWith is Dialer for a client whose certificate comes from certs, such as one
+// issued by another CA (trust tests); the client still trusts the mesh's roots (Roots).
+func (m *Mesh) DialerWith(certs hbone.CertSource, id spiffe.ID, src netip.Addr) func(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
+	pool, err := hbone.NewPool(hbone.PoolConfig{Certs: certs, Roots: m.Roots, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		d := net.Dialer{}
 		if src.IsValid() {
 			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
@@ -431,6 +438,8 @@ func typeOf(r proto.Message) string {
 		return resourcev3.ClusterType
 	case *endpointv3.ClusterLoadAssignment:
 		return resourcev3.EndpointType
+	case *tlsv3.Secret:
+		return resourcev3.SecretType
 	}
 	panic(fmt.Sprintf("waypointtest: %T is not an xDS resource the waypoint takes", r))
 }
@@ -440,6 +449,17 @@ func nameOf(r proto.Message) string {
 		return c.GetClusterName()
 	}
 	return r.(interface{ GetName() string }).GetName()
+}
+
+// RootCA is the Secret ROOTCA holding the roots of cas, as the control plane sends the
+// mesh's trust bundle.
+func RootCA(cas ...*testca.CA) *tlsv3.Secret {
+	var bundle []byte
+	for _, ca := range cas {
+		bundle = append(bundle, ca.PEM...)
+	}
+	return &tlsv3.Secret{Name: waypoint.RootCASecret, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: bundle}}}}}
 }
 
 // Any wraps m (for typed_config fields).
