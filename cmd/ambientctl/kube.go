@@ -1,19 +1,15 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 )
 
 // kubeFlags are the global flags that say which cluster to talk to, as kubectl's do.
@@ -84,10 +80,6 @@ func (k kubeFlags) client() (client.Client, *rest.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	scheme := runtime.NewScheme()
-	if err := errors.Join(meshv1alpha1.AddToScheme(scheme), corev1.AddToScheme(scheme), gatewayv1.Install(scheme)); err != nil {
-		return nil, nil, err
-	}
-	cl, err := client.New(cfg, client.Options{Scheme: scheme})
+	cl, err := client.New(cfg, client.Options{Scheme: meshscheme.New()})
 	return cl, cfg, err
 }

@@ -8,12 +8,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
+	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 )
 
 // ztunnelPodOn is a pod as the ztunnel DaemonSet makes it on node.
@@ -95,11 +95,7 @@ func TestZtunnelPodFindsTheDaemonSetsPods(t *testing.T) {
 		otherMesh[k] = v
 	}
 	otherMesh[manifests.LabelMesh] = "other"
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+	cl := fake.NewClientBuilder().WithScheme(meshscheme.New()).WithObjects(
 		labelled(ztunnelPodOn("ztunnel-n1", "n1", true, false), template, mesh.Spec.InstallNamespace()),
 		labelled(ztunnelPodOn("cni-n2", "n2", true, false), map[string]string{manifests.LabelName: manifests.CNIName}, mesh.Spec.InstallNamespace()),
 		labelled(ztunnelPodOn("ztunnel-elsewhere", "n2", true, false), template, "default"),

@@ -24,6 +24,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 const testNamespace = "ambient-system"
@@ -171,18 +172,6 @@ func pems(cas ...*testca.CA) []string {
 	return out
 }
 
-// eventually polls cond for up to 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestTrustRootsPublishOldAndNewRootsThenRetireTheOldOnTheClock(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now().UTC().Truncate(time.Second)
@@ -225,14 +214,14 @@ func TestTrustRootsPublishOldAndNewRootsThenRetireTheOldOnTheClock(t *testing.T)
 	defer func() { stop(); <-done }()
 
 	retiresAt := start.Add(time.Hour + issuedUntilStep + RootRetirementSkew)
-	eventually(t, "Run arms the retirement timer", f.clock.HasWaiters)
+	testwait.For(t, "Run arms the retirement timer", 10*time.Second, f.clock.HasWaiters)
 	f.clock.SetTime(retiresAt.Add(-time.Second))
 	if got := f.Roots(); len(got) != 2 {
 		t.Fatalf("a second before the old root retires the bundle has %d roots, want 2", len(got))
 	}
-	eventually(t, "Run re-arms the retirement timer", f.clock.HasWaiters)
+	testwait.For(t, "Run re-arms the retirement timer", 10*time.Second, f.clock.HasWaiters)
 	f.clock.SetTime(retiresAt)
-	eventually(t, "the old root is retired and the bundle published without it", func() bool {
+	testwait.For(t, "the old root is retired and the bundle published without it", 10*time.Second, func() bool {
 		return slices.Equal(f.lastPublished(), pems(newCA))
 	})
 	if got := f.Roots(); !slices.Equal(got, pems(newCA)) {
