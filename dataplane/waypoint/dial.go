@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -48,7 +49,7 @@ func forwardedFor(ip netip.Addr) string {
 // transportKey selects the HTTP connection pool: upstream HTTP connections are reused
 // only for the same client (the Forwarded header of their HBONE stream names it, and the
 // destination's ztunnel applies its policy to that address), the same peer identity and
-// the same protocol. Within a pool, http.Transport keys connections by endpoint address.
+// the same protocol. Within a pool, connections are kept by endpoint address.
 type transportKey struct {
 	clientIP netip.Addr
 	tunnel   upstream.Tunnel
@@ -56,9 +57,13 @@ type transportKey struct {
 	h2       bool
 }
 
+// pooledTransport is one pool's clients: rt (http.Transport, or x/net/http2's for h2c)
+// carries any request; h1, for HTTP/1.1 over HBONE, carries the common ones with less
+// work (see h1Client).
 type pooledTransport struct {
 	rt       http.RoundTripper
-	idle     func()
+	h1       *h1Client
+	close    func()
 	lastUsed time.Time
 }
 
@@ -67,33 +72,36 @@ type pooledTransport struct {
 type transports struct {
 	dialer *dialer
 	idle   time.Duration
-	// countConn admits one upstream connection of the request's cluster (max_connections);
-	// the returned done is called when the connection closes.
-	mu sync.Mutex
-	m  map[transportKey]*pooledTransport
+	// transportOnly sends every request through http.Transport (benchmarks compare).
+	transportOnly atomic.Bool
+	mu            sync.Mutex
+	m             map[transportKey]*pooledTransport
 }
 
-func (t *transports) get(k transportKey) http.RoundTripper {
+func (t *transports) get(k transportKey) *pooledTransport {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	now := time.Now()
 	p := t.m[k]
 	if p == nil {
 		p = t.newTransport(k)
 		t.m[k] = p
 	}
-	p.lastUsed = now
-	return p.rt
+	p.lastUsed = time.Now()
+	return p
 }
 
-// sweep closes pools idle for longer than t.idle.
+// sweep closes pools idle for longer than t.idle, and the h1 connections idle that long
+// in the others (http.Transport closes its own).
 func (t *transports) sweep(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for k, p := range t.m {
-		if now.Sub(p.lastUsed) > t.idle {
-			p.idle()
+		switch {
+		case now.Sub(p.lastUsed) > t.idle:
+			p.close()
 			delete(t.m, k)
+		case p.h1 != nil:
+			p.h1.closeIdle(now.Add(-t.idle))
 		}
 	}
 }
@@ -104,35 +112,47 @@ func (t *transports) closeAll() {
 
 func (t *transports) newTransport(k transportKey) *pooledTransport {
 	host := &upstream.Host{Tunnel: k.tunnel, PeerID: k.peer}
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		ap, err := netip.ParseAddrPort(addr)
-		if err != nil {
-			return nil, err
-		}
+	dial := func(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
 		c, err := t.dialer.dial(ctx, ap, host, k.clientIP)
 		if err != nil {
 			return nil, &connectError{err: err}
 		}
 		return trackConn(ctx, c), nil
 	}
+	dialAddr := func(ctx context.Context, addr string) (net.Conn, error) {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		return dial(ctx, ap)
+	}
 	if k.h2 {
 		tr := &http2.Transport{
 			AllowHTTP: true,
 			DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
-				return dial(ctx, addr)
+				return dialAddr(ctx, addr)
 			},
 			ReadIdleTimeout: 30 * time.Second,
 		}
-		return &pooledTransport{rt: tr, idle: tr.CloseIdleConnections}
+		return &pooledTransport{rt: tr, close: tr.CloseIdleConnections}
 	}
+	const maxIdlePerHost = 64
 	tr := &http.Transport{
-		DialContext:         func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) },
-		MaxIdleConnsPerHost: 64,
+		DialContext:         func(ctx context.Context, _, addr string) (net.Conn, error) { return dialAddr(ctx, addr) },
+		MaxIdleConnsPerHost: maxIdlePerHost,
 		IdleConnTimeout:     t.idle,
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 	}
-	return &pooledTransport{rt: tr, idle: tr.CloseIdleConnections}
+	p := &pooledTransport{rt: tr, close: tr.CloseIdleConnections}
+	if k.tunnel == upstream.TunnelHBONE {
+		p.h1 = newH1Client(dial, maxIdlePerHost, t.idle)
+		p.close = func() {
+			tr.CloseIdleConnections()
+			p.h1.close()
+		}
+	}
+	return p
 }
 
 // connectError marks a failure to open the upstream connection (Envoy's "UF"): the
@@ -142,16 +162,15 @@ type connectError struct{ err error }
 func (e *connectError) Error() string { return "upstream connect error: " + e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
 
-// connDone is put in a request's context by the router so that the connection opened
-// for it releases the cluster's max_connections slot when it closes.
-type connAdmitKey struct{}
-
+// trackConn counts an upstream connection opened for a request of the router against
+// its cluster's max_connections (mirrored requests are not counted); the slot is
+// released when the connection closes.
 func trackConn(ctx context.Context, c net.Conn) net.Conn {
-	admit, _ := ctx.Value(connAdmitKey{}).(func() (func(), error))
-	if admit == nil {
+	x := exchangeFrom(ctx)
+	if x == nil || x.cluster == nil {
 		return c
 	}
-	done, err := admit()
+	done, err := x.cluster.StartConnection()
 	if err != nil {
 		// Over max_connections: the request still proceeds on this connection (Envoy
 		// counts the overflow and goes on too); the counter records it.

@@ -18,6 +18,11 @@
 // to end, trailers kept); each is one HBONE stream, and streams share the pool's mutual TLS
 // connections. Connections are reused only for the same client address, because the
 // Forwarded header of their CONNECT names that client to the destination's ztunnel.
+// HTTP/1.1 requests to HBONE endpoints whose body is in memory (or that have none) go
+// through the waypoint's own small client (h1client.go: net/http's request writer and
+// response parser on the handler's goroutine, one write per request); everything else
+// (h2c, plain-TCP endpoints, streamed bodies, upgrades, mirrors) goes through net/http's
+// Transports.
 //
 // The pieces, each compiled from its xDS resource and unit-tested on its own: route (RDS),
 // rbac (the RBAC filters), jwt (jwt_authn), upstream (CDS/EDS: load balancing, outlier

@@ -27,13 +27,15 @@ import (
 const maxReplayBody = 1 << 20
 
 // maxInlineBody: a body of known length up to this size is read before the request goes
-// upstream even without retries or mirrors, because net/http then writes the headers and
-// the body in one go (one HTTP/2 frame and TLS record on the HBONE stream) instead of
-// flushing the headers first.
+// upstream even without retries or mirrors, so that h1Client writes the headers and the
+// body in one go (one HTTP/2 frame and TLS record on the HBONE stream). http.Transport
+// cannot: the reverse proxy wraps the body, and net/http flushes the headers before a
+// body it does not know to be in memory.
 const maxInlineBody = 64 << 10
 
 // exchange is one downstream request on its way through the filters and the router; the
-// router fills in what telemetry reports.
+// router fills in what telemetry reports. It holds the response writer and the request
+// body wrappers too, so that a request costs one allocation for all three.
 type exchange struct {
 	d        *downstream
 	start    time.Time
@@ -45,7 +47,8 @@ type exchange struct {
 	replay   bool
 	h2       bool
 
-	received        *countingBody // the request body as it arrived, for istio_request_bytes
+	sw              statusWriter
+	received        countingBody // the request body as it arrived, for istio_request_bytes
 	flags           string
 	policy          string // the RBAC policy that denied
 	host            *upstream.Host
@@ -119,10 +122,11 @@ func (w *Waypoint) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		// GOAWAY when the waypoint stops accepting).
 		rw.Header().Set("Connection", "close")
 	}
-	sw := &statusWriter{ResponseWriter: rw}
+	x.sw.ResponseWriter = rw
+	sw := &x.sw
 	if r.Body != nil {
-		x.received = &countingBody{ReadCloser: r.Body}
-		r.Body = x.received
+		x.received.ReadCloser = r.Body
+		r.Body = &x.received
 	}
 	x.traceID, x.spanID = telemetry.Propagate(r.Header)
 	// The access log names the request as the client sent it, before any rewrite.
@@ -152,13 +156,7 @@ func (w *Waypoint) handle(rw *statusWriter, r *http.Request, x *exchange) {
 		plain(rw, http.StatusUnauthorized, err.Error())
 		return
 	}
-	attrs := &rbac.Attributes{
-		Principal: x.d.peer.String(), RemoteIP: x.d.clientIP, DirectRemoteIP: x.d.direct,
-		DestinationIP: x.d.target.Addr(), DestinationPort: x.d.target.Port(),
-		Method: r.Method, Host: r.Host, Path: r.URL.RequestURI(), Scheme: "http", Header: r.Header,
-		Metadata: map[string]map[string]any{jwtFilterName: claims},
-	}
-	dec := rbac.EvaluateChain(attrs, chain.rbac...)
+	dec := w.authorize(chain, r, x, claims)
 	if !dec.Allowed {
 		x.policy = dec.Policy
 		x.flags = telemetry.FlagRBACAccessDenied
@@ -194,13 +192,30 @@ func (w *Waypoint) handle(rw *statusWriter, r *http.Request, x *exchange) {
 	case rt.Direct != nil:
 		rt.ResponseHeaders.Apply(rw.Header())
 		rw.WriteHeader(rt.Direct.Status)
-		rw.Write(rt.Direct.Body)
+		_, _ = rw.Write(rt.Direct.Body) // a client gone away is the server's business
 	case rt.Forward != nil:
 		w.forward(rw, r, rt, x)
 	}
 }
 
 const jwtFilterName = "envoy.filters.http.jwt_authn"
+
+// authorize runs the listener's RBAC filters (none: allowed) on the request, with the
+// JWT claims as the jwt_authn filter's metadata.
+func (w *Waypoint) authorize(chain *httpChain, r *http.Request, x *exchange, claims map[string]any) rbac.Decision {
+	if len(chain.rbac) == 0 {
+		return rbac.Decision{Allowed: true}
+	}
+	attrs := &rbac.Attributes{
+		Principal: x.d.principal, RemoteIP: x.d.clientIP, DirectRemoteIP: x.d.direct,
+		DestinationIP: x.d.target.Addr(), DestinationPort: x.d.target.Port(),
+		Method: r.Method, Host: r.Host, Path: r.URL.RequestURI(), Scheme: "http", Header: r.Header,
+	}
+	if claims != nil {
+		attrs.Metadata = map[string]map[string]any{jwtFilterName: claims}
+	}
+	return rbac.EvaluateChain(attrs, chain.rbac...)
+}
 
 func (c *httpChain) authenticate(r *http.Request) (map[string]any, error) {
 	if c.jwt == nil {
@@ -284,7 +299,18 @@ func bufferBody(r *http.Request) ([]byte, bool) {
 	if r.ContentLength < 0 || r.ContentLength > maxReplayBody {
 		return nil, false
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
+	var b []byte
+	var err error
+	if r.ContentLength <= maxInlineBody {
+		// Read into a buffer of the announced size: no growing. Larger bodies grow as
+		// they arrive, so that a client announcing a megabyte does not get it allocated.
+		b = make([]byte, r.ContentLength)
+		var n int
+		n, err = io.ReadFull(r.Body, b)
+		b = b[:n]
+	} else {
+		b, err = io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
+	}
 	if err != nil || int64(len(b)) != r.ContentLength {
 		// The client went away or lied about the length: send what there is, once.
 		r.Body = io.NopCloser(bytes.NewReader(b))
@@ -321,7 +347,7 @@ func (w *Waypoint) roundTrip(out *http.Request) (*http.Response, error) {
 		}
 		retrySlots = append(retrySlots, done)
 		if resp != nil {
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // for reuse; else Close drops the connection
 			resp.Body.Close()
 		}
 		w.metrics.Retried(x.cluster.Name())
@@ -348,30 +374,40 @@ func (w *Waypoint) try(out *http.Request, x *exchange, try int) (*http.Response,
 	}
 	x.host, x.attempts = host, try+1
 	ctx := out.Context()
-	cancel := context.CancelFunc(func() {})
+	var cancel context.CancelFunc
 	if x.retry != nil && x.retry.PerTryTimeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, x.retry.PerTryTimeout)
 	}
-	ctx = context.WithValue(ctx, connAdmitKey{}, x.cluster.StartConnection)
-	req := out.Clone(ctx)
-	req.URL.Host = host.Addr.String()
+	// A shallow copy with the endpoint's address: the transports do not modify requests,
+	// so the tries share the headers.
+	req := out.WithContext(ctx)
+	u := *out.URL
+	u.Host = host.Addr.String()
+	req.URL = &u
 	if try > 0 {
 		req.Body = nil // a retry is only made with a replayable body
 		if x.body != nil {
 			req.Body = io.NopCloser(bytes.NewReader(x.body))
 		}
 	}
-	rt := w.transports.get(transportKey{clientIP: x.d.clientIP, tunnel: host.Tunnel, peer: host.PeerID, h2: x.h2})
+	pool := w.transports.get(transportKey{clientIP: x.d.clientIP, tunnel: host.Tunnel, peer: host.PeerID, h2: x.h2})
 	host.Begin()
-	resp, err := rt.RoundTrip(req)
+	var resp *http.Response
+	if pool.h1 != nil && !w.transports.transportOnly.Load() && sendsDirect(req, x.body) {
+		resp, err = pool.h1.send(req, x.body)
+	} else {
+		resp, err = pool.rt.RoundTrip(req)
+	}
 	o := outcomeOf(resp, err)
 	host.End(upstream.Outcome{Status: o.Status, ConnectFailure: o.ConnectFailure, Reset: o.Reset})
-	if err != nil {
-		cancel()
-		return nil, o, err
+	if cancel != nil {
+		if err != nil {
+			cancel()
+		} else {
+			resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+		}
 	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
-	return resp, o, nil
+	return resp, o, err
 }
 
 func outcomeOf(resp *http.Response, err error) route.Outcome {
@@ -460,12 +496,12 @@ func (w *Waypoint) mirror(r *http.Request, body []byte, m route.Mirror) {
 		req = req.WithContext(ctx)
 		req.URL.Host = host.Addr.String()
 		host.Begin()
-		resp, err := w.transports.get(transportKey{clientIP: d.clientIP, tunnel: host.Tunnel, peer: host.PeerID, h2: r.ProtoMajor == 2}).RoundTrip(req)
+		resp, err := w.transports.get(transportKey{clientIP: d.clientIP, tunnel: host.Tunnel, peer: host.PeerID, h2: r.ProtoMajor == 2}).rt.RoundTrip(req)
 		o := outcomeOf(resp, err)
 		host.End(upstream.Outcome{Status: o.Status, ConnectFailure: o.ConnectFailure, Reset: o.Reset})
 		w.metrics.Mirrored(m.Cluster)
 		if err == nil {
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body) // the mirror's answer is dropped
 			resp.Body.Close()
 		}
 	}()
@@ -495,16 +531,13 @@ func (w *Waypoint) observe(sw *statusWriter, r *http.Request, x *exchange, metho
 	if proto == "grpc" {
 		labels.GRPCResponseStatus = grpcStatus(sw.Header())
 	}
-	var reqBytes int64
-	if x.received != nil {
-		reqBytes = x.received.n.Load()
-	}
+	reqBytes := x.received.n.Load()
 	dur := time.Since(x.start)
 	w.metrics.ObserveRequest(labels, dur, reqBytes, sw.bytes)
 	e := &telemetry.Entry{
 		Method: method, Authority: authority, Path: path, Protocol: r.Proto, ResponseCode: status, ResponseFlags: x.flags,
 		Duration: dur, Start: x.start, BytesReceived: reqBytes, BytesSent: sw.bytes,
-		SourceAddress: x.d.clientIP.String(), SourcePrincipal: x.d.peer.String(), DestinationService: labels.DestinationService,
+		SourceAddress: x.d.clientAddress, SourcePrincipal: x.d.principal, DestinationService: labels.DestinationService,
 		RequestID: r.Header.Get("X-Request-Id"), TraceParent: r.Header.Get("Traceparent"), TraceID: x.traceID, SpanID: x.spanID, UserAgent: r.UserAgent(),
 		Attempts: x.attempts, RBACPolicy: x.policy,
 	}
@@ -536,7 +569,7 @@ func plain(rw http.ResponseWriter, status int, body string) {
 	rw.Header().Set("Content-Type", "text/plain")
 	rw.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	rw.WriteHeader(status)
-	io.WriteString(rw, body)
+	_, _ = io.WriteString(rw, body)
 }
 
 // statusWriter records the status and body size for telemetry; Unwrap keeps

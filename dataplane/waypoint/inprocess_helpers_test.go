@@ -43,7 +43,7 @@ func echo(name string) http.Handler {
 
 // pushReviews configures the reviews listener (with filters before fault and router)
 // and its routes, after the clusters and endpoints in upstream.
-func pushReviews(t *testing.T, m *wt.Mesh, filters []*hcmv3.HttpFilter, routes []*routev3.Route, upstream ...proto.Message) {
+func pushReviews(t testing.TB, m *wt.Mesh, filters []*hcmv3.HttpFilter, routes []*routev3.Route, upstream ...proto.Message) {
 	t.Helper()
 	resources := append(upstream, wt.HTTPListener(reviews, reviewsVIP, filters...), wt.RouteConfig(reviewsRoutes, routes...))
 	if nacks := m.Push(resources...); len(nacks) > 0 {

@@ -27,6 +27,9 @@ type downstream struct {
 	direct   netip.Addr // the HBONE connection's source
 	target   netip.AddrPort
 	listener *listener
+	// principal and clientAddress are peer and clientIP as text, formatted once for
+	// every request's RBAC attributes and access log line.
+	principal, clientAddress string
 }
 
 type downstreamKey struct{}
@@ -49,6 +52,7 @@ func (w *Waypoint) ServeHBONE(ctx context.Context, req *hbone.Request) error {
 		d.direct = ap.Addr().Unmap()
 		d.clientIP = d.direct
 	}
+	d.principal, d.clientAddress = req.Peer.String(), d.clientIP.String()
 	if l.tcp != nil {
 		return w.serveTCP(ctx, req, d, l.tcp)
 	}
@@ -175,13 +179,13 @@ func (l *h1Listener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero, Por
 // network RBAC filters allowed the connection.
 func (w *Waypoint) serveTCP(ctx context.Context, req *hbone.Request, d *downstream, chain *tcpChain) error {
 	start := time.Now()
-	attrs := &rbac.Attributes{Principal: d.peer.String(), RemoteIP: d.clientIP, DirectRemoteIP: d.direct,
+	attrs := &rbac.Attributes{Principal: d.principal, RemoteIP: d.clientIP, DirectRemoteIP: d.direct,
 		DestinationIP: d.target.Addr(), DestinationPort: d.target.Port()}
 	dec := rbac.EvaluateChain(attrs, chain.rbac...)
 	if !dec.Allowed {
 		w.metrics.RBACDenied(d.listener.name)
-		w.accessLog.Log(&telemetry.Entry{Protocol: "tcp", ResponseCode: http.StatusForbidden, SourceAddress: d.clientIP.String(),
-			SourcePrincipal: d.peer.String(), DestinationService: d.listener.name, RBACPolicy: dec.Policy, Duration: time.Since(start)})
+		w.accessLog.Log(&telemetry.Entry{Protocol: "tcp", ResponseCode: http.StatusForbidden, SourceAddress: d.clientAddress,
+			SourcePrincipal: d.principal, DestinationService: d.listener.name, RBACPolicy: dec.Policy, Duration: time.Since(start)})
 		return hbone.Reject(http.StatusForbidden, "RBAC: access denied")
 	}
 	if len(chain.rbac) > 0 {
@@ -220,7 +224,7 @@ func (w *Waypoint) serveTCP(ctx context.Context, req *hbone.Request, d *downstre
 	err = hbone.Join(st, up, &stats)
 	host.End(upstream.Outcome{Reset: err != nil && !errors.Is(err, net.ErrClosed)})
 	w.metrics.TCPClosed(labels, stats.BToA.Load(), stats.AToB.Load())
-	w.accessLog.Log(&telemetry.Entry{Protocol: "tcp", SourceAddress: d.clientIP.String(), SourcePrincipal: d.peer.String(),
+	w.accessLog.Log(&telemetry.Entry{Protocol: "tcp", SourceAddress: d.clientAddress, SourcePrincipal: d.principal,
 		DestinationService: d.listener.name, UpstreamCluster: chain.cluster, UpstreamHost: host.Addr.String(),
 		BytesReceived: stats.AToB.Load(), BytesSent: stats.BToA.Load(), Duration: time.Since(start)})
 	return nil

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -152,4 +153,105 @@ func TestNilAccessLogLogsNothing(t *testing.T) {
 	}
 	log.Log(&Entry{Method: "GET"}) // must not panic
 	NewAccessLog(&bytes.Buffer{}).Log(nil)
+}
+
+// encodingJSONLine is the access log line as encoding/json writes it (HTML
+// escaping off), the reference for the log's own encoder.
+func encodingJSONLine(t testing.TB, e *Entry) string {
+	t.Helper()
+	var upstreamMS *int64
+	if e.UpstreamServiceTime > 0 {
+		ms := e.UpstreamServiceTime.Milliseconds()
+		upstreamMS = &ms
+	}
+	line := struct {
+		Time                  string `json:"time"`
+		Method                string `json:"method"`
+		Authority             string `json:"authority"`
+		Path                  string `json:"path"`
+		Protocol              string `json:"protocol"`
+		ResponseCode          int    `json:"response_code"`
+		ResponseFlags         string `json:"response_flags"`
+		DurationMS            int64  `json:"duration_ms"`
+		BytesReceived         int64  `json:"bytes_received"`
+		BytesSent             int64  `json:"bytes_sent"`
+		UpstreamCluster       string `json:"upstream_cluster"`
+		UpstreamHost          string `json:"upstream_host"`
+		UpstreamServiceTimeMS *int64 `json:"upstream_service_time_ms"`
+		SourceAddress         string `json:"source_address"`
+		SourcePrincipal       string `json:"source_principal"`
+		DestinationService    string `json:"destination_service"`
+		RouteName             string `json:"route_name"`
+		RequestID             string `json:"x_request_id"`
+		TraceParent           string `json:"traceparent"`
+		TraceID               string `json:"trace_id"`
+		SpanID                string `json:"span_id"`
+		UserAgent             string `json:"user_agent"`
+		Attempts              int    `json:"attempts"`
+		RBACPolicy            string `json:"rbac_policy"`
+	}{
+		e.Start.UTC().Format(time.RFC3339Nano), e.Method, e.Authority, e.Path, e.Protocol, e.ResponseCode, orNone(e.ResponseFlags),
+		e.Duration.Milliseconds(), e.BytesReceived, e.BytesSent, e.UpstreamCluster, e.UpstreamHost, upstreamMS,
+		e.SourceAddress, e.SourcePrincipal, e.DestinationService, e.RouteName, e.RequestID, e.TraceParent, e.TraceID, e.SpanID,
+		e.UserAgent, e.Attempts, e.RBACPolicy,
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&line); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// checkLineIsEncodingJSONs logs e and compares the line with encoding/json's.
+func checkLineIsEncodingJSONs(t testing.TB, e *Entry) {
+	t.Helper()
+	var out bytes.Buffer
+	NewAccessLog(&out).Log(e)
+	if want := encodingJSONLine(t, e); out.String() != want {
+		t.Errorf("logged\n %q\nencoding/json writes\n %q", out.String(), want)
+	}
+}
+
+func TestAccessLogLineIsWhatEncodingJSONWrites(t *testing.T) {
+	start := time.Date(2026, 3, 1, 12, 30, 45, 120000000, time.FixedZone("CET", 3600))
+	for _, e := range []*Entry{
+		{Start: start},
+		{Start: start, Method: "GET", Path: `/a "quoted" \path`, UserAgent: "tab\there\nnew line\r\b\f\x00\x1f\x7f",
+			Authority: "<html> & friends", RouteName: "ünïcode ✓ \u2028\u2029", RBACPolicy: "bad utf-8 \xff\xfe end",
+			ResponseCode: -1, Duration: -time.Second, BytesReceived: 1 << 62, Attempts: 7, UpstreamServiceTime: time.Millisecond},
+	} {
+		checkLineIsEncodingJSONs(t, e)
+	}
+}
+
+// FuzzAccessLogStrings: whatever the strings of an entry, the line is the one
+// encoding/json would write.
+//
+//	go test ./dataplane/waypoint/telemetry -run '^$' -fuzz FuzzAccessLogStrings -fuzztime 20s
+func FuzzAccessLogStrings(f *testing.F) {
+	f.Add("/reviews?x=<1>&y", "curl/8.5.0", "\x00\u2028\xff\"\\")
+	f.Fuzz(func(t *testing.T, path, userAgent, other string) {
+		checkLineIsEncodingJSONs(t, &Entry{Start: time.Unix(1, 0), Path: path, UserAgent: userAgent,
+			Method: other, Authority: other, RequestID: other, RBACPolicy: other})
+	})
+}
+
+func BenchmarkAccessLog(b *testing.B) {
+	log := NewAccessLog(io.Discard)
+	e := &Entry{
+		Start: time.Now(), Method: "POST", Authority: "echo.shop.svc.cluster.local", Path: "/echo", Protocol: "HTTP/1.1",
+		ResponseCode: 200, Duration: 1500 * time.Microsecond, BytesReceived: 1024, BytesSent: 1024,
+		UpstreamCluster: "outbound|80||echo.shop.svc.cluster.local", UpstreamHost: "10.0.1.7:8080",
+		UpstreamServiceTime: 2 * time.Millisecond, Attempts: 1,
+		SourceAddress: "10.0.0.5", SourcePrincipal: "spiffe://cluster.local/ns/client/sa/fortio",
+		DestinationService: "echo.shop.svc.cluster.local", RouteName: "default", RequestID: "2f1d7a58-5a3c-4a8e-9d2e-7c1b2a3d4e5f",
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
+		SpanID: "00f067aa0ba902b7", UserAgent: "fortio.org/fortio-1.68.2",
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		log.Log(e)
+	}
 }
