@@ -103,8 +103,9 @@ type ControlPlane struct {
 	readyErr  error
 }
 
-// New wires the control plane into mgr (a manager built with meshscheme.New()); cfg is for the
-// live (uncached) client that creates TokenReviews and CertificateRequests.
+// New wires the control plane into mgr (a manager built with meshscheme.New() and
+// CacheOptions()); cfg is for the live (uncached) client that creates TokenReviews and
+// CertificateRequests.
 func New(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options) (*ControlPlane, error) {
 	if err := validate(&opts); err != nil {
 		return nil, err
@@ -438,6 +439,13 @@ func (cp *ControlPlane) WaitReady(ctx context.Context) (xdsAddr, caAddr string, 
 		return "", "", cp.readyErr
 	}
 	return cp.xdsAddr.String(), cp.caAddr.String(), nil
+}
+
+// CacheOptions are the cache settings of a control plane's manager (ctrl.Options.Cache):
+// Pods, Services, Namespaces and Nodes keep only the fields the control plane reads
+// (discovery.CacheByObject), and no object keeps its managedFields.
+func CacheOptions() cache.Options {
+	return cache.Options{ByObject: discovery.CacheByObject(), DefaultTransform: cache.TransformStripManagedFields()}
 }
 
 // Cache is the control plane's view of the cluster.

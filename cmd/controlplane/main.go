@@ -103,6 +103,7 @@ func run(f *flags) error {
 	cfg := ctrl.GetConfigOrDie()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  meshscheme.New(),
+		Cache:                   controlplane.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: "0"}, // served on the monitoring port below
 		LeaderElection:          f.leader,
 		LeaderElectionID:        "ambientmesh-controlplane-status",

@@ -1,7 +1,8 @@
 // Package bench measures the control plane at scale: the real cmd/controlplane binary
-// against the envtest API server with 10,000 pods created by the benchmark, and the
-// ztunnel's xDS client connected to it; then a waypoint with 1,000 HTTPRoutes (the real
-// waypoint's config store, on its own xDS stream). Run with `make bench-controlplane`.
+// against the envtest API server with 10,000 pods (BENCH_PODS to change the count) created
+// by the benchmark, and the ztunnel's xDS client connected to it; then a waypoint with
+// 1,000 HTTPRoutes (the real waypoint's config store, on its own xDS stream). Run with
+// `make bench-controlplane`.
 package bench
 
 import (
@@ -44,6 +45,8 @@ import (
 )
 
 const (
+	// pods is the number of pods the benchmarks create; BENCH_PODS overrides it for the
+	// control-plane bench (see benchPods).
 	pods     = 10000
 	creators = 16 // concurrent pod (and route) creators
 	benchNS  = "bench"
@@ -53,27 +56,62 @@ const (
 	serverName    = "ambientmesh-controlplane.ambient-system.svc"
 )
 
-// BenchmarkControlPlane10kPods creates 10,000 enrolled pods and reports, as the last
-// lines of its output:
+// BenchmarkControlPlane10kPods creates 10,000 enrolled pods (BENCH_PODS pods when set, see
+// benchPods) and reports, as the last lines of its output:
 //
 //	pod_to_client_p50_ms / pod_to_client_p99_ms: from just before the pod's Create call to
 //	  the ztunnel's xDS client holding its Workload;
 //	push_bytes_per_pod_change: bytes of Workload responses (protobuf size) per pod created;
 //	controlplane_rss_mb_10k_pods: the control-plane process's peak resident set size;
 //
-// then, with the 10,000 pods still there, adds a Waypoint with 1,000 HTTPRoutes on one
-// Service and a waypoint connected to the control plane (see benchWaypointPush):
+// (with another pod count, the names carry it: pod_to_client_p99_ms_50k,
+// push_bytes_per_pod_change_50k, controlplane_rss_mb_50k_pods for 50,000), then, with
+// the 10,000 pods still there, adds a Waypoint with 1,000 HTTPRoutes on one Service and a
+// waypoint connected to the control plane (see benchWaypointPush):
 //
 //	waypoint_push_ms_p50 / waypoint_push_ms_p99: from just before an HTTPRoute edit's API
 //	  call to the waypoint ACKing the RouteConfiguration that carries it;
 //	waypoint_push_bytes_per_edit: bytes of RouteConfiguration responses per edit.
+//
+// The waypoint figures are defined with 10,000 pods: another count skips them.
 func BenchmarkControlPlane10kPods(b *testing.B) {
+	count := benchPods(b)
 	for range b.N {
-		runBench(b)
+		runBench(b, count)
 	}
 }
 
-func runBench(b *testing.B) {
+// benchPods is the number of pods the control-plane bench creates: BENCH_PODS, else pods.
+func benchPods(b *testing.B) int {
+	v := os.Getenv("BENCH_PODS")
+	if v == "" {
+		return pods
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("BENCH_PODS=%q: want a positive number of pods", v)
+	}
+	return n
+}
+
+// figureNames name the pod figures of a run with count pods: the names the 10,000-pod
+// figures have always had, and for another count the same names carrying it.
+type figureNames struct {
+	latencyP50, latencyP99, pushBytes, rss string
+}
+
+func namesFor(count int) figureNames {
+	if count == pods {
+		return figureNames{"pod_to_client_p50_ms", "pod_to_client_p99_ms", "push_bytes_per_pod_change", "controlplane_rss_mb_10k_pods"}
+	}
+	n := strconv.Itoa(count)
+	if count%1000 == 0 {
+		n = strconv.Itoa(count/1000) + "k"
+	}
+	return figureNames{"pod_to_client_p50_ms_" + n, "pod_to_client_p99_ms_" + n, "push_bytes_per_pod_change_" + n, "controlplane_rss_mb_" + n + "_pods"}
+}
+
+func runBench(b *testing.B, count int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logs, err := os.CreateTemp("", "bench-controlplane-*.log")
@@ -136,10 +174,14 @@ func runBench(b *testing.B) {
 	bytesBefore := workloadBytes.Load()
 
 	b.ResetTimer()
-	created := createPods(ctx, b, clientset)
-	if err := seen.waitAll(created, 10*time.Minute); err != nil {
+	begin := time.Now()
+	created := createPods(ctx, b, clientset, count)
+	b.Logf("created %d pods in %s", len(created), time.Since(begin).Round(time.Second))
+	// Allow 10 minutes per 10,000 pods for the last Workload to arrive.
+	if err := seen.waitAll(created, time.Duration(max(1, count/pods))*10*time.Minute); err != nil {
 		b.Fatal(err)
 	}
+	b.Logf("the client held every Workload %s after the first Create", time.Since(begin).Round(time.Second))
 	b.StopTimer()
 	rss := stopRSS()
 
@@ -148,10 +190,14 @@ func runBench(b *testing.B) {
 		lat = append(lat, float64(seen.get(uid).Sub(start).Microseconds())/1000)
 	}
 	sort.Float64s(lat)
-	fmt.Printf("pod_to_client_p50_ms: %.1f\n", percentile(lat, 0.50))
-	fmt.Printf("pod_to_client_p99_ms: %.1f\n", percentile(lat, 0.99))
-	fmt.Printf("push_bytes_per_pod_change: %d\n", (workloadBytes.Load()-bytesBefore)/int64(len(created)))
-	fmt.Printf("controlplane_rss_mb_10k_pods: %.0f\n", float64(rss)/1024/1024)
+	names := namesFor(count)
+	fmt.Printf("%s: %.1f\n", names.latencyP50, percentile(lat, 0.50))
+	fmt.Printf("%s: %.1f\n", names.latencyP99, percentile(lat, 0.99))
+	fmt.Printf("%s: %d\n", names.pushBytes, (workloadBytes.Load()-bytesBefore)/int64(len(created)))
+	fmt.Printf("%s: %.0f\n", names.rss, float64(rss)/1024/1024)
+	if count != pods {
+		return
+	}
 
 	wp := benchWaypointPush(ctx, b, env, clientset, xdsAddr, rootPEM)
 	fmt.Printf("waypoint_push_ms_p50: %.1f\n", percentile(wp.pushMs, 0.50))
@@ -286,11 +332,11 @@ func ztunnelToken(ctx context.Context, b *testing.B, cs *kubernetes.Clientset) s
 	return tok.Status.Token
 }
 
-// createPods creates the pods with several workers and returns each pod's uid with the
+// createPods creates count pods with several workers and returns each pod's uid with the
 // time just before its Create call.
-func createPods(ctx context.Context, b *testing.B, cs *kubernetes.Clientset) map[string]time.Time {
+func createPods(ctx context.Context, b *testing.B, cs *kubernetes.Clientset, count int) map[string]time.Time {
 	var mu sync.Mutex
-	created := make(map[string]time.Time, pods)
+	created := make(map[string]time.Time, count)
 	next := atomic.Int64{}
 	var wg sync.WaitGroup
 	errs := make(chan error, creators)
@@ -298,7 +344,7 @@ func createPods(ctx context.Context, b *testing.B, cs *kubernetes.Clientset) map
 		wg.Go(func() {
 			for {
 				i := next.Add(1) - 1
-				if i >= pods {
+				if i >= int64(count) {
 					return
 				}
 				pod := &corev1.Pod{
