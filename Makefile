@@ -1,6 +1,6 @@
 # ambient-operator: a sidecar-less service mesh and its operator.
-# `make help` lists the targets. Tools are built from source by `make tools`
-# (hack/tools.sh) and cached by version outside the tree.
+# `make help` lists the targets. Tools are built from source by hack/tools.sh
+# (`make tools` builds them all) and cached by version outside the tree.
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -22,6 +22,7 @@ KUSTOMIZE          := $(LOCALBIN)/kustomize
 KUBECTL            := $(LOCALBIN)/kubectl
 PROTOC_GEN_GO      := $(LOCALBIN)/protoc-gen-go
 PROTOC_GEN_GO_GRPC := $(LOCALBIN)/protoc-gen-go-grpc
+GOLANGCI_LINT      := $(LOCALBIN)/golangci-lint
 
 # Every .proto under api/ is compiled next to itself (paths=source_relative).
 PROTOS := $(shell find api -name '*.proto' 2>/dev/null | sort)
@@ -44,16 +45,10 @@ help: ## Show this help.
 		/^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } \
 		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
-##@ Tools
-
-.PHONY: tools
-tools: ## Build kube-apiserver, etcd, kubectl, cert-manager, controller-gen, kustomize, protoc plugins into bin/ (cached; no-op when built).
-	hack/tools.sh
-
 ##@ Development
 
 .PHONY: generate
-generate: tools ## Generate deepcopy code (controller-gen) and protobuf/gRPC Go code for every .proto under api/.
+generate: controller-gen protoc-gen ## Generate deepcopy code (controller-gen) and protobuf/gRPC Go code for every .proto under api/.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths="./api/..."
 ifneq ($(PROTOS),)
 	protoc --proto_path=. \
@@ -63,8 +58,30 @@ ifneq ($(PROTOS),)
 endif
 
 .PHONY: manifests
-manifests: tools ## Generate CRDs (config/crd/bases), RBAC (config/rbac/role.yaml) and webhook configuration from markers.
+manifests: controller-gen ## Generate CRDs (config/crd/bases), RBAC (config/rbac/role.yaml) and webhook configuration from markers.
 	$(CONTROLLER_GEN) rbac:roleName=ambient-operator crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: fmt
+fmt: golangci-lint ## Format all Go code with the formatters .golangci.yml names (gofmt, goimports).
+	$(GOLANGCI_LINT) fmt
+	cd hack/cert-manager && GOWORK=off $(GOLANGCI_LINT) fmt --config $(CURDIR)/.golangci.yml
+
+.PHONY: vet
+vet: ## Run go vet on the module and on hack/cert-manager (its own module); make lint runs the same analyzers (govet).
+	go vet ./...
+	cd hack/cert-manager && GOWORK=off go vet .
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint (.golangci.yml: go vet, staticcheck, errcheck, gofmt, goimports, ...) on the module and hack/cert-manager.
+	$(GOLANGCI_LINT) run
+	cd hack/cert-manager && GOWORK=off $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml
+
+.PHONY: lint-fix
+lint-fix: golangci-lint ## Run golangci-lint and apply the fixes it can make.
+	$(GOLANGCI_LINT) run --fix
+	cd hack/cert-manager && GOWORK=off $(GOLANGCI_LINT) run --fix --config $(CURDIR)/.golangci.yml
+
+##@ Testing
 
 .PHONY: verify-gen
 verify-gen: generate manifests bundle ## Fail when committed generated code, manifests or the OLM bundle are stale.
@@ -78,22 +95,8 @@ verify-gen: generate manifests bundle ## Fail when committed generated code, man
 		echo "$$untracked"; exit 1; \
 	fi
 
-.PHONY: fmt
-fmt: ## Format all Go code (gofmt -w).
-	gofmt -w $(shell find . -name '*.go' -not -path './bin/*' -not -path './.cache/*')
-
-.PHONY: lint-fmt
-lint-fmt: ## Fail when any Go file is not gofmt-clean.
-	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*' -not -path './.cache/*'))"; \
-	if [ -n "$$unformatted" ]; then echo "lint-fmt: run 'make fmt'; not gofmt-clean:"; echo "$$unformatted"; exit 1; fi
-
-.PHONY: vet
-vet: ## Run go vet on the module and on hack/cert-manager (its own module).
-	go vet ./...
-	cd hack/cert-manager && GOWORK=off go vet .
-
 .PHONY: test
-test: tools verify-gen lint-fmt vet ## Run everything: verify-gen, gofmt, vet, unit and envtest suites (real apiserver, etcd, cert-manager).
+test: tools verify-gen lint ## Run everything: verify-gen, lint, then the unit, envtest, netns and e2e suites (real apiserver, etcd, cert-manager).
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit
@@ -103,6 +106,8 @@ test-unit: ## Run the fast tests only (go test -short: the envtest suites skip t
 .PHONY: test-e2e
 test-e2e: tools ## Run the end-to-end suite on the local mesh (root; it builds the component binaries itself).
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test -count=1 -timeout 20m -v ./test/e2e/...
+
+##@ Benchmarks
 
 .PHONY: bench-dataplane
 bench-dataplane: ## Benchmark ztunnel against direct pod-to-pod traffic (root: netns nodes, real ztunnels); one line per figure.
@@ -141,7 +146,7 @@ build: ## Build every binary under cmd/ into bin/ (static, version stamped; each
 	done
 
 .PHONY: run
-run: ## Run the operator from source against the cluster of the current kubeconfig (without its webhooks).
+run: install ## Install the CRDs, then run the operator from source against the cluster of the current kubeconfig (without its webhooks).
 	go run -ldflags "$(LDFLAGS)" ./cmd/operator --metrics-bind-address=:8080 --metrics-secure=false --enable-webhooks=false
 
 ## Images: one Dockerfile, one target per image (test/deploy checks it).
@@ -189,10 +194,40 @@ demo: tools build ## Bring the local mesh up from nothing and walk its story, L4
 demo-down: ## Tear the local mesh down from its state dir: no process, network namespace, rule or mount is left.
 	go run ./test/e2e/demo down --state-dir $(DEMO_STATE)
 
+##@ Cluster
+
+# A real Kubernetes cluster on this machine (hack/cluster, docs/cluster.md): etcd, apiserver,
+# controller-manager and scheduler in the root network namespace; each node a network and a mount
+# namespace running containerd, a kubelet and kube-proxy. Needs root. KUBECONFIG is
+# $(CLUSTER_STATE)/kubeconfig/admin.kubeconfig.
+CLUSTER_STATE      ?= $(CURDIR)/.cluster
+CLUSTER_NODES      ?= 1
+CLUSTER_PROXY_MODE ?= iptables
+CLUSTER_BIN        := $(LOCALBIN)/cluster
+
+.PHONY: cluster-bin
+cluster-bin:
+	CGO_ENABLED=0 go build -trimpath -o $(CLUSTER_BIN)/ ./hack/cluster ./hack/cluster/pause ./hack/cluster/smokeapp
+
+.PHONY: cluster-up
+cluster-up: cluster-bin ## Bring up a real cluster as root: control plane plus CLUSTER_NODES (1 or 2) nodes with containerd, kubelet, kube-proxy.
+	@if [ "$$(id -u)" != 0 ]; then echo "make cluster-up needs root: it creates network and mount namespaces, cgroups and a bridge"; exit 1; fi
+	hack/tools.sh apt kubernetes etcd kubernetes-cluster
+	$(CLUSTER_BIN)/cluster up --state-dir $(CLUSTER_STATE) --nodes $(CLUSTER_NODES) --proxy-mode $(CLUSTER_PROXY_MODE) \
+		--k8s-bin-dir $(ENVTEST_ASSETS) --pause $(CLUSTER_BIN)/pause
+
+.PHONY: cluster-smoke
+cluster-smoke: cluster-bin ## On the cluster-up cluster: an imported image runs on every node, gets Ready; logs, exec and a Service ClusterIP work.
+	$(CLUSTER_BIN)/cluster smoke --state-dir $(CLUSTER_STATE) --k8s-bin-dir $(ENVTEST_ASSETS) --app $(CLUSTER_BIN)/smokeapp
+
+.PHONY: cluster-down
+cluster-down: cluster-bin ## Stop the cluster and remove all it created: processes, mounts, namespaces with their rules, cgroups, state.
+	$(CLUSTER_BIN)/cluster down --state-dir $(CLUSTER_STATE)
+
 ##@ Deployment
 
-# deploy/undeploy talk to the cluster of the current kubeconfig with the
-# kubectl on PATH (or the one `make tools` builds).
+# install, uninstall, deploy and undeploy talk to the cluster of the current
+# kubeconfig with the kubectl on PATH (or the one `make tools` builds).
 CLUSTER_KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(KUBECTL))
 # The OLM bundle: the operator release it describes, its channel, and where
 # it is written (test/deploy regenerates it elsewhere to check it is current).
@@ -202,24 +237,29 @@ BUNDLE_IMG        ?= $(REGISTRY)/ambient-operator-bundle:v$(BUNDLE_VERSION)
 BUNDLE_DIR        ?= bundle
 BUNDLE_DOCKERFILE ?= bundle.Dockerfile
 
-$(KUSTOMIZE):
-	hack/tools.sh kustomize
+.PHONY: install
+install: kustomize ## Install the CRDs (config/crd) into the cluster, server-side. Nothing else: no operator, RBAC or webhooks.
+	$(KUSTOMIZE) build config/crd | $(CLUSTER_KUBECTL) apply --server-side --force-conflicts -f -
+
+.PHONY: uninstall
+uninstall: kustomize ## Delete the CRDs from the cluster, and with them every AmbientMesh, Waypoint and MeshPolicy.
+	$(KUSTOMIZE) build config/crd | $(CLUSTER_KUBECTL) delete --ignore-not-found --wait -f -
 
 .PHONY: deploy
-deploy: $(KUSTOMIZE) ## Install CRDs, RBAC, webhooks (cert-manager certificate) and the operator image IMG into the cluster. Needs cert-manager.
+deploy: kustomize ## Install CRDs, RBAC, webhooks (cert-manager certificate) and the operator image IMG into the cluster. Needs cert-manager.
 	hack/bundle/render.sh config/default $(IMG) | $(CLUSTER_KUBECTL) apply --server-side --force-conflicts -f -
 
 .PHONY: undeploy
-undeploy: $(KUSTOMIZE) ## Remove what deploy installed. Delete the AmbientMesh first, so the operator uninstalls the mesh.
+undeploy: kustomize ## Remove what deploy installed. Delete the AmbientMesh first, so the operator uninstalls the mesh.
 	hack/bundle/render.sh config/default $(IMG) | $(CLUSTER_KUBECTL) delete --ignore-not-found --wait -f -
 
 .PHONY: build-installer
-build-installer: $(KUSTOMIZE) ## Write dist/install.yaml: everything deploy installs, in one file, for image IMG.
+build-installer: kustomize ## Write dist/install.yaml: everything deploy installs, in one file, for image IMG.
 	mkdir -p dist
 	hack/bundle/render.sh config/default $(IMG) > dist/install.yaml
 
 .PHONY: bundle
-bundle: $(KUSTOMIZE) ## Generate the OLM bundle (bundle/, bundle.Dockerfile) for BUNDLE_VERSION. Reproducible: a rerun changes nothing.
+bundle: kustomize ## Generate the OLM bundle (bundle/, bundle.Dockerfile) for BUNDLE_VERSION. Reproducible: a rerun changes nothing.
 	hack/bundle/render.sh config/manifests $(REGISTRY)/ambient-operator:v$(BUNDLE_VERSION) | \
 		go run ./hack/bundle --version $(BUNDLE_VERSION) --channels $(BUNDLE_CHANNELS) \
 			--output-dir $(BUNDLE_DIR) --dockerfile $(BUNDLE_DOCKERFILE)
@@ -227,3 +267,28 @@ bundle: $(KUSTOMIZE) ## Generate the OLM bundle (bundle/, bundle.Dockerfile) for
 .PHONY: bundle-build
 bundle-build: ## Build the bundle image BUNDLE_IMG from bundle.Dockerfile.
 	$(CONTAINER_TOOL) build -f $(BUNDLE_DOCKERFILE) -t $(BUNDLE_IMG) .
+
+##@ Dependencies
+
+# Each target asks hack/tools.sh for what it needs: a no-op when that version is
+# cached, a build from source when it is not (or when hack/tools.sh names a new version).
+
+.PHONY: tools
+tools: ## Build every tool into bin/: kube-apiserver, etcd, kubectl, cert-manager, controller-gen, kustomize, protoc plugins, golangci-lint, setup-envtest.
+	hack/tools.sh
+
+.PHONY: controller-gen
+controller-gen: ## Build controller-gen into bin/.
+	hack/tools.sh controller-gen
+
+.PHONY: protoc-gen
+protoc-gen: ## Build the protoc plugins protoc-gen-go and protoc-gen-go-grpc into bin/.
+	hack/tools.sh protoc-gen-go protoc-gen-go-grpc
+
+.PHONY: kustomize
+kustomize: ## Build kustomize into bin/.
+	hack/tools.sh kustomize
+
+.PHONY: golangci-lint
+golangci-lint: ## Build golangci-lint into bin/.
+	hack/tools.sh golangci-lint

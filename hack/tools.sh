@@ -6,7 +6,8 @@
 #
 # Usage: hack/tools.sh [tool...]   (no argument: every tool)
 # Tools: apt kubernetes etcd controller-gen kustomize protoc-gen-go
-#        protoc-gen-go-grpc cert-manager setup-envtest sideload
+#        protoc-gen-go-grpc golangci-lint cert-manager setup-envtest sideload
+#        kubernetes-cluster (not built by default: only `make cluster-up` needs it)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,7 +15,8 @@ BIN="${ROOT}/bin"
 CACHE="${TOOLS_CACHE:-${HOME}/.cache/ambient-operator/tools}"
 
 # Versions: one place. Keep in sync with test/testenv (K8S_VERSION) and the README.
-K8S_VERSION=1.35.4              # kube-apiserver, kubectl (k8s.io/kubernetes v1.35.4, staging v0.35.4)
+K8S_VERSION=1.35.4              # kube-apiserver, kubectl, and the cluster's kube-controller-manager,
+                                # kube-scheduler, kubelet, kube-proxy (k8s.io/kubernetes v1.35.4, staging v0.35.4)
 ETCD_VERSION=3.5.35             # go.etcd.io/etcd/server/v3
 CONTROLLER_TOOLS_VERSION=0.23.0 # controller-gen
 KUSTOMIZE_VERSION=5.8.0
@@ -22,10 +24,12 @@ PROTOC_GEN_GO_VERSION=1.36.12       # google.golang.org/protobuf
 PROTOC_GEN_GO_GRPC_VERSION=1.5.1    # google.golang.org/grpc/cmd/protoc-gen-go-grpc
 SETUP_ENVTEST_VERSION=0.25.1        # sigs.k8s.io/controller-runtime/tools/setup-envtest
 CERT_MANAGER_VERSION=1.20.3         # github.com/cert-manager/cert-manager (hack/cert-manager)
+GOLANGCI_LINT_VERSION=2.15.0        # github.com/golangci/golangci-lint/v2 (needs go >= 1.26.0 to build)
 
 GOOS_ARCH="$(go env GOOS)-$(go env GOARCH)"
 ASSETS_DIR="${BIN}/k8s/${K8S_VERSION}-${GOOS_ARCH}"
-APT_PACKAGES=(iptables nftables containernetworking-plugins protobuf-compiler iproute2 tcpdump nodejs)
+# containerd, runc and containernetworking-plugins (bridge, host-local, ...) run hack/cluster's nodes.
+APT_PACKAGES=(iptables nftables containernetworking-plugins protobuf-compiler iproute2 tcpdump nodejs containerd runc)
 
 # Wrapper modules must not see a go.work, and are allowed to fill in their go.sum.
 export GOWORK=off
@@ -113,8 +117,10 @@ k8s_ldflags() {
 	echo "${flags}"
 }
 
-build_kubernetes() {
-	local out="$1" dir="${ROOT}/hack/tools/kubernetes" depmod staging
+# kubernetes_wrapper: writes hack/tools/kubernetes/go.mod, the wrapper module
+# every Kubernetes binary is built from.
+kubernetes_wrapper() {
+	local dir="${ROOT}/hack/tools/kubernetes" depmod staging
 	depmod=$(mod_file "k8s.io/kubernetes@v${K8S_VERSION}")
 	wrapper_gomod "${dir}" k8s.io/kubernetes "v${K8S_VERSION}" "${depmod}"
 	# kubernetes points each staging module at ./staging/src/...; a dependent
@@ -132,19 +138,41 @@ build_kubernetes() {
 	} >>"${dir}/go.mod.new"
 	finish_gomod "${dir}"
 	log "kubernetes wrapper module: $(echo "${staging}" | wc -w) staging replaces"
+}
+
+# build_kubernetes_cmds OUTDIR CMD...: builds k8s.io/kubernetes/cmd/CMD for each CMD.
+build_kubernetes_cmds() {
+	local out="$1" cmd ldflags
+	shift
+	kubernetes_wrapper
+	ldflags=$(k8s_ldflags)
 	(
-		cd "${dir}"
+		cd "${ROOT}/hack/tools/kubernetes"
 		export CGO_ENABLED=0 GOFLAGS="${GOFLAGS} -mod=mod"
-		go build -trimpath -ldflags "$(k8s_ldflags)" -o "${out}/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-		go build -trimpath -ldflags "$(k8s_ldflags)" -o "${out}/kubectl" k8s.io/kubernetes/cmd/kubectl
+		for cmd in "$@"; do
+			go build -trimpath -ldflags "${ldflags}" -o "${out}/${cmd}" "k8s.io/kubernetes/cmd/${cmd}"
+		done
 	)
 }
+
+build_kubernetes() { build_kubernetes_cmds "$1" kube-apiserver kubectl; }
 
 tool_kubernetes() {
 	cached kubernetes "${K8S_VERSION}" kube-apiserver kubectl ||
 		build_in_cache kubernetes "${K8S_VERSION}" build_kubernetes
 	link_into "${ASSETS_DIR}" kubernetes "${K8S_VERSION}" kube-apiserver kubectl
 	link_into "${BIN}" kubernetes "${K8S_VERSION}" kubectl
+}
+
+# The rest of a cluster (hack/cluster), from the same wrapper module and
+# version, in a cache entry of its own so the envtest binaries stay as built.
+CLUSTER_CMDS=(kube-controller-manager kube-scheduler kubelet kube-proxy)
+build_kubernetes_cluster() { build_kubernetes_cmds "$1" "${CLUSTER_CMDS[@]}"; }
+
+tool_kubernetes-cluster() {
+	cached kubernetes-cluster "${K8S_VERSION}" "${CLUSTER_CMDS[@]}" ||
+		build_in_cache kubernetes-cluster "${K8S_VERSION}" build_kubernetes_cluster
+	link_into "${ASSETS_DIR}" kubernetes-cluster "${K8S_VERSION}" "${CLUSTER_CMDS[@]}"
 }
 
 # ---------------------------------------------------------------------- etcd
@@ -187,6 +215,25 @@ tool_protoc-gen-go() {
 tool_protoc-gen-go-grpc() {
 	go_install protoc-gen-go-grpc "${PROTOC_GEN_GO_GRPC_VERSION}" "google.golang.org/grpc/cmd/protoc-gen-go-grpc@v${PROTOC_GEN_GO_GRPC_VERSION}"
 }
+
+# golangci-lint's go.mod asks for the newest Go but one; with GOTOOLCHAIN=local
+# an older go refuses to build it, so say which Go it needs instead of failing
+# deep inside the build. (The binary in turn lints only modules whose go line is
+# no newer than the Go it was built with: our go.mod says 1.26.0.)
+tool_golangci-lint() {
+	local module="github.com/golangci/golangci-lint/v2" need have
+	if ! cached golangci-lint "${GOLANGCI_LINT_VERSION}" golangci-lint; then
+		need=$(sed -nE 's/^go ([0-9.]+).*/\1/p' "$(mod_file "${module}@v${GOLANGCI_LINT_VERSION}")")
+		have=$(go env GOVERSION)
+		have=${have#go}
+		if [[ "$(printf '%s\n%s\n' "${need}" "${have}" | sort -V | head -1)" != "${need}" ]]; then
+			log "golangci-lint ${GOLANGCI_LINT_VERSION} needs go >= ${need}; this go is ${have} (install a newer Go or set GOTOOLCHAIN=go${need})"
+			return 1
+		fi
+	fi
+	go_install golangci-lint "${GOLANGCI_LINT_VERSION}" "${module}/cmd/golangci-lint@v${GOLANGCI_LINT_VERSION}"
+}
+
 tool_setup-envtest() {
 	go_install setup-envtest "${SETUP_ENVTEST_VERSION}" "sigs.k8s.io/controller-runtime/tools/setup-envtest@v${SETUP_ENVTEST_VERSION}"
 }
@@ -254,14 +301,14 @@ tool_apt() {
 }
 
 # Order matters: sideload needs kubernetes, etcd and setup-envtest.
-ALL_TOOLS=(apt kubernetes etcd controller-gen kustomize protoc-gen-go protoc-gen-go-grpc cert-manager setup-envtest sideload)
+ALL_TOOLS=(apt kubernetes etcd controller-gen kustomize protoc-gen-go protoc-gen-go-grpc golangci-lint cert-manager setup-envtest sideload)
 
 main() {
 	local tools=("$@") t start=${SECONDS}
 	[[ ${#tools[@]} -gt 0 ]] || tools=("${ALL_TOOLS[@]}")
 	for t in "${tools[@]}"; do
 		if ! declare -F "tool_${t}" >/dev/null; then
-			log "unknown tool ${t}; known: ${ALL_TOOLS[*]}"
+			log "unknown tool ${t}; known: ${ALL_TOOLS[*]} kubernetes-cluster"
 			exit 2
 		fi
 		"tool_${t}"

@@ -63,7 +63,7 @@ func Setup(mgr ctrl.Manager, reader client.Reader) error {
 		WithDefaulter(&WaypointDefaulter{}).
 		WithValidator(&WaypointValidator{Reader: reader}).
 		Complete(); err != nil {
-		return fmt.Errorf("Waypoint webhooks: %w", err)
+		return fmt.Errorf("waypoint webhooks: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &meshv1alpha1.MeshPolicy{}).
 		WithDefaulter(&MeshPolicyDefaulter{}).

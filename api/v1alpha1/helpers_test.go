@@ -57,7 +57,7 @@ func TestHasL7Rules(t *testing.T) {
 		{"no rules (mtls only)", nil, false},
 		{"empty rule matches everything at L4", []meshv1.Rule{{}}, false},
 		{"ports and sources only", []meshv1.Rule{l4}, false},
-		{"methods", []meshv1.Rule{l4, meshv1.Rule{To: []meshv1.Destination{{Methods: []string{"GET"}}}}}, true},
+		{"methods", []meshv1.Rule{l4, {To: []meshv1.Destination{{Methods: []string{"GET"}}}}}, true},
 		{"paths", []meshv1.Rule{{To: []meshv1.Destination{{Paths: []meshv1.PathMatch{{Prefix: "/api/"}}}}}}, true},
 		{"hosts", []meshv1.Rule{{To: []meshv1.Destination{{Ports: []int32{80}}, {Hosts: []string{"a.example"}}}}}, true},
 		{"when header", []meshv1.Rule{{When: []meshv1.RequestCondition{{Header: "x-tenant", Values: []string{"a"}}}}}, true},

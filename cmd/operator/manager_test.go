@@ -187,7 +187,7 @@ func metricsStatus(addr, token string) int {
 // server's certificate is self-signed by controller-runtime, on loopback.
 func metrics(addr, token string) (int, string) {
 	GinkgoHelper()
-	client := &http.Client{
+	httpClient := &http.Client{
 		Timeout:   5 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, //nolint:gosec // loopback test server
 	}
@@ -196,7 +196,7 @@ func metrics(addr, token string) (int, string) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := client.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}

@@ -245,9 +245,9 @@ func TestPlanZTunnelNodesRecheckBeforeTimeout(t *testing.T) {
 }
 
 func TestUpgradeStepWaypoints(t *testing.T) {
-	at := func(versions ...string) []waypointDeployment {
+	at := func(perWaypoint ...string) []waypointDeployment {
 		var out []waypointDeployment
-		for i, v := range versions {
+		for i, v := range perWaypoint {
 			out = append(out, waypointDeployment{Key: fmt.Sprintf("ns%d/waypoint", i), Version: v})
 		}
 		return out

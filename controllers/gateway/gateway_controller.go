@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -84,7 +85,7 @@ func proxyOf(gw *gatewayv1.Gateway) manifests.Proxy {
 	return manifests.Proxy{
 		Name:      gw.Name,
 		Namespace: gw.Namespace,
-		Owner:     *metav1.NewControllerRef(gw, gatewayv1.SchemeGroupVersion.WithKind("Gateway")),
+		Owner:     *metav1.NewControllerRef(gw, schema.GroupVersion(gatewayv1.GroupVersion).WithKind("Gateway")),
 	}
 }
 

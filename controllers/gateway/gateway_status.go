@@ -63,7 +63,7 @@ func acceptListener(l gatewayv1.Listener) waypoint.Verdict {
 	case l.Protocol != ProtocolHBONE:
 		return waypoint.Verdict{Reason: string(gatewayv1.ListenerReasonUnsupportedProtocol),
 			Message: fmt.Sprintf("protocol %s is not supported: a waypoint listens with %s on port %d", l.Protocol, ProtocolHBONE, meshv1alpha1.PortHBONE)}
-	case int32(l.Port) != meshv1alpha1.PortHBONE:
+	case l.Port != meshv1alpha1.PortHBONE:
 		return waypoint.Verdict{Reason: string(gatewayv1.ListenerReasonPortUnavailable),
 			Message: fmt.Sprintf("port %d is not supported: a waypoint accepts HBONE on port %d", l.Port, meshv1alpha1.PortHBONE)}
 	}

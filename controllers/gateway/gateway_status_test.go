@@ -17,7 +17,7 @@ import (
 var now = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
 func listener(name string, protocol gatewayv1.ProtocolType, port int32) gatewayv1.Listener {
-	return gatewayv1.Listener{Name: gatewayv1.SectionName(name), Protocol: protocol, Port: gatewayv1.PortNumber(port)}
+	return gatewayv1.Listener{Name: gatewayv1.SectionName(name), Protocol: protocol, Port: port}
 }
 
 func gatewayWith(listeners ...gatewayv1.Listener) *gatewayv1.Gateway {

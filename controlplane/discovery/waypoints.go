@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -60,8 +61,8 @@ type WaypointReconciler struct {
 func InstalledGatewayAPIKinds(mapper meta.RESTMapper) map[string]bool {
 	out := map[string]bool{}
 	for _, kind := range []string{"Gateway", "HTTPRoute", "GRPCRoute"} {
-		gk := gatewayv1.SchemeGroupVersion.WithKind(kind).GroupKind()
-		if _, err := mapper.RESTMapping(gk, gatewayv1.SchemeGroupVersion.Version); err == nil {
+		gk := schema.GroupKind{Group: gatewayv1.GroupName, Kind: kind}
+		if _, err := mapper.RESTMapping(gk, gatewayv1.GroupVersion.Version); err == nil {
 			out[kind] = true
 		}
 	}

@@ -58,9 +58,9 @@ func (r *PolicyReconciler) waypointEnforcement(p *meshv1.MeshPolicy, targets []t
 // servesTargets: the configuration has the listeners of every Service target (of the
 // policy's namespace) that uses the waypoint (a Waypoint or Namespace target is whatever
 // the waypoint serves).
-func servesTargets(c xdsserver.WaypointContents, namespace string, targets []translate.TargetState, waypoint types.NamespacedName) bool {
+func servesTargets(c xdsserver.WaypointContents, namespace string, targets []translate.TargetState, waypointName types.NamespacedName) bool {
 	for _, t := range targets {
-		if t.Waypoint == waypoint && t.Ref.Kind == meshv1.TargetKindService && !slices.Contains(c.Services, namespace+"/"+t.Ref.Name) {
+		if t.Waypoint == waypointName && t.Ref.Kind == meshv1.TargetKindService && !slices.Contains(c.Services, namespace+"/"+t.Ref.Name) {
 			return false
 		}
 	}

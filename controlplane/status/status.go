@@ -216,7 +216,7 @@ func applyStatus(ctx context.Context, c client.Client, obj client.Object, gvk sc
 	u.SetGroupVersionKind(gvk)
 	u.SetNamespace(obj.GetNamespace())
 	u.SetName(obj.GetName())
-	err = c.Status().Patch(ctx, u, client.Apply, client.FieldOwner(FieldOwner), client.ForceOwnership)
+	err = c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
 	if apierrors.IsNotFound(err) {
 		return nil // deleted meanwhile
 	}

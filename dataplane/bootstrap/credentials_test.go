@@ -102,7 +102,7 @@ func controlPlaneAt(t *testing.T, addr string, ca *testca.CA) (stop func(), boun
 	}
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS13})))
 	healthpb.RegisterHealthServer(g, health.NewServer())
-	go g.Serve(l)
+	go func() { _ = g.Serve(l) }() // returns when Stop closes the listener
 	t.Cleanup(g.Stop)
 	return g.Stop, l.Addr().String()
 }

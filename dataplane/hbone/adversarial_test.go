@@ -76,8 +76,8 @@ func dialAttackerTo(t testing.TB, e *env, addr netip.AddrPort) *attacker {
 	a.fr = http2.NewFramer(a.bw, tc)
 	a.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	a.enc = hpack.NewEncoder(&a.hbuf)
-	tc.SetDeadline(time.Now().Add(10 * time.Second))
-	defer tc.SetDeadline(time.Time{})
+	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+	defer func() { _ = tc.SetDeadline(time.Time{}) }()
 	if _, err := a.bw.WriteString(http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func (a *attacker) floodUntilClosed(write func(fr *http2.Framer)) {
 	if !a.flush() {
 		return
 	}
-	a.tc.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	_ = a.tc.SetWriteDeadline(time.Now().Add(20 * time.Second))
 	for {
 		_, err := a.tc.Write(frames.Bytes())
 		if isTimeout(err) {
@@ -274,7 +274,7 @@ func smallSendBuffers(t testing.TB, e *env) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			c.(*net.TCPConn).SetWriteBuffer(4096)
+			_ = c.(*net.TCPConn).SetWriteBuffer(4096) // a hint: the kernel may round it
 			go e.srv.ServeConn(c)
 		}
 	}()
@@ -876,7 +876,7 @@ func TestHalfOpenConnections(t *testing.T) {
 // wantClosedByServer reads from c until the server closes it.
 func wantClosedByServer(t testing.TB, c net.Conn) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.Copy(io.Discard, c); isTimeout(err) {
 		t.Fatal("the server did not close the connection")
 	}

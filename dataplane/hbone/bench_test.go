@@ -82,7 +82,7 @@ func downloadMBps(c net.Conn, total int) float64 {
 // throughput, and it does not depend on what else runs.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru) // cannot fail for RUSAGE_SELF
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
@@ -226,8 +226,12 @@ func benchNewStream(b *testing.B, early bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		c.Write(one)
-		io.ReadFull(c, one)
+		if _, err := c.Write(one); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, one); err != nil {
+			b.Fatal(err)
+		}
 		directLat[i] = time.Since(start)
 		c.Close()
 	}
@@ -262,7 +266,9 @@ func newStreamEcho(b *testing.B, e *env, early bool) time.Duration {
 	}
 	defer c.Close()
 	if !early {
-		c.Write(one)
+		if _, err := c.Write(one); err != nil {
+			b.Fatal(err)
+		}
 	}
 	if _, err := io.ReadFull(c, one); err != nil {
 		b.Fatal(err)
@@ -340,7 +346,7 @@ func BenchmarkThroughputTwoProxies(b *testing.B) {
 					app.Close()
 					return
 				}
-				Join(app, up, nil)
+				_ = Join(app, up, nil) // the relay's end: either side closing
 			}()
 		}
 	}()

@@ -84,10 +84,15 @@ func TestCoalescingConnReleasesBufferAtError(t *testing.T) {
 func TestCoalescingConnBatchesWrites(t *testing.T) {
 	raw := &chunkConn{}
 	cc := newCoalescingConn(raw)
-	cc.Write([]byte("direct")) // outside a batch: passes through
+	// Outside a batch a write passes through.
+	if _, err := cc.Write([]byte("direct")); err != nil {
+		t.Fatal(err)
+	}
 	cc.beginBatch()
-	for i := 0; i < 10; i++ {
-		cc.Write(bytes.Repeat([]byte{'r'}, 16<<10)) // ten TLS records
+	for i := 0; i < 10; i++ { // ten TLS records
+		if _, err := cc.Write(bytes.Repeat([]byte{'r'}, 16<<10)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := cc.endBatch(); err != nil {
 		t.Fatal(err)
@@ -99,9 +104,13 @@ func TestCoalescingConnBatchesWrites(t *testing.T) {
 	raw.writes = nil
 	cc.beginBatch()
 	for i := 0; i < 40; i++ {
-		cc.Write(bytes.Repeat([]byte{'s'}, 16<<10))
+		if _, err := cc.Write(bytes.Repeat([]byte{'s'}, 16<<10)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cc.endBatch()
+	if err := cc.endBatch(); err != nil {
+		t.Fatal(err)
+	}
 	total := 0
 	for _, w := range raw.writes {
 		total += len(w)

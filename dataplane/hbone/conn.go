@@ -99,7 +99,7 @@ func (c *Conn) PeerIdentity() spiffe.ID { return c.peer }
 
 // SetDeadline sets both deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.SetReadDeadline(t)
+	c.st.setReadDeadline(t)
 	return c.SetWriteDeadline(t)
 }
 

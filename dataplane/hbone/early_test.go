@@ -30,7 +30,9 @@ func TestEarlyDataArrivesBeforeTheAnswer(t *testing.T) {
 	if _, err := c.Write([]byte(" late")); err != nil {
 		t.Fatal(err)
 	}
-	c.CloseWrite()
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != "early late" {

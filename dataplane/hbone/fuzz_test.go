@@ -143,7 +143,7 @@ func (c *fuzzClient) send(method, authority, path, scheme, protocol, hname, hval
 			c.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
 		}
 	}
-	c.tc.SetDeadline(time.Now().Add(10 * time.Second))
+	_ = c.tc.SetDeadline(time.Now().Add(10 * time.Second))
 	err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true, EndStream: endStream && len(body) == 0})
 	if err == nil && len(body) > 0 {
 		err = c.fr.WriteData(id, endStream, body)
@@ -248,9 +248,9 @@ func FuzzSessionFrames(f *testing.F) {
 		if err := raw.connect(); err != nil {
 			t.Fatalf("connect: %v", err)
 		}
-		raw.tc.SetDeadline(time.Now().Add(50 * time.Millisecond))
-		raw.tc.Write(input)
-		io.Copy(io.Discard, raw.tc) // until the server closes or the deadline passes
+		_ = raw.tc.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		_, _ = raw.tc.Write(input)         // the server may hang up on any byte
+		_, _ = io.Copy(io.Discard, raw.tc) // until the server closes or the deadline passes
 		raw.close()
 
 		fc.tc = nil // a fresh connection

@@ -58,7 +58,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(l)
+	go func() { _ = srv.Serve(l) }() // returns when Close closes the listener
 	t.Cleanup(func() { srv.Close() })
 	e.srv = srv
 	e.via = l.Addr().(*net.TCPAddr).AddrPort()
@@ -115,8 +115,8 @@ func forwardHandler(seen chan<- *Request) Handler {
 func startEcho(t testing.TB) netip.AddrPort {
 	t.Helper()
 	return startUpstream(t, func(c *net.TCPConn) {
-		io.Copy(c, c)
-		c.CloseWrite()
+		_, _ = io.Copy(c, c) // the client checks what comes back
+		_ = c.CloseWrite()
 	})
 }
 

@@ -113,7 +113,9 @@ func runNodeClient(t *testing.T, node string, e *env, clientCert *tls.Certificat
 	t.Helper()
 	dir := t.TempDir()
 	script := filepath.Join(dir, "client.js")
-	os.WriteFile(script, []byte(nodeClientJS), 0o600)
+	if err := os.WriteFile(script, []byte(nodeClientJS), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	caFile, certFile, keyFile := writePEMs(t, dir, e.ca, clientCert)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -165,7 +167,9 @@ func TestOurClientToNodeServer(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	dir := t.TempDir()
 	script := filepath.Join(dir, "server.js")
-	os.WriteFile(script, []byte(nodeServerJS), 0o600)
+	if err := os.WriteFile(script, []byte(nodeServerJS), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	caFile, certFile, keyFile := writePEMs(t, dir, e.ca, e.ca.Issue(t, serverID))
 	cmd := exec.Command(node, script, caFile, certFile, keyFile)
 	stdout, _ := cmd.StdoutPipe()
@@ -173,7 +177,7 @@ func TestOurClientToNodeServer(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) // killed: Wait reports that
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		t.Fatalf("node server did not start: %v", err)
@@ -193,9 +197,13 @@ func TestOurClientToNodeServer(t *testing.T) {
 		t.Fatalf("Dial node server: %v", err)
 	}
 	defer c.Close()
-	io.WriteString(c, "hello node")
-	c.CloseWrite()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "hello node"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatal(err)

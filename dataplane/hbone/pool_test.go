@@ -46,7 +46,7 @@ func Test1000ConcurrentStreamsShareFewConnections(t *testing.T) {
 			}
 			defer c.Close()
 			msg := fmt.Sprintf("stream %d", i)
-			io.WriteString(c, msg)
+			_, _ = io.WriteString(c, msg) // a failed write shows in the echo check
 			got := make([]byte, len(msg))
 			if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
 				mu.Lock()
@@ -169,7 +169,7 @@ func TestKeepalivePingsDetectDeadServer(t *testing.T) {
 	echoCheck(t, c, "alive")
 	frozen.Range(func(k, _ any) bool { k.(*freezableConn).freeze(); return true })
 	testwait.For(t, "the silent connection to be dropped", 10*time.Second, func() bool { return len(e.pool.Stats().Conns) == 0 })
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("stream on the dead connection: read err %v, want a connection error", err)
 	}
@@ -251,19 +251,19 @@ func TestReadDeadlineKeepsData(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	c := e.dial(t)
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	buf := make([]byte, 16)
 	if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Read with nothing to read: %v, want deadline exceeded", err)
 	}
 	// Data that arrives after the timeout is not lost.
-	c.SetReadDeadline(time.Time{})
+	_ = c.SetReadDeadline(time.Time{})
 	echoCheck(t, c, "after a timeout")
 	// A deadline set while a Read is blocked interrupts it.
 	errc := make(chan error, 1)
 	go func() { _, err := c.Read(buf); errc <- err }()
 	testwait.For(t, "the Read to start", 5*time.Second, func() bool { return reading(c.st) })
-	c.SetReadDeadline(time.Now())
+	_ = c.SetReadDeadline(time.Now())
 	select {
 	case err := <-errc:
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -348,11 +348,11 @@ func TestNoGoroutineOrFDLeakAfter2000Streams(t *testing.T) {
 					return
 				}
 				msg := fmt.Sprintf("%d/%d", w, i)
-				io.WriteString(c, msg)
+				_, _ = io.WriteString(c, msg) // a failed write shows in the echo check
 				got := make([]byte, len(msg))
 				_, err = io.ReadFull(c, got)
 				if i%2 == 0 {
-					c.CloseWrite() // half the streams end cleanly, half are reset
+					_ = c.CloseWrite() // half the streams end cleanly, half are reset
 				}
 				c.Close()
 				if err != nil {
@@ -412,8 +412,10 @@ func TestReadFromKeepsOrderAndCounts(t *testing.T) {
 	if _, err := io.WriteString(c, "tail"); err != nil { // then the pipe again
 		t.Fatal(err)
 	}
-	c.CloseWrite()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatal(err)
@@ -433,7 +435,9 @@ func TestJoinCountsBothDirections(t *testing.T) {
 	var stats JoinStats
 	done := make(chan error, 1)
 	go func() { done <- Join(proxy, c, &stats) }()
-	io.WriteString(app, "ping")
+	if _, err := io.WriteString(app, "ping"); err != nil {
+		t.Fatal(err)
+	}
 	got := make([]byte, 4)
 	if _, err := io.ReadFull(app, got); err != nil || string(got) != "ping" {
 		t.Fatalf("echo %q, %v", got, err)

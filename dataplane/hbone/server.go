@@ -410,7 +410,7 @@ func (s *Server) parseRequest(info *connInfo, hf *http2.MetaHeadersFrame) (*Requ
 	}
 	header := make(http.Header, len(hf.RegularFields()))
 	for _, f := range hf.RegularFields() {
-		header.Add(http.CanonicalHeaderKey(f.Name), f.Value)
+		header.Add(f.Name, f.Value)
 	}
 	req := &Request{Peer: info.peer, Identity: s.cfg.Identity, Target: target, Header: header,
 		RemoteAddr: info.remote, LocalAddr: info.local, TLS: info.tls}

@@ -3,7 +3,6 @@ package hbone
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,20 +15,16 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
-// rawClient opens an mTLS HTTP/2 connection to the env's server with x/net's
+// rawClient opens an mTLS HTTP/2 connection to the env's server with net/http's
 // transport, to send requests the Pool would never send.
-func (e *env) rawClient(t testing.TB) *http2.ClientConn {
+func (e *env) rawClient(t testing.TB) *http.ClientConn {
 	t.Helper()
-	tc, err := tls.Dial("tcp", e.via.String(), ClientTLSConfig(clientID, serverID, e.certs, e.bundle))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := (&http2.Transport{}).NewClientConn(tc)
+	tr := &http.Transport{TLSClientConfig: ClientTLSConfig(clientID, serverID, e.certs, e.bundle), Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true)
+	cc, err := tr.NewClientConn(context.Background(), "https", e.via.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +32,7 @@ func (e *env) rawClient(t testing.TB) *http2.ClientConn {
 	return cc
 }
 
-func roundTrip(t *testing.T, cc *http2.ClientConn, method, authority string) (*http.Response, string) {
+func roundTrip(t *testing.T, cc *http.ClientConn, method, authority string) (*http.Response, string) {
 	t.Helper()
 	req := &http.Request{Method: method, Host: authority, URL: &url.URL{Scheme: "https", Host: authority, Path: "/"}, Header: http.Header{}}
 	if method == http.MethodConnect {
@@ -148,22 +143,24 @@ func TestClientHalfClose(t *testing.T) {
 		if err != nil {
 			return
 		}
-		io.WriteString(c, "got "+string(got))
-		c.CloseWrite()
+		_, _ = io.WriteString(c, "got "+string(got)) // the client checks the reply
+		_ = c.CloseWrite()
 	})
 	c, err := e.pool.Dial(context.Background(), d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	io.WriteString(c, "request")
+	if _, err := io.WriteString(c, "request"); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Write([]byte("x")); err == nil {
 		t.Error("Write after CloseWrite succeeded")
 	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	reply, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatalf("ReadAll: %v", err)
@@ -179,16 +176,16 @@ func TestUpstreamHalfCloseGivesClientEOF(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	d := e.dialReq()
 	d.Target = startUpstream(t, func(c *net.TCPConn) {
-		io.WriteString(c, "banner and bye")
-		c.CloseWrite()
-		io.Copy(io.Discard, c)
+		_, _ = io.WriteString(c, "banner and bye") // the client checks the reply
+		_ = c.CloseWrite()
+		_, _ = io.Copy(io.Discard, c)
 	})
 	c, err := e.pool.Dial(context.Background(), d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	reply, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatalf("ReadAll: %v", err)
@@ -208,10 +205,10 @@ func TestLargeTransferBothWays(t *testing.T) {
 		payload[i] = byte(i * 7)
 	}
 	go func() {
-		c.Write(payload)
-		c.CloseWrite()
+		_, _ = c.Write(payload) // the echo check below sees a failure
+		_ = c.CloseWrite()
 	}()
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +247,7 @@ func TestServerStreamCloseResetsClient(t *testing.T) {
 		t.Errorf("stream peer %s local %s", st.Peer(), st.LocalAddr())
 	}
 	st.Close() // e.g. a policy now denies this connection
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err := io.ReadAll(c)
 	if err == nil {
 		t.Fatal("client read a clean EOF, want a reset")
@@ -264,18 +261,20 @@ func TestServerStreamCloseResetsClient(t *testing.T) {
 }
 
 func TestClientCloseClosesUpstream(t *testing.T) {
-	upClosed := make(chan error, 1)
+	upClosed := make(chan struct{})
 	e := newEnv(t, envOpts{})
 	d := e.dialReq()
 	d.Target = startUpstream(t, func(c *net.TCPConn) {
-		_, err := io.Copy(io.Discard, c)
-		upClosed <- err
+		_, _ = io.Copy(io.Discard, c) // until the stream's close reaches it, as EOF or a reset
+		close(upClosed)
 	})
 	c, err := e.pool.Dial(context.Background(), d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(c, "data")
+	if _, err := io.WriteString(c, "data"); err != nil {
+		t.Fatal(err)
+	}
 	c.Close()
 	select {
 	case <-upClosed:
@@ -379,10 +378,10 @@ func TestConnectionWindowIsReturned(t *testing.T) {
 			payload[i] = byte(i * 13)
 		}
 		go func() {
-			c.Write(payload)
-			c.CloseWrite()
+			_, _ = c.Write(payload) // the echo check below sees a failure
+			_ = c.CloseWrite()
 		}()
-		c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a leaked window stalls until then
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a leaked window stalls until then
 		got, err := io.ReadAll(c)
 		if err != nil {
 			return err
@@ -408,7 +407,9 @@ func TestConnectionWindowIsReturned(t *testing.T) {
 	// Streams closed with unread data on both sides.
 	for range 8 {
 		c := e.dial(t)
-		c.Write(make([]byte, 60<<10))
+		if _, err := c.Write(make([]byte, 60<<10)); err != nil {
+			t.Fatal(err)
+		}
 		testwait.For(t, "the echo to arrive (it stays unread)", 5*time.Second, func() bool { return queued(c.st) > 0 })
 		c.Close()
 	}
@@ -444,14 +445,16 @@ func TestServerHalfCloseKeepsUploadReadable(t *testing.T) {
 	})})
 	c := e.dial(t)
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
 		t.Fatalf("after the server's CloseWrite: read %q %v, want EOF", b, err)
 	}
 	if _, err := c.Write([]byte("still uploading")); err != nil {
 		t.Fatalf("upload after the server's CloseWrite: %v", err)
 	}
-	c.CloseWrite()
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case s := <-got:
 		if s != "still uploading" {

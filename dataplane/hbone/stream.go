@@ -186,7 +186,7 @@ func (s *Stream) RemoteAddr() net.Addr { return s.req.RemoteAddr }
 
 // SetDeadline sets both deadlines.
 func (s *Stream) SetDeadline(t time.Time) error {
-	s.SetReadDeadline(t)
+	s.st.setReadDeadline(t)
 	return s.SetWriteDeadline(t)
 }
 

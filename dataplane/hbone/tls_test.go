@@ -113,7 +113,7 @@ func rawTLS(e *env, cfg *tls.Config) error {
 	defer c.Close()
 	// TLS 1.3 client handshakes complete before the server has checked the
 	// client certificate; the verdict arrives with the first read.
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err = c.Read(make([]byte, 1))
 	return err
 }
@@ -168,7 +168,7 @@ func TestServerRejectsPlaintext(t *testing.T) {
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	reply, err := io.ReadAll(c)
 	if err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
 		t.Fatalf("reading reply: %v", err)
@@ -210,8 +210,8 @@ func echoCheck(t testing.TB, c net.Conn, msg string) {
 		t.Fatalf("write: %v", err)
 	}
 	got := make([]byte, len(msg))
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	defer c.SetReadDeadline(time.Time{})
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	if _, err := io.ReadFull(c, got); err != nil {
 		t.Fatalf("read: %v", err)
 	}

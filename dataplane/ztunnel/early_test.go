@@ -38,8 +38,12 @@ func TestReadReadyTakesQueuedBytesWithoutWaiting(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	// What was not taken early is still there for the copy that follows.
-	app.Write([]byte("rest"))
-	app.(*net.TCPConn).CloseWrite()
+	if _, err := app.Write([]byte("rest")); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
 	rest, err := io.ReadAll(proxy)
 	if err != nil || string(rest) != "rest" {
 		t.Fatalf("after the early bytes: %q %v", rest, err)
@@ -48,7 +52,9 @@ func TestReadReadyTakesQueuedBytesWithoutWaiting(t *testing.T) {
 
 func TestReadReadyLeavesEOFForTheCopy(t *testing.T) {
 	app, proxy := tcptest.Pair(t)
-	app.(*net.TCPConn).CloseWrite()
+	if err := app.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
 	testwait.For(t, "the FIN to arrive", 5*time.Second, func() bool { return finQueued(t, proxy) })
 	if got, err := readReady(proxy); err != nil || got != nil {
 		t.Fatalf("half-closed app: got %q %v, want nothing", got, err)

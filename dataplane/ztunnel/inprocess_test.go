@@ -836,7 +836,7 @@ func TestTrafficGoesThroughTheWaypoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(l)
+	go func() { _ = srv.Serve(l) }() // returns when Close closes the listener
 	t.Cleanup(func() { srv.Close() })
 
 	server := workload("server-uid", "server", "server", "127.10.0.3")

@@ -21,7 +21,7 @@ func TestSchemeKnowsEveryKindTheComponentsManage(t *testing.T) {
 		certmanagerv1.SchemeGroupVersion.WithKind("Certificate"),
 		certmanagerv1.SchemeGroupVersion.WithKind("Issuer"),
 		certmanagerv1.SchemeGroupVersion.WithKind("ClusterIssuer"),
-		gatewayv1.SchemeGroupVersion.WithKind("HTTPRoute"),
+		schema.GroupVersion(gatewayv1.GroupVersion).WithKind("HTTPRoute"),
 		appsv1.SchemeGroupVersion.WithKind("DaemonSet"),
 		apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"),
 	} {

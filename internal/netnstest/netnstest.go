@@ -189,7 +189,7 @@ func OriginalDst(c net.Conn) (netip.AddrPort, error) {
 	if serr != nil {
 		return netip.AddrPort{}, fmt.Errorf("SO_ORIGINAL_DST: %w", serr)
 	}
-	port := uint16(sa.Port>>8 | sa.Port<<8) // network byte order
+	port := sa.Port>>8 | sa.Port<<8 // network byte order
 	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port), nil
 }
 

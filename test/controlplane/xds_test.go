@@ -410,7 +410,7 @@ var _ = Describe("delta xDS to the ztunnel's client", Ordered, func() {
 
 // pushesTo sums ambientmesh_xds_pushes_total for one client (an authenticated service
 // account, "<namespace>/<name>").
-func pushesTo(client string) float64 {
+func pushesTo(clientName string) float64 {
 	families, err := metrics.Registry.Gather()
 	Expect(err).NotTo(HaveOccurred())
 	total := 0.0
@@ -420,7 +420,7 @@ func pushesTo(client string) float64 {
 		}
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "client" && l.GetValue() == client {
+				if l.GetName() == "client" && l.GetValue() == clientName {
 					total += m.GetCounter().GetValue()
 				}
 			}

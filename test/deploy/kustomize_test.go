@@ -24,7 +24,7 @@ import (
 // dryRunApply sends obj to the apiserver as a server-side apply with
 // dryRun=All: every admission step and validation runs, nothing is stored.
 func dryRunApply(obj *unstructured.Unstructured) error {
-	return k8sClient.Patch(ctx, obj.DeepCopy(), client.Apply, client.DryRunAll, client.FieldOwner("deploy-test"), client.ForceOwnership)
+	return k8sClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj.DeepCopy()), client.DryRunAll, client.FieldOwner("deploy-test"), client.ForceOwnership)
 }
 
 func typed[T any](obj *unstructured.Unstructured, into *T) *T {
@@ -46,7 +46,7 @@ var _ = Describe("kustomize build config/default", Ordered, func() {
 		Expect(ns).NotTo(BeNil(), "config/default must create the operator's namespace")
 		Expect(dryRunApply(ns)).To(Succeed())
 		// Namespaced objects need their namespace to exist even in a dry run.
-		Expect(k8sClient.Patch(ctx, ns.DeepCopy(), client.Apply, client.FieldOwner("deploy-test"))).To(Succeed())
+		Expect(k8sClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(ns.DeepCopy()), client.FieldOwner("deploy-test"))).To(Succeed())
 		kinds := map[string]int{}
 		for _, obj := range objs {
 			Expect(dryRunApply(obj)).To(Succeed(), "%s %s", obj.GetKind(), obj.GetName())
@@ -122,7 +122,7 @@ var _ = Describe("kustomize build config/default", Ordered, func() {
 		DeferCleanup(stop)
 		issuer, cert := find(objs, "Issuer", ""), find(objs, "Certificate", "")
 		for _, obj := range []*unstructured.Unstructured{issuer, cert} {
-			Expect(k8sClient.Patch(ctx, obj.DeepCopy(), client.Apply, client.FieldOwner("deploy-test"), client.ForceOwnership)).To(Succeed())
+			Expect(k8sClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj.DeepCopy()), client.FieldOwner("deploy-test"), client.ForceOwnership)).To(Succeed())
 		}
 		secretName, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName")
 		dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")

@@ -51,7 +51,7 @@ func WaypointFromGateway(gw *gatewayv1.Gateway) (*meshv1.Waypoint, bool) {
 	}
 	var hbone *gatewayv1.Listener
 	for i := range gw.Spec.Listeners {
-		if l := &gw.Spec.Listeners[i]; l.Protocol == waypointListenerProtocol && int32(l.Port) == meshv1.PortHBONE {
+		if l := &gw.Spec.Listeners[i]; l.Protocol == waypointListenerProtocol && l.Port == meshv1.PortHBONE {
 			hbone = l
 			break
 		}

@@ -223,8 +223,8 @@ func workloadPorts(pod *corev1.Pod, st *State) []workloadPort {
 		}
 	}
 	out := make([]workloadPort, 0, len(protocols))
-	for p, proto := range protocols {
-		out = append(out, workloadPort{port: p, protocol: proto})
+	for p, protocol := range protocols {
+		out = append(out, workloadPort{port: p, protocol: protocol})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].port < out[j].port })
 	return out
@@ -298,7 +298,7 @@ func attaches(routeNamespace string, refs []gatewayv1.ParentReference, svc *core
 	}
 	for _, ref := range refs {
 		if isServiceRef(ref) && refNamespace(routeNamespace, ref) == svc.Namespace && string(ref.Name) == svc.Name &&
-			(ref.Port == nil || int32(*ref.Port) == sp.Port) &&
+			(ref.Port == nil || *ref.Port == sp.Port) &&
 			(ref.SectionName == nil || string(*ref.SectionName) == sp.Name) {
 			return true
 		}

@@ -311,6 +311,9 @@ func claimPrincipal(claim string, value *matcherv3.ValueMatcher) *rbacv3.Princip
 	for _, part := range strings.Split(claim, ".") {
 		path = append(path, &matcherv3.MetadataMatcher_PathSegment{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: part}})
 	}
+	// JWT claims are matched with `metadata`, as the waypoint contract says and Istio does:
+	// every Envoy understands it; its replacement, sourced_metadata, only newer ones.
+	//nolint:staticcheck // SA1019: deprecated upstream, kept on purpose (see above).
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Metadata{Metadata: &matcherv3.MetadataMatcher{
 		Filter: JWTFilterName, Path: path, Value: value,
 	}}}

@@ -585,7 +585,7 @@ func unresolvedCluster(namespace string, ref gatewayv1.BackendObjectReference) s
 	}
 	port := int32(0)
 	if ref.Port != nil {
-		port = int32(*ref.Port)
+		port = *ref.Port
 	}
 	return fmt.Sprintf("unresolved|%d||%s/%s", port, ns, ref.Name)
 }
@@ -798,7 +798,7 @@ func resolveBackend(mesh Mesh, st *State, namespace string, ref gatewayv1.Backen
 		return backend{}, &backendProblem{gatewayv1.RouteReasonBackendNotFound, fmt.Sprintf("backend %s: port is required", ref.Name)}
 	}
 	for _, sp := range svc.Spec.Ports {
-		if sp.Port == int32(*ref.Port) && isTCP(sp.Protocol) {
+		if sp.Port == *ref.Port && isTCP(sp.Protocol) {
 			return serviceBackend(mesh, svc, sp), nil
 		}
 	}

@@ -66,10 +66,11 @@ func (e *Enroller) Enroll(p Pod, requireZtunnel bool) error {
 	}
 	e.Metrics.Failures.WithLabelValues("ztunnel").Inc()
 	e.Ztunnel.Forget(p.UID)
+	err = fmt.Errorf("handing the pod to ztunnel: %w", err)
 	if requireZtunnel {
-		e.releaseLocked(p.UID)
+		err = errors.Join(err, e.releaseLocked(p.UID))
 	}
-	return fmt.Errorf("handing the pod to ztunnel: %w", err)
+	return err
 }
 
 // Unenroll releases the pod: rules first (traffic flows directly again),

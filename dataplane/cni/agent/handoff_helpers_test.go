@@ -27,7 +27,6 @@ type fakeZtunnel struct {
 
 	mu        sync.Mutex
 	workloads map[string]receivedWorkload
-	adds      int
 	listeners map[string]net.Listener
 
 	srv    *handoff.Server
@@ -112,7 +111,6 @@ func (z *fakeZtunnel) Add(w *pb.AddWorkload, netns *os.File) error {
 		z.listeners[w.GetUid()] = l
 	}
 	z.workloads[w.GetUid()] = receivedWorkload{msg: w, inode: st.Ino}
-	z.adds++
 	return nil
 }
 
@@ -155,12 +153,6 @@ func (z *fakeZtunnel) listener(uid string) net.Listener {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	return z.listeners[uid]
-}
-
-func (z *fakeZtunnel) addCount() int {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return z.adds
 }
 
 func inode(t tb, path string) uint64 {

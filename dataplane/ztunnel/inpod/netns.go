@@ -465,7 +465,7 @@ func originalDst4(fd int) (netip.AddrPort, error) {
 	if err := getsockopt(fd, unix.SOL_IP, unix.SO_ORIGINAL_DST, unsafe.Pointer(&sa), &size); err != nil {
 		return netip.AddrPort{}, err
 	}
-	port := uint16(sa.Port>>8) | uint16(sa.Port<<8)
+	port := sa.Port>>8 | sa.Port<<8
 	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port), nil
 }
 
@@ -475,7 +475,7 @@ func originalDst6(fd int) (netip.AddrPort, error) {
 	if err := getsockopt(fd, unix.SOL_IPV6, ip6tSoOriginalDst, unsafe.Pointer(&sa), &size); err != nil {
 		return netip.AddrPort{}, err
 	}
-	port := uint16(sa.Port>>8) | uint16(sa.Port<<8)
+	port := sa.Port>>8 | sa.Port<<8
 	return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port), nil
 }
 

@@ -258,7 +258,7 @@ func fillCSV(csv *operatorsv1alpha1.ClusterServiceVersion, opts Options, in *inp
 // setImage points the operator container at image (when given).
 func setImage(d *appsv1.Deployment, image string) error {
 	if len(d.Spec.Template.Spec.Containers) == 0 {
-		return fmt.Errorf("Deployment %s has no container", d.Name)
+		return fmt.Errorf("deployment %s has no container", d.Name)
 	}
 	if image != "" {
 		d.Spec.Template.Spec.Containers[0].Image = image

@@ -270,7 +270,7 @@ func (p *AppPod) Dial(address string, timeout time.Duration) (*Conn, error) {
 // Echo sends a line and reads it back.
 func (c *Conn) Echo(msg string, timeout time.Duration) error {
 	_ = c.SetDeadline(time.Now().Add(timeout))
-	defer c.SetDeadline(time.Time{})
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
 	if _, err := fmt.Fprintf(c, "%s\n", msg); err != nil {
 		return err
 	}
