@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ type T interface {
 	Fatalf(format string, args ...any)
 	Skip(args ...any)
 	Cleanup(func())
+	TempDir() string
 }
 
 // RequireRoot skips t unless it runs as root.
@@ -199,4 +201,24 @@ func AcceptOne(l net.Listener) (net.Conn, error) {
 		_ = tl.SetDeadline(time.Now().Add(3 * time.Second))
 	}
 	return l.Accept()
+}
+
+// IPTablesPathWithout is a PATH holding only the iptables tools (both IP versions, with
+// their save and restore) less missing: a node where that tool is not installed.
+func IPTablesPathWithout(t T, missing string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, tool := range []string{"iptables", "ip6tables", "iptables-save", "ip6tables-save", "iptables-restore", "ip6tables-restore"} {
+		if tool == missing {
+			continue
+		}
+		target, err := exec.LookPath(tool)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		if err := os.Symlink(target, filepath.Join(dir, tool)); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
+	return dir
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,7 +56,7 @@ func TestDualStackPodIsRefusedWhenIPv6CannotBeCaptured(t *testing.T) {
 	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(pod)}
 
 	t.Run("without ip6tables", func(t *testing.T) {
-		t.Setenv("PATH", pathWithout(t, "ip6tables"))
+		t.Setenv("PATH", netnstest.IPTablesPathWithout(t, "ip6tables"))
 		resp, err := srv.handle(context.Background(), &wire.Request{Command: wire.CommandAdd, ContainerID: "c1",
 			Netns: podNS.Path, PodName: "web", PodNamespace: "shop", IPs: []string{"10.253.0.2", "fd00:253::2"}})
 		if err != nil || !resp.Enrolled || !strings.Contains(resp.Error, "capturing IPv6") {
@@ -117,23 +116,4 @@ func annotated(t *testing.T, c client.Client, pod *corev1.Pod) bool {
 		t.Fatal(err)
 	}
 	return got.Annotations[meshv1.AnnotationStatus] == meshv1.StatusEnrolled
-}
-
-// pathWithout is a PATH holding only the iptables tools, without missing.
-func pathWithout(t *testing.T, missing string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, tool := range []string{"iptables", "ip6tables", "iptables-save", "ip6tables-save", "iptables-restore", "ip6tables-restore"} {
-		if tool == missing {
-			continue
-		}
-		target, err := exec.LookPath(tool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(target, filepath.Join(dir, tool)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -414,7 +411,7 @@ func TestInstallRefusesWhenIPv6CannotBeCaptured(t *testing.T) {
 	pod := netnstest.New(t, "rpod")
 	before := ruleset(t, pod)
 	t.Run("without ip6tables", func(t *testing.T) {
-		t.Setenv("PATH", pathWithout(t, "ip6tables"))
+		t.Setenv("PATH", netnstest.IPTablesPathWithout(t, "ip6tables"))
 		changed, err := r.Install(pod.Path, DefaultPodConfig())
 		if err == nil || changed || !strings.Contains(err.Error(), "capturing IPv6") || !strings.Contains(err.Error(), "ip6tables") {
 			t.Fatalf("Install without ip6tables = %v, %v; want an unchanged pod and an error about IPv6 and ip6tables", changed, err)
@@ -423,26 +420,6 @@ func TestInstallRefusesWhenIPv6CannotBeCaptured(t *testing.T) {
 	if got := ruleset(t, pod); got != before {
 		t.Fatalf("the failed Install changed the pod's rules:\n%s\nbefore:\n%s", got, before)
 	}
-}
-
-// pathWithout is a PATH holding only the iptables tools the backend runs,
-// without the one named missing.
-func pathWithout(t *testing.T, missing string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, tool := range []string{"iptables", "ip6tables", "iptables-save", "ip6tables-save", "iptables-restore", "ip6tables-restore"} {
-		if tool == missing {
-			continue
-		}
-		target, err := exec.LookPath(tool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(target, filepath.Join(dir, tool)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
 
 // disable_ipv6 in a pod does not stop its IPv6 rules: they are installed
