@@ -92,13 +92,19 @@ func (w *Waypoint) readinessHandler() http.Handler {
 			http.Error(rw, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		rw.Write([]byte("ready\n"))
+		_, _ = rw.Write([]byte("ready\n")) // fails only when the prober is gone
 	})
 }
 
+// writeJSON answers with v as indented JSON. It marshals v before writing anything, so
+// that a value that does not marshal can still be answered with a 500 (as /stats answers
+// a failed gather).
 func writeJSON(rw http.ResponseWriter, v any) {
+	body, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		http.Error(rw, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	rw.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(rw)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	_, _ = rw.Write(append(body, '\n')) // fails only when the client is gone
 }

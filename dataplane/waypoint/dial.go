@@ -127,14 +127,7 @@ func (t *transports) newTransport(k transportKey) *pooledTransport {
 		return dial(ctx, ap)
 	}
 	if k.h2 {
-		tr := &http2.Transport{
-			AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
-				return dialAddr(ctx, addr)
-			},
-			ReadIdleTimeout: 30 * time.Second,
-		}
-		return &pooledTransport{rt: tr, close: tr.CloseIdleConnections}
+		return newH2CTransport(dialAddr)
 	}
 	const maxIdlePerHost = 64
 	tr := &http.Transport{
@@ -153,6 +146,24 @@ func (t *transports) newTransport(k transportKey) *pooledTransport {
 		}
 	}
 	return p
+}
+
+// newH2CTransport is the pool's client for h2c (prior knowledge) upstreams. It stays
+// x/net's http2.Transport: http.Transport, its replacement, opens a connection for each
+// request that comes while the first one to the host is being dialed, where this dials
+// once and shares it. Each upstream connection is an HBONE stream of its own and counts
+// against the cluster's max_connections.
+//
+//nolint:staticcheck // SA1019: http.Transport does not share one h2c dial among concurrent requests (see above).
+func newH2CTransport(dial func(ctx context.Context, addr string) (net.Conn, error)) *pooledTransport {
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
+			return dial(ctx, addr)
+		},
+		ReadIdleTimeout: 30 * time.Second,
+	}
+	return &pooledTransport{rt: tr, close: tr.CloseIdleConnections}
 }
 
 // connectError marks a failure to open the upstream connection (Envoy's "UF"): the

@@ -7,7 +7,7 @@
 //
 //	client ztunnel ──HBONE (mTLS, CONNECT VIP:port)──▶ :15008 waypoint
 //	  ServeHBONE: the CONNECT target picks the listener (its address or additional_addresses)
-//	  HTTP listener: sniff h2c preface or HTTP/1.1; serve net/http (+ x/net/http2 h2c) on the stream
+//	  HTTP listener: net/http serves HTTP/1.1 or h2c (prior knowledge, told by its preface) on the stream
 //	    jwt_authn → RBAC (DENY filter, then ALLOW filter) → fault → router (RDS)
 //	    router: weighted cluster, rewrites, header ops, mirrors, timeout, retries (httputil.ReverseProxy
 //	            over roundTrip: pick a host of the cluster, try, classify, retry with back-off)

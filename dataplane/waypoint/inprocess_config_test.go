@@ -107,7 +107,10 @@ func TestRDSChangeReroutesWithoutReconnecting(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		io.Copy(io.Discard, resp.Body) // read to the end, so the connection can be reused
+		// Read to the end, so the connection can be reused.
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			t.Fatal(err)
+		}
 		return answer{status: resp.StatusCode, header: resp.Header}, reused
 	}
 	if a, _ := request(); a.header.Get("X-Served-By") != "v1" {

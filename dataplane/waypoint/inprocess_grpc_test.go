@@ -24,7 +24,9 @@ import (
 type trailingHealth struct{ *health.Server }
 
 func (h trailingHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
-	grpc.SetTrailer(ctx, metadata.Pairs("x-checked-by", "reviews-grpc"))
+	if err := grpc.SetTrailer(ctx, metadata.Pairs("x-checked-by", "reviews-grpc")); err != nil {
+		return nil, err
+	}
 	return h.Server.Check(ctx, req)
 }
 

@@ -219,7 +219,7 @@ func TestRBACOnJWTClaims(t *testing.T) {
 // tcpEcho copies what it reads back to the writer until the client half-closes.
 func tcpEcho(c net.Conn) {
 	defer c.Close()
-	io.Copy(c, c)
+	_, _ = io.Copy(c, c) // the test checks what came back
 }
 
 func TestTCPListenerRelaysAndDeniesByPrincipal(t *testing.T) {
@@ -249,8 +249,12 @@ func TestTCPListenerRelaysAndDeniesByPrincipal(t *testing.T) {
 	if _, err := io.WriteString(c, msg); err != nil {
 		t.Fatal(err)
 	}
-	c.(interface{ CloseWrite() error }).CloseWrite()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	back, err := io.ReadAll(c)
 	c.Close()
 	if err != nil || string(back) != msg {

@@ -2,7 +2,6 @@ package waypoint
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -40,7 +39,7 @@ func downstreamFrom(ctx context.Context) *downstream {
 }
 
 // ServeHBONE handles one CONNECT: the target picks the listener; HTTP listeners serve
-// HTTP/1.1 or h2c (sniffed) on the stream, TCP listeners relay it after L4 RBAC.
+// HTTP/1.1 or h2c (told apart by net/http) on the stream, TCP listeners relay it after L4 RBAC.
 func (w *Waypoint) ServeHBONE(ctx context.Context, req *hbone.Request) error {
 	snap := w.store.snapshot()
 	l := snap.listenerFor(req.Target)
@@ -64,26 +63,17 @@ func (w *Waypoint) ServeHBONE(ctx context.Context, req *hbone.Request) error {
 	return nil
 }
 
-// h2Preface is what an h2c (prior knowledge) client sends first.
-var h2Preface = []byte(http2ClientPreface)
-
-const http2ClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-// serveHTTPConn sniffs the protocol and serves HTTP on one inner connection until it ends.
+// serveHTTPConn serves HTTP (HTTP/1.1 or h2c) on one inner connection until it ends.
+// The connection goes to the server only once its first byte is in: the server's
+// ReadHeaderTimeout bounds a request being sent, not a connection waiting for its first.
 func (w *Waypoint) serveHTTPConn(ctx context.Context, c net.Conn, d *downstream) {
 	br := bufio.NewReaderSize(c, 4096)
 	pc := &peekedConn{Conn: c, r: br, done: make(chan struct{}), d: d}
-	isH2, err := sniffH2(br)
-	if err != nil {
+	if _, err := br.Peek(1); err != nil {
 		c.Close()
 		return
 	}
-	if isH2 {
-		w.h2.ServeConn(pc, w.h2Opts(ctx, d))
-		pc.Close()
-		return
-	}
-	if !w.h1.offer(pc) {
+	if !w.httpConns.offer(pc) {
 		pc.Close()
 		return
 	}
@@ -94,23 +84,7 @@ func (w *Waypoint) serveHTTPConn(ctx context.Context, c net.Conn, d *downstream)
 	}
 }
 
-// sniffH2 reads just enough to tell the h2c preface from an HTTP/1.x request line: any
-// HTTP/1 method differs from "PRI " within its first four bytes, so this never waits for
-// bytes an HTTP/1 client has not sent.
-func sniffH2(br *bufio.Reader) (bool, error) {
-	for n := 1; n <= len(h2Preface); n++ {
-		b, err := br.Peek(n)
-		if err != nil {
-			return false, err
-		}
-		if !bytes.Equal(b, h2Preface[:n]) {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
-// peekedConn is an inner connection whose first bytes were sniffed; done is closed when
+// peekedConn is an inner connection whose first byte was peeked at; done is closed when
 // it is closed, which ends the HBONE stream.
 type peekedConn struct {
 	net.Conn
@@ -138,19 +112,19 @@ func (c *peekedConn) Close() error {
 	return err
 }
 
-// h1Listener hands the waypoint's HTTP/1 connections to one http.Server: each inner
+// httpListener hands the waypoint's HTTP connections to one http.Server: each inner
 // connection is "accepted" once, and the server's ConnContext finds its downstream.
-type h1Listener struct {
+type httpListener struct {
 	conns  chan net.Conn
 	closed chan struct{}
 	once   sync.Once
 }
 
-func newH1Listener() *h1Listener {
-	return &h1Listener{conns: make(chan net.Conn), closed: make(chan struct{})}
+func newHTTPListener() *httpListener {
+	return &httpListener{conns: make(chan net.Conn), closed: make(chan struct{})}
 }
 
-func (l *h1Listener) offer(c net.Conn) bool {
+func (l *httpListener) offer(c net.Conn) bool {
 	select {
 	case l.conns <- c:
 		return true
@@ -159,7 +133,7 @@ func (l *h1Listener) offer(c net.Conn) bool {
 	}
 }
 
-func (l *h1Listener) Accept() (net.Conn, error) {
+func (l *httpListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.conns:
 		return c, nil
@@ -168,12 +142,12 @@ func (l *h1Listener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *h1Listener) Close() error {
+func (l *httpListener) Close() error {
 	l.once.Do(func() { close(l.closed) })
 	return nil
 }
 
-func (l *h1Listener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero, Port: 15008} }
+func (l *httpListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero, Port: 15008} }
 
 // serveTCP relays a TCP listener's stream to an endpoint of its cluster, after the
 // network RBAC filters allowed the connection.

@@ -18,7 +18,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/go-logr/logr"
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
@@ -103,9 +102,8 @@ type Waypoint struct {
 	dialer     *dialer
 	transports *transports
 	proxy      *httputil.ReverseProxy
-	h1         *h1Listener
-	h1Server   *http.Server
-	h2         *http2.Server
+	httpConns  *httpListener
+	httpServer *http.Server
 	metrics    *telemetry.Metrics
 	accessLog  *telemetry.AccessLog
 	logBuffer  *logBuffer    // nil without an access log
@@ -160,8 +158,14 @@ func New(cfg Config) (*Waypoint, error) {
 	w.dialer = &dialer{self: cfg.Identity, pool: pool}
 	w.transports = &transports{dialer: w.dialer, idle: 90 * time.Second, m: map[transportKey]*pooledTransport{}}
 	w.proxy = w.newReverseProxy()
-	w.h1 = newH1Listener()
-	w.h1Server = &http.Server{
+	w.httpConns = newHTTPListener()
+	// net/http tells an h2c (prior knowledge) connection from an HTTP/1.1 one by its
+	// first bytes, and serves both.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	w.httpServer = &http.Server{
+		Protocols:         &protocols,
 		Handler:           w,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
@@ -172,10 +176,6 @@ func New(cfg Config) (*Waypoint, error) {
 			return ctx
 		},
 		ErrorLog: nil,
-	}
-	w.h2 = &http2.Server{IdleTimeout: 5 * time.Minute}
-	if err := http2.ConfigureServer(w.h1Server, w.h2); err != nil {
-		return nil, err
 	}
 	w.hbone, err = hbone.NewServer(hbone.ServerConfig{Identity: cfg.Identity, Certs: w.certs, Roots: w.roots, Handler: w,
 		MaxConcurrentStreams: 1000, Logger: cfg.Log.WithName("hbone")})
@@ -205,10 +205,6 @@ func (w *Waypoint) Handler() xdsclient.Handler { return w.store }
 // Metrics exposes the waypoint's metrics (tests, benchmarks).
 func (w *Waypoint) Metrics() *telemetry.Metrics { return w.metrics }
 
-func (w *Waypoint) h2Opts(ctx context.Context, d *downstream) *http2.ServeConnOpts {
-	return &http2.ServeConnOpts{Context: context.WithValue(ctx, downstreamKey{}, d), BaseConfig: w.h1Server, Handler: w}
-}
-
 // Serve runs the HBONE server on l until ctx ends (for tests that bring a listener).
 func (w *Waypoint) Serve(l net.Listener) error { return w.hbone.Serve(l) }
 
@@ -231,7 +227,7 @@ func (w *Waypoint) Run(ctx context.Context) error {
 	if w.xds != nil {
 		goRun("xds", func() error { return w.xds.Run(runCtx) })
 	}
-	goRun("http/1", func() error { return w.h1Server.Serve(w.h1) })
+	goRun("http", func() error { return w.httpServer.Serve(w.httpConns) })
 	var servers []*http.Server
 	for _, s := range []struct {
 		name, addr string
@@ -313,13 +309,14 @@ func (w *Waypoint) drain() {
 	case <-ctx.Done():
 		accepting.Stop()
 	}
+	// Shutdown fails only when the drain period ends first; the Close calls below then end
+	// what is still open.
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); w.hbone.Shutdown(ctx) }()
-	go func() { defer wg.Done(); w.h1Server.Shutdown(ctx) }()
+	wg.Go(func() { _ = w.hbone.Shutdown(ctx) })
+	wg.Go(func() { _ = w.httpServer.Shutdown(ctx) })
 	wg.Wait()
 	w.hbone.Close()
-	w.h1Server.Close()
+	w.httpServer.Close()
 }
 
 func (w *Waypoint) isDraining() bool {

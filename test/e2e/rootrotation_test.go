@@ -51,10 +51,10 @@ func TestTrustRootRotationUnderTraffic(t *testing.T) {
 	}
 	defer open.Close()
 	echoes := startEchoLoop(open)
-	defer echoes.stop()
+	defer func() { _ = echoes.stop() }() // on an early return; the checked stop is below
 	echoes.waitFor(t, 5, "before the rotation")
 	requests := startRequestLoop(w.Client, w.ServerB.Addr())
-	defer requests.stop()
+	defer func() { _, _, _ = requests.stop() }() // likewise
 	requests.waitFor(t, 3, "before the rotation")
 
 	reissueMeshRoot(t, ctx)

@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"bufio"
 	"io"
 	"strconv"
 	"strings"
@@ -21,29 +20,31 @@ func (m *Metrics) WriteStats(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	bw := bufio.NewWriter(w)
+	// Built in memory (a strings.Builder write cannot fail), written out at once.
+	var page strings.Builder
 	for _, f := range families {
 		if !strings.HasPrefix(f.GetName(), statsPrefix) {
 			continue
 		}
 		for _, metric := range f.GetMetric() {
-			bw.WriteString(f.GetName())
+			page.WriteString(f.GetName())
 			if len(metric.GetLabel()) > 0 {
-				bw.WriteByte('{')
+				page.WriteByte('{')
 				for i, l := range metric.GetLabel() {
 					if i > 0 {
-						bw.WriteByte(',')
+						page.WriteByte(',')
 					}
-					bw.WriteString(l.GetName())
-					bw.WriteByte('=')
-					bw.WriteString(strconv.Quote(l.GetValue()))
+					page.WriteString(l.GetName())
+					page.WriteByte('=')
+					page.WriteString(strconv.Quote(l.GetValue()))
 				}
-				bw.WriteByte('}')
+				page.WriteByte('}')
 			}
-			bw.WriteString(": ")
-			bw.WriteString(strconv.FormatFloat(metric.GetCounter().GetValue(), 'f', -1, 64))
-			bw.WriteByte('\n')
+			page.WriteString(": ")
+			page.WriteString(strconv.FormatFloat(metric.GetCounter().GetValue(), 'f', -1, 64))
+			page.WriteByte('\n')
 		}
 	}
-	return bw.Flush()
+	_, err = io.WriteString(w, page.String())
+	return err
 }

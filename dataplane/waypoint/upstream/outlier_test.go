@@ -92,13 +92,13 @@ func TestConsecutiveErrors(t *testing.T) {
 		name: "gateway failures eject when enforced",
 		od: &clusterv3.OutlierDetection{Consecutive_5Xx: u32(0), ConsecutiveGatewayFailure: u32(2),
 			EnforcingConsecutiveGatewayFailure: u32(100), MaxEjectionPercent: u32(100)},
-		outcomes: []Outcome{err503, Outcome{Status: 504}},
+		outcomes: []Outcome{err503, {Status: 504}},
 		want:     true,
 	}, {
 		name: "a connect failure is a gateway failure",
 		od: &clusterv3.OutlierDetection{Consecutive_5Xx: u32(0), ConsecutiveGatewayFailure: u32(2),
 			EnforcingConsecutiveGatewayFailure: u32(100), MaxEjectionPercent: u32(100)},
-		outcomes: []Outcome{connectFailed, Outcome{Status: 502}},
+		outcomes: []Outcome{connectFailed, {Status: 502}},
 		want:     true,
 	}, {
 		name: "a 500 breaks a run of gateway failures",

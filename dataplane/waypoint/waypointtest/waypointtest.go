@@ -10,7 +10,6 @@ package waypointtest
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -33,8 +32,6 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -110,7 +107,7 @@ func Start(t testing.TB, opts Options) *Mesh {
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- w.Run(ctx) }()
-	go w.Serve(l)
+	serve(w, l)
 	m.stop = sync.OnceValue(func() error {
 		cancel()
 		return <-ran
@@ -172,8 +169,8 @@ func (m *Mesh) Backend(sa string, h http.Handler) *Backend {
 		b.Requests.Add(1)
 		h.ServeHTTP(w, r)
 	})
-	appSrv := &http.Server{Handler: h2c.NewHandler(counting, &http2.Server{})}
-	go appSrv.Serve(m.listen(b.App))
+	appSrv := &http.Server{Handler: counting, Protocols: httpAndH2C()}
+	serve(appSrv, m.listen(b.App))
 	m.t.Cleanup(func() { appSrv.Close() })
 	m.ztunnel(b)
 	return b
@@ -194,7 +191,7 @@ func (m *Mesh) GRPCBackend(sa string, register func(*grpc.Server)) *Backend {
 			return h(srv, ss)
 		}))
 	register(srv)
-	go srv.Serve(m.listen(b.App))
+	serve(srv, m.listen(b.App))
 	m.t.Cleanup(srv.Stop)
 	m.ztunnel(b)
 	return b
@@ -243,6 +240,20 @@ func (m *Mesh) newBackend(sa string) *Backend {
 	return b
 }
 
+// serve runs s on l in the background. Its error is dropped: Serve returns when the
+// test's cleanup ends s, and a server that fails sooner fails the requests sent to it.
+func serve(s interface{ Serve(net.Listener) error }, l net.Listener) {
+	go func() { _ = s.Serve(l) }()
+}
+
+// httpAndH2C has a server take HTTP/1.1 and h2c (prior knowledge), as an app does.
+func httpAndH2C() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
+}
+
 func (m *Mesh) listen(addr netip.AddrPort) net.Listener {
 	m.t.Helper()
 	l, err := net.Listen("tcp", addr.String())
@@ -279,7 +290,7 @@ func (m *Mesh) ztunnel(b *Backend) {
 		t.Fatal(err)
 	}
 	hl := m.listen(netip.AddrPortFrom(b.App.Addr(), 15008))
-	go srv.Serve(hl)
+	serve(srv, hl)
 	t.Cleanup(func() { srv.Close() })
 }
 
@@ -322,12 +333,13 @@ func (m *Mesh) Client(id spiffe.ID, src netip.Addr, h2 bool) *http.Client {
 		}
 		return tunnel(ctx, target)
 	}
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) }}
 	if h2 {
-		return &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
-			return dial(ctx, addr)
-		}}}
+		var h2c http.Protocols
+		h2c.SetUnencryptedHTTP2(true)
+		tr.Protocols = &h2c
 	}
-	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) }}}
+	return &http.Client{Transport: tr}
 }
 
 // Forwarder listens on a loopback port and tunnels each accepted connection through the
@@ -352,7 +364,7 @@ func (m *Mesh) Forwarder(id spiffe.ID, target netip.AddrPort) netip.AddrPort {
 				if err != nil {
 					return
 				}
-				hbone.Join(c, up, nil)
+				_ = hbone.Join(c, up, nil) // however the relay ends, the forwarded client sees it
 			}()
 		}
 	}()
