@@ -212,7 +212,7 @@ cluster-bin:
 .PHONY: cluster-up
 cluster-up: cluster-bin ## Bring up a real cluster as root: control plane plus CLUSTER_NODES (1 or 2) nodes with containerd, kubelet, kube-proxy.
 	@if [ "$$(id -u)" != 0 ]; then echo "make cluster-up needs root: it creates network and mount namespaces, cgroups and a bridge"; exit 1; fi
-	hack/tools.sh apt kubernetes etcd kubernetes-cluster
+	hack/tools.sh apt kubernetes etcd kubernetes-cluster coredns
 	$(CLUSTER_BIN)/cluster up --state-dir $(CLUSTER_STATE) --nodes $(CLUSTER_NODES) --proxy-mode $(CLUSTER_PROXY_MODE) \
 		--k8s-bin-dir $(ENVTEST_ASSETS) --pause $(CLUSTER_BIN)/pause
 
@@ -220,9 +220,64 @@ cluster-up: cluster-bin ## Bring up a real cluster as root: control plane plus C
 cluster-smoke: cluster-bin ## On the cluster-up cluster: an imported image runs on every node, gets Ready; logs, exec and a Service ClusterIP work.
 	$(CLUSTER_BIN)/cluster smoke --state-dir $(CLUSTER_STATE) --k8s-bin-dir $(ENVTEST_ASSETS) --app $(CLUSTER_BIN)/smokeapp
 
+.PHONY: cluster-cert-manager
+cluster-cert-manager: cluster-bin ## On the cluster-up cluster (root): cert-manager's CRDs, controller and cainjector (hack/cert-manager; no webhook), Deployments Available.
+	hack/tools.sh cert-manager
+	$(CLUSTER_BIN)/cluster cert-manager --state-dir $(CLUSTER_STATE) --k8s-bin-dir $(ENVTEST_ASSETS) \
+		--controller $(LOCALBIN)/cert-manager-controller --cainjector $(LOCALBIN)/cert-manager-cainjector
+
+# cluster-images: one image per Dockerfile stage, without a Docker engine (hack/cluster images,
+# go-containerregistry), from binaries built as the Dockerfile's build stage builds them
+# (its BINARIES, static, -trimpath, LDFLAGS). One tag for every image, CLUSTER_IMAGE_TAG, which is
+# also the version stamped into the binaries: by default the mesh's default version
+# (api/v1alpha1 DefaultVersion), so an AmbientMesh without spec.version finds its images. The
+# operator's image is $(REGISTRY)/ambient-operator:$(CLUSTER_IMAGE_TAG) (deploy with that IMG).
+# CLUSTER_IMAGES_EXTRA adds images of one binary each: ref=binary[:entrypoint[:user]] ...
+CLUSTER_IMAGE_TAG    ?= 0.1.0
+CLUSTER_IMAGE_BIN    := $(LOCALBIN)/images/$(CLUSTER_IMAGE_TAG)
+CLUSTER_IMAGES_EXTRA ?=
+DOCKERFILE_BINARIES  := $(shell sed -nE 's/^ARG BINARIES="(.*)"$$/\1/p' Dockerfile)
+
+.PHONY: cluster-images
+cluster-images: cluster-bin ## On the cluster-up cluster (root): build every Dockerfile image, REGISTRY/<stage>:CLUSTER_IMAGE_TAG (operator: ambient-operator), and import it into every node.
+	$(MAKE) --no-print-directory cluster-image-binaries VERSION=$(CLUSTER_IMAGE_TAG)
+	$(CLUSTER_BIN)/cluster images --state-dir $(CLUSTER_STATE) --bin-dir $(CLUSTER_IMAGE_BIN) \
+		--registry $(REGISTRY) --tag $(CLUSTER_IMAGE_TAG) --dockerfile Dockerfile $(addprefix --extra ,$(CLUSTER_IMAGES_EXTRA))
+
+# The Dockerfile's build stage on this machine; cluster-images sets VERSION, and with it LDFLAGS.
+.PHONY: cluster-image-binaries
+cluster-image-binaries:
+	CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "$(LDFLAGS)" -o $(CLUSTER_IMAGE_BIN)/ $(DOCKERFILE_BINARIES)
+
 .PHONY: cluster-down
 cluster-down: cluster-bin ## Stop the cluster and remove all it created: processes, mounts, namespaces with their rules, cgroups, state.
 	$(CLUSTER_BIN)/cluster down --state-dir $(CLUSTER_STATE)
+
+# test-cluster: the real-cluster suite (test/cluster) on a cluster of its own, removed at the end
+# whether the suite passed or not. Images of two mesh versions: the sample's (the default) and
+# the one the upgrade check moves to; the test application is hack/cluster/smokeapp.
+TEST_CLUSTER_STATE        ?= $(CURDIR)/.cluster-test
+TEST_CLUSTER_NODES        ?= 2
+TEST_CLUSTER_VERSION      := $(CLUSTER_IMAGE_TAG)
+TEST_CLUSTER_NEXT_VERSION ?= 0.1.1
+TEST_CLUSTER_APP_IMAGE    := localhost/ambient-cluster/smokeapp:v1
+
+.PHONY: test-cluster
+test-cluster: cluster-bin ## The real-cluster suite (root): a fresh TEST_CLUSTER_NODES-node cluster with CoreDNS and cert-manager, images of two versions; make deploy and the bundle, each with the sample, traffic, policy, restart, (upgrade,) uninstall. Removes the cluster after.
+	@if [ "$$(id -u)" != 0 ]; then echo "make test-cluster needs root: it runs make cluster-up"; exit 1; fi
+	@state=$(TEST_CLUSTER_STATE); sub="$(MAKE) --no-print-directory CLUSTER_STATE=$$state"; \
+	$$sub cluster-down >/dev/null; \
+	trap "$$sub cluster-down" EXIT; set -e; start=$$(date +%s); \
+	$$sub cluster-up CLUSTER_NODES=$(TEST_CLUSTER_NODES); \
+	$$sub cluster-cert-manager; \
+	$$sub cluster-images CLUSTER_IMAGE_TAG=$(TEST_CLUSTER_NEXT_VERSION); \
+	$$sub cluster-images CLUSTER_IMAGE_TAG=$(TEST_CLUSTER_VERSION) \
+		CLUSTER_IMAGES_EXTRA="$(TEST_CLUSTER_APP_IMAGE)=$(CLUSTER_BIN)/smokeapp:/smokeapp:65532:65532"; \
+	CLUSTER_STATE=$$state CLUSTER_KUBECTL=$(ENVTEST_ASSETS)/kubectl \
+		CLUSTER_OPERATOR_IMAGE=$(REGISTRY)/ambient-operator:$(TEST_CLUSTER_VERSION) CLUSTER_APP_IMAGE=$(TEST_CLUSTER_APP_IMAGE) \
+		CLUSTER_MESH_VERSION=$(TEST_CLUSTER_VERSION) CLUSTER_NEXT_MESH_VERSION=$(TEST_CLUSTER_NEXT_VERSION) \
+		go test -count=1 -timeout 40m -v ./test/cluster/ -ginkgo.v; \
+	echo "test-cluster: passed in $$(( $$(date +%s) - start )) s"
 
 ##@ Deployment
 

@@ -7,7 +7,7 @@
 # Usage: hack/tools.sh [tool...]   (no argument: every tool)
 # Tools: apt kubernetes etcd controller-gen kustomize protoc-gen-go
 #        protoc-gen-go-grpc golangci-lint cert-manager setup-envtest sideload
-#        kubernetes-cluster (not built by default: only `make cluster-up` needs it)
+#        kubernetes-cluster coredns (not built by default: only `make cluster-up` needs them)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +25,7 @@ PROTOC_GEN_GO_GRPC_VERSION=1.5.1    # google.golang.org/grpc/cmd/protoc-gen-go-g
 SETUP_ENVTEST_VERSION=0.25.1        # sigs.k8s.io/controller-runtime/tools/setup-envtest
 CERT_MANAGER_VERSION=1.20.3         # github.com/cert-manager/cert-manager (hack/cert-manager)
 GOLANGCI_LINT_VERSION=2.15.0        # github.com/golangci/golangci-lint/v2 (needs go >= 1.26.0 to build)
+COREDNS_VERSION=1.15.0              # github.com/coredns/coredns (hack/coredns; keep its go.mod in step)
 
 GOOS_ARCH="$(go env GOOS)-$(go env GOARCH)"
 ASSETS_DIR="${BIN}/k8s/${K8S_VERSION}-${GOOS_ARCH}"
@@ -239,30 +240,64 @@ tool_setup-envtest() {
 }
 
 # -------------------------------------------------------------- cert-manager
-# hack/cert-manager is our own small main (its own module) that runs
-# cert-manager's controllers from the public packages of cert-manager v1.20.3.
-# The cache key includes a hash of its sources so an edit rebuilds it.
+# hack/cert-manager is our own small module that runs cert-manager v1.20.3
+# from its public packages: the controllers (cert-manager-controller, main.go)
+# and the CA injector (cert-manager-cainjector, cainjector/). Both are built
+# into one cache directory. The cache key includes a hash of the sources so an
+# edit rebuilds them; its "2" is the layout with both binaries.
 cert_manager_key() {
 	local src="${ROOT}/hack/cert-manager"
-	echo "${CERT_MANAGER_VERSION}-$(cat "${src}/go.mod" "${src}/go.sum" "${src}"/*.go | sha256sum | cut -c1-12)"
+	echo "${CERT_MANAGER_VERSION}-2-$(cat "${src}/go.mod" "${src}/go.sum" "${src}"/*.go "${src}"/cainjector/*.go | sha256sum | cut -c1-12)"
 }
+
+CERT_MANAGER_BINARIES=(cert-manager-controller cert-manager-cainjector)
 
 build_cert_manager() {
 	(
 		cd "${ROOT}/hack/cert-manager"
 		CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$1/cert-manager-controller" .
+		CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$1/cert-manager-cainjector" ./cainjector
 	)
 }
 
 tool_cert-manager() {
 	local key
 	key=$(cert_manager_key)
-	if ! cached cert-manager-controller "${key}" cert-manager-controller; then
+	if ! cached cert-manager-controller "${key}" "${CERT_MANAGER_BINARIES[@]}"; then
 		build_in_cache cert-manager-controller "${key}" build_cert_manager
 		# Builds of earlier sources are unreachable now; bin/ holds hard links, not paths into them.
 		find "${CACHE}" -maxdepth 1 -name "cert-manager-controller-*" ! -name "cert-manager-controller-${key}" -exec rm -rf {} +
 	fi
-	link_into "${BIN}" cert-manager-controller "${key}" cert-manager-controller
+	link_into "${BIN}" cert-manager-controller "${key}" "${CERT_MANAGER_BINARIES[@]}"
+}
+
+# ------------------------------------------------------------------- coredns
+# hack/coredns is our own small main (its own module) that runs CoreDNS
+# v1.15.0 with only the plugins the cluster's DNS needs (hack/cluster runs it
+# as kube-dns). The cache key includes a hash of its sources so an edit
+# rebuilds it. It sits beside the cluster's Kubernetes binaries, where
+# `cluster up` looks for it.
+coredns_key() {
+	local src="${ROOT}/hack/coredns"
+	echo "${COREDNS_VERSION}-$(cat "${src}/go.mod" "${src}/go.sum" "${src}"/*.go | sha256sum | cut -c1-12)"
+}
+
+build_coredns() {
+	(
+		cd "${ROOT}/hack/coredns"
+		CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$1/coredns" .
+	)
+}
+
+tool_coredns() {
+	local key
+	key=$(coredns_key)
+	if ! cached coredns "${key}" coredns; then
+		build_in_cache coredns "${key}" build_coredns
+		# Builds of earlier sources are unreachable now; the assets dir holds hard links, not paths into them.
+		find "${CACHE}" -maxdepth 1 -name "coredns-*" ! -name "coredns-${key}" -exec rm -rf {} +
+	fi
+	link_into "${ASSETS_DIR}" coredns "${key}" coredns
 }
 
 # ------------------------------------------------------------ sideload
@@ -308,7 +343,7 @@ main() {
 	[[ ${#tools[@]} -gt 0 ]] || tools=("${ALL_TOOLS[@]}")
 	for t in "${tools[@]}"; do
 		if ! declare -F "tool_${t}" >/dev/null; then
-			log "unknown tool ${t}; known: ${ALL_TOOLS[*]} kubernetes-cluster"
+			log "unknown tool ${t}; known: ${ALL_TOOLS[*]} kubernetes-cluster coredns"
 			exit 2
 		fi
 		"tool_${t}"

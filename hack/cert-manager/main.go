@@ -5,8 +5,10 @@
 // module proxy here does not serve, so this small main of our own wires the
 // same registered controllers together.
 //
-// It runs a single instance without leader election: tests and the local
-// mesh start exactly one.
+// It runs a single instance without leader election: tests, the local mesh
+// and the cluster (one replica) start exactly one. Without --kubeconfig and
+// --master it uses the in-cluster config (the pod's service account), and
+// --health-probe-bind-address serves /livez and /readyz for the kubelet.
 package main
 
 import (
@@ -54,6 +56,7 @@ type options struct {
 	controllers      string
 	workers          int
 	minBackoff       time.Duration
+	healthAddress    string
 	version          bool
 }
 
@@ -71,6 +74,8 @@ func main() {
 	fs.IntVar(&o.workers, "workers", 5, "Workers per controller.")
 	fs.DurationVar(&o.minBackoff, "certificate-request-minimum-backoff-duration", time.Hour,
 		"Initial backoff before re-issuing after a failed CertificateRequest.")
+	fs.StringVar(&o.healthAddress, "health-probe-bind-address", "0",
+		"Address serving /livez and /readyz (informers synced); 0 disables it. Off by default: tests run several at once.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
 	flag.Parse()
 
@@ -138,7 +143,20 @@ func run(ctx context.Context, o options) error {
 	klog.InfoS("starting controllers", "version", versionString(), "controllers", names)
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(loops))
+	errs := make(chan error, len(loops)+1)
+	if o.healthAddress != "0" && o.healthAddress != "" {
+		var h health
+		wg.Go(func() {
+			if err := h.serve(ctx, o.healthAddress); err != nil {
+				errs <- err
+			}
+		})
+		wg.Go(func() {
+			shared.KubeSharedInformerFactory.WaitForCacheSync(ctx.Done())
+			shared.SharedInformerFactory.WaitForCacheSync(ctx.Done())
+			h.ready.Store(ctx.Err() == nil)
+		})
+	}
 	for name, loop := range loops {
 		wg.Go(func() {
 			if err := loop.Run(o.workers, ctx); err != nil {

@@ -97,8 +97,12 @@ func kubeletConfig(n Node, s hostSettings, p pki) ([]byte, error) {
 		"failCgroupV1":             s.FailCgroupV1,
 		"failSwapOn":               s.FailSwapOn,
 		"oomScoreAdj":              s.OOMScoreAdj,
-		"clusterDomain":            clusterDomain,
-		"resolvConf":               "/etc/resolv.conf",
+		// Pods resolve through CoreDNS (dns.go): the kubelet writes this
+		// nameserver and the cluster domain's search path into their resolv.conf.
+		"clusterDNS":    []string{clusterDNSIP},
+		"clusterDomain": clusterDomain,
+		// The node's resolver, for dnsPolicy Default pods (CoreDNS itself).
+		"resolvConf": "/etc/resolv.conf",
 		// Images are imported, never pulled: garbage-collecting one would
 		// lose it for good. The disk is shared with other work, so eviction
 		// waits until it is nearly full.

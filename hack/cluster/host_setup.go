@@ -57,6 +57,11 @@ func (c *cluster) setupNetwork() error {
 			// The root namespace reaches pods (webhooks, kubectl port-forward
 			// targets) through their node; the route goes with the bridge.
 			{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", bridgeName},
+			// Host-network pods (the CNI agent) dial ClusterIPs: a routing
+			// decision comes before kube-proxy's DNAT, so the Service range
+			// needs a route. It is on-link, so a packet no rule translated
+			// goes nowhere but the bridge.
+			{"ip", "-n", n.Name, "route", "add", serviceCIDR, "dev", "eth0"},
 		}
 		for _, other := range c.nodes {
 			if other.Name != n.Name {
@@ -74,9 +79,12 @@ func (c *cluster) setupNetwork() error {
 
 // setupMountNamespaces gives each node a mount namespace, kept alive by a
 // file under ns/, in which its own directories are bind-mounted over
-// nodeHostPaths. The namespace is private: mounts made on a node (pod
-// volumes, container root filesystems, pods' network namespace files) stay
-// there and vanish with it.
+// nodeHostPaths. The namespace is private to the host: mounts made on a node
+// (pod volumes, container root filesystems, pods' network namespace files)
+// stay there and vanish with it. Inside, its mounts are then made shared again
+// (new peer groups, none shared with the host), as on a systemd node: the
+// kubelet's HostToContainer and Bidirectional mount propagation need the
+// source of a hostPath volume to be a shared or slave mount.
 func (c *cluster) setupMountNamespaces() error {
 	nsDir := filepath.Join(c.dir, "ns")
 	if err := os.MkdirAll(nsDir, 0o755); err != nil {
@@ -113,7 +121,7 @@ func (c *cluster) setupMountNamespaces() error {
 			return err
 		}
 		args := append([]string{"--mount=" + file, "--propagation", "private", "--",
-			"sh", "-ec", `while [ $# -gt 0 ]; do mount --bind "$1" "$2"; shift 2; done`, "sh"}, binds...)
+			"sh", "-ec", `while [ $# -gt 0 ]; do mount --bind "$1" "$2"; shift 2; done; mount --make-rshared /`, "sh"}, binds...)
 		if err := run("unshare", args...); err != nil {
 			return err
 		}

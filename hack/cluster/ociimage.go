@@ -3,177 +3,190 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"slices"
 	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
-// OCI media types and annotations (image-spec v1.1).
-const (
-	mediaTypeIndex    = "application/vnd.oci.image.index.v1+json"
-	mediaTypeManifest = "application/vnd.oci.image.manifest.v1+json"
-	mediaTypeConfig   = "application/vnd.oci.image.config.v1+json"
-	mediaTypeLayer    = "application/vnd.oci.image.layer.v1.tar"
-	// annotationRefName is the tag of an image in an OCI layout;
-	// annotationContainerdName is the full reference `ctr images import` names it by.
-	annotationRefName        = "org.opencontainers.image.ref.name"
-	annotationContainerdName = "io.containerd.image.name"
-)
-
-// imageSpec is a single-layer image of one static binary, like a
-// FROM scratch Dockerfile stage with a COPY and an ENTRYPOINT.
+// imageSpec is an image like a Dockerfile stage FROM
+// gcr.io/distroless/static that COPYs static binaries and has an
+// ENTRYPOINT and a USER: a small distroless-like base layer (baseLayerFiles),
+// then one layer with the binaries.
 type imageSpec struct {
-	Ref        string // e.g. localhost/ambient-cluster/pause:v1
-	BinaryPath string // where the binary is read from on this machine
-	Entrypoint string // where it lives in the image, e.g. /pause
+	Ref string // e.g. localhost/ambient-cluster/pause:v1
+	// BinaryPath is the binary copied to Entrypoint; empty when Files
+	// already hold every file (as for images derived from the Dockerfile).
+	BinaryPath string
+	Entrypoint string // the program the image runs, e.g. /pause
 	User       string // e.g. 65532:65532; empty for root
+	// EntrypointArgs follow Entrypoint in the config's Entrypoint.
+	EntrypointArgs []string
+	// Files are more executables in the layer, e.g. a CNI plugin next to its agent.
+	Files []imageFile
 }
 
-type descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      string            `json:"digest"`
-	Size        int64             `json:"size"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	Platform    *platform         `json:"platform,omitempty"`
+// imageFile is an executable copied into an image.
+type imageFile struct {
+	Source string // on this machine
+	Path   string // absolute, in the image
 }
 
-type platform struct {
-	Architecture string `json:"architecture"`
-	OS           string `json:"os"`
+// distrolessPath is the PATH gcr.io/distroless/static sets.
+const distrolessPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// The users and groups the distroless images have. A binary may look its
+// user up (os/user reads /etc/passwd) or need a home directory.
+const (
+	etcPasswd = "root:x:0:0:root:/root:/sbin/nologin\n" +
+		"nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n" +
+		"nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
+	etcGroup = "root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n"
+)
+
+// layerEntry is a file or directory of a layer. Every entry has a zero
+// timestamp so that the same inputs give the same image.
+type layerEntry struct {
+	path     string // relative to /; directories end in /
+	mode     int64
+	uid, gid int
+	data     []byte
 }
 
-type imageConfig struct {
-	Architecture string `json:"architecture"`
-	OS           string `json:"os"`
-	Config       struct {
-		Entrypoint []string `json:"Entrypoint"`
-		User       string   `json:"User,omitempty"`
-		Env        []string `json:"Env"`
-	} `json:"config"`
-	RootFS struct {
-		Type    string   `json:"type"`
-		DiffIDs []string `json:"diff_ids"`
-	} `json:"rootfs"`
-}
-
-type manifest struct {
-	SchemaVersion int          `json:"schemaVersion"`
-	MediaType     string       `json:"mediaType"`
-	Config        descriptor   `json:"config"`
-	Layers        []descriptor `json:"layers"`
-}
-
-type index struct {
-	SchemaVersion int          `json:"schemaVersion"`
-	MediaType     string       `json:"mediaType"`
-	Manifests     []descriptor `json:"manifests"`
-}
-
-func digestOf(b []byte) string {
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-// imageTag is the tag of a reference (host/path:tag); "latest" without one.
-func imageTag(ref string) string {
-	lastPart := ref[strings.LastIndex(ref, "/")+1:]
-	if _, tag, ok := strings.Cut(lastPart, ":"); ok && tag != "" {
-		return tag
+// baseLayerFiles stands in for gcr.io/distroless/static, which cannot be
+// pulled here: the users, root's and nonroot's homes, and a /tmp anyone may
+// write to (sticky, like the real one).
+func baseLayerFiles() []layerEntry {
+	return []layerEntry{
+		{path: "etc/", mode: 0o755},
+		{path: "etc/group", mode: 0o644, data: []byte(etcGroup)},
+		{path: "etc/passwd", mode: 0o644, data: []byte(etcPasswd)},
+		{path: "home/", mode: 0o755},
+		{path: "home/nonroot/", mode: 0o700, uid: 65532, gid: 65532},
+		{path: "root/", mode: 0o700},
+		{path: "tmp/", mode: 0o1777},
 	}
-	return "latest"
 }
 
-// writeImage writes spec as an OCI image layout in a tar stream (what
-// `ctr images import` reads) for linux on the CPU architecture arch (a
-// GOARCH, which is also OCI's name for it). The output depends only on the
-// inputs: every timestamp is zero.
+// writeImage writes spec as a docker image tarball (`docker save` format)
+// for linux on the CPU architecture arch (a GOARCH, which is also OCI's name
+// for it). `ctr images import` (containerd 1.6) names the image by the
+// tarball's RepoTags, normalized, and takes its platform from the config;
+// writeImageFile writes one for this machine. The output depends only on
+// the inputs: every timestamp is zero.
 func writeImage(w io.Writer, spec imageSpec, arch string) error {
-	binary, err := os.ReadFile(spec.BinaryPath)
+	tag, err := name.NewTag(spec.Ref)
 	if err != nil {
 		return err
 	}
-	layer, err := layerTar(strings.TrimPrefix(spec.Entrypoint, "/"), binary)
+	img, err := buildImage(spec, arch)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", spec.Ref, err)
 	}
-	var cfg imageConfig
+	return tarball.Write(tag, img, w)
+}
+
+// buildImage is spec's image: the base layer, then the binaries' layer.
+func buildImage(spec imageSpec, arch string) (v1.Image, error) {
+	if !path.IsAbs(spec.Entrypoint) {
+		return nil, fmt.Errorf("entrypoint %q is not an absolute path", spec.Entrypoint)
+	}
+	base, err := layerOf(baseLayerFiles())
+	if err != nil {
+		return nil, err
+	}
+	binaries, err := binaryEntries(spec)
+	if err != nil {
+		return nil, err
+	}
+	top, err := layerOf(binaries)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := empty.Image.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
 	cfg.Architecture, cfg.OS = arch, "linux"
-	cfg.Config.Entrypoint = []string{spec.Entrypoint}
-	cfg.Config.User = spec.User
-	cfg.Config.Env = []string{"PATH=/"}
-	cfg.RootFS.Type = "layers"
-	// The layer is not compressed, so its digest is also its diff ID.
-	cfg.RootFS.DiffIDs = []string{digestOf(layer)}
-	cfgJSON, err := json.Marshal(cfg)
+	img, err := mutate.ConfigFile(empty.Image, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	man := manifest{
-		SchemaVersion: 2,
-		MediaType:     mediaTypeManifest,
-		Config:        descriptor{MediaType: mediaTypeConfig, Digest: digestOf(cfgJSON), Size: int64(len(cfgJSON))},
-		Layers:        []descriptor{{MediaType: mediaTypeLayer, Digest: digestOf(layer), Size: int64(len(layer))}},
-	}
-	manJSON, err := json.Marshal(man)
+	img, err = mutate.Config(img, v1.Config{
+		Entrypoint: append([]string{spec.Entrypoint}, spec.EntrypointArgs...),
+		User:       spec.User,
+		Env:        []string{distrolessPath},
+	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	idx := index{SchemaVersion: 2, MediaType: mediaTypeIndex, Manifests: []descriptor{{
-		MediaType: mediaTypeManifest, Digest: digestOf(manJSON), Size: int64(len(manJSON)),
-		Annotations: map[string]string{annotationContainerdName: spec.Ref, annotationRefName: imageTag(spec.Ref)},
-		Platform:    &platform{Architecture: arch, OS: "linux"},
-	}}}
-	idxJSON, err := json.Marshal(idx)
-	if err != nil {
-		return err
-	}
+	return mutate.AppendLayers(img, base, top)
+}
 
-	files := []layoutFile{
-		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
-		{"index.json", idxJSON},
+// binaryEntries are the files of spec's binary layer, each executable and
+// owned by root, with the directories above them.
+func binaryEntries(spec imageSpec) ([]layerEntry, error) {
+	files := spec.Files
+	if spec.BinaryPath != "" {
+		files = append([]imageFile{{Source: spec.BinaryPath, Path: spec.Entrypoint}}, files...)
 	}
-	for _, blob := range [][]byte{layer, cfgJSON, manJSON} {
-		files = append(files, layoutFile{"blobs/sha256/" + strings.TrimPrefix(digestOf(blob), "sha256:"), blob})
-	}
-	tw := tar.NewWriter(w)
-	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755}); err != nil {
-			return err
-		}
-	}
+	dirs := map[string]bool{}
+	var entries []layerEntry
 	for _, f := range files {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o644, Size: int64(len(f.data))}); err != nil {
-			return err
+		if !path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path {
+			return nil, fmt.Errorf("image path %q is not a clean absolute path", f.Path)
 		}
-		if _, err := tw.Write(f.data); err != nil {
-			return err
+		data, err := os.ReadFile(f.Source)
+		if err != nil {
+			return nil, err
 		}
+		rel := strings.TrimPrefix(f.Path, "/")
+		if slices.ContainsFunc(entries, func(e layerEntry) bool { return e.path == rel }) {
+			return nil, fmt.Errorf("two files at %s", f.Path)
+		}
+		for dir := path.Dir(rel); dir != "."; dir = path.Dir(dir) {
+			dirs[dir+"/"] = true
+		}
+		entries = append(entries, layerEntry{path: rel, mode: 0o755, data: data})
 	}
-	return tw.Close()
+	for dir := range dirs {
+		entries = append(entries, layerEntry{path: dir, mode: 0o755})
+	}
+	// Sorted, a directory comes before what it holds, and the order is stable.
+	slices.SortFunc(entries, func(a, b layerEntry) int { return strings.Compare(a.path, b.path) })
+	return entries, nil
 }
 
-// layoutFile is a file of the OCI layout tarball.
-type layoutFile struct {
-	name string
-	data []byte
-}
-
-// layerTar is a layer holding one executable at path (relative to /).
-func layerTar(path string, binary []byte) ([]byte, error) {
+// layerOf builds a layer in memory from entries (in their order).
+func layerOf(entries []layerEntry) (v1.Layer, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: path, Mode: 0o755, Size: int64(len(binary))}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(binary); err != nil {
-		return nil, err
+	for _, e := range entries {
+		hdr := &tar.Header{Name: e.path, Mode: e.mode, Uid: e.uid, Gid: e.gid, Typeflag: tar.TypeReg, Size: int64(len(e.data))}
+		if strings.HasSuffix(e.path, "/") {
+			hdr.Typeflag, hdr.Size = tar.TypeDir, 0
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
-		return nil, fmt.Errorf("layer: %w", err)
+		return nil, err
 	}
-	return buf.Bytes(), nil
+	data := buf.Bytes()
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}, tarball.WithCompressedCaching) // compress once, not for the digest and again for the tarball
 }

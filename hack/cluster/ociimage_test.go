@@ -3,19 +3,33 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
-// readLayout reads an OCI layout tarball into a map of file name to content.
-func readLayout(t *testing.T, data []byte) map[string][]byte {
+// layerFile is an entry of a layer as read back.
+type layerFile struct {
+	hdr  *tar.Header
+	data []byte
+}
+
+// readLayer reads a layer's (uncompressed) entries by name.
+func readLayer(t *testing.T, layer v1.Layer) map[string]layerFile {
 	t.Helper()
-	files := map[string][]byte{}
-	tr := tar.NewReader(bytes.NewReader(data))
+	rc, err := layer.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	files := map[string]layerFile{}
+	tr := tar.NewReader(rc)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -24,89 +38,90 @@ func readLayout(t *testing.T, data []byte) map[string][]byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if hdr.Typeflag == tar.TypeReg {
-			content, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files[hdr.Name] = content
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
 		}
+		files[hdr.Name] = layerFile{hdr: hdr, data: data}
 	}
 }
 
-// blob returns the blob a descriptor names, checking its digest and size.
-func blob(t *testing.T, files map[string][]byte, d descriptor) []byte {
+// readImageTarball reads a tarball writeImage wrote: its one image and the
+// tags it is named by.
+func readImageTarball(t *testing.T, opener tarball.Opener) (v1.Image, []string) {
 	t.Helper()
-	data, ok := files["blobs/sha256/"+strings.TrimPrefix(d.Digest, "sha256:")]
-	if !ok {
-		t.Fatalf("no blob %s", d.Digest)
+	manifest, err := tarball.LoadManifest(opener)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if digestOf(data) != d.Digest || int64(len(data)) != d.Size {
-		t.Fatalf("blob %s: digest %s size %d, descriptor says size %d", d.Digest, digestOf(data), len(data), d.Size)
+	if len(manifest) != 1 {
+		t.Fatalf("the tarball holds %d images, want 1", len(manifest))
 	}
-	return data
+	img, err := tarball.Image(opener, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, manifest[0].RepoTags
 }
 
-// The image is what a FROM scratch + COPY + ENTRYPOINT stage would be, and
-// every reference in the layout resolves to a blob with that digest.
+func bytesOpener(data []byte) tarball.Opener {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+}
+
+func writeFakeBinary(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The image is what a distroless static stage with a COPY, USER and
+// ENTRYPOINT would be, named as `ctr images import` reads it, and the same
+// inputs give the same bytes.
 func TestWriteImage(t *testing.T) {
 	binary := filepath.Join(t.TempDir(), "app")
-	if err := os.WriteFile(binary, []byte("\x7fELF pretend binary"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	writeFakeBinary(t, binary, "\x7fELF pretend binary")
 	spec := imageSpec{Ref: "localhost/ambient-cluster/smokeapp:v1", BinaryPath: binary, Entrypoint: "/smokeapp", User: "65532:65532"}
 	var out bytes.Buffer
-	if err := writeImage(&out, spec, "amd64"); err != nil {
+	if err := writeImage(&out, spec, "arm64"); err != nil {
 		t.Fatal(err)
 	}
-	files := readLayout(t, out.Bytes())
-	if string(files["oci-layout"]) != `{"imageLayoutVersion":"1.0.0"}` {
-		t.Errorf("oci-layout = %q", files["oci-layout"])
+	img, tags := readImageTarball(t, bytesOpener(out.Bytes()))
+	if !slices.Equal(tags, []string{spec.Ref}) {
+		t.Errorf("RepoTags %v, want [%s]", tags, spec.Ref)
 	}
-	var idx index
-	if err := json.Unmarshal(files["index.json"], &idx); err != nil {
+	cfg, err := img.ConfigFile()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(idx.Manifests) != 1 {
-		t.Fatalf("index has %d manifests, want 1", len(idx.Manifests))
+	if cfg.OS != "linux" || cfg.Architecture != "arm64" {
+		t.Errorf("platform %s/%s, want linux/arm64", cfg.OS, cfg.Architecture)
 	}
-	entry := idx.Manifests[0]
-	if entry.Annotations[annotationContainerdName] != spec.Ref || entry.Annotations[annotationRefName] != "v1" {
-		t.Errorf("index annotations %v: want the reference %s and tag v1", entry.Annotations, spec.Ref)
-	}
-	if entry.Platform == nil || *entry.Platform != (platform{Architecture: "amd64", OS: "linux"}) {
-		t.Errorf("platform %v, want linux/amd64", entry.Platform)
-	}
-	var man manifest
-	if err := json.Unmarshal(blob(t, files, entry), &man); err != nil {
-		t.Fatal(err)
-	}
-	var cfg imageConfig
-	if err := json.Unmarshal(blob(t, files, man.Config), &cfg); err != nil {
-		t.Fatal(err)
-	}
-	if len(cfg.Config.Entrypoint) != 1 || cfg.Config.Entrypoint[0] != "/smokeapp" || cfg.Config.User != "65532:65532" {
+	if !slices.Equal(cfg.Config.Entrypoint, []string{"/smokeapp"}) || cfg.Config.User != "65532:65532" {
 		t.Errorf("config: entrypoint %v user %q", cfg.Config.Entrypoint, cfg.Config.User)
 	}
-	if len(man.Layers) != 1 || len(cfg.RootFS.DiffIDs) != 1 {
-		t.Fatalf("%d layers, %d diff IDs; want 1 and 1", len(man.Layers), len(cfg.RootFS.DiffIDs))
+	if !slices.Equal(cfg.Config.Env, []string{distrolessPath}) {
+		t.Errorf("env %v, want [%s]", cfg.Config.Env, distrolessPath)
 	}
-	layer := blob(t, files, man.Layers[0])
-	if cfg.RootFS.DiffIDs[0] != digestOf(layer) {
-		t.Errorf("diff ID %s is not the digest of the uncompressed layer %s", cfg.RootFS.DiffIDs[0], digestOf(layer))
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
 	}
-	layerFiles := readLayout(t, layer)
-	if string(layerFiles["smokeapp"]) != "\x7fELF pretend binary" || len(layerFiles) != 1 {
-		t.Errorf("layer holds %d files, want only smokeapp with the binary", len(layerFiles))
+	if len(layers) != 2 || len(cfg.RootFS.DiffIDs) != 2 {
+		t.Fatalf("%d layers, %d diff IDs; want 2 and 2 (base, binaries)", len(layers), len(cfg.RootFS.DiffIDs))
 	}
-	tr := tar.NewReader(bytes.NewReader(layer))
-	if hdr, err := tr.Next(); err != nil || hdr.Mode != 0o755 {
-		t.Errorf("smokeapp in the layer: %v, mode %o; want executable", err, hdr.Mode)
+	checkBaseLayer(t, readLayer(t, layers[0]))
+	top := readLayer(t, layers[1])
+	app, ok := top["smokeapp"]
+	if len(top) != 1 || !ok || string(app.data) != "\x7fELF pretend binary" {
+		t.Errorf("binary layer holds %d entries, want only smokeapp with the binary", len(top))
+	}
+	if ok && (app.hdr.Mode != 0o755 || app.hdr.Uid != 0 || app.hdr.Gid != 0) {
+		t.Errorf("smokeapp: mode %o owner %d:%d, want 755 0:0", app.hdr.Mode, app.hdr.Uid, app.hdr.Gid)
 	}
 
-	// The same inputs give the same bytes: no timestamps.
 	var again bytes.Buffer
-	if err := writeImage(&again, spec, "amd64"); err != nil {
+	if err := writeImage(&again, spec, "arm64"); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(out.Bytes(), again.Bytes()) {
@@ -114,17 +129,83 @@ func TestWriteImage(t *testing.T) {
 	}
 }
 
-func TestImageTag(t *testing.T) {
-	tests := map[string]string{
-		"localhost/ambient-cluster/pause:v1": "v1",
-		"localhost:5000/app":                 "latest",
-		"localhost:5000/app:1.2":             "1.2",
-		"app":                                "latest",
-		"app:":                               "latest",
+// checkBaseLayer checks the distroless-like base: the three users, their
+// groups, their homes and a world-writable sticky /tmp.
+func checkBaseLayer(t *testing.T, base map[string]layerFile) {
+	t.Helper()
+	passwd := strings.Split(string(base["etc/passwd"].data), "\n")
+	for _, user := range []string{"root:x:0:0:", "nobody:x:65534:65534:", "nonroot:x:65532:65532:"} {
+		if !slices.ContainsFunc(passwd, func(line string) bool { return strings.HasPrefix(line, user) }) {
+			t.Errorf("/etc/passwd lacks %s", user)
+		}
 	}
-	for ref, want := range tests {
-		if got := imageTag(ref); got != want {
-			t.Errorf("imageTag(%q) = %q, want %q", ref, got, want)
+	for _, group := range []string{"root:x:0:", "nobody:x:65534:", "nonroot:x:65532:"} {
+		if !slices.Contains(strings.Split(string(base["etc/group"].data), "\n"), group) {
+			t.Errorf("/etc/group lacks %s", group)
+		}
+	}
+	dirs := map[string]struct {
+		mode     int64
+		uid, gid int
+	}{
+		"tmp/":          {0o1777, 0, 0},
+		"home/nonroot/": {0o700, 65532, 65532},
+		"root/":         {0o700, 0, 0},
+	}
+	for dir, want := range dirs {
+		got, ok := base[dir]
+		if !ok || got.hdr.Typeflag != tar.TypeDir || got.hdr.Mode != want.mode || got.hdr.Uid != want.uid || got.hdr.Gid != want.gid {
+			t.Errorf("/%s missing or not a directory with mode %o owned by %d:%d", dir, want.mode, want.uid, want.gid)
+		}
+	}
+}
+
+// Files at nested paths get their directories; two files at one path and a
+// relative entrypoint are refused.
+func TestWriteImageFiles(t *testing.T) {
+	dir := t.TempDir()
+	agent, plugin := filepath.Join(dir, "agent"), filepath.Join(dir, "plugin")
+	writeFakeBinary(t, agent, "agent")
+	writeFakeBinary(t, plugin, "plugin")
+	spec := imageSpec{
+		Ref: "example.test/agent:1", BinaryPath: agent, Entrypoint: "/usr/bin/agent", EntrypointArgs: []string{"--flag"},
+		Files: []imageFile{{Source: plugin, Path: "/opt/cni/bin/plugin"}},
+	}
+	var out bytes.Buffer
+	if err := writeImage(&out, spec, "amd64"); err != nil {
+		t.Fatal(err)
+	}
+	img, _ := readImageTarball(t, bytesOpener(out.Bytes()))
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.Config.Entrypoint, []string{"/usr/bin/agent", "--flag"}) || cfg.Config.User != "" {
+		t.Errorf("config: entrypoint %v user %q; want [/usr/bin/agent --flag] and root", cfg.Config.Entrypoint, cfg.Config.User)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := readLayer(t, layers[len(layers)-1])
+	var names []string
+	for n := range top {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	want := []string{"opt/", "opt/cni/", "opt/cni/bin/", "opt/cni/bin/plugin", "usr/", "usr/bin/", "usr/bin/agent"}
+	if !slices.Equal(names, want) {
+		t.Errorf("binary layer %v, want %v", names, want)
+	}
+
+	for label, bad := range map[string]imageSpec{
+		"relative entrypoint": {Ref: "example.test/a:1", BinaryPath: agent, Entrypoint: "agent"},
+		"two files at a path": {Ref: "example.test/a:1", BinaryPath: agent, Entrypoint: "/a", Files: []imageFile{{Source: plugin, Path: "/a"}}},
+		"missing binary":      {Ref: "example.test/a:1", BinaryPath: filepath.Join(dir, "none"), Entrypoint: "/a"},
+		"bad reference":       {Ref: "Example.test/A B:1", BinaryPath: agent, Entrypoint: "/a"},
+	} {
+		if err := writeImage(io.Discard, bad, "amd64"); err == nil {
+			t.Errorf("%s: no error", label)
 		}
 	}
 }

@@ -101,8 +101,8 @@ func (k kubectl) run(ctx context.Context, stdin string, args ...string) (string,
 // smoke checks that the cluster in stateDir runs a workload like any other:
 // an image imported into containerd runs on every node, becomes Ready,
 // its logs are readable, exec works, a Service's ClusterIP reaches every
-// replica (across nodes) through kube-proxy, and a pod reaches the
-// apiserver as its service account.
+// replica (across nodes) through kube-proxy, a pod reaches the
+// apiserver as its service account, and cluster DNS resolves Services.
 func smoke(ctx context.Context, opts smokeOptions) error {
 	s, err := loadState(opts.stateDir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -207,10 +207,43 @@ func smoke(ctx context.Context, opts smokeOptions) error {
 	}
 	c.logf("in-cluster: every replica reached the apiserver at %s as %s", apiServiceIP, wantUser)
 
+	if err := checkClusterDNS(ctx, c, k, pods, clusterIP); err != nil {
+		return err
+	}
+
 	if _, err := k.run(ctx, "", "delete", "namespace", smokeNamespace, "--wait", "--timeout=2m"); err != nil {
 		return err
 	}
 	c.logf("smoke test passed; namespace %s deleted", smokeNamespace)
+	return nil
+}
+
+// checkClusterDNS checks that every replica resolves, through its
+// resolv.conf and CoreDNS, a Service's full name and (by the search path)
+// the smoke Service's short name to their ClusterIPs. It polls: CoreDNS
+// learns of the new Service from its watch.
+func checkClusterDNS(ctx context.Context, c *cluster, k kubectl, pods []smokePod, smokeIP string) error {
+	names := []struct{ name, want string }{
+		{"kubernetes.default.svc." + clusterDomain, apiServiceIP},
+		{"smoke", smokeIP},
+	}
+	for _, p := range pods {
+		for _, n := range names {
+			var got string
+			err := poll(ctx, fmt.Sprintf("%s resolving %s to %s", p.name, n.name, n.want), func() (bool, error) {
+				out, err := k.run(ctx, "", "-n", smokeNamespace, "exec", p.name, "--", "/smokeapp", "resolve", n.name)
+				got = out
+				if err != nil {
+					got = err.Error()
+				}
+				return err == nil && out == n.want, nil
+			})
+			if err != nil {
+				return fmt.Errorf("%w (last answer: %s)", err, got)
+			}
+		}
+	}
+	c.logf("cluster DNS: every replica resolved %s to %s and smoke to %s", names[0].name, apiServiceIP, smokeIP)
 	return nil
 }
 

@@ -25,6 +25,7 @@ type upOptions struct {
 	nodes     int
 	k8sBinDir string // etcd and the Kubernetes binaries (bin/k8s/<version>-<os>-<arch>)
 	pause     string // the pause binary (hack/cluster/pause)
+	coredns   string // the coredns binary (hack/coredns, hack/tools.sh coredns)
 	proxyMode string // kube-proxy mode: iptables or nftables
 	timeout   time.Duration
 }
@@ -117,6 +118,7 @@ func up(ctx context.Context, opts upOptions) error {
 		{"pause image", func(context.Context) error { return c.writePauseImage(opts.pause) }},
 		{"nodes", c.startNodes},
 		{"nodes Ready", c.waitNodesReady},
+		{"cluster DNS (CoreDNS) Ready", func(ctx context.Context) error { return c.startDNS(ctx, opts.coredns) }},
 	}
 	for _, step := range steps {
 		if err := step.fn(ctx); err != nil {
@@ -157,6 +159,9 @@ func (c *cluster) preflight(opts upOptions) error {
 	}
 	if _, err := os.Stat(opts.pause); err != nil {
 		missing = append(missing, opts.pause+" (go build ./hack/cluster/pause)")
+	}
+	if _, err := os.Stat(opts.coredns); err != nil {
+		missing = append(missing, opts.coredns+" (hack/tools.sh coredns)")
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing: %v", missing)
@@ -291,8 +296,8 @@ func (c *cluster) startNode(ctx context.Context, n Node) error {
 		inNode(c.dir, n, c.bin("kube-proxy"), "--config="+proxyConfFile))
 }
 
-// importImage imports an OCI image tarball into a node's containerd, in
-// the namespace the CRI plugin (the kubelet's view) uses.
+// importImage imports an image tarball (writeImage's) into a node's
+// containerd, in the namespace the CRI plugin (the kubelet's view) uses.
 func importImage(n Node, tarball string) error {
 	return run("ctr", "--address", n.ContainerdSocket(), "--namespace", "k8s.io", "images", "import", tarball)
 }

@@ -6,6 +6,10 @@
 //	smokeapp get URL               prints the body of GET URL; exits 1 unless it is 200 OK
 //	smokeapp whoami                asks the apiserver (in-cluster: the kubernetes Service, the
 //	                               pod's service-account token and CA) who it is; prints the user name
+//	smokeapp resolve NAME          looks NAME up through the pod's resolv.conf (cluster DNS, search
+//	                               path); prints its addresses, sorted, one per line
+//	smokeapp load [-interval D] URL  GETs URL every D on a new connection each time until stopped;
+//	                               prints each failure, and the running totals once a second
 package main
 
 import (
@@ -23,6 +27,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -32,7 +37,7 @@ const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: smokeapp serve [-addr :8080] | smokeapp get URL")
+		fmt.Fprintln(os.Stderr, "usage: smokeapp serve [-addr :8080] | get URL | whoami | resolve NAME | load [-interval D] URL")
 		os.Exit(2)
 	}
 	var err error
@@ -43,6 +48,10 @@ func main() {
 		err = get(os.Args[2:])
 	case "whoami":
 		err = whoami()
+	case "resolve":
+		err = resolve(os.Args[2:])
+	case "load":
+		err = load(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -104,6 +113,83 @@ func get(args []string) error {
 	}
 	_, err = os.Stdout.Write(body)
 	return err
+}
+
+// load is steady traffic for an upgrade: one GET per interval, each on a new
+// connection, so that every request also tests connection set-up through the
+// mesh. Each failure is printed as "FAIL <error>", and the totals as
+// "sent=<n> failed=<m>" once a second and when it is stopped.
+func load(args []string) error {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	interval := fs.Duration("interval", 50*time.Millisecond, "time between requests")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("load needs one URL")
+	}
+	url := fs.Arg(0)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	tick, report := time.NewTicker(*interval), time.NewTicker(time.Second)
+	defer tick.Stop()
+	defer report.Stop()
+	sent, failed := 0, 0
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Printf("sent=%d failed=%d\n", sent, failed)
+			return nil
+		case <-report.C:
+			fmt.Printf("sent=%d failed=%d\n", sent, failed)
+		case <-tick.C:
+			sent++
+			if err := getOnce(ctx, client, url); err != nil && ctx.Err() == nil {
+				failed++
+				fmt.Printf("FAIL %v\n", err)
+			}
+		}
+	}
+}
+
+// getOnce GETs url and reads the whole answer; anything but 200 OK fails.
+func getOnce(ctx context.Context, client *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// resolve prints the addresses NAME resolves to with Go's own resolver,
+// which reads the pod's /etc/resolv.conf as any static binary would.
+func resolve(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("resolve needs one name")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupHost(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	slices.Sort(addrs)
+	for _, a := range addrs {
+		fmt.Println(a)
+	}
+	return nil
 }
 
 // whoami posts a SelfSubjectReview the way an in-cluster client reaches

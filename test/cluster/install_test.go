@@ -1,0 +1,462 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/dataplane/cni/plugin"
+)
+
+const (
+	operatorNamespace = "ambient-operator-system"
+	operatorName      = "ambient-operator-controller-manager"
+	appNamespace      = "shop"
+)
+
+// The operator installed as the README tells a user: make deploy, then the
+// AmbientMesh sample; then the mesh as a user would check it, an upgrade
+// under traffic, the uninstall.
+var _ = Describe("the operator installed by make deploy", Ordered, func() {
+	It("runs the operator from its image, with its webhooks' CA injected by cert-manager", func(ctx SpecContext) {
+		makeTarget(ctx, "deploy", "IMG="+e.operator)
+		Eventually(ctx, deploymentAvailable(operatorNamespace, operatorName)).Should(Succeed())
+		Eventually(ctx, webhooksHaveCABundle).Should(Succeed())
+	})
+
+	describeMesh(true)
+
+	It("is removed by make undeploy", func(ctx SpecContext) {
+		makeTarget(ctx, "undeploy", "IMG="+e.operator)
+		expectOperatorGone(ctx)
+	})
+
+})
+
+// The operator installed from its OLM bundle: only what the CSV declares
+// (and the bundle's other manifests, which OLM applies too), as OLM would
+// create it. A rule missing from the CSV's permissions is missing here too.
+var _ = Describe("the operator installed from its bundle as OLM would", Ordered, func() {
+	It("runs the operator from the CSV's install strategy, its webhooks served with the installer's certificate", func(ctx SpecContext) {
+		Expect(installBundle(ctx, k8s, filepath.Join(e.repo, "bundle"), operatorNamespace)).To(Succeed())
+		Eventually(ctx, deploymentAvailable(operatorNamespace, operatorName)).Should(Succeed())
+		Expect(webhooksHaveCABundle(ctx)).To(Succeed())
+	})
+
+	describeMesh(false)
+
+	It("is removed with everything the bundle installed", func(ctx SpecContext) {
+		Expect(uninstallBundle(ctx, k8s, filepath.Join(e.repo, "bundle"), operatorNamespace)).To(Succeed())
+		expectOperatorGone(ctx)
+	})
+})
+
+// describeMesh declares, in an Ordered container, the checks of a mesh made
+// from the AmbientMesh sample by an installed operator, from its installation
+// to its deletion; with upgrade, also an upgrade under traffic.
+func describeMesh(upgrade bool) {
+	var nodes []string
+
+	AfterEach(func(ctx SpecContext) {
+		if CurrentSpecReport().Failed() {
+			dumpState(ctx)
+		}
+	})
+
+	BeforeAll(func(ctx SpecContext) {
+		list, err := clientset.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		nodes = nil
+		for _, n := range list.Items {
+			nodes = append(nodes, n.Name)
+		}
+		Expect(nodes).NotTo(BeEmpty())
+	})
+
+	It("makes the AmbientMesh sample Ready, its components scheduled on every node from the imported images", func(ctx SpecContext) {
+		_, err := kubectl(ctx, "", "apply", "-f", filepath.Join(e.repo, "config/samples/mesh_v1alpha1_ambientmesh.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(ctx, meshReady).Should(Succeed())
+		for _, ds := range []string{"ztunnel", "ambientmesh-cni"} {
+			Eventually(ctx, daemonSetReadyEverywhere(meshv1alpha1.DefaultNamespace, ds, len(nodes))).Should(Succeed())
+		}
+		expectImagesOf(ctx, e.version)
+	})
+
+	It("chains the CNI plugin into each node's CNI config and installs its binary", func() {
+		for _, node := range nodes {
+			Expect(cniConfigsChaining(node)).NotTo(BeEmpty(), "node %s: no conflist in %s names the %s plugin", node, meshv1alpha1.DefaultCNIConfDir, plugin.Type)
+			Expect(nodeFile(node, filepath.Join(meshv1alpha1.DefaultCNIBinDir, plugin.Type))).To(BeAnExistingFile())
+		}
+	})
+
+	It("lets app pods created after it in an enrolled namespace talk over mutual TLS, never in plaintext", func(ctx SpecContext) {
+		applyApp(ctx, len(nodes))
+		Eventually(ctx, deploymentAvailable(appNamespace, "server")).Should(Succeed())
+		Eventually(ctx, deploymentAvailable(appNamespace, "client")).Should(Succeed())
+		expectMutualTLS(ctx, nodes, "http://server."+appNamespace)
+	})
+
+	It("applies an L4 DENY and lifts it when the policy is deleted", func(ctx SpecContext) {
+		_, err := kubectl(ctx, denyClientPolicy, "apply", "-f", "-")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(ctx, func(ctx context.Context) error {
+			_, err := clientGet(ctx, "http://server."+appNamespace+"/denied")
+			if err == nil {
+				return fmt.Errorf("the request went through")
+			}
+			return nil
+		}).Should(Succeed(), "the ztunnel should refuse shop/client once the DENY applies")
+		_, err = kubectl(ctx, "", "-n", appNamespace, "delete", "meshpolicy", "deny-client")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(ctx, func(ctx context.Context) error {
+			_, err := clientGet(ctx, "http://server."+appNamespace+"/allowed-again")
+			return err
+		}).Should(Succeed())
+	})
+
+	It("keeps a pod enrolled when the kubelet restarts its container", func(ctx SpecContext) {
+		server := appPods(ctx, "server")[0]
+		killContainer(ctx, server)
+		Eventually(ctx, func(ctx context.Context) error {
+			p, err := clientset.CoreV1().Pods(appNamespace).Get(ctx, server.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if cs := p.Status.ContainerStatuses; len(cs) != 1 || cs[0].RestartCount != 1 || !cs[0].Ready {
+				return fmt.Errorf("pod %s not restarted and ready yet: %+v", p.Name, cs)
+			}
+			return nil
+		}).Should(Succeed())
+		expectMutualTLS(ctx, nodes, fmt.Sprintf("http://%s:8080", server.Status.PodIP))
+	})
+
+	It("keeps the kubelet's probes of enrolled pods passing", func(ctx SpecContext) {
+		events, err := clientset.CoreV1().Events(appNamespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=Unhealthy"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(events.Items).To(BeEmpty(), "a probe of an enrolled pod failed")
+		for _, p := range append(appPods(ctx, "server"), appPods(ctx, "client")...) {
+			Expect(p.Status.ContainerStatuses).To(HaveLen(1))
+			Expect(p.Status.ContainerStatuses[0].Ready).To(BeTrue(), "pod %s", p.Name)
+		}
+	})
+
+	if upgrade {
+		It("upgrades to the next version node by node under steady traffic without a failed request", func(ctx SpecContext) {
+			_, err := kubectl(ctx, loadDeployment(e.appImage), "apply", "-f", "-")
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(ctx, deploymentAvailable(appNamespace, "load")).Should(Succeed())
+			Eventually(ctx, loadTotals).Should(HaveField("Sent", BeNumerically(">", 20)))
+
+			watch := watchZtunnels(ctx, len(nodes))
+			_, err = kubectl(ctx, "", "patch", "ambientmesh", meshv1alpha1.MeshName, "--type=merge",
+				"-p", fmt.Sprintf(`{"spec":{"version":%q}}`, e.nextVer))
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(ctx, func(ctx context.Context) error {
+				if err := meshReady(ctx); err != nil {
+					return err
+				}
+				var mesh meshv1alpha1.AmbientMesh
+				if err := k8s.Get(ctx, client.ObjectKey{Name: meshv1alpha1.MeshName}, &mesh); err != nil {
+					return err
+				}
+				if mesh.Status.Version != e.nextVer {
+					return fmt.Errorf("status.version %q, want %q", mesh.Status.Version, e.nextVer)
+				}
+				return nil
+			}).WithTimeout(8 * time.Minute).Should(Succeed())
+			Expect(watch.stop()).To(BeNumerically("<=", 1), "at most one node may be without a ready ztunnel at a time")
+			expectImagesOf(ctx, e.nextVer)
+
+			// The traffic goes on after the upgrade; then every request so far is counted.
+			before, err := loadTotals(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(ctx, loadTotals).Should(HaveField("Sent", BeNumerically(">", before.Sent+20)))
+			totals, err := loadTotals(ctx)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(totals.Failures).To(BeEmpty())
+			Expect(totals.Failed).To(BeZero())
+			_, err = kubectl(ctx, "", "-n", appNamespace, "delete", "deploy/load")
+			Expect(err).NotTo(HaveOccurred())
+			GinkgoWriter.Printf("upgrade under load: %d requests, %d failed\n", totals.Sent, totals.Failed)
+		})
+	}
+
+	It("leaves no DaemonSet, namespace, CNI entry or in-pod rule behind when the AmbientMesh is deleted", func(ctx SpecContext) {
+		_, err := kubectl(ctx, "", "delete", "ambientmesh", meshv1alpha1.MeshName, "--wait=true", "--timeout=3m")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(ctx, func(ctx context.Context) error {
+			_, err := clientset.CoreV1().Namespaces().Get(ctx, meshv1alpha1.DefaultNamespace, metav1.GetOptions{})
+			if !apierrors.IsNotFound(err) {
+				return fmt.Errorf("namespace %s still there (%v)", meshv1alpha1.DefaultNamespace, err)
+			}
+			return nil
+		}).Should(Succeed())
+		daemonSets, err := clientset.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(daemonSets.Items).To(BeEmpty())
+		for _, node := range nodes {
+			Expect(cniConfigsChaining(node)).To(BeEmpty(), "node %s", node)
+			Expect(nodeFile(node, filepath.Join(meshv1alpha1.DefaultCNIBinDir, plugin.Type))).NotTo(BeAnExistingFile())
+			expectNoMeshRules(ctx, node)
+		}
+		Eventually(ctx, func(ctx context.Context) error {
+			_, err := clientGet(ctx, "http://server."+appNamespace+"/outside-the-mesh")
+			return err
+		}).Should(Succeed(), "pods keep working outside the mesh")
+		_, err = kubectl(ctx, "", "delete", "namespace", appNamespace, "--wait=true", "--timeout=2m")
+		Expect(err).NotTo(HaveOccurred())
+	})
+}
+
+// applyApp renders testdata/app.yaml with the test application's image and
+// one server replica per node, and applies it.
+func applyApp(ctx context.Context, replicas int) {
+	tmpl := template.Must(template.ParseFiles("testdata/app.yaml"))
+	var b strings.Builder
+	Expect(tmpl.Execute(&b, map[string]any{"Image": e.appImage, "Nodes": replicas})).To(Succeed())
+	_, err := kubectl(ctx, b.String(), "apply", "-f", "-")
+	Expect(err).NotTo(HaveOccurred())
+}
+
+// clientGet runs the test application's client in the client pod: GET url,
+// the body on 200 OK, an error otherwise.
+func clientGet(ctx context.Context, url string) (string, error) {
+	return kubectl(ctx, "", "-n", appNamespace, "exec", "deploy/client", "--", "/smokeapp", "get", url)
+}
+
+func deploymentAvailable(ns, name string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var d appsv1.Deployment
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &d); err != nil {
+			return err
+		}
+		for _, c := range d.Status.Conditions {
+			if c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionTrue && d.Status.UpdatedReplicas == d.Status.Replicas {
+				return nil
+			}
+		}
+		return fmt.Errorf("deployment %s/%s not available: %+v", ns, name, d.Status)
+	}
+}
+
+func daemonSetReadyEverywhere(ns, name string, nodes int) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var ds appsv1.DaemonSet
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &ds); err != nil {
+			return err
+		}
+		if int(ds.Status.NumberReady) != nodes || ds.Status.UpdatedNumberScheduled != ds.Status.DesiredNumberScheduled {
+			return fmt.Errorf("daemonset %s/%s: %d of %d nodes ready", ns, name, ds.Status.NumberReady, nodes)
+		}
+		return nil
+	}
+}
+
+// webhooksHaveCABundle checks that every webhook served from the operator's
+// namespace has a CA bundle (injected by cert-manager's cainjector after make
+// deploy, written by the installer after a bundle install).
+func webhooksHaveCABundle(ctx context.Context) error {
+	var validating admissionregistrationv1.ValidatingWebhookConfigurationList
+	if err := k8s.List(ctx, &validating); err != nil {
+		return err
+	}
+	var mutating admissionregistrationv1.MutatingWebhookConfigurationList
+	if err := k8s.List(ctx, &mutating); err != nil {
+		return err
+	}
+	var configs []admissionregistrationv1.WebhookClientConfig
+	for _, w := range validating.Items {
+		for _, h := range w.Webhooks {
+			configs = append(configs, h.ClientConfig)
+		}
+	}
+	for _, w := range mutating.Items {
+		for _, h := range w.Webhooks {
+			configs = append(configs, h.ClientConfig)
+		}
+	}
+	found := 0
+	for _, c := range configs {
+		if c.Service == nil || c.Service.Namespace != operatorNamespace {
+			continue
+		}
+		found++
+		if len(c.CABundle) == 0 {
+			return fmt.Errorf("webhook %s%s has no caBundle yet", c.Service.Name, ptr.Deref(c.Service.Path, ""))
+		}
+	}
+	if found == 0 {
+		return fmt.Errorf("no webhook configuration of the operator")
+	}
+	return nil
+}
+
+func meshReady(ctx context.Context) error {
+	var mesh meshv1alpha1.AmbientMesh
+	if err := k8s.Get(ctx, client.ObjectKey{Name: meshv1alpha1.MeshName}, &mesh); err != nil {
+		return err
+	}
+	if !meta.IsStatusConditionTrue(mesh.Status.Conditions, meshv1alpha1.MeshConditionReady) {
+		return fmt.Errorf("AmbientMesh not Ready: phase %s, conditions %+v", mesh.Status.Phase, mesh.Status.Conditions)
+	}
+	return nil
+}
+
+// cniConfigsChaining lists the node's CNI config files that name our plugin.
+func cniConfigsChaining(node string) []string {
+	dir := nodeFile(node, meshv1alpha1.DefaultCNIConfDir)
+	entries, err := os.ReadDir(dir)
+	Expect(err).NotTo(HaveOccurred())
+	var chaining []string
+	for _, entry := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, entry.Name()))
+		Expect(err).NotTo(HaveOccurred())
+		if strings.Contains(string(data), `"`+plugin.Type+`"`) {
+			chaining = append(chaining, entry.Name())
+		}
+	}
+	return chaining
+}
+
+// dumpState prints what a reader of a failure needs: pods, events, and the
+// mesh's status.
+func dumpState(ctx context.Context) {
+	for _, args := range [][]string{
+		{"get", "pods", "-A", "-o", "wide"},
+		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
+		{"get", "ambientmesh", "-o", "yaml"},
+		{"-n", meshv1alpha1.DefaultNamespace, "logs", "ds/ztunnel", "--tail=30"},
+		{"-n", meshv1alpha1.DefaultNamespace, "logs", "ds/ambientmesh-cni", "--tail=30"},
+		{"-n", operatorNamespace, "logs", "deploy/" + operatorName, "--tail=30"},
+	} {
+		out, err := kubectl(ctx, "", args...)
+		GinkgoWriter.Printf("kubectl %s:\n%s%v\n", strings.Join(args, " "), out, err)
+	}
+}
+
+// denyClientPolicy is an L4 DENY, enforced by the destination's ztunnel, of
+// everything from the client's service account.
+const denyClientPolicy = `apiVersion: mesh.ambientmesh.dev/v1alpha1
+kind: MeshPolicy
+metadata: {name: deny-client, namespace: shop}
+spec:
+  action: DENY
+  rules:
+  - from:
+    - serviceAccounts: [shop/client]
+`
+
+// expectMutualTLS sends a request with a unique path from the client pod to
+// url while every node's traffic is captured, and checks that it was
+// answered, that no node saw the path in plaintext, and that a destination
+// ztunnel counted a mutual-TLS connection from the client's identity.
+func expectMutualTLS(ctx context.Context, nodes []string, url string) {
+	before := clientConnections(ctx, nodes)
+	secret := fmt.Sprintf("/secret-%d", time.Now().UnixNano())
+	var captures []*capture
+	for _, node := range nodes {
+		captures = append(captures, startCapture(node))
+	}
+	Eventually(ctx, func(ctx context.Context) (string, error) {
+		return clientGet(ctx, url+secret)
+	}).Should(ContainSubstring("hello from server-"))
+	for i, c := range captures {
+		text := c.stop()
+		Expect(text).NotTo(ContainSubstring(secret), "node %s carried the request in plaintext", nodes[i])
+	}
+	Eventually(ctx, func(ctx context.Context) float64 { return clientConnections(ctx, nodes) }).
+		Should(BeNumerically(">", before), "no destination ztunnel counted a mutual-TLS connection from shop/client")
+}
+
+// clientConnections sums, over the nodes' ztunnels, the connections they
+// accepted as destination from the client's SPIFFE identity over mutual TLS.
+func clientConnections(ctx context.Context, nodes []string) float64 {
+	total := 0.0
+	for _, node := range nodes {
+		text, err := ztunnelMetrics(ctx, node)
+		Expect(err).NotTo(HaveOccurred())
+		for _, line := range metricLines(text, "istio_tcp_connections_opened_total",
+			`reporter="destination"`, `source_principal="spiffe://cluster.local/ns/shop/sa/client"`,
+			`connection_security_policy="mutual_tls"`) {
+			fields := strings.Fields(line)
+			v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+			Expect(err).NotTo(HaveOccurred())
+			total += v
+		}
+	}
+	return total
+}
+
+// killContainer kills a pod's container through its node's containerd, as
+// a crash would, so that the kubelet restarts it in the same pod sandbox.
+func killContainer(ctx context.Context, pod corev1.Pod) {
+	Expect(pod.Status.ContainerStatuses).To(HaveLen(1))
+	id := strings.TrimPrefix(pod.Status.ContainerStatuses[0].ContainerID, "containerd://")
+	socket := filepath.Join(e.stateDir, "nodes", pod.Spec.NodeName, "containerd", "containerd.sock")
+	out, err := exec.CommandContext(ctx, "ctr", "--address", socket, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "%s", out)
+}
+
+// expectNoMeshRules checks every pod network namespace of the node for the
+// CNI agent's redirection rules (iptables chains AMBIENT-*, nftables table
+// ambientmesh).
+func expectNoMeshRules(ctx context.Context, node string) {
+	entries, err := os.ReadDir(nodeFile(node, "/run/netns"))
+	Expect(err).NotTo(HaveOccurred())
+	for _, entry := range entries {
+		ipt, err := nodeExec(ctx, node, "ip", "netns", "exec", entry.Name(), "iptables-save")
+		Expect(err).NotTo(HaveOccurred())
+		nft, err := nodeExec(ctx, node, "ip", "netns", "exec", entry.Name(), "nft", "list", "ruleset")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ipt).NotTo(ContainSubstring("AMBIENT-"), "node %s, pod netns %s", node, entry.Name())
+		Expect(nft).NotTo(ContainSubstring("ambientmesh"), "node %s, pod netns %s", node, entry.Name())
+	}
+}
+
+// expectImagesOf checks that every mesh pod runs an image of version.
+func expectImagesOf(ctx context.Context, version string) {
+	pods, err := clientset.CoreV1().Pods(meshv1alpha1.DefaultNamespace).List(ctx, metav1.ListOptions{})
+	Expect(err).NotTo(HaveOccurred())
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, c := range p.Spec.Containers {
+			Expect(c.Image).To(HaveSuffix(":"+version), "pod %s runs %s", p.Name, c.Image)
+		}
+	}
+}
+
+// expectOperatorGone checks that nothing of the operator is left: its
+// namespace, its CRDs, its webhook configurations.
+func expectOperatorGone(ctx context.Context) {
+	_, err := clientset.CoreV1().Namespaces().Get(ctx, operatorNamespace, metav1.GetOptions{})
+	Expect(apierrors.IsNotFound(err)).To(BeTrue(), "namespace %s: %v", operatorNamespace, err)
+	var crds apiextensionsv1.CustomResourceDefinitionList
+	Expect(k8s.List(ctx, &crds)).To(Succeed())
+	for _, crd := range crds.Items {
+		Expect(crd.Spec.Group).NotTo(Equal(meshv1alpha1.GroupVersion.Group))
+	}
+	Expect(webhooksHaveCABundle(ctx)).To(MatchError(ContainSubstring("no webhook configuration")))
+}
