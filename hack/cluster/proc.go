@@ -62,12 +62,18 @@ func (c *cluster) logTail(name string) string {
 // checkRunning fails, with its log's tail, when a recorded process has exited.
 func (c *cluster) checkRunning(name string) error {
 	for _, r := range c.state.Procs {
-		if r.Name == name && !isOurs(r) {
+		if r.Name == name && !isOurs(r) && !isExecing(r.PID) {
 			return fmt.Errorf("%s exited; the end of %s:\n%s", name, c.logPath(name), c.logTail(name))
 		}
 	}
 	return nil
 }
+
+// isExecing reports whether pid is alive with no command line yet: exec has
+// replaced its memory but not yet written its arguments. exec.Cmd.Start
+// returns as soon as the old image is gone, so a process just started (or
+// nsenter just exec'ing a node's program) can be seen in that state.
+func isExecing(pid int) bool { return alive(pid) && cmdline(pid) == "" }
 
 // isOurs reports whether the recorded process still runs its binary.
 func isOurs(r procRecord) bool { return alive(r.PID) && strings.Contains(cmdline(r.PID), r.Binary) }
