@@ -251,9 +251,12 @@ type CNISpec struct {
 	Chained *bool `json:"chained,omitempty"`
 
 	// redirection is the packet filter used to redirect pod traffic to
-	// ztunnel inside each pod: iptables or nftables.
+	// ztunnel inside each pod: nftables (programmed over netlink, no binary
+	// needed) or iptables (runs the iptables and ip6tables binaries, which
+	// the published cni-agent image does not carry: it needs an image that
+	// does, or a node agent run on the host).
 	// +optional
-	// +kubebuilder:default=iptables
+	// +kubebuilder:default=nftables
 	Redirection RedirectionBackend `json:"redirection,omitempty"`
 }
 

@@ -110,7 +110,7 @@ func TestCRDDefaultsMatchGoConstants(t *testing.T) {
 		{"spec.cni.binDir", defaultOf(t, mesh, "spec.cni.binDir"), meshv1.DefaultCNIBinDir},
 		{"spec.cni.confDir", defaultOf(t, mesh, "spec.cni.confDir"), meshv1.DefaultCNIConfDir},
 		{"spec.cni.chained", defaultOf(t, mesh, "spec.cni.chained"), true},
-		{"spec.cni.redirection", defaultOf(t, mesh, "spec.cni.redirection"), string(meshv1.RedirectionIPTables)},
+		{"spec.cni.redirection", defaultOf(t, mesh, "spec.cni.redirection"), string(meshv1.RedirectionNFTables)},
 		{"spec.upgrade.nodeReadyTimeout", durationDefault("spec.upgrade.nodeReadyTimeout"), meshv1.DefaultNodeReadyTimeout},
 		{"spec.controlPlane.logLevel", defaultOf(t, mesh, "spec.controlPlane.logLevel"), string(meshv1.LogLevelInfo)},
 		{"waypoint spec.for", defaultOf(t, schemaOf(t, "waypoints"), "spec.for"), string(meshv1.WaypointForService)},

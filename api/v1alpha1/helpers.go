@@ -136,9 +136,9 @@ func (s *CNISpec) EffectiveConfDir() string { return orDefault(s.ConfDir, Defaul
 // IsChained is cni.chained, true when unset.
 func (s *CNISpec) IsChained() bool { return s.Chained == nil || *s.Chained }
 
-// EffectiveRedirection is cni.redirection or iptables.
+// EffectiveRedirection is cni.redirection or nftables.
 func (s *CNISpec) EffectiveRedirection() RedirectionBackend {
-	return orDefault(s.Redirection, RedirectionIPTables)
+	return orDefault(s.Redirection, RedirectionNFTables)
 }
 
 // EffectiveLogLevel is logLevel or info.

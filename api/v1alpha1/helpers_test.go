@@ -108,7 +108,7 @@ func TestAccessorsOnUnsetFieldsReturnDefaults(t *testing.T) {
 		{"binDir", mesh.CNI.EffectiveBinDir(), "/opt/cni/bin"},
 		{"confDir", mesh.CNI.EffectiveConfDir(), "/etc/cni/net.d"},
 		{"chained", mesh.CNI.IsChained(), true},
-		{"redirection", mesh.CNI.EffectiveRedirection(), meshv1.RedirectionIPTables},
+		{"redirection", mesh.CNI.EffectiveRedirection(), meshv1.RedirectionNFTables},
 		{"logLevel", mesh.ZTunnel.EffectiveLogLevel(), meshv1.LogLevelInfo},
 		{"paused", mesh.Upgrade.IsPaused(), false},
 		{"nodeReadyTimeout", mesh.Upgrade.EffectiveNodeReadyTimeout(), 5 * time.Minute},
@@ -128,7 +128,7 @@ func TestAccessorsReturnSetValues(t *testing.T) {
 		Namespace: "mesh", TrustDomain: "example.org", Version: "1.2.3",
 		Identity: meshv1.IdentitySpec{WorkloadCertTTL: &metav1.Duration{Duration: time.Hour}},
 		ZTunnel:  meshv1.ZTunnelSpec{DrainPeriod: &metav1.Duration{Duration: 0}},
-		CNI:      meshv1.CNISpec{Chained: ptr.To(false), Redirection: meshv1.RedirectionNFTables},
+		CNI:      meshv1.CNISpec{Chained: ptr.To(false), Redirection: meshv1.RedirectionIPTables},
 		Upgrade:  meshv1.UpgradePolicy{Paused: ptr.To(true)},
 	}
 	if mesh.InstallNamespace() != "mesh" || mesh.EffectiveTrustDomain() != "example.org" || mesh.EffectiveVersion() != "1.2.3" {
@@ -141,7 +141,7 @@ func TestAccessorsReturnSetValues(t *testing.T) {
 	if got := mesh.ZTunnel.EffectiveDrainPeriod(); got != 0 {
 		t.Errorf("drainPeriod = %v, want 0", got)
 	}
-	if mesh.CNI.IsChained() || mesh.CNI.EffectiveRedirection() != meshv1.RedirectionNFTables || !mesh.Upgrade.IsPaused() {
+	if mesh.CNI.IsChained() || mesh.CNI.EffectiveRedirection() != meshv1.RedirectionIPTables || !mesh.Upgrade.IsPaused() {
 		t.Errorf("cni/upgrade accessors ignored set values")
 	}
 	if got := (&meshv1.WaypointSpec{Replicas: ptr.To[int32](0)}).FixedReplicas(); got != 0 {
