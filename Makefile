@@ -261,6 +261,8 @@ TEST_CLUSTER_NODES        ?= 2
 TEST_CLUSTER_VERSION      := $(CLUSTER_IMAGE_TAG)
 TEST_CLUSTER_NEXT_VERSION ?= 0.1.1
 TEST_CLUSTER_APP_IMAGE    := localhost/ambient-cluster/smokeapp:v1
+# The operator image the bundle's CSV names: the same binary under that name.
+TEST_CLUSTER_BUNDLE_IMAGE := $(shell sed -nE 's/^ *containerImage: *//p' bundle/manifests/ambient-operator.clusterserviceversion.yaml)
 
 .PHONY: test-cluster
 test-cluster: cluster-bin ## The real-cluster suite (root): a fresh TEST_CLUSTER_NODES-node cluster with CoreDNS and cert-manager, images of two versions; make deploy and the bundle, each with the sample, traffic, policy, restart, (upgrade,) uninstall. Removes the cluster after.
@@ -272,7 +274,8 @@ test-cluster: cluster-bin ## The real-cluster suite (root): a fresh TEST_CLUSTER
 	$$sub cluster-cert-manager; \
 	$$sub cluster-images CLUSTER_IMAGE_TAG=$(TEST_CLUSTER_NEXT_VERSION); \
 	$$sub cluster-images CLUSTER_IMAGE_TAG=$(TEST_CLUSTER_VERSION) \
-		CLUSTER_IMAGES_EXTRA="$(TEST_CLUSTER_APP_IMAGE)=$(CLUSTER_BIN)/smokeapp:/smokeapp:65532:65532"; \
+		CLUSTER_IMAGES_EXTRA="$(TEST_CLUSTER_APP_IMAGE)=$(CLUSTER_BIN)/smokeapp:/smokeapp:65532:65532 \
+			$(TEST_CLUSTER_BUNDLE_IMAGE)=$(LOCALBIN)/images/$(TEST_CLUSTER_VERSION)/operator:/operator:65532:65532"; \
 	CLUSTER_STATE=$$state CLUSTER_KUBECTL=$(ENVTEST_ASSETS)/kubectl \
 		CLUSTER_OPERATOR_IMAGE=$(REGISTRY)/ambient-operator:$(TEST_CLUSTER_VERSION) CLUSTER_APP_IMAGE=$(TEST_CLUSTER_APP_IMAGE) \
 		CLUSTER_MESH_VERSION=$(TEST_CLUSTER_VERSION) CLUSTER_NEXT_MESH_VERSION=$(TEST_CLUSTER_NEXT_VERSION) \

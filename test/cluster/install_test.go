@@ -162,7 +162,11 @@ func describeMesh(upgrade bool) {
 	})
 
 	if upgrade {
-		It("upgrades to the next version node by node under steady traffic without a failed request", func(ctx SpecContext) {
+		// With the RollingUpdate strategy the new ztunnel starts beside the old
+		// one on each node in turn. (NodeByNode deletes the old pod first: on a
+		// real kubelet the node then has no ztunnel until the new pod runs, and
+		// connections are refused meanwhile; see docs/api.md.)
+		It("upgrades to the next version node by node (RollingUpdate) under steady traffic without a failed request", func(ctx SpecContext) {
 			_, err := kubectl(ctx, loadDeployment(e.appImage), "apply", "-f", "-")
 			Expect(err).NotTo(HaveOccurred())
 			Eventually(ctx, deploymentAvailable(appNamespace, "load")).Should(Succeed())
@@ -170,7 +174,7 @@ func describeMesh(upgrade bool) {
 
 			watch := watchZtunnels(ctx, len(nodes))
 			_, err = kubectl(ctx, "", "patch", "ambientmesh", meshv1alpha1.MeshName, "--type=merge",
-				"-p", fmt.Sprintf(`{"spec":{"version":%q}}`, e.nextVer))
+				"-p", fmt.Sprintf(`{"spec":{"version":%q,"ztunnel":{"updateStrategy":"RollingUpdate"}}}`, e.nextVer))
 			Expect(err).NotTo(HaveOccurred())
 			Eventually(ctx, func(ctx context.Context) error {
 				if err := meshReady(ctx); err != nil {

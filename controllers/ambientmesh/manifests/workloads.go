@@ -200,7 +200,7 @@ func ztunnelDaemonSet(mesh *meshv1alpha1.AmbientMesh, version string) *appsv1.Da
 	}
 	strategy := appsv1.DaemonSetUpdateStrategy{Type: appsv1.OnDeleteDaemonSetStrategyType}
 	if spec.EffectiveUpdateStrategy() == meshv1alpha1.UpdateRollingUpdate {
-		strategy = rollingUpdate()
+		strategy = surgeUpdate()
 	}
 	return &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
@@ -303,6 +303,24 @@ func TemplateHash(t corev1.PodTemplateSpec) string {
 	return fmt.Sprintf("%016x", h.Sum64())
 }
 
+// surgeUpdate replaces a node's ztunnel by starting the new pod beside the
+// old one and deleting the old one once the new one is ready, one node at a
+// time. The new ztunnel opens its in-pod listeners with SO_REUSEPORT beside
+// the old one's, so no connection is refused during the replacement; without
+// the surge the node would have no ztunnel between the old pod's exit and
+// the new pod's start.
+func surgeUpdate() appsv1.DaemonSetUpdateStrategy {
+	return appsv1.DaemonSetUpdateStrategy{
+		Type: appsv1.RollingUpdateDaemonSetStrategyType,
+		RollingUpdate: &appsv1.RollingUpdateDaemonSet{
+			MaxSurge:       ptr.To(intstr.FromInt32(1)),
+			MaxUnavailable: ptr.To(intstr.FromInt32(0)),
+		},
+	}
+}
+
+// rollingUpdate replaces one node's pod at a time, the old one first: the CNI
+// agent binds host ports, so two cannot run on one node.
 func rollingUpdate() appsv1.DaemonSetUpdateStrategy {
 	return appsv1.DaemonSetUpdateStrategy{
 		Type:          appsv1.RollingUpdateDaemonSetStrategyType,
