@@ -210,16 +210,23 @@ func replayOne(conn *Client, w Workload) error {
 	return conn.AddWorkload(w.message(), int(netns.Fd()))
 }
 
-// watch returns once conn is gone — hung up by ztunnel, or closed after a message could not
-// be delivered — or ctx ends.
+// watch returns once conn is gone — hung up by ztunnel, closed after a message could not
+// be delivered, or replaced: a new ztunnel listens on the socket path (it binds the path as
+// it starts, beside the old one during a surge update, and becomes ready only once it has
+// the pods) — or ctx ends. Run then dials again and replays to the ztunnel on the path.
 func (r *ReconnectingClient) watch(ctx context.Context, conn *Client) {
-	if conn.WaitClosed(ctx) != nil {
+	replaced, err := conn.WaitGone(ctx)
+	if err != nil {
 		return // ctx ended; Run closes the connection
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.conn == conn {
-		r.Log.Info("ztunnel closed the hand-off connection")
+		if replaced {
+			r.Log.Info("a new ztunnel listens on the hand-off socket: handing the pods over to it")
+		} else {
+			r.Log.Info("ztunnel closed the hand-off connection")
+		}
 		r.disconnectLocked()
 	}
 }

@@ -211,3 +211,28 @@ func TestReconnectingClientKeepsAPodWhoseNetnsCannotBeOpened(t *testing.T) {
 		t.Fatalf("after the replay ztunnel serves %q, want a,b", got)
 	}
 }
+
+func TestReconnectingClientHandsThePodsToANewZtunnelBesideTheOldOne(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ztunnel.sock")
+	old := newRecordingWorkloads()
+	oldSrv, stopOld := serveAt(t, path, old)
+	t.Cleanup(stopOld)
+	pods := &enrolled{}
+	pods.put(testPod("a"))
+	c, _ := runClient(t, path, pods)
+	testwait.For(t, "the snapshot to the old ztunnel", 5*time.Second, func() bool { return c.Connected() && oldSrv.SnapshotsReceived() == 1 })
+
+	// A surge update: the new ztunnel binds the path while the old one still runs and
+	// still holds the connection. It is ready only once it has the pods, so the client
+	// must move to it without waiting for the old one to hang up.
+	next := newRecordingWorkloads()
+	nextSrv, stopNext := serveAt(t, path, next)
+	t.Cleanup(stopNext)
+	testwait.For(t, "the snapshot to the new ztunnel", 5*time.Second, func() bool { return nextSrv.SnapshotsReceived() == 1 })
+	if got := servedUIDs(next); got != "a" {
+		t.Fatalf("new ztunnel serves %q, want a", got)
+	}
+	if got := servedUIDs(old); got != "a" {
+		t.Fatalf("old ztunnel serves %q after the hand-over, want a (it keeps serving until it stops)", got)
+	}
+}
