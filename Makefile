@@ -96,8 +96,10 @@ verify-gen: generate manifests bundle ## Fail when committed generated code, man
 	fi
 
 .PHONY: test
-test: tools verify-gen lint ## Run everything: verify-gen, lint, then the unit, envtest, netns and e2e suites (real apiserver, etcd, cert-manager).
+test: tools verify-gen lint ## Run everything: verify-gen, lint, the unit, envtest, netns and e2e suites (real apiserver, etcd, cert-manager), then as root the real-cluster suite (test-cluster).
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test $(GO_TEST_FLAGS) ./...
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-cluster; \
+	else echo "test-cluster not run: it needs root (a real cluster of network and mount namespaces); CI runs it as root"; fi
 
 .PHONY: test-unit
 test-unit: ## Run the fast tests only (go test -short: the envtest suites skip themselves).
