@@ -127,6 +127,35 @@ func describeMesh(upgrade bool) {
 		expectMutualTLS(ctx, nodes, "http://server."+appNamespace)
 	})
 
+	It("sends the namespace's service traffic through a Waypoint, which enforces an L7 policy", func(ctx SpecContext) {
+		_, err := kubectl(ctx, "", "-n", appNamespace, "apply", "-f", filepath.Join(e.repo, "config/samples/mesh_v1alpha1_waypoint.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(ctx, waypointReady).Should(Succeed())
+		_, err = kubectl(ctx, denyAdminPolicy, "apply", "-f", "-")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = kubectl(ctx, "", "label", "namespace", appNamespace, meshv1alpha1.LabelUseWaypoint+"=waypoint")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(ctx, func(ctx context.Context) error {
+			_, err := clientGet(ctx, "http://server."+appNamespace+"/admin")
+			if err == nil || !strings.Contains(err.Error(), "403") {
+				return fmt.Errorf("want 403 from the waypoint, got %v", err)
+			}
+			return nil
+		}).Should(Succeed())
+		Expect(clientGet(ctx, "http://server."+appNamespace+"/hello")).To(ContainSubstring("hello from server-"))
+
+		_, err = kubectl(ctx, "", "label", "namespace", appNamespace, meshv1alpha1.LabelUseWaypoint+"-")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = kubectl(ctx, "", "-n", appNamespace, "delete", "meshpolicy", "deny-admin", "--wait=true")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = kubectl(ctx, "", "-n", appNamespace, "delete", "waypoint", "waypoint", "--wait=true")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(ctx, func(ctx context.Context) error {
+			_, err := clientGet(ctx, "http://server."+appNamespace+"/admin")
+			return err
+		}).Should(Succeed(), "without the waypoint nothing enforces the L7 policy")
+	})
+
 	It("applies an L4 DENY and lifts it when the policy is deleted", func(ctx SpecContext) {
 		_, err := kubectl(ctx, denyClientPolicy, "apply", "-f", "-")
 		Expect(err).NotTo(HaveOccurred())
@@ -502,4 +531,31 @@ func removeLeftovers(ctx context.Context, uninstall func(context.Context)) {
 		}
 	}
 	uninstall(ctx)
+}
+
+// denyAdminPolicy is an L7 DENY of /admin on the server Service, which only a
+// waypoint can enforce.
+const denyAdminPolicy = `apiVersion: mesh.ambientmesh.dev/v1alpha1
+kind: MeshPolicy
+metadata: {name: deny-admin, namespace: shop}
+spec:
+  targetRefs:
+  - kind: Service
+    name: server
+  action: DENY
+  rules:
+  - to:
+    - paths:
+      - prefix: /admin
+`
+
+func waypointReady(ctx context.Context) error {
+	var w meshv1alpha1.Waypoint
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: appNamespace, Name: "waypoint"}, &w); err != nil {
+		return err
+	}
+	if !meta.IsStatusConditionTrue(w.Status.Conditions, meshv1alpha1.WaypointConditionReady) {
+		return fmt.Errorf("waypoint not Ready: %+v", w.Status.Conditions)
+	}
+	return nil
 }
