@@ -26,6 +26,7 @@ import (
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/cni/plugin"
+	"github.com/ambientmesh/ambient-operator/test/e2e/localmesh"
 )
 
 const (
@@ -442,7 +443,7 @@ func clientConnections(ctx context.Context, nodes []string) float64 {
 	for _, node := range nodes {
 		text, err := ztunnelMetrics(ctx, node)
 		Expect(err).NotTo(HaveOccurred())
-		for _, line := range metricLines(text, "istio_tcp_connections_opened_total",
+		for _, line := range localmesh.MetricLines(text, "istio_tcp_connections_opened_total",
 			`reporter="destination"`, `source_principal="spiffe://cluster.local/ns/shop/sa/client"`,
 			`connection_security_policy="mutual_tls"`) {
 			fields := strings.Fields(line)

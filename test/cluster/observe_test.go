@@ -53,24 +53,6 @@ func ztunnelMetrics(ctx context.Context, node string) (string, error) {
 	return string(body), nil
 }
 
-// metricLines are the samples of metric name whose labels contain every fragment.
-func metricLines(text, name string, fragments ...string) []string {
-	var out []string
-	for _, line := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(line, name+"{") {
-			continue
-		}
-		all := true
-		for _, f := range fragments {
-			all = all && strings.Contains(line, f)
-		}
-		if all {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
 // appPods lists the ready pods of an app in the app namespace.
 func appPods(ctx context.Context, app string) []corev1.Pod {
 	pods, err := clientset.CoreV1().Pods(appNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})

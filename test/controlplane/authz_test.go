@@ -189,9 +189,13 @@ var _ = Describe("who may hold an xDS stream", Ordered, func() {
 		var reject atomic.Bool
 		var badUID atomic.Value
 		badUID.Store("")
+		// The client stream (its Connects count) that carried the last rejected response.
+		var rejectedOn atomic.Int64
+		var c *xdsclient.Client
 		relay := startProxy(xdsAddr)
-		c := xdsclient.New(relay.lis.Addr().String(), xdsclient.HandlerFunc(func(typeURL string, upserts map[string]*anypb.Any, removed []string) error {
+		c = xdsclient.New(relay.lis.Addr().String(), xdsclient.HandlerFunc(func(typeURL string, upserts map[string]*anypb.Any, removed []string) error {
 			if _, bad := upserts[badUID.Load().(string)]; bad && reject.Load() {
+				rejectedOn.Store(int64(c.Stats().Connects))
 				return errors.New("test: workload refused")
 			}
 			return rec.Apply(typeURL, upserts, removed)
@@ -229,14 +233,13 @@ var _ = Describe("who may hold an xDS stream", Ordered, func() {
 		Expect(rec.has(string(good.UID))).To(BeFalse(), "the valid pod came in the rejected response")
 
 		By("accepting again: the next stream brings both pods")
-		connects := c.Stats().Connects
 		reject.Store(false)
 		Eventually(func(g Gomega) {
 			g.Expect(rec.has(string(good.UID))).To(BeTrue(), "the rejected response's valid pod")
 			g.Expect(rec.has(string(bad.UID))).To(BeTrue())
 			g.Expect(c.Behind()).To(BeEmpty())
 		}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
-		Expect(c.Stats().Connects).To(BeNumerically(">", connects), "caught up on a new stream")
+		Expect(int64(c.Stats().Connects)).To(BeNumerically(">", rejectedOn.Load()), "caught up on a stream after the one that carried the rejection")
 	})
 })
 

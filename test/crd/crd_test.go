@@ -104,7 +104,7 @@ metadata: {name: default}
 		Expect(spec.CNI.BinDir).To(Equal("/opt/cni/bin"))
 		Expect(spec.CNI.ConfDir).To(Equal("/etc/cni/net.d"))
 		Expect(spec.CNI.Chained).To(HaveValue(BeTrue()))
-		Expect(spec.CNI.Redirection).To(Equal(meshv1.RedirectionIPTables))
+		Expect(spec.CNI.Redirection).To(Equal(meshv1.RedirectionNFTables))
 		Expect(spec.Upgrade.Paused).To(HaveValue(BeFalse()))
 		Expect(spec.Upgrade.NodeReadyTimeout.Duration).To(Equal(5 * time.Minute))
 	})

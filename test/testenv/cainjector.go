@@ -15,15 +15,7 @@ import (
 // CAInjectorBinary is bin/cert-manager-cainjector, built with the
 // controller by `make tools` (hack/tools.sh cert-manager).
 func CAInjectorBinary() (string, error) {
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(root, "bin", "cert-manager-cainjector")
-	if _, err := os.Stat(bin); err != nil {
-		return "", fmt.Errorf("cert-manager cainjector missing at %s: %s", bin, missingToolsAdvice)
-	}
-	return bin, nil
+	return toolBinary("cert-manager-cainjector", "cert-manager cainjector")
 }
 
 // StartCAInjector runs the real cert-manager CA injector as a separate

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -43,13 +42,18 @@ func WithCertManagerArgs(args ...string) CertManagerOption {
 
 // CertManagerBinary is bin/cert-manager-controller, built by `make tools`.
 func CertManagerBinary() (string, error) {
+	return toolBinary("cert-manager-controller", "cert-manager controller")
+}
+
+// toolBinary is bin/<name>, or an error saying how to build it.
+func toolBinary(name, what string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(root, "bin", "cert-manager-controller")
+	bin := filepath.Join(root, "bin", name)
 	if _, err := os.Stat(bin); err != nil {
-		return "", fmt.Errorf("cert-manager controller missing at %s: %s", bin, missingToolsAdvice)
+		return "", fmt.Errorf("%s missing at %s: %s", what, bin, missingToolsAdvice)
 	}
 	return bin, nil
 }
@@ -64,51 +68,11 @@ func StartCertManager(ctx context.Context, cfg *rest.Config, opts ...CertManager
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "ambient-cert-manager-")
-	if err != nil {
-		return nil, err
-	}
-	cleanupDir := func() { _ = os.RemoveAll(dir) }
-
 	conf := certManagerConfig{}
 	for _, opt := range opts {
 		opt(&conf)
 	}
-	var logFile *os.File
-	if conf.logs == nil {
-		// Kept after stop so a failing test can be diagnosed.
-		logFile, err = os.CreateTemp("", "cert-manager-controller-*.log")
-		if err != nil {
-			cleanupDir()
-			return nil, err
-		}
-		conf.logs = logFile
-		fmt.Fprintf(os.Stderr, "cert-manager-controller logs: %s\n", logFile.Name())
-	}
-
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := WriteKubeconfig(cfg, kubeconfig); err != nil {
-		cleanupDir()
-		return nil, err
-	}
-	args := append([]string{"--kubeconfig=" + kubeconfig, "--v=2"}, conf.args...)
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdout, cmd.Stderr = conf.logs, conf.logs
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = certManagerStopGrace
-	if err := cmd.Start(); err != nil {
-		cleanupDir()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	var once sync.Once
-	stop = func() { once.Do(func() { stopProcess(cmd, done, logFile, cleanupDir) }) }
-	return stop, nil
+	return startWithKubeconfig(ctx, cfg, bin, conf)
 }
 
 // stopProcess sends SIGTERM to the controller's PID, then SIGKILL if it has
