@@ -447,13 +447,15 @@ func (st *h2stream) reset(code http2.ErrCode, cause error) {
 // setReadDeadline and setWriteDeadline follow net.Conn: a deadline set while
 // a call is blocked applies to it.
 func (st *h2stream) setReadDeadline(t time.Time) {
-	st.rdl.set(t)
-	st.wakeReader() // a blocked Read re-reads the deadline
+	if st.rdl.set(t) {
+		st.wakeReader() // a blocked Read re-reads the deadline
+	}
 }
 
 func (st *h2stream) setWriteDeadline(t time.Time) {
-	st.wdl.set(t)
-	st.s.mu.Lock()
-	st.s.windowsChangedLocked() // a Write waiting for window re-reads the deadline
-	st.s.mu.Unlock()
+	if st.wdl.set(t) {
+		st.s.mu.Lock()
+		st.s.windowsChangedLocked() // a Write waiting for window re-reads the deadline
+		st.s.mu.Unlock()
+	}
 }

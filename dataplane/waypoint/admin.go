@@ -2,8 +2,13 @@ package waypoint
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"runtime/pprof"
+	"runtime/trace"
 	"sort"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -58,9 +63,11 @@ func (w *Waypoint) ConfigDump() ConfigDump {
 
 // AdminHandler serves the localhost admin endpoint: /config_dump (the xDS held, as JSON),
 // /clusters (endpoints with health, outlier and circuit-breaker state), /stats (counters
-// as "name: value" lines), /stats/prometheus, /certs, /ready.
+// as "name: value" lines), /stats/prometheus, /certs, /ready, and Go's profiles under
+// /debug/pprof/ (see profileHandler).
 func (w *Waypoint) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/{name}", profileHandler)
 	mux.HandleFunc("GET /config_dump", func(rw http.ResponseWriter, _ *http.Request) { writeJSON(rw, w.ConfigDump()) })
 	mux.HandleFunc("GET /clusters", func(rw http.ResponseWriter, _ *http.Request) { writeJSON(rw, w.clusters.Dump()) })
 	mux.HandleFunc("GET /stats", func(rw http.ResponseWriter, _ *http.Request) {
@@ -107,4 +114,50 @@ func writeJSON(rw http.ResponseWriter, v any) {
 	}
 	rw.Header().Set("Content-Type", "application/json")
 	_, _ = rw.Write(append(body, '\n')) // fails only when the client is gone
+}
+
+// profileHandler serves the Go runtime's profiles of a running waypoint, for latency and
+// CPU work (docs/benchmarks.md): /debug/pprof/profile?seconds=N (CPU),
+// /debug/pprof/trace?seconds=N (execution trace: goroutine hand-offs, blocking, system
+// calls), and the named profiles of runtime/pprof (heap, allocs, goroutine, block,
+// mutex, threadcreate; ?debug=1 for text), in the formats of net/http/pprof, which go
+// tool pprof and go tool trace read. That package is not imported: it registers itself
+// on http.DefaultServeMux and links about twice this code (its index page, symbols).
+func profileHandler(rw http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	seconds, err := strconv.Atoi(r.FormValue("seconds"))
+	if err != nil || seconds <= 0 {
+		seconds = 30
+	}
+	run := func(start func() error, stop func()) {
+		rw.Header().Set("Content-Type", "application/octet-stream")
+		if err := start(); err != nil {
+			http.Error(rw, err.Error(), http.StatusConflict) // one at a time
+			return
+		}
+		select {
+		case <-time.After(time.Duration(seconds) * time.Second):
+		case <-r.Context().Done():
+		}
+		stop()
+	}
+	switch name {
+	case "profile":
+		run(func() error { return pprof.StartCPUProfile(rw) }, pprof.StopCPUProfile)
+	case "trace":
+		run(func() error { return trace.Start(rw) }, trace.Stop)
+	default:
+		p := pprof.Lookup(name)
+		if p == nil {
+			http.Error(rw, fmt.Sprintf("no profile %q", name), http.StatusNotFound)
+			return
+		}
+		debug, _ := strconv.Atoi(r.FormValue("debug"))
+		if debug == 0 {
+			rw.Header().Set("Content-Type", "application/octet-stream")
+		} else {
+			rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		}
+		_ = p.WriteTo(rw, debug) // fails only when the client is gone
+	}
 }

@@ -97,6 +97,10 @@ func TestAdminShowsConfigClustersAndStats(t *testing.T) {
 	if prom := adminGet(t, srv, "/stats/prometheus"); !strings.Contains(prom, `istio_requests_total{`) {
 		t.Errorf("/stats/prometheus lacks istio_requests_total")
 	}
+	// Go's profiles, for latency work on a running waypoint (docs/benchmarks.md).
+	if goroutines := adminGet(t, srv, "/debug/pprof/goroutine?debug=1"); !strings.Contains(goroutines, "goroutine profile:") {
+		t.Errorf("/debug/pprof/goroutine is not a goroutine profile:\n%.200s", goroutines)
+	}
 }
 
 func TestStatsCountRetries(t *testing.T) {
