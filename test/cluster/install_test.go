@@ -121,10 +121,13 @@ func describeMesh(upgrade bool) {
 		}
 	})
 
-	It("lets app pods created after it in an enrolled namespace talk over mutual TLS, never in plaintext", func(ctx SpecContext) {
+	It("captures app pods created after it in an enrolled namespace from their first connection, and they talk over mutual TLS, never in plaintext", func(ctx SpecContext) {
 		applyApp(ctx, len(nodes))
 		Eventually(ctx, deploymentAvailable(appNamespace, "server")).Should(Succeed())
 		Eventually(ctx, deploymentAvailable(appNamespace, "client")).Should(Succeed())
+		// The client's init container, its first process, got an answer before the
+		// suite sent anything: that first connection was already mutual TLS.
+		Expect(clientConnections(ctx, nodes)).To(BeNumerically(">=", 1), "the client pod's first connection was not captured")
 		expectMutualTLS(ctx, nodes, "http://server."+appNamespace)
 	})
 
