@@ -98,18 +98,9 @@ func get(args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("get needs one URL")
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get(args[0])
+	body, err := fetch(context.Background(), &http.Client{Timeout: 5 * time.Second}, args[0])
 	if err != nil {
 		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", args[0], resp.Status)
 	}
 	_, err = os.Stdout.Write(body)
 	return err
@@ -145,7 +136,7 @@ func load(args []string) error {
 			fmt.Printf("sent=%d failed=%d\n", sent, failed)
 		case <-tick.C:
 			sent++
-			if err := getOnce(ctx, client, url); err != nil && ctx.Err() == nil {
+			if _, err := fetch(ctx, client, url); err != nil && ctx.Err() == nil {
 				failed++
 				fmt.Printf("FAIL %v\n", err)
 			}
@@ -153,24 +144,25 @@ func load(args []string) error {
 	}
 }
 
-// getOnce GETs url and reads the whole answer; anything but 200 OK fails.
-func getOnce(ctx context.Context, client *http.Client, url string) error {
+// fetch GETs url and returns the whole body; anything but 200 OK fails.
+func fetch(ctx context.Context, client *http.Client, url string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return err
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return nil
+	return body, nil
 }
 
 // resolve prints the addresses NAME resolves to with Go's own resolver,
