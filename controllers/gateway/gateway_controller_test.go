@@ -140,8 +140,11 @@ var _ = Describe("Gateway of the waypoint class", Ordered, func() {
 		Expect(gatewayCondition(ns, name, "mesh", "ResolvedRefs")()).To(Equal("True/ResolvedRefs"))
 		Expect(gatewayCondition(ns, name, "mesh", "Conflicted")()).To(Equal("False/NoConflicts"))
 		Expect(gatewayCondition(ns, name, "mesh", "Programmed")()).To(Equal("False/Pending"))
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(gw), gw)).To(Succeed())
-		Expect(gw.Status.Addresses).To(Equal([]gatewayv1.GatewayStatusAddress{
+		// The addresses come from the Service, which may be written in a later pass than the conditions.
+		Eventually(func() []gatewayv1.GatewayStatusAddress {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(gw), gw)).To(Succeed())
+			return gw.Status.Addresses
+		}).Should(Equal([]gatewayv1.GatewayStatusAddress{
 			{Type: ptr.To(gatewayv1.IPAddressType), Value: svc.Spec.ClusterIP},
 			{Type: ptr.To(gatewayv1.HostnameAddressType), Value: name + "." + ns + ".svc.cluster.local"},
 		}))
