@@ -60,28 +60,36 @@ type Config struct {
 
 // SetupIndexes registers the field indexes the reconcilers and the CA use.
 func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexPodNode, func(o client.Object) []string {
-		return nonEmpty(o.(*corev1.Pod).Spec.NodeName)
-	}); err != nil {
-		return fmt.Errorf("index pods by node: %w", err)
-	}
-	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexPodWaypoint, func(o client.Object) []string {
-		return nonEmpty(o.GetLabels()[meshv1.LabelWaypoint])
-	}); err != nil {
-		return fmt.Errorf("index pods by waypoint: %w", err)
-	}
-	if err := idx.IndexField(ctx, &corev1.Service{}, IndexServiceWaypoint, func(o client.Object) []string {
-		return nonEmpty(o.GetLabels()[meshv1.LabelWaypoint])
-	}); err != nil {
-		return fmt.Errorf("index services by waypoint: %w", err)
-	}
-	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Service{}} {
-		if err := idx.IndexField(ctx, obj, IndexUseWaypointNamespace, crossNamespaceWaypoint); err != nil {
-			return fmt.Errorf("index %T by the namespace of the waypoint it uses: %w", obj, err)
+	for _, ix := range indexes() {
+		if err := mgr.GetFieldIndexer().IndexField(ctx, ix.obj, ix.field, ix.extract); err != nil {
+			return fmt.Errorf("index %T by %s: %w", ix.obj, ix.field, err)
 		}
 	}
 	return nil
+}
+
+// index is one field index of the cache.
+type index struct {
+	obj     client.Object
+	field   string
+	extract client.IndexerFunc
+}
+
+// indexes are the field indexes of the cache (SetupIndexes) and of NewInMemoryClient.
+func indexes() []index {
+	return []index{
+		{&corev1.Pod{}, IndexPodNode, func(o client.Object) []string { return nonEmpty(o.(*corev1.Pod).Spec.NodeName) }},
+		{&corev1.Pod{}, IndexPodWaypoint, waypointLabel},
+		{&corev1.Service{}, IndexServiceWaypoint, waypointLabel},
+		{&corev1.Pod{}, IndexUseWaypointNamespace, crossNamespaceWaypoint},
+		{&corev1.Service{}, IndexUseWaypointNamespace, crossNamespaceWaypoint},
+	}
+}
+
+// waypointLabel is the index value of IndexPodWaypoint and IndexServiceWaypoint: the
+// waypoint the object belongs to.
+func waypointLabel(o client.Object) []string {
+	return nonEmpty(o.GetLabels()[meshv1.LabelWaypoint])
 }
 
 // crossNamespaceWaypoint is the index value of IndexUseWaypointNamespace: the namespace of
@@ -104,11 +112,7 @@ func nonEmpty(s string) []string {
 // Setup registers the xDS reconcilers on mgr (SetupIndexes must have run).
 func Setup(mgr ctrl.Manager, cfg Config) (*Reconcilers, error) {
 	rd := newReader(mgr.GetClient(), cfg.Mesh, cfg.GatewayAPIKinds)
-	r := &Reconcilers{
-		workloads: &WorkloadReconciler{reader: rd, publisher: cfg.Publisher},
-		services:  &ServiceReconciler{reader: rd, publisher: cfg.Publisher},
-		policies:  &AuthorizationReconciler{reader: rd, publisher: cfg.Publisher},
-	}
+	r := newReconcilers(rd, cfg.Publisher)
 	if err := r.workloads.setup(mgr); err != nil {
 		return nil, err
 	}
@@ -125,6 +129,16 @@ func Setup(mgr ctrl.Manager, cfg Config) (*Reconcilers, error) {
 		}
 	}
 	return r, nil
+}
+
+// newReconcilers makes the three workload API reconcilers, reading through rd and
+// publishing to pub.
+func newReconcilers(rd reader, pub Publisher) *Reconcilers {
+	return &Reconcilers{
+		workloads: &WorkloadReconciler{reader: rd, publisher: pub, uids: map[client.ObjectKey]string{}},
+		services:  &ServiceReconciler{reader: rd, publisher: pub},
+		policies:  &AuthorizationReconciler{reader: rd, publisher: pub},
+	}
 }
 
 // Reconcilers are the xDS reconcilers: the three of the workload API, and the

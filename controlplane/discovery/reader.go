@@ -124,16 +124,24 @@ func (r reader) usedWaypoint(ctx context.Context, namespace string, objLabels ma
 	if err != nil || wp == nil {
 		return out, err
 	}
+	if out[ref], err = r.resolve(ctx, wp); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// resolve gives a waypoint's address and identity: from its Service and its proxy pods'
+// service account.
+func (r reader) resolve(ctx context.Context, wp *meshv1.Waypoint) (translate.WaypointInfo, error) {
 	svc, err := r.waypointService(ctx, wp)
 	if err != nil {
-		return nil, err
+		return translate.WaypointInfo{}, err
 	}
 	sa, err := r.waypointServiceAccount(ctx, wp)
 	if err != nil {
-		return nil, err
+		return translate.WaypointInfo{}, err
 	}
-	out[ref] = translate.ResolveWaypoint(r.mesh, wp, svc, sa)
-	return out, nil
+	return translate.ResolveWaypoint(r.mesh, wp, svc, sa), nil
 }
 
 func (r reader) waypointService(ctx context.Context, wp *meshv1.Waypoint) (*corev1.Service, error) {

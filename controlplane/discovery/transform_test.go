@@ -3,6 +3,7 @@ package discovery
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -305,6 +306,17 @@ func (c cluster) deepCopy() cluster {
 	return out
 }
 
+// client is an in-memory client over c, which the reconcilers read as their cache.
+func (c cluster) client(t *testing.T) client.Client {
+	t.Helper()
+	out, err := NewInMemoryClient(slices.Concat(ObjectsOf(c.Namespaces), ObjectsOf(c.Pods), ObjectsOf(c.Services),
+		ObjectsOf(c.Policies), ObjectsOf(c.Waypoints), ObjectsOf(c.HTTPRoutes))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // transformed is what the cache holds of c: Pods, Services and Namespaces through the
 // transforms CacheByObject sets for their kinds, the other kinds whole.
 func (c cluster) transformed(t *testing.T) cluster {
@@ -393,8 +405,12 @@ func compareViews(t *testing.T, want, got cluster) {
 // functions its reconcilers, status writers and CA call.
 func view(t *testing.T, c cluster) string {
 	t.Helper()
-	st := translate.State{Namespaces: c.Namespaces, Pods: c.Pods, Services: c.Services, Policies: c.Policies, Waypoints: c.Waypoints}
-	res := translate.Snapshot(transformMesh, st)
+	cached := c.client(t)
+	res, err := Translate(context.Background(), cached, transformMesh, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup := NewTargetLookup(cached, transformMesh, nil)
 	out := map[string]any{
 		"workloads":      protoValues(t, res.Workloads),
 		"services":       protoValues(t, res.Services),
@@ -411,7 +427,7 @@ func view(t *testing.T, c cluster) string {
 		for _, pod := range translate.SelectedWorkloads(transformMesh, p, c.Pods, namespaces) {
 			selected = append(selected, pod.Namespace+"/"+pod.Name+"@"+pod.Spec.NodeName)
 		}
-		policies[p.Namespace+"/"+p.Name] = map[string]any{"targets": translate.TargetStates(p, st), "selected": selected}
+		policies[p.Namespace+"/"+p.Name] = map[string]any{"targets": translate.TargetStates(p, lookup), "selected": selected}
 	}
 	out["policies"] = policies
 	waypoints := map[string]any{}

@@ -31,7 +31,6 @@ type WorkloadReconciler struct {
 }
 
 func (r *WorkloadReconciler) setup(mgr ctrl.Manager) error {
-	r.uids = map[client.ObjectKey]string{}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("xds-workloads").
 		For(&corev1.Pod{}).

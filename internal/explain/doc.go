@@ -3,9 +3,11 @@
 // with the code the proxies run, fed with the configuration the control plane would send
 // them; it re-implements no decision:
 //
-//   - L4: translate.Snapshot gives the workload API resources of the whole cluster; they
-//     are loaded into a real ztunnel store (dataplane/ztunnel/state), and the ztunnel's
-//     router (dataplane/ztunnel/routing) decides where the client's connection goes: a
+//   - L4: the control plane's own reconcilers (discovery.Translate), reading the
+//     cluster's objects from an in-memory client as they read their cache, give the
+//     workload API resources of the whole cluster; they are loaded into a real ztunnel
+//     store (dataplane/ztunnel/state), and the ztunnel's router
+//     (dataplane/ztunnel/routing) decides where the client's connection goes: a
 //     waypoint, or an endpoint (every healthy endpoint of a Service is followed, by
 //     driving the router's Pick through each choice).
 //   - L7, when the path crosses a waypoint: the waypoint's Envoy resources come from

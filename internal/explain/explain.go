@@ -143,7 +143,7 @@ type Report struct {
 
 // Explain follows req through the mesh described by c.
 func Explain(ctx context.Context, c *Cluster, req Request, opts Options) (*Report, error) {
-	w, err := newWorld(c)
+	w, err := newWorld(ctx, c)
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ import (
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
-	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
+	"github.com/ambientmesh/ambient-operator/controlplane/discovery"
 	cpwaypoint "github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
 	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/jwt"
 	"github.com/ambientmesh/ambient-operator/dataplane/waypoint/rbac"
@@ -48,7 +48,7 @@ func (b *builder) throughWaypoint(ctx context.Context, way routing.Decision) {
 	if pod := b.store.WorkloadByAddr(way.Dial.Addr()); pod != nil {
 		h.Pod = podName(pod)
 	}
-	wp, err := b.waypointOf(way)
+	wp, err := b.waypointOf(ctx, way)
 	if err != nil {
 		b.fail(&h.Hop, err)
 		return
@@ -87,13 +87,18 @@ func (b *builder) fail(h *Hop, err error) {
 }
 
 // waypointOf finds the Waypoint behind the address the client's ztunnel used: the one
-// whose resolved address and identity (translate.ResolveWaypoints) the workload API named.
-func (b *builder) waypointOf(way routing.Decision) (*meshv1.Waypoint, error) {
+// whose address and identity, as the control plane resolves them
+// (discovery.ResolveWaypoints), the workload API named.
+func (b *builder) waypointOf(ctx context.Context, way routing.Decision) (*meshv1.Waypoint, error) {
 	gw := way.Service.GetWaypoint()
 	if way.Workload != nil {
 		gw = way.Workload.GetWaypoint()
 	}
-	for key, info := range translate.ResolveWaypoints(b.cluster.Mesh, translateState(b.cluster)) {
+	resolved, err := discovery.ResolveWaypoints(ctx, b.objects, b.cluster.Mesh, nil)
+	if err != nil {
+		return nil, err
+	}
+	for key, info := range resolved {
 		if info.Address == gw.GetAddress() && info.Identity == gw.GetIdentity() {
 			return b.waypoint(key), nil
 		}

@@ -1,17 +1,21 @@
 package explain
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/discovery"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/authz"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/routing"
@@ -22,26 +26,35 @@ import (
 // world is the cluster and the ztunnels' configuration computed from it.
 type world struct {
 	cluster *Cluster
+	// objects holds the cluster's objects as the control plane's cache would, for its
+	// reconcilers to read.
+	objects ctrlclient.Client
 	// store holds every workload API resource, as each ztunnel would (a ztunnel gets them
 	// all: it routes to any of them and authorizes for its own pods).
 	store *state.Store
 }
 
-func newWorld(c *Cluster) (*world, error) {
-	res := translate.Snapshot(c.Mesh, translateState(c))
+func newWorld(ctx context.Context, c *Cluster) (*world, error) {
+	objects, err := discovery.NewInMemoryClient(slices.Concat(discovery.ObjectsOf(c.Namespaces), discovery.ObjectsOf(c.Pods),
+		discovery.ObjectsOf(c.Services), discovery.ObjectsOf(c.Policies), discovery.ObjectsOf(c.Waypoints),
+		discovery.ObjectsOf(c.HTTPRoutes), discovery.ObjectsOf(c.GRPCRoutes))...)
+	if err != nil {
+		return nil, fmt.Errorf("the cluster's objects: %w", err)
+	}
+	// Gateways are already among the Waypoints (Cluster.Waypoints): no Gateway API kinds.
+	res, err := discovery.Translate(ctx, objects, c.Mesh, nil)
+	if err != nil {
+		return nil, fmt.Errorf("translating the cluster: %w", err)
+	}
 	s := state.New()
-	err := errors.Join(
+	err = errors.Join(
 		load(s, pb.ServiceTypeURL, res.Services),
 		load(s, pb.WorkloadTypeURL, res.Workloads),
 		load(s, pb.AuthorizationTypeURL, res.Authorizations))
 	if err != nil {
 		return nil, fmt.Errorf("the workload API resources do not load into a ztunnel: %w", err)
 	}
-	return &world{cluster: c, store: s}, nil
-}
-
-func translateState(c *Cluster) translate.State {
-	return translate.State{Namespaces: c.Namespaces, Pods: c.Pods, Services: c.Services, Policies: c.Policies, Waypoints: c.Waypoints}
+	return &world{cluster: c, objects: objects, store: s}, nil
 }
 
 // load applies resources to the store as one xDS update of their type.

@@ -1,8 +1,13 @@
-package translate
+package translate_test
+
+// The golden tests translate with the code the control plane runs: the objects go into an
+// in-memory client with the cache's indexes, and the discovery reconcilers read them from
+// it (discovery.Translate). An external test package, since discovery imports translate.
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"io"
@@ -17,20 +22,25 @@ import (
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/controlplane/discovery"
+	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/ from the current output")
 
-var testMesh = Mesh{TrustDomain: "cluster.local", RootNamespace: "ambient-system", ClusterDomain: "cluster.local", ClusterID: DefaultClusterID}
+var testMesh = translate.TestMesh
+
+// gatewayAPI: the Gateway CRD is installed, so the cases' Gateways of the waypoint class
+// are waypoints.
+var gatewayAPI = map[string]bool{"Gateway": true}
 
 // TestGolden translates each testdata/<case>.yaml (cluster objects) and compares the
 // workload API resources and MeshPolicy statuses with testdata/<case>.golden.yaml.
@@ -47,8 +57,7 @@ func TestGolden(t *testing.T) {
 		ran++
 		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
 		t.Run(name, func(t *testing.T) {
-			st := loadState(t, in)
-			compareGolden(t, filepath.Join("testdata", name+".golden.yaml"), render(t, st))
+			compareGolden(t, filepath.Join("testdata", name+".golden.yaml"), render(t, loadCluster(t, in)))
 		})
 	}
 	if ran == 0 {
@@ -74,20 +83,24 @@ func compareGolden(t *testing.T, path string, got []byte) {
 }
 
 // render is the golden form: resources as protojson (field names as in the .proto),
-// keyed by xDS resource name, plus each policy's status reasons.
-func render(t *testing.T, st State) []byte {
+// keyed by xDS resource name, plus each policy's status reasons, its targets resolved as
+// the status writer resolves them (discovery.NewTargetLookup).
+func render(t *testing.T, c client.Client) []byte {
 	t.Helper()
-	res := Snapshot(testMesh, st)
+	res := translateAll(t, c)
 	doc := map[string]any{
 		"workloads":      protoMap(t, res.Workloads),
 		"services":       protoMap(t, res.Services),
 		"authorizations": protoMap(t, res.Authorizations),
 	}
+	lookup := discovery.NewTargetLookup(c, testMesh, gatewayAPI)
+	var policies meshv1.MeshPolicyList
+	list(t, c, &policies)
 	statuses := map[string]any{}
-	for i := range st.Policies {
-		p := &st.Policies[i]
-		targets := TargetStates(p, st)
-		s := PolicyStatus(p, targets, enforcedEverywhere(p, targets, st), metav1.NewTime(time.Unix(0, 0)))
+	for i := range policies.Items {
+		p := &policies.Items[i]
+		targets := translate.TargetStates(p, lookup)
+		s := translate.PolicyStatus(p, targets, enforcedEverywhere(t, c, p, targets, lookup), metav1.NewTime(time.Unix(0, 0)))
 		conds := []string{}
 		for _, c := range s.Conditions {
 			conds = append(conds, c.Type+"="+string(c.Status)+"/"+c.Reason+": "+c.Message)
@@ -102,31 +115,51 @@ func render(t *testing.T, st State) []byte {
 	return out
 }
 
+func translateAll(t *testing.T, c client.Client) discovery.Resources {
+	t.Helper()
+	res, err := discovery.Translate(context.Background(), c, testMesh, gatewayAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func list(t *testing.T, c client.Client, l client.ObjectList) {
+	t.Helper()
+	if err := c.List(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // enforcedEverywhere is the Enforcement of a cluster whose proxies are Ready and hold
 // everything, so the golden statuses show what translation alone decides (the table
 // tests in status_test.go cover proxies that lag).
-func enforcedEverywhere(p *meshv1.MeshPolicy, targets []TargetState, st State) Enforcement {
-	synced := ProxySync{Connected: 1, Synced: true}
-	var enf Enforcement
+func enforcedEverywhere(t *testing.T, c client.Client, p *meshv1.MeshPolicy, targets []translate.TargetState, lookup translate.TargetLookup) translate.Enforcement {
+	synced := translate.ProxySync{Connected: 1, Synced: true}
+	var enf translate.Enforcement
 	seen := map[string]bool{}
 	for _, t := range targets {
 		if t.Waypoint.Name != "" && !seen[t.Waypoint.String()] {
 			seen[t.Waypoint.String()] = true
-			enf.Waypoints = append(enf.Waypoints, WaypointEnforcement{Waypoint: t.Waypoint, Sent: true, Proxies: synced,
-				Kind:  WaypointKind(st.Waypoint(t.Waypoint.Namespace, t.Waypoint.Name)),
+			enf.Waypoints = append(enf.Waypoints, translate.WaypointEnforcement{Waypoint: t.Waypoint, Sent: true, Proxies: synced,
+				Kind:  translate.WaypointKind(lookup.Waypoint(t.Waypoint.Namespace, t.Waypoint.Name)),
 				Ready: &metav1.Condition{Type: meshv1.WaypointConditionReady, Status: metav1.ConditionTrue}})
 		}
 	}
+	var pods corev1.PodList
+	var nsList corev1.NamespaceList
+	list(t, c, &pods)
+	list(t, c, &nsList)
 	namespaces := map[string]*corev1.Namespace{}
-	for i := range st.Namespaces {
-		namespaces[st.Namespaces[i].Name] = &st.Namespaces[i]
+	for i := range nsList.Items {
+		namespaces[nsList.Items[i].Name] = &nsList.Items[i]
 	}
-	pods := SelectedWorkloads(testMesh, p, st.Pods, namespaces)
-	enf.Workloads = len(pods)
-	for _, pod := range pods {
+	selected := translate.SelectedWorkloads(testMesh, p, pods.Items, namespaces)
+	enf.Workloads = len(selected)
+	for _, pod := range selected {
 		if !seen["node/"+pod.Spec.NodeName] {
 			seen["node/"+pod.Spec.NodeName] = true
-			enf.Nodes = append(enf.Nodes, NodeEnforcement{Node: pod.Spec.NodeName, Sent: true, Proxies: synced})
+			enf.Nodes = append(enf.Nodes, translate.NodeEnforcement{Node: pod.Spec.NodeName, Sent: true, Proxies: synced})
 		}
 	}
 	return enf
@@ -154,8 +187,9 @@ func protoValue(t *testing.T, m proto.Message) any {
 	return v
 }
 
-// loadState decodes a multi-document YAML file of cluster objects.
-func loadState(t *testing.T, path string) State {
+// loadCluster decodes a multi-document YAML file of cluster objects into an in-memory
+// client; pods without a uid get one, as the API server gives it.
+func loadCluster(t *testing.T, path string) client.Client {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -164,8 +198,7 @@ func loadState(t *testing.T, path string) State {
 	defer func() { _ = f.Close() }()
 	decoder := serializer.NewCodecFactory(meshscheme.New()).UniversalDeserializer()
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	var st State
-	var gateways []gatewayv1.Gateway
+	var objs []client.Object
 	for {
 		doc, err := reader.Read()
 		if err == io.EOF {
@@ -181,62 +214,47 @@ func loadState(t *testing.T, path string) State {
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		if gw, ok := obj.(*gatewayv1.Gateway); ok {
-			gateways = append(gateways, *gw)
-			continue
+		o := obj.(client.Object)
+		if _, isPod := o.(*corev1.Pod); isPod && o.GetUID() == "" {
+			o.SetUID(types.UID("uid-" + o.GetNamespace() + "-" + o.GetName()))
 		}
-		addObject(t, &st, obj)
+		objs = append(objs, o)
 	}
-	// Gateways become waypoints as the control plane reads them.
-	st.Waypoints = MergeWaypoints(st.Waypoints, gateways)
-	return st
-}
-
-func addObject(t *testing.T, st *State, obj runtime.Object) {
-	t.Helper()
-	switch o := obj.(type) {
-	case *corev1.Namespace:
-		st.Namespaces = append(st.Namespaces, *o)
-	case *corev1.Pod:
-		if o.UID == "" {
-			o.UID = types.UID("uid-" + o.Namespace + "-" + o.Name)
-		}
-		st.Pods = append(st.Pods, *o)
-	case *corev1.Service:
-		st.Services = append(st.Services, *o)
-	case *meshv1.MeshPolicy:
-		st.Policies = append(st.Policies, *o)
-	case *meshv1.Waypoint:
-		st.Waypoints = append(st.Waypoints, *o)
-	default:
-		t.Fatalf("unexpected object %T", obj)
+	c, err := discovery.NewInMemoryClient(objs...)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
+	return c
 }
 
 // TestGoldenEnrollmentMoves relabels pods in and out of the mesh and checks, against a
 // golden file, exactly which resources change: only the moved pods' Workloads.
 func TestGoldenEnrollmentMoves(t *testing.T) {
-	base := loadState(t, "testdata/enrollment.yaml")
+	c := loadCluster(t, "testdata/enrollment.yaml")
+	pod := func(ns, name string) client.Object {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	}
 	steps := []struct {
 		name   string
-		mutate func(*State)
+		obj    client.Object
+		change func(labels map[string]string)
 	}{
-		{"opt web-2 out with the pod label", func(st *State) {
-			podByName(t, st, "shop", "web-2").Labels[meshv1.LabelDataplaneMode] = meshv1.DataplaneModeNone
+		{"opt web-2 out with the pod label", pod("shop", "web-2"), func(l map[string]string) {
+			l[meshv1.LabelDataplaneMode] = meshv1.DataplaneModeNone
 		}},
-		{"opt batch-1 in with the pod label", func(st *State) {
-			podByName(t, st, "batch", "batch-1").Labels[meshv1.LabelDataplaneMode] = meshv1.DataplaneModeAmbient
+		{"opt batch-1 in with the pod label", pod("batch", "batch-1"), func(l map[string]string) {
+			l[meshv1.LabelDataplaneMode] = meshv1.DataplaneModeAmbient
 		}},
-		{"unlabel the shop namespace", func(st *State) { delete(nsByName(t, st, "shop").Labels, meshv1.LabelDataplaneMode) }},
-		{"relabel web-1 so the Service no longer selects it", func(st *State) { podByName(t, st, "shop", "web-1").Labels["app"] = "other" }},
+		{"unlabel the shop namespace", &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, func(l map[string]string) {
+			delete(l, meshv1.LabelDataplaneMode)
+		}},
+		{"relabel web-1 so the Service no longer selects it", pod("shop", "web-1"), func(l map[string]string) { l["app"] = "other" }},
 	}
 	var out bytes.Buffer
-	prev := Snapshot(testMesh, base)
-	cur := base
+	prev := translateAll(t, c)
 	for _, step := range steps {
-		cur = deepCopyState(cur)
-		step.mutate(&cur)
-		next := Snapshot(testMesh, cur)
+		relabel(t, c, step.obj, step.change)
+		next := translateAll(t, c)
 		out.WriteString("# " + step.name + "\n")
 		body, err := yaml.Marshal(map[string]any{"changed": diffNames(prev, next)})
 		if err != nil {
@@ -248,7 +266,25 @@ func TestGoldenEnrollmentMoves(t *testing.T) {
 	compareGolden(t, "testdata/enrollment.moves.golden.txt", out.Bytes())
 }
 
-func diffNames(a, b Resources) map[string][]string {
+// relabel changes the labels of obj (named by its key) in c.
+func relabel(t *testing.T, c client.Client, obj client.Object, change func(map[string]string)) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		t.Fatal(err)
+	}
+	labels := obj.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	change(labels)
+	obj.SetLabels(labels)
+	if err := c.Update(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func diffNames(a, b discovery.Resources) map[string][]string {
 	out := map[string][]string{}
 	add := func(kind string, names []string) {
 		if len(names) > 0 {
@@ -275,45 +311,4 @@ func changed[M proto.Message](a, b map[string]M) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func deepCopyState(st State) State {
-	var out State
-	for i := range st.Namespaces {
-		out.Namespaces = append(out.Namespaces, *st.Namespaces[i].DeepCopy())
-	}
-	for i := range st.Pods {
-		out.Pods = append(out.Pods, *st.Pods[i].DeepCopy())
-	}
-	for i := range st.Services {
-		out.Services = append(out.Services, *st.Services[i].DeepCopy())
-	}
-	for i := range st.Policies {
-		out.Policies = append(out.Policies, *st.Policies[i].DeepCopy())
-	}
-	for i := range st.Waypoints {
-		out.Waypoints = append(out.Waypoints, *st.Waypoints[i].DeepCopy())
-	}
-	return out
-}
-
-func podByName(t *testing.T, st *State, ns, name string) *corev1.Pod {
-	for i := range st.Pods {
-		if st.Pods[i].Namespace == ns && st.Pods[i].Name == name {
-			if st.Pods[i].Labels == nil {
-				st.Pods[i].Labels = map[string]string{}
-			}
-			return &st.Pods[i]
-		}
-	}
-	t.Fatalf("no pod %s/%s", ns, name)
-	return nil
-}
-
-func nsByName(t *testing.T, st *State, name string) *corev1.Namespace {
-	if ns := st.Namespace(name); ns != nil {
-		return ns
-	}
-	t.Fatalf("no namespace %s", name)
-	return nil
 }
