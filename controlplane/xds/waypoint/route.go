@@ -688,12 +688,24 @@ func headerOps(f *gatewayv1.HTTPHeaderFilter) ([]*corev3.HeaderValueOption, []st
 	return add, remove
 }
 
+// redirectCodes are the status codes a RequestRedirect may ask for (302, Found, is the
+// default); the CRD admits no other.
+var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
+	301: routev3.RedirectAction_MOVED_PERMANENTLY,
+	302: routev3.RedirectAction_FOUND,
+	303: routev3.RedirectAction_SEE_OTHER,
+	307: routev3.RedirectAction_TEMPORARY_REDIRECT,
+	308: routev3.RedirectAction_PERMANENT_REDIRECT,
+}
+
 // redirect: scheme, host, port, path and status code. Without a port, a scheme change
 // goes to that scheme's well-known port (Gateway API).
 func redirect(f *gatewayv1.HTTPRequestRedirectFilter, m routeMatch) *routev3.RedirectAction {
 	out := &routev3.RedirectAction{ResponseCode: routev3.RedirectAction_FOUND}
-	if f.StatusCode != nil && *f.StatusCode == 301 {
-		out.ResponseCode = routev3.RedirectAction_MOVED_PERMANENTLY
+	if f.StatusCode != nil {
+		if code, ok := redirectCodes[*f.StatusCode]; ok {
+			out.ResponseCode = code
+		}
 	}
 	if f.Scheme != nil {
 		out.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: *f.Scheme}
