@@ -96,10 +96,10 @@ verify-gen: generate manifests bundle ## Fail when committed generated code, man
 	fi
 
 .PHONY: test
-test: tools verify-gen lint ## Run everything: verify-gen, lint, the unit, envtest, netns and e2e suites (real apiserver, etcd, cert-manager), then as root the real-cluster suite (test-cluster).
+test: tools verify-gen lint ## Run everything: verify-gen, lint, the unit, envtest, netns and e2e suites (real apiserver, etcd, cert-manager), then as root the real-cluster suite (test-cluster) and the Gateway API mesh conformance suite (test-conformance).
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test $(GO_TEST_FLAGS) ./...
-	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-cluster; \
-	else echo "test-cluster not run: it needs root (a real cluster of network and mount namespaces); CI runs it as root"; fi
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-cluster test-conformance; \
+	else echo "test-cluster and test-conformance not run: they need root (a real cluster of network and mount namespaces); CI runs them as root"; fi
 
 .PHONY: test-unit
 test-unit: ## Run the fast tests only (go test -short: the envtest suites skip themselves).
@@ -257,12 +257,13 @@ cluster-down: cluster-bin ## Stop the cluster and remove all it created: process
 
 # test-cluster: the real-cluster suite (test/cluster) on a cluster of its own, removed at the end
 # whether the suite passed or not. Images of two mesh versions: the sample's (the default) and
-# the one the upgrade check moves to; the test application is hack/cluster/smokeapp.
+# the one the upgrade check moves to. The app pods run the conformance suite's echo image
+# (Istio's echo server and client, hack/echo; see cluster-echo-image).
 TEST_CLUSTER_STATE        ?= $(CURDIR)/.cluster-test
 TEST_CLUSTER_NODES        ?= 2
 TEST_CLUSTER_VERSION      := $(CLUSTER_IMAGE_TAG)
 TEST_CLUSTER_NEXT_VERSION ?= 0.1.1
-TEST_CLUSTER_APP_IMAGE    := localhost/ambient-cluster/smokeapp:v1
+TEST_CLUSTER_APP_IMAGE    = $(CONFORMANCE_ECHO_IMAGE)
 # The operator image the bundle's CSV names: the same binary under that name.
 TEST_CLUSTER_BUNDLE_IMAGE := $(shell sed -nE 's/^ *containerImage: *//p' bundle/manifests/ambient-operator.clusterserviceversion.yaml)
 
@@ -276,13 +277,63 @@ test-cluster: cluster-bin ## The real-cluster suite (root): a fresh TEST_CLUSTER
 	$$sub cluster-cert-manager; \
 	$$sub cluster-images CLUSTER_IMAGE_TAG=$(TEST_CLUSTER_NEXT_VERSION); \
 	$$sub cluster-images CLUSTER_IMAGE_TAG=$(TEST_CLUSTER_VERSION) \
-		CLUSTER_IMAGES_EXTRA="$(TEST_CLUSTER_APP_IMAGE)=$(CLUSTER_BIN)/smokeapp:/smokeapp:65532:65532 \
-			$(TEST_CLUSTER_BUNDLE_IMAGE)=$(LOCALBIN)/images/$(TEST_CLUSTER_VERSION)/operator:/operator:65532:65532"; \
+		CLUSTER_IMAGES_EXTRA="$(TEST_CLUSTER_BUNDLE_IMAGE)=$(LOCALBIN)/images/$(TEST_CLUSTER_VERSION)/operator:/operator:65532:65532"; \
+	$$sub cluster-echo-image; \
 	CLUSTER_STATE=$$state CLUSTER_KUBECTL=$(ENVTEST_ASSETS)/kubectl \
 		CLUSTER_OPERATOR_IMAGE=$(REGISTRY)/ambient-operator:$(TEST_CLUSTER_VERSION) CLUSTER_APP_IMAGE=$(TEST_CLUSTER_APP_IMAGE) \
 		CLUSTER_MESH_VERSION=$(TEST_CLUSTER_VERSION) CLUSTER_NEXT_MESH_VERSION=$(TEST_CLUSTER_NEXT_VERSION) \
 		go test -count=1 -timeout 40m -v ./test/cluster/ -ginkgo.v; \
 	echo "test-cluster: passed in $$(( $$(date +%s) - start )) s"
+
+# conformance: the Gateway API conformance suite's mesh profile (MESH-HTTP, test/conformance)
+# on a cluster of its own, removed at the end. The suite's echo pods run Istio's echo server
+# and client (hack/echo), imported under the image reference the suite's manifests name. The
+# operator is installed as docs/install.md says (Gateway API CRDs first, make deploy, the
+# AmbientMesh sample); the report goes to CONFORMANCE_REPORT.
+CONFORMANCE_STATE   ?= $(CURDIR)/.cluster-conformance
+CONFORMANCE_NODES   ?= 2
+GATEWAY_API_VERSION := $(shell go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api)
+CONFORMANCE_REPORT  ?= $(CURDIR)/docs/conformance/ambient-operator-$(CLUSTER_IMAGE_TAG)-gateway-api-$(GATEWAY_API_VERSION)-mesh-report.yaml
+# The suite's echo image reference, e.g. gcr.io/k8s-staging-gateway-api/echo-advanced:v2024...
+CONFORMANCE_ECHO_IMAGE = $(shell sed -nE 's/^ *image: *([^ ]*\/echo-advanced:[^ ]*)$$/\1/p' \
+	"$$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api/conformance)/mesh/manifests.yaml" | head -1)
+
+.PHONY: conformance
+conformance: cluster-bin ## The Gateway API mesh conformance suite (root): a fresh cluster, the operator by make deploy, the sample mesh, the suite's namespaces enrolled with a waypoint; writes CONFORMANCE_REPORT. Removes the cluster after.
+	@if [ "$$(id -u)" != 0 ]; then echo "make conformance needs root: it runs make cluster-up"; exit 1; fi
+	@state=$(CONFORMANCE_STATE); sub="$(MAKE) --no-print-directory CLUSTER_STATE=$$state"; \
+	kubeconfig=$$state/kubeconfig/admin.kubeconfig; kubectl="$(ENVTEST_ASSETS)/kubectl --kubeconfig $$kubeconfig"; \
+	$$sub cluster-down >/dev/null; \
+	trap "$$sub cluster-down" EXIT; set -e; start=$$(date +%s); \
+	$$sub cluster-up CLUSTER_NODES=$(CONFORMANCE_NODES); \
+	$$sub cluster-cert-manager; \
+	$$sub cluster-images; \
+	$$sub cluster-echo-image; \
+	$$kubectl apply --server-side -k "$$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/experimental"; \
+	$$sub deploy IMG=$(REGISTRY)/ambient-operator:$(CLUSTER_IMAGE_TAG) CLUSTER_KUBECTL="$$kubectl"; \
+	$$kubectl -n ambient-operator-system wait deploy/ambient-operator-controller-manager --for=condition=Available --timeout=5m; \
+	for i in $$(seq 60); do $$kubectl apply -f config/samples/mesh_v1alpha1_ambientmesh.yaml && break; sleep 2; done; \
+	$$kubectl wait ambientmesh/default --for=condition=Ready --timeout=5m; \
+	mkdir -p $$(dirname $(CONFORMANCE_REPORT)); \
+	KUBECONFIG=$$kubeconfig CLUSTER_STATE=$$state CONFORMANCE_REPORT=$(CONFORMANCE_REPORT) \
+		CONFORMANCE_PROJECT_VERSION=$(CLUSTER_IMAGE_TAG) \
+		go test -count=1 -timeout 40m -v ./test/conformance/ $(CONFORMANCE_ARGS); \
+	echo "conformance: passed in $$(( $$(date +%s) - start )) s; report $(CONFORMANCE_REPORT)"
+
+# test-conformance: make conformance as make test runs it, writing its report outside docs/ (the
+# committed report is written by `make conformance` when a release claims it).
+.PHONY: test-conformance
+test-conformance: ## make conformance with the report in .conformance-report.yaml (make test runs it as root).
+	$(MAKE) --no-print-directory conformance CONFORMANCE_REPORT=$(CURDIR)/.conformance-report.yaml
+
+# cluster-echo-image: Istio's echo server and client as the suite's echo-advanced image
+# (hack/echo/Dockerfile), under the reference the suite's manifests name, into every node.
+.PHONY: cluster-echo-image
+cluster-echo-image: cluster-bin
+	hack/tools.sh echo
+	ref=$(CONFORMANCE_ECHO_IMAGE); name=$${ref%:*}; \
+	$(CLUSTER_BIN)/cluster images --state-dir $(CLUSTER_STATE) --bin-dir $(LOCALBIN)/echo \
+		--registry $${name%/echo-advanced} --tag $${ref##*:} --dockerfile hack/echo/Dockerfile
 
 ##@ Deployment
 

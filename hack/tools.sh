@@ -7,7 +7,7 @@
 # Usage: hack/tools.sh [tool...]   (no argument: every tool)
 # Tools: apt kubernetes etcd controller-gen kustomize protoc-gen-go
 #        protoc-gen-go-grpc golangci-lint cert-manager setup-envtest sideload
-#        kubernetes-cluster coredns (not built by default: only `make cluster-up` needs them)
+#        kubernetes-cluster coredns echo (not built by default: only the cluster targets need them)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +26,7 @@ SETUP_ENVTEST_VERSION=0.25.1        # sigs.k8s.io/controller-runtime/tools/setup
 CERT_MANAGER_VERSION=1.20.3         # github.com/cert-manager/cert-manager (hack/cert-manager)
 GOLANGCI_LINT_VERSION=2.15.0        # github.com/golangci/golangci-lint/v2 (needs go >= 1.26.0 to build)
 COREDNS_VERSION=1.15.0              # github.com/coredns/coredns (hack/coredns; keep its go.mod in step)
+ECHO_VERSION=0.0.0-20260827124520-eed52ebb66ad # istio.io/istio's echo server and client (hack/echo; keep its go.mod in step)
 
 GOOS_ARCH="$(go env GOOS)-$(go env GOARCH)"
 ASSETS_DIR="${BIN}/k8s/${K8S_VERSION}-${GOOS_ARCH}"
@@ -300,6 +301,37 @@ tool_coredns() {
 	link_into "${ASSETS_DIR}" coredns "${key}" coredns
 }
 
+# ---------------------------------------------------------------------- echo
+# Istio's echo server and client with the serving certificate their image
+# carries, built as hack/echo/Dockerfile's build stage builds them, into
+# bin/echo/ (the --bin-dir of `cluster images --dockerfile hack/echo/Dockerfile`).
+echo_key() {
+	local src="${ROOT}/hack/echo"
+	echo "${ECHO_VERSION}-$(cat "${src}/go.mod" "${src}/go.sum" "${src}/Dockerfile" | sha256sum | cut -c1-12)"
+}
+
+build_echo() {
+	local certs
+	(
+		cd "${ROOT}/hack/echo"
+		CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$1/" \
+			istio.io/istio/pkg/test/echo/cmd/server istio.io/istio/pkg/test/echo/cmd/client
+		certs="$(go list -m -f '{{.Dir}}' istio.io/istio)/tests/testdata/certs/dns"
+		install -m 0644 "${certs}/cert-chain.pem" "$1/cert.crt"
+		install -m 0644 "${certs}/key.pem" "$1/cert.key"
+	)
+}
+
+tool_echo() {
+	local key
+	key=$(echo_key)
+	if ! cached echo "${key}" server client; then
+		build_in_cache echo "${key}" build_echo
+		find "${CACHE}" -maxdepth 1 -name "echo-*" ! -name "echo-${key}" -exec rm -rf {} +
+	fi
+	link_into "${BIN}/echo" echo "${key}" server client cert.crt cert.key
+}
+
 # ------------------------------------------------------------ sideload
 # Registers the built envtest binaries with setup-envtest (its downloads cannot
 # work here), so the standard kubebuilder flow works too:
@@ -343,7 +375,7 @@ main() {
 	[[ ${#tools[@]} -gt 0 ]] || tools=("${ALL_TOOLS[@]}")
 	for t in "${tools[@]}"; do
 		if ! declare -F "tool_${t}" >/dev/null; then
-			log "unknown tool ${t}; known: ${ALL_TOOLS[*]} kubernetes-cluster coredns"
+			log "unknown tool ${t}; known: ${ALL_TOOLS[*]} kubernetes-cluster coredns echo"
 			exit 2
 		fi
 		"tool_${t}"

@@ -312,7 +312,7 @@ func (s *dockerfileStage) apply(keyword, args string) error {
 	return nil
 }
 
-// parseCopy reads `COPY --from=build /out/<binary> <dest>`.
+// parseCopy reads `COPY --from=build /out/<file> <dest>`.
 func parseCopy(args string) (stageCopy, error) {
 	fields := strings.Fields(args)
 	if len(fields) != 3 || fields[0] != "--from="+buildStage {
@@ -320,7 +320,7 @@ func parseCopy(args string) (stageCopy, error) {
 	}
 	binary, ok := strings.CutPrefix(fields[1], buildOutputDir)
 	if !ok || binary == "" || strings.Contains(binary, "/") {
-		return stageCopy{}, fmt.Errorf("%s: only a binary of %s is supported", fields[1], buildOutputDir)
+		return stageCopy{}, fmt.Errorf("%s: only a file of %s is supported", fields[1], buildOutputDir)
 	}
 	dest := fields[2]
 	if !path.IsAbs(dest) || strings.HasSuffix(dest, "/") {

@@ -30,11 +30,11 @@ type imageSpec struct {
 	User       string // e.g. 65532:65532; empty for root
 	// EntrypointArgs follow Entrypoint in the config's Entrypoint.
 	EntrypointArgs []string
-	// Files are more executables in the layer, e.g. a CNI plugin next to its agent.
+	// Files are more files in the layer, e.g. a CNI plugin next to its agent.
 	Files []imageFile
 }
 
-// imageFile is an executable copied into an image.
+// imageFile is a file copied into an image, with its permissions.
 type imageFile struct {
 	Source string // on this machine
 	Path   string // absolute, in the image
@@ -149,6 +149,11 @@ func binaryEntries(spec imageSpec) ([]layerEntry, error) {
 		if err != nil {
 			return nil, err
 		}
+		// The source's permissions, as a Dockerfile's COPY keeps them.
+		info, err := os.Stat(f.Source)
+		if err != nil {
+			return nil, err
+		}
 		rel := strings.TrimPrefix(f.Path, "/")
 		if slices.ContainsFunc(entries, func(e layerEntry) bool { return e.path == rel }) {
 			return nil, fmt.Errorf("two files at %s", f.Path)
@@ -156,7 +161,7 @@ func binaryEntries(spec imageSpec) ([]layerEntry, error) {
 		for dir := path.Dir(rel); dir != "."; dir = path.Dir(dir) {
 			dirs[dir+"/"] = true
 		}
-		entries = append(entries, layerEntry{path: rel, mode: 0o755, data: data})
+		entries = append(entries, layerEntry{path: rel, mode: int64(info.Mode().Perm()), data: data})
 	}
 	for dir := range dirs {
 		entries = append(entries, layerEntry{path: dir, mode: 0o755})

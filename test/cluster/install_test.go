@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,13 +141,22 @@ func describeMesh(upgrade bool) {
 		_, err = kubectl(ctx, "", "label", "namespace", appNamespace, meshv1alpha1.LabelUseWaypoint+"=waypoint")
 		Expect(err).NotTo(HaveOccurred())
 		Eventually(ctx, func(ctx context.Context) error {
-			_, err := clientGet(ctx, "http://server."+appNamespace+"/admin")
-			if err == nil || !strings.Contains(err.Error(), "403") {
-				return fmt.Errorf("want 403 from the waypoint, got %v", err)
+			r, err := echoGet(ctx, "http://server."+appNamespace+"/admin")
+			if err != nil {
+				return err
+			}
+			if r.Code != http.StatusForbidden || r.Hostname != "" {
+				return fmt.Errorf("want 403 from the waypoint, not the server; got %d from %q", r.Code, r.Hostname)
 			}
 			return nil
 		}).Should(Succeed())
-		Expect(clientGet(ctx, "http://server."+appNamespace+"/hello")).To(ContainSubstring("hello from server-"))
+		// Allowed requests reach the server with their headers, and with the trace
+		// context the waypoint adds: they went through its HTTP filters.
+		r, err := echoOK(ctx, "http://server."+appNamespace+"/hello", "X-Shop-Check:via-waypoint")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(r.Headers.Get("X-Shop-Check")).To(Equal("via-waypoint"))
+		Expect(r.Headers.Get("Traceparent")).NotTo(BeEmpty(), "the waypoint sets traceparent: %v", r.Headers)
+		Expect(r.Headers.Get("X-Request-Id")).NotTo(BeEmpty(), "the waypoint sets x-request-id: %v", r.Headers)
 
 		_, err = kubectl(ctx, "", "label", "namespace", appNamespace, meshv1alpha1.LabelUseWaypoint+"-")
 		Expect(err).NotTo(HaveOccurred())
@@ -155,25 +165,31 @@ func describeMesh(upgrade bool) {
 		_, err = kubectl(ctx, "", "-n", appNamespace, "delete", "waypoint", "waypoint", "--wait=true")
 		Expect(err).NotTo(HaveOccurred())
 		Eventually(ctx, func(ctx context.Context) error {
-			_, err := clientGet(ctx, "http://server."+appNamespace+"/admin")
+			r, err := echoOK(ctx, "http://server."+appNamespace+"/admin")
+			if err == nil && r.Headers.Get("Traceparent") != "" {
+				return fmt.Errorf("still through the waypoint: %v", r.Headers)
+			}
 			return err
-		}).Should(Succeed(), "without the waypoint nothing enforces the L7 policy")
+		}).Should(Succeed(), "without the waypoint nothing enforces the L7 policy, and requests go straight to the server")
 	})
 
 	It("applies an L4 DENY and lifts it when the policy is deleted", func(ctx SpecContext) {
 		_, err := kubectl(ctx, denyClientPolicy, "apply", "-f", "-")
 		Expect(err).NotTo(HaveOccurred())
 		Eventually(ctx, func(ctx context.Context) error {
-			_, err := clientGet(ctx, "http://server."+appNamespace+"/denied")
+			r, err := echoGet(ctx, "http://server."+appNamespace+"/denied")
 			if err == nil {
-				return fmt.Errorf("the request went through")
+				return fmt.Errorf("the request went through: %d from %q", r.Code, r.Hostname)
+			}
+			if !strings.Contains(err.Error(), "requests had errors") {
+				return fmt.Errorf("not the echo client's request failing: %w", err)
 			}
 			return nil
 		}).Should(Succeed(), "the ztunnel should refuse shop/client once the DENY applies")
 		_, err = kubectl(ctx, "", "-n", appNamespace, "delete", "meshpolicy", "deny-client")
 		Expect(err).NotTo(HaveOccurred())
 		Eventually(ctx, func(ctx context.Context) error {
-			_, err := clientGet(ctx, "http://server."+appNamespace+"/allowed-again")
+			_, err := echoOK(ctx, "http://server."+appNamespace+"/allowed-again")
 			return err
 		}).Should(Succeed())
 	})
@@ -213,13 +229,11 @@ func describeMesh(upgrade bool) {
 		// real kubelet the node then has no ztunnel until the new pod runs, and
 		// connections are refused meanwhile; see docs/api.md.)
 		It("upgrades to the next version node by node (RollingUpdate) under steady traffic without a failed request", func(ctx SpecContext) {
-			_, err := kubectl(ctx, loadDeployment(e.appImage), "apply", "-f", "-")
-			Expect(err).NotTo(HaveOccurred())
-			Eventually(ctx, deploymentAvailable(appNamespace, "load")).Should(Succeed())
-			Eventually(ctx, loadTotals).Should(HaveField("Sent", BeNumerically(">", 20)))
+			load := startLoad(ctx)
+			Eventually(ctx, load.sent).Should(BeNumerically(">=", loadBatch))
 
 			watch := watchZtunnels(ctx, len(nodes))
-			_, err = kubectl(ctx, "", "patch", "ambientmesh", meshv1alpha1.MeshName, "--type=merge",
+			_, err := kubectl(ctx, "", "patch", "ambientmesh", meshv1alpha1.MeshName, "--type=merge",
 				"-p", fmt.Sprintf(`{"spec":{"version":%q,"ztunnel":{"updateStrategy":"RollingUpdate"}}}`, e.nextVer))
 			Expect(err).NotTo(HaveOccurred())
 			Eventually(ctx, func(ctx context.Context) error {
@@ -238,16 +252,13 @@ func describeMesh(upgrade bool) {
 			Expect(watch.stop()).To(BeNumerically("<=", 1), "at most one node may be without a ready ztunnel at a time")
 			expectImagesOf(ctx, e.nextVer)
 
-			// The traffic goes on after the upgrade; then every request so far is counted.
-			before, err := loadTotals(ctx)
-			Expect(err).NotTo(HaveOccurred())
-			Eventually(ctx, loadTotals).Should(HaveField("Sent", BeNumerically(">", before.Sent+20)))
-			totals, err := loadTotals(ctx)
-			Expect(err).NotTo(HaveOccurred())
+			// The traffic goes on after the upgrade (two batches more, so at least one
+			// whole batch after it); then every request sent is counted.
+			after := load.sent()
+			Eventually(ctx, load.sent).Should(BeNumerically(">=", after+2*loadBatch))
+			totals := load.finish()
 			Expect(totals.Failures).To(BeEmpty())
 			Expect(totals.Failed).To(BeZero())
-			_, err = kubectl(ctx, "", "-n", appNamespace, "delete", "deploy/load")
-			Expect(err).NotTo(HaveOccurred())
 			GinkgoWriter.Printf("upgrade under load: %d requests, %d failed\n", totals.Sent, totals.Failed)
 		})
 	}
@@ -270,8 +281,14 @@ func describeMesh(upgrade bool) {
 			Expect(nodeFile(node, filepath.Join(meshv1alpha1.DefaultCNIBinDir, plugin.Type))).NotTo(BeAnExistingFile())
 			expectNoMeshRules(ctx, node)
 		}
+		// Outside the mesh the connection goes straight from pod to pod, routed and
+		// not masqueraded, so the server sees the client pod's own address.
+		clientIP := appPods(ctx, "client")[0].Status.PodIP
 		Eventually(ctx, func(ctx context.Context) error {
-			_, err := clientGet(ctx, "http://server."+appNamespace+"/outside-the-mesh")
+			r, err := echoOK(ctx, "http://server."+appNamespace+"/outside-the-mesh")
+			if err == nil && r.IP != clientIP {
+				return fmt.Errorf("the server saw source %s, want the client pod's %s", r.IP, clientIP)
+			}
 			return err
 		}).Should(Succeed(), "pods keep working outside the mesh")
 		_, err = kubectl(ctx, "", "delete", "namespace", appNamespace, "--wait=true", "--timeout=2m")
@@ -279,7 +296,7 @@ func describeMesh(upgrade bool) {
 	})
 }
 
-// applyApp renders testdata/app.yaml with the test application's image and
+// applyApp renders testdata/app.yaml with the echo image and
 // one server replica per node, and applies it.
 func applyApp(ctx context.Context, replicas int) {
 	tmpl := template.Must(template.ParseFiles("testdata/app.yaml"))
@@ -287,12 +304,6 @@ func applyApp(ctx context.Context, replicas int) {
 	Expect(tmpl.Execute(&b, map[string]any{"Image": e.appImage, "Nodes": replicas})).To(Succeed())
 	_, err := kubectl(ctx, b.String(), "apply", "-f", "-")
 	Expect(err).NotTo(HaveOccurred())
-}
-
-// clientGet runs the test application's client in the client pod: GET url,
-// the body on 200 OK, an error otherwise.
-func clientGet(ctx context.Context, url string) (string, error) {
-	return kubectl(ctx, "", "-n", appNamespace, "exec", "deploy/client", "--", "/smokeapp", "get", url)
 }
 
 func deploymentAvailable(ns, name string) func(context.Context) error {
@@ -417,20 +428,35 @@ spec:
     - serviceAccounts: [shop/client]
 `
 
-// expectMutualTLS sends a request with a unique path from the client pod to
-// url while every node's traffic is captured, and checks that it was
-// answered, that no node saw the path in plaintext, and that a destination
-// ztunnel counted a mutual-TLS connection from the client's identity.
+// expectMutualTLS sends a request with a unique path and header from the
+// client pod to url while every node's traffic is captured, and checks that
+// a server pod answered it having seen both, that no node saw them in
+// plaintext, and that a destination ztunnel counted a mutual-TLS connection
+// from the client's identity.
+//
+// The server sees the connection come from its own pod address: the
+// destination ztunnel dials the app from inside the server pod (the mesh does
+// not keep the client's address, docs/security.md). So the source address
+// also shows the request came through that ztunnel, not straight from the
+// client or the node.
 func expectMutualTLS(ctx context.Context, nodes []string, url string) {
 	before := clientConnections(ctx, nodes)
-	secret := fmt.Sprintf("/secret-%d", time.Now().UnixNano())
+	secret := fmt.Sprintf("secret-%d", time.Now().UnixNano())
 	var captures []*capture
 	for _, node := range nodes {
 		captures = append(captures, startCapture(node))
 	}
-	Eventually(ctx, func(ctx context.Context) (string, error) {
-		return clientGet(ctx, url+secret)
-	}).Should(ContainSubstring("hello from server-"))
+	var r *echoResponse
+	Eventually(ctx, func(ctx context.Context) (err error) {
+		r, err = echoOK(ctx, url+"/"+secret, "X-Shop-Check:"+secret)
+		return err
+	}).Should(Succeed())
+	Expect(r.Hostname).To(HavePrefix("server-"))
+	Expect(r.URL).To(Equal("/" + secret))
+	Expect(r.Headers.Get("X-Shop-Check")).To(Equal(secret))
+	server, err := clientset.CoreV1().Pods(appNamespace).Get(ctx, r.Hostname, metav1.GetOptions{})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(r.IP).To(Equal(server.Status.PodIP), "the source address %s server %s saw is not its own (the ztunnel in its pod)", r.IP, server.Name)
 	for i, c := range captures {
 		text := c.stop()
 		Expect(text).NotTo(ContainSubstring(secret), "node %s carried the request in plaintext", nodes[i])

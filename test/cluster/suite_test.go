@@ -37,7 +37,7 @@ type env struct {
 	kubectl    string // the kubectl built with the Kubernetes binaries
 	repo       string // the repository root, where make runs
 	operator   string // the operator image make deploy installs
-	appImage   string // the test application's image (hack/cluster/smokeapp)
+	appImage   string // the app pods' image: Istio's echo server and client (hack/echo)
 	version    string // the mesh version the images carry
 	nextVer    string // the second version, for the upgrade
 }

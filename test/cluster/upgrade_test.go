@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,50 +13,80 @@ import (
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 )
 
-// loadDeployment is the steady traffic of the upgrade check: the test
-// application's load mode, a new connection to the server Service every 50 ms.
-func loadDeployment(image string) string {
-	return fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: load, namespace: %[1]s}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: load}}
-  template:
-    metadata: {labels: {app: load}}
-    spec:
-      serviceAccountName: client
-      containers:
-      - name: load
-        image: %[2]s
-        args: [load, -interval, 50ms, "http://server.%[1]s/load"]
-`, appNamespace, image)
-}
+// The steady traffic of the upgrade check: the echo client in the client pod
+// sends batches of loadBatch requests to the server Service, each on a new
+// connection, one every 50 ms, until stopped.
+const loadBatch = 100
 
-// loadCounts is what the load pod reported so far.
+// loadCounts is what the load sent so far.
 type loadCounts struct {
 	Sent, Failed int
-	Failures     []string // its FAIL lines
+	Failures     []string // the first failure of each batch that had one
 }
 
-// loadTotals reads the load pod's log: its latest totals and every failure.
-func loadTotals(ctx context.Context) (loadCounts, error) {
-	logs, err := kubectl(ctx, "", "-n", appNamespace, "logs", "deploy/load")
-	if err != nil {
-		return loadCounts{}, err
-	}
-	var c loadCounts
-	for _, line := range strings.Split(logs, "\n") {
-		switch {
-		case strings.HasPrefix(line, "FAIL "):
-			c.Failures = append(c.Failures, line)
-		case strings.HasPrefix(line, "sent="):
-			if _, err := fmt.Sscanf(line, "sent=%d failed=%d", &c.Sent, &c.Failed); err != nil {
-				return loadCounts{}, fmt.Errorf("load log line %q: %w", line, err)
+type load struct {
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex
+	sum  loadCounts
+	err  error // the first run that says nothing about its requests (the exec failed)
+}
+
+func startLoad(ctx context.Context) *load {
+	l := &load{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.stop:
+				return
+			default:
 			}
+			l.runBatch(ctx)
 		}
+	}()
+	return l
+}
+
+// runBatch sends one batch and adds it to the counts. A batch is never cut
+// short by stop, so every request sent is counted.
+func (l *load) runBatch(ctx context.Context) {
+	out, runErr := kubectl(ctx, "", "-n", appNamespace, "exec", "deploy/client", "--", echoClient,
+		"http://server."+appNamespace+"/load", "--count", fmt.Sprint(loadBatch), "--qps", "20",
+		"--new-connection-per-request", "--timeout", "30s")
+	failed, failure, err := countEchoBatch(out, runErr, loadBatch)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		if l.err == nil && ctx.Err() == nil {
+			l.err = err
+		}
+		return
 	}
-	return c, nil
+	l.sum.Sent += loadBatch
+	l.sum.Failed += failed
+	if failure != "" {
+		l.sum.Failures = append(l.sum.Failures, failure)
+	}
+}
+
+// sent is the number of requests sent so far.
+func (l *load) sent() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sum.Sent
+}
+
+// finish waits for the running batch, ends the load and returns its counts.
+func (l *load) finish() loadCounts {
+	close(l.stop)
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	Expect(l.err).NotTo(HaveOccurred())
+	return l.sum
 }
 
 // ztunnelWatch polls the ztunnel pods while an upgrade runs and remembers the
