@@ -20,6 +20,7 @@ import (
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
+	cpwaypoint "github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
 	"github.com/ambientmesh/ambient-operator/internal/explain"
 )
 
@@ -215,13 +216,15 @@ func readCluster(ctx context.Context, cl client.Client, meshName, clusterDomain 
 			RootNamespace: mesh.Spec.InstallNamespace(),
 			ClusterDomain: clusterDomain,
 		},
-		Namespaces: namespaces.Items,
-		Pods:       pods.Items,
-		Services:   services.Items,
-		Policies:   policies.Items,
-		Waypoints:  translate.MergeWaypoints(waypoints.Items, gateways.Items),
-		HTTPRoutes: httpRoutes.Items,
-		GRPCRoutes: grpcRoutes.Items,
+		State: cpwaypoint.State{
+			Namespaces: namespaces.Items,
+			Pods:       pods.Items,
+			Services:   services.Items,
+			Policies:   policies.Items,
+			Waypoints:  translate.MergeWaypoints(waypoints.Items, gateways.Items),
+			HTTPRoutes: httpRoutes.Items,
+			GRPCRoutes: grpcRoutes.Items,
+		},
 	}, nil
 }
 

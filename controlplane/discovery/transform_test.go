@@ -1,12 +1,9 @@
 package discovery
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"reflect"
 	"runtime"
@@ -21,13 +18,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/util/diff"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
@@ -246,41 +240,15 @@ func loadCluster(t testing.TB) cluster {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
-	decoder := serializer.NewCodecFactory(meshscheme.New()).UniversalDeserializer()
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	var c cluster
-	for {
-		doc, err := reader.Read()
-		if err == io.EOF {
-			return c
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		obj, _, err := decoder.Decode(doc, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch o := obj.(type) {
-		case *corev1.Namespace:
-			c.Namespaces = append(c.Namespaces, *o)
-		case *corev1.Pod:
-			c.Pods = append(c.Pods, *o)
-		case *corev1.Service:
-			c.Services = append(c.Services, *o)
-		case *meshv1.MeshPolicy:
-			c.Policies = append(c.Policies, *o)
-		case *meshv1.Waypoint:
-			c.Waypoints = append(c.Waypoints, *o)
-		case *gatewayv1.HTTPRoute:
-			c.HTTPRoutes = append(c.HTTPRoutes, *o)
-		default:
-			t.Fatalf("testdata/transform.yaml: unexpected %T", obj)
-		}
+	objs, err := meshscheme.DecodeObjects(f)
+	if err != nil {
+		t.Fatal(err)
 	}
+	st, err := waypoint.StateOf(objs)
+	if err != nil {
+		t.Fatalf("testdata/transform.yaml: %v", err)
+	}
+	return cluster{st}
 }
 
 func (c cluster) deepCopy() cluster {

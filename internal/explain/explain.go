@@ -11,28 +11,21 @@ import (
 	"strconv"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
+	cpwaypoint "github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 )
 
 // Cluster is what a path depends on: the mesh settings and the objects the control plane
 // reads.
 type Cluster struct {
-	Mesh       translate.Mesh
-	Namespaces []corev1.Namespace
-	Pods       []corev1.Pod
-	Services   []corev1.Service
-	Policies   []meshv1.MeshPolicy
-	// Waypoints and waypoint Gateways, as translate.MergeWaypoints lists them.
-	Waypoints  []meshv1.Waypoint
-	HTTPRoutes []gatewayv1.HTTPRoute
-	GRPCRoutes []gatewayv1.GRPCRoute
+	Mesh translate.Mesh
+	// The objects; Waypoints holds Waypoints and waypoint Gateways, as
+	// translate.MergeWaypoints lists them.
+	cpwaypoint.State
 }
 
 // TargetKind says whether a Target is a pod or a Service.

@@ -1,16 +1,12 @@
 package explain
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,13 +15,10 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
+	cpwaypoint "github.com/ambientmesh/ambient-operator/controlplane/xds/waypoint"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 )
 
@@ -592,47 +585,18 @@ func TestVerdict(t *testing.T) {
 // apiserver: every pod gets a UID, waypoint Gateways are merged into the Waypoints.
 func loadCluster(t testing.TB, docs ...string) *Cluster {
 	t.Helper()
-	decoder := serializer.NewCodecFactory(meshscheme.New()).UniversalDeserializer()
-	c := &Cluster{Mesh: translate.Mesh{TrustDomain: "cluster.local", RootNamespace: "ambient-system", ClusterDomain: "cluster.local"}}
-	var gateways []gatewayv1.Gateway
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(strings.Join(docs, "\n---\n"))))
-	for {
-		doc, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		obj, _, err := decoder.Decode(doc, nil, nil)
-		if err != nil {
-			t.Fatalf("%v in\n%s", err, doc)
-		}
-		switch o := obj.(type) {
-		case *corev1.Namespace:
-			c.Namespaces = append(c.Namespaces, *o)
-		case *corev1.Pod:
-			o.UID = types.UID(o.Namespace + "/" + o.Name)
-			c.Pods = append(c.Pods, *o)
-		case *corev1.Service:
-			c.Services = append(c.Services, *o)
-		case *meshv1.MeshPolicy:
-			c.Policies = append(c.Policies, *o)
-		case *meshv1.Waypoint:
-			c.Waypoints = append(c.Waypoints, *o)
-		case *gatewayv1.Gateway:
-			gateways = append(gateways, *o)
-		case *gatewayv1.HTTPRoute:
-			c.HTTPRoutes = append(c.HTTPRoutes, *o)
-		case *gatewayv1.GRPCRoute:
-			c.GRPCRoutes = append(c.GRPCRoutes, *o)
-		default:
-			t.Fatalf("unexpected object %T", obj)
+	objs, err := meshscheme.DecodeObjects(strings.NewReader(strings.Join(docs, "\n---\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if _, isPod := o.(*corev1.Pod); isPod {
+			o.SetUID(types.UID(o.GetNamespace() + "/" + o.GetName()))
 		}
 	}
-	c.Waypoints = translate.MergeWaypoints(c.Waypoints, gateways)
-	return c
+	st, err := cpwaypoint.StateOf(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Cluster{Mesh: translate.Mesh{TrustDomain: "cluster.local", RootNamespace: "ambient-system", ClusterDomain: "cluster.local"}, State: st}
 }

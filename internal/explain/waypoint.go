@@ -55,8 +55,7 @@ func (b *builder) throughWaypoint(ctx context.Context, way routing.Decision) {
 	}
 	h.At = wp.Namespace + "/" + wp.Name
 	c := b.cluster
-	h.res, err = cpwaypoint.Build(c.Mesh, wp, &cpwaypoint.State{Namespaces: c.Namespaces, Pods: c.Pods, Services: c.Services,
-		Policies: c.Policies, Waypoints: c.Waypoints, HTTPRoutes: c.HTTPRoutes, GRPCRoutes: c.GRPCRoutes})
+	h.res, err = cpwaypoint.Build(c.Mesh, wp, &c.State)
 	if err != nil {
 		b.fail(&h.Hop, fmt.Errorf("its configuration does not build: %w", err))
 		return

@@ -5,12 +5,10 @@ package translate_test
 // it (discovery.Translate). An external test package, since discovery imports translate.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -22,9 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -196,29 +192,14 @@ func loadCluster(t *testing.T, path string) client.Client {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
-	decoder := serializer.NewCodecFactory(meshscheme.New()).UniversalDeserializer()
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	var objs []client.Object
-	for {
-		doc, err := reader.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		obj, _, err := decoder.Decode(doc, nil, nil)
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		o := obj.(client.Object)
+	objs, err := meshscheme.DecodeObjects(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	for _, o := range objs {
 		if _, isPod := o.(*corev1.Pod); isPod && o.GetUID() == "" {
 			o.SetUID(types.UID("uid-" + o.GetNamespace() + "-" + o.GetName()))
 		}
-		objs = append(objs, o)
 	}
 	c, err := discovery.NewInMemoryClient(objs...)
 	if err != nil {

@@ -1,11 +1,9 @@
 package waypoint
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"flag"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,14 +14,9 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 )
@@ -153,55 +146,14 @@ func loadState(t testing.TB, path string) State {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
-	decoder := serializer.NewCodecFactory(meshscheme.New()).UniversalDeserializer()
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	var st State
-	var gateways []gatewayv1.Gateway
-	for {
-		doc, err := reader.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		obj, _, err := decoder.Decode(doc, nil, nil)
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if gw, ok := obj.(*gatewayv1.Gateway); ok {
-			gateways = append(gateways, *gw)
-			continue
-		}
-		addObject(t, &st, obj)
+	objs, err := meshscheme.DecodeObjects(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
-	// Gateways become waypoints as the control plane reads them.
-	st.Waypoints = translate.MergeWaypoints(st.Waypoints, gateways)
+	st, err := StateOf(objs)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
 	sort.SliceStable(st.Waypoints, func(i, j int) bool { return st.Waypoints[i].Name < st.Waypoints[j].Name })
 	return st
-}
-
-func addObject(t testing.TB, st *State, obj runtime.Object) {
-	t.Helper()
-	switch o := obj.(type) {
-	case *corev1.Namespace:
-		st.Namespaces = append(st.Namespaces, *o)
-	case *corev1.Pod:
-		st.Pods = append(st.Pods, *o)
-	case *corev1.Service:
-		st.Services = append(st.Services, *o)
-	case *meshv1.MeshPolicy:
-		st.Policies = append(st.Policies, *o)
-	case *meshv1.Waypoint:
-		st.Waypoints = append(st.Waypoints, *o)
-	case *gatewayv1.HTTPRoute:
-		st.HTTPRoutes = append(st.HTTPRoutes, *o)
-	case *gatewayv1.GRPCRoute:
-		st.GRPCRoutes = append(st.GRPCRoutes, *o)
-	default:
-		t.Fatalf("unexpected object %T", obj)
-	}
 }

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
@@ -32,6 +33,38 @@ type State struct {
 	Waypoints  []meshv1.Waypoint
 	HTTPRoutes []gatewayv1.HTTPRoute
 	GRPCRoutes []gatewayv1.GRPCRoute
+}
+
+// StateOf sorts objects into a State by kind, as the control plane lists them: waypoint
+// Gateways are merged into the Waypoints (translate.MergeWaypoints). Other kinds are an
+// error: nothing here would read them.
+func StateOf(objs []client.Object) (State, error) {
+	var st State
+	var gateways []gatewayv1.Gateway
+	for _, obj := range objs {
+		switch o := obj.(type) {
+		case *corev1.Namespace:
+			st.Namespaces = append(st.Namespaces, *o)
+		case *corev1.Pod:
+			st.Pods = append(st.Pods, *o)
+		case *corev1.Service:
+			st.Services = append(st.Services, *o)
+		case *meshv1.MeshPolicy:
+			st.Policies = append(st.Policies, *o)
+		case *meshv1.Waypoint:
+			st.Waypoints = append(st.Waypoints, *o)
+		case *gatewayv1.Gateway:
+			gateways = append(gateways, *o)
+		case *gatewayv1.HTTPRoute:
+			st.HTTPRoutes = append(st.HTTPRoutes, *o)
+		case *gatewayv1.GRPCRoute:
+			st.GRPCRoutes = append(st.GRPCRoutes, *o)
+		default:
+			return State{}, fmt.Errorf("%T %s/%s: not a kind a waypoint's configuration reads", obj, obj.GetNamespace(), obj.GetName())
+		}
+	}
+	st.Waypoints = translate.MergeWaypoints(st.Waypoints, gateways)
+	return st, nil
 }
 
 // NodeCluster is the xDS node cluster a waypoint's proxies announce:
