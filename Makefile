@@ -289,7 +289,8 @@ test-cluster: cluster-bin ## The real-cluster suite (root): a fresh TEST_CLUSTER
 # on a cluster of its own, removed at the end. The suite's echo pods run Istio's echo server
 # and client (hack/echo), imported under the image reference the suite's manifests name. The
 # operator is installed as docs/install.md says (Gateway API CRDs first, make deploy, the
-# AmbientMesh sample); the report goes to CONFORMANCE_REPORT.
+# AmbientMesh sample); the report goes to CONFORMANCE_REPORT. CONFORMANCE_ARGS reach the suite's
+# test binary, e.g. CONFORMANCE_ARGS='-args --run-test=MeshPorts' runs one of its tests.
 CONFORMANCE_STATE   ?= $(CURDIR)/.cluster-conformance
 CONFORMANCE_NODES   ?= 2
 GATEWAY_API_VERSION := $(shell go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api)
