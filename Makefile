@@ -285,7 +285,7 @@ test-cluster: cluster-bin ## The real-cluster suite (root): a fresh TEST_CLUSTER
 		go test -count=1 -timeout 40m -v ./test/cluster/ -ginkgo.v; \
 	echo "test-cluster: passed in $$(( $$(date +%s) - start )) s"
 
-# conformance: the Gateway API conformance suite's mesh profile (MESH-HTTP, test/conformance)
+# conformance: the Gateway API conformance suite's mesh profiles (MESH-HTTP, MESH-GRPC; test/conformance)
 # on a cluster of its own, removed at the end. The suite's echo pods run Istio's echo server
 # and client (hack/echo), imported under the image reference the suite's manifests name. The
 # operator is installed as docs/install.md says (Gateway API CRDs first, make deploy, the
