@@ -248,7 +248,8 @@ tool_setup-envtest() {
 # edit rebuilds them; its "2" is the layout with both binaries.
 cert_manager_key() {
 	local src="${ROOT}/hack/cert-manager"
-	echo "${CERT_MANAGER_VERSION}-2-$(cat "${src}/go.mod" "${src}/go.sum" "${src}"/*.go "${src}"/cainjector/*.go | sha256sum | cut -c1-12)"
+	# Every source file of the module, wherever it sits, so an edit anywhere rebuilds.
+	echo "${CERT_MANAGER_VERSION}-2-$(cd "${src}" && find . \( -name '*.go' -o -name go.mod -o -name go.sum \) -print | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-12)"
 }
 
 CERT_MANAGER_BINARIES=(cert-manager-controller cert-manager-cainjector)

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -44,9 +43,9 @@ import (
 	_ "github.com/cert-manager/cert-manager/pkg/controller/issuers"
 	_ "github.com/cert-manager/cert-manager/pkg/issuer/ca"
 	_ "github.com/cert-manager/cert-manager/pkg/issuer/selfsigned"
-)
 
-const certManagerModule = "github.com/cert-manager/cert-manager"
+	"github.com/ambientmesh/ambient-operator/hack/cert-manager/internal/buildinfo"
+)
 
 type options struct {
 	kubeconfig       string
@@ -80,7 +79,7 @@ func main() {
 	flag.Parse()
 
 	if o.version {
-		fmt.Println(versionString())
+		fmt.Println(buildinfo.Version("cert-manager-controller"))
 		return
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -140,7 +139,7 @@ func run(ctx context.Context, o options) error {
 	}
 	shared.KubeSharedInformerFactory.Start(ctx.Done())
 	shared.SharedInformerFactory.Start(ctx.Done())
-	klog.InfoS("starting controllers", "version", versionString(), "controllers", names)
+	klog.InfoS("starting controllers", "version", buildinfo.Version("cert-manager-controller"), "controllers", names)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(loops)+1)
@@ -171,17 +170,4 @@ func run(ctx context.Context, o options) error {
 		all = append(all, err)
 	}
 	return errors.Join(all...)
-}
-
-// versionString reports the cert-manager module version this binary was built against.
-func versionString() string {
-	version := "unknown"
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range info.Deps {
-			if dep.Path == certManagerModule {
-				version = dep.Version
-			}
-		}
-	}
-	return "cert-manager-controller (ambient-operator proving ground) built from " + certManagerModule + " " + version
 }

@@ -189,40 +189,41 @@ func apiServerArgs(p pki) []string {
 	}
 }
 
-func controllerManagerArgs(p pki) []string {
+// componentArgs are the flags kube-controller-manager and kube-scheduler
+// share: one kubeconfig (its own client certificate) for the API and for
+// delegated authentication and authorization, and the serving certificate
+// of its secure port on the bridge. name is its file in the pki.
+func componentArgs(p pki, name string) []string {
+	kubeconfig := p.Kubeconfig(name)
 	return []string{
-		"--kubeconfig=" + p.Kubeconfig("controller-manager"),
-		"--authentication-kubeconfig=" + p.Kubeconfig("controller-manager"),
-		"--authorization-kubeconfig=" + p.Kubeconfig("controller-manager"),
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
 		"--bind-address=" + controlPlaneIP,
-		"--tls-cert-file=" + p.Cert("controller-manager-serving"),
-		"--tls-private-key-file=" + p.Key("controller-manager-serving"),
+		"--tls-cert-file=" + p.Cert(name+"-serving"),
+		"--tls-private-key-file=" + p.Key(name+"-serving"),
 		"--client-ca-file=" + p.CACert(),
-		"--root-ca-file=" + p.CACert(),
-		"--service-account-private-key-file=" + p.ServiceAccountKey(),
-		"--use-service-account-credentials=true",
-		"--cluster-signing-cert-file=" + p.CACert(),
-		"--cluster-signing-key-file=" + p.CAKey(),
-		"--service-cluster-ip-range=" + serviceCIDR,
-		// Pod CIDRs are static, one per node (Node.PodCIDR), set by `cluster up`.
-		"--allocate-node-cidrs=false",
+		// One instance of each: nothing to elect.
 		"--leader-elect=false",
 		"--profiling=false",
 	}
 }
 
+func controllerManagerArgs(p pki) []string {
+	return append(componentArgs(p, "controller-manager"),
+		"--root-ca-file="+p.CACert(),
+		"--service-account-private-key-file="+p.ServiceAccountKey(),
+		"--use-service-account-credentials=true",
+		"--cluster-signing-cert-file="+p.CACert(),
+		"--cluster-signing-key-file="+p.CAKey(),
+		"--service-cluster-ip-range="+serviceCIDR,
+		// Pod CIDRs are static, one per node (Node.PodCIDR), set by `cluster up`.
+		"--allocate-node-cidrs=false",
+	)
+}
+
 func schedulerArgs(p pki) []string {
-	return []string{
-		"--kubeconfig=" + p.Kubeconfig("scheduler"),
-		"--authentication-kubeconfig=" + p.Kubeconfig("scheduler"),
-		"--authorization-kubeconfig=" + p.Kubeconfig("scheduler"),
-		"--bind-address=" + controlPlaneIP,
-		"--tls-cert-file=" + p.Cert("scheduler-serving"),
-		"--tls-private-key-file=" + p.Key("scheduler-serving"),
-		"--client-ca-file=" + p.CACert(),
-		"--leader-elect=false",
-		"--profiling=false",
-	}
+	return componentArgs(p, "scheduler")
 }
 
 func kubeletArgs(n Node, configFile string, p pki) []string {

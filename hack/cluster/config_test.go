@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -126,5 +127,41 @@ func TestKubeletConfig(t *testing.T) {
 			t.Errorf("node %d: cgroupRoot %s is shared or outside %s", i, cfg.CgroupRoot, cgroupParent)
 		}
 		roots[cfg.CgroupRoot] = true
+	}
+}
+
+// The controller-manager and the scheduler each authenticate and serve with
+// their own certificates (a mix-up would still start, with the wrong
+// identity), and no flag is given twice.
+func TestComponentArgs(t *testing.T) {
+	p := pki{dir: "/state/pki", kubeconfigDir: "/state/kubeconfig"}
+	for name, args := range map[string][]string{
+		"controller-manager": controllerManagerArgs(p),
+		"scheduler":          schedulerArgs(p),
+	} {
+		flags := map[string]string{}
+		for _, arg := range args {
+			flag, value, _ := strings.Cut(arg, "=")
+			if _, twice := flags[flag]; twice {
+				t.Errorf("%s: %s given twice", name, flag)
+			}
+			flags[flag] = value
+		}
+		for flag, want := range map[string]string{
+			"--kubeconfig":                p.Kubeconfig(name),
+			"--authentication-kubeconfig": p.Kubeconfig(name),
+			"--authorization-kubeconfig":  p.Kubeconfig(name),
+			"--tls-cert-file":             p.Cert(name + "-serving"),
+			"--tls-private-key-file":      p.Key(name + "-serving"),
+			"--bind-address":              controlPlaneIP,
+			"--leader-elect":              "false",
+		} {
+			if flags[flag] != want {
+				t.Errorf("%s: %s=%q, want %q", name, flag, flags[flag], want)
+			}
+		}
+	}
+	if got := controllerManagerArgs(p); !slices.Contains(got, "--cluster-signing-key-file="+p.CAKey()) {
+		t.Errorf("controller-manager does not sign CSRs with the cluster CA: %v", got)
 	}
 }

@@ -1,17 +1,11 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -21,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/test/e2e/localmesh"
 )
 
 // ztunnelMetrics fetches the metrics of the ztunnel on node from its pod IP
@@ -62,43 +57,18 @@ func appPods(ctx context.Context, app string) []corev1.Pod {
 
 // capture is tcpdump printing payloads of every TCP packet on all of a
 // node's interfaces: its eth0 and every pod's host-side veth.
-type capture struct {
-	cmd  *exec.Cmd
-	path string
-}
+type capture struct{ *localmesh.Capture }
 
 func startCapture(node string) *capture {
-	path := filepath.Join(GinkgoT().TempDir(), node+".txt")
-	out, err := os.Create(path)
+	c, err := localmesh.StartTcpdump(node, "any", filepath.Join(GinkgoT().TempDir(), node+".txt"))
 	Expect(err).NotTo(HaveOccurred())
-	cmd := exec.Command("ip", "netns", "exec", node, "tcpdump", "-i", "any", "-nn", "-l", "-A", "-s", "0", "tcp")
-	cmd.Stdout = out
-	stderr, err := cmd.StderrPipe()
-	Expect(err).NotTo(HaveOccurred())
-	Expect(cmd.Start()).To(Succeed())
-	DeferCleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = out.Close() })
-	// tcpdump says "listening on" once it captures.
-	listening := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on") {
-				close(listening)
-				_, _ = io.Copy(io.Discard, stderr)
-				return
-			}
-		}
-	}()
-	Eventually(listening).WithTimeout(10 * time.Second).Should(BeClosed())
-	return &capture{cmd: cmd, path: path}
+	DeferCleanup(func() { _, _ = c.Stop() }) // when the spec fails before stop
+	return &capture{c}
 }
 
 // stop ends the capture and returns what it printed.
 func (c *capture) stop() string {
-	// Let tcpdump print the packets it still holds, then end it cleanly.
-	_ = c.cmd.Process.Signal(syscall.SIGINT)
-	_ = c.cmd.Wait()
-	data, err := os.ReadFile(c.path)
+	text, err := c.Stop()
 	Expect(err).NotTo(HaveOccurred())
-	return string(data)
+	return text
 }

@@ -40,6 +40,12 @@ var (
 	testEnv   *envtest.Environment
 	nodeName  = "node-a"
 	envLogger logr.Logger
+	// podNetnsDir is the agent's netns dir in this suite: links to the
+	// suite's own pod namespaces only. The host's /var/run/netns also holds
+	// every other test's namespaces (go test runs packages in parallel), and
+	// UninstallNode removes the capture of every namespace it finds there:
+	// it stripped the rules test's pods between their Install and Check.
+	podNetnsDir string
 )
 
 // TestAgentAgainstAPIServer runs the agent against a real kube-apiserver
@@ -66,6 +72,9 @@ var _ = BeforeSuite(func() {
 	DeferCleanup(func() { Expect(testEnv.Stop()).To(Succeed()) })
 	k8s, err = client.New(envCfg, client.Options{})
 	Expect(err).NotTo(HaveOccurred())
+	podNetnsDir, err = os.MkdirTemp("", "agent-netns")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(os.RemoveAll, podNetnsDir)
 })
 
 // runningAgent is one agent process-equivalent, stoppable.
@@ -79,7 +88,7 @@ func startAgent(backend, ztSocket, dir string, host *netnstest.NS) *runningAgent
 	a, err := New(envCfg, Options{
 		NodeName: nodeName, Backend: backend, PodConfig: rules.DefaultPodConfig(),
 		ZtunnelSocket: ztSocket, CNISocket: filepath.Join(dir, "agent.sock"), StateFile: filepath.Join(dir, "enrollment.json"),
-		NetnsDirs: []string{"/var/run/netns"}, HostNetns: host.Path,
+		NetnsDirs: []string{podNetnsDir}, HostNetns: host.Path,
 		MetricsAddr: "0", ProbeAddr: "0", Resync: time.Minute,
 		Registry: prometheus.NewRegistry(), Log: envLogger.WithName("agent"),
 	})
@@ -112,6 +121,8 @@ func runningPod(node *netnstest.NS, namespace, name string, subnet int, labels m
 func newPod(node *netnstest.NS, namespace, name string, subnet int, labels map[string]string, running bool) podWithNetns {
 	t := GinkgoT()
 	podNS := netnstest.New(t, "epod")
+	// The link dangles once the namespace is deleted; the agent skips it.
+	Expect(os.Symlink(podNS.Path, filepath.Join(podNetnsDir, podNS.Name))).To(Succeed())
 	ip := fmt.Sprintf("10.252.%d.2", subnet)
 	netnstest.Veth(t, node, fmt.Sprintf("10.252.%d.1/24", subnet), podNS, ip+"/24")
 	pod := &corev1.Pod{
@@ -285,7 +296,7 @@ var _ = Describe("the CNI node agent", func() {
 			}, 20*time.Second).Should(ContainElement("NetnsNotFound"))
 
 			agent.stop()
-			Expect(UninstallNode(Options{StateFile: filepath.Join(dir, "enrollment.json"), NetnsDirs: []string{"/var/run/netns"}, HostNetns: node.Path}, envLogger)).To(Succeed())
+			Expect(UninstallNode(Options{StateFile: filepath.Join(dir, "enrollment.json"), NetnsDirs: []string{podNetnsDir}, HostNetns: node.Path}, envLogger)).To(Succeed())
 			Expect(web.ns.Ruleset(t)).To(Equal(webBefore))
 			Expect(node.Run(t, "nft", "list", "ruleset")).NotTo(ContainSubstring("ambientmesh"))
 		}, SpecTimeout(3*time.Minute))

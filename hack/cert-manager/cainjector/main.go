@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -46,11 +45,12 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/controller/cainjector"
 	"github.com/cert-manager/cert-manager/pkg/util"
 	utilfeature "github.com/cert-manager/cert-manager/pkg/util/feature"
+
+	"github.com/ambientmesh/ambient-operator/hack/cert-manager/internal/buildinfo"
 )
 
 const (
-	certManagerModule = "github.com/cert-manager/cert-manager"
-	certificatesCRD   = "certificates.cert-manager.io"
+	certificatesCRD = "certificates.cert-manager.io"
 	// crdWait is how long to wait for the Certificate CRD: a Certificate
 	// informer started before the CRD exists never syncs.
 	crdWait = 5 * time.Minute
@@ -103,7 +103,7 @@ func main() {
 	_ = fs.Parse(os.Args[1:]) // ExitOnError: exits on a bad flag
 
 	if o.version {
-		fmt.Println(versionString())
+		fmt.Println(buildinfo.Version("cert-manager-cainjector"))
 		return
 	}
 	ctrl.SetLogger(klog.NewKlogr())
@@ -151,7 +151,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("register injectors: %w", err)
 	}
-	klog.InfoS("starting cainjector", "version", versionString(), "injectables", o.injectables)
+	klog.InfoS("starting cainjector", "version", buildinfo.Version("cert-manager-cainjector"), "injectables", o.injectables)
 	return mgr.Start(ctx)
 }
 
@@ -252,17 +252,4 @@ func waitForCRD(ctx context.Context, reader client.Reader, name string) error {
 		return fmt.Errorf("CRD %s: %w", name, err)
 	}
 	return nil
-}
-
-// versionString reports the cert-manager module version this binary was built against.
-func versionString() string {
-	version := "unknown"
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range info.Deps {
-			if dep.Path == certManagerModule {
-				version = dep.Version
-			}
-		}
-	}
-	return "cert-manager-cainjector (ambient-operator proving ground) built from " + certManagerModule + " " + version
 }

@@ -105,7 +105,7 @@ func (m *Mesh) CaptureEcho(from *AppPod, addr, secret string, timeout time.Durat
 	return text, err
 }
 
-// Capture is a tcpdump running on a node's underlay interface.
+// Capture is a tcpdump running in a network namespace.
 type Capture struct {
 	cmd  *exec.Cmd
 	path string
@@ -116,45 +116,68 @@ type Capture struct {
 // node's netns) and returns once it is capturing.
 func (m *Mesh) StartCapture(node *Node) (*Capture, error) {
 	path := filepath.Join(m.StateDir, fmt.Sprintf("capture-%s-%d.txt", node.Name, time.Now().UnixNano()))
+	c, err := StartTcpdump(node.Name, node.UnderlayIf, path)
+	if err != nil {
+		return nil, err
+	}
+	// Recorded so that a later run kills it if this one dies before Stop.
+	pid := c.cmd.Process.Pid
+	_ = m.state.addProc(ProcRecord{Name: "tcpdump", Node: node.Name, PID: pid, Binary: "tcpdump"})
+	go func() {
+		<-c.done
+		_ = m.state.removeProc(pid)
+	}()
+	return c, nil
+}
+
+// StartTcpdump runs tcpdump on iface ("any": every interface) inside the
+// named network namespace, printing each TCP packet with its payload into
+// path, and returns once it is capturing. A tcpdump that ends or stays
+// silent before it captures is an error, never an empty capture: a test
+// that looks for what must not be on the wire would then pass unseen.
+func StartTcpdump(netns, iface, path string) (*Capture, error) {
 	out, err := os.Create(path)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("ip", "netns", "exec", node.Name, "tcpdump", "-i", node.UnderlayIf, "-nn", "-l", "-A", "-s", "0", "tcp")
+	cmd := exec.Command("ip", "netns", "exec", netns, "tcpdump", "-i", iface, "-nn", "-l", "-A", "-s", "0", "tcp")
 	cmd.Stdout = out
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
+		_ = out.Close()
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
+		_ = out.Close()
 		return nil, fmt.Errorf("tcpdump: %w", err)
 	}
 	c := &Capture{cmd: cmd, path: path, done: make(chan struct{})}
-	_ = m.state.addProc(ProcRecord{Name: "tcpdump", Node: node.Name, PID: cmd.Process.Pid, Binary: "tcpdump"})
-	started := make(chan struct{})
+	listening := make(chan struct{})
+	var said []string // what tcpdump printed before it listened, for the error
 	go func() {
 		sc := bufio.NewScanner(stderr)
-		once := false
 		for sc.Scan() {
-			if !once && strings.Contains(sc.Text(), "listening on") {
-				once = true
-				close(started)
+			if strings.Contains(sc.Text(), "listening on") {
+				close(listening)
+				_, _ = io.Copy(io.Discard, stderr)
+				break
 			}
-		}
-		if !once {
-			close(started)
+			said = append(said, sc.Text())
 		}
 		_ = cmd.Wait()
-		out.Close()
-		_ = m.state.removeProc(cmd.Process.Pid)
+		_ = out.Close()
 		close(c.done)
 	}()
 	select {
-	case <-started:
+	case <-listening:
+		return c, nil
+	case <-c.done:
+		return nil, fmt.Errorf("tcpdump on %s in %s ended before it captured: %s", iface, netns, strings.Join(said, "; "))
 	case <-time.After(10 * time.Second):
-		return nil, fmt.Errorf("tcpdump did not start on %s", node.Name)
+		_ = cmd.Process.Kill()
+		<-c.done
+		return nil, fmt.Errorf("tcpdump on %s in %s did not start capturing within 10s", iface, netns)
 	}
-	return c, nil
 }
 
 // Stop ends the capture and returns what it printed (one header line per
