@@ -3,7 +3,8 @@
 // the operator's controller in a real controller-runtime manager. There is
 // no kubelet or kube-controller-manager, so fakeCluster (cluster_test.go)
 // plays the Deployment and DaemonSet controllers, the kubelet and the
-// garbage collector, and records what it saw for the assertions.
+// garbage collector through the stand-in the local mesh shares
+// (test/testenv/kubestandin), and records what it saw for the assertions.
 package lifecycle
 
 import (

@@ -75,3 +75,19 @@ func (m *Mesh) ownerGone(ctx context.Context, namespace string, ref metav1.Owner
 	}
 	return o.UID != ref.UID, nil
 }
+
+// syncWorkloads is one pass of the kubelet stand-in, after the garbage
+// collector's for waypoints (whose orphaned Deployments' pods the stand-in
+// then removes).
+func (m *Mesh) syncWorkloads(ctx context.Context) error {
+	waypoints := &appsv1.DeploymentList{}
+	if err := m.Client.List(ctx, waypoints, client.HasLabels{meshv1alpha1.LabelWaypoint}); err != nil {
+		return err
+	}
+	var errs []error
+	for i := range waypoints.Items {
+		_, err := m.collectOrphan(ctx, &waypoints.Items[i])
+		errs = append(errs, err)
+	}
+	return errors.Join(append(errs, m.standin.Sync(ctx))...)
+}

@@ -2,13 +2,11 @@ package localmesh
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -18,22 +16,24 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/controllers/ambientmesh/manifests"
 	"github.com/ambientmesh/ambient-operator/internal/testwait"
+	"github.com/ambientmesh/ambient-operator/test/testenv/kubestandin"
 )
 
-// The kubelet stand-in. There is no container runtime here: for every
-// Deployment and DaemonSet the operator applies, it creates the Pod objects
-// a scheduler and the workload controllers would (one per node for a
-// DaemonSet, spec.replicas for a Deployment), starts the component binary
-// with exactly the args and env the pod spec declares, and reports
-// readiness in Pod and workload status.
+// The local mesh's container runtime for the kubelet stand-in
+// (test/testenv/kubestandin, shared with the lifecycle suite). The stand-in
+// creates the Pod objects the workload controllers would for every
+// Deployment and DaemonSet the mesh runs, rolls them, finishes their
+// deletions and reports their status; here a pod's container is the
+// component binary, started with exactly the args and env the pod spec
+// declares, and probed for readiness.
 //
 // Where pods run: the mesh's own Deployment (the control plane) on the
 // control-plane node, in the root netns; its DaemonSets on every node, in
@@ -54,21 +54,21 @@ import (
 // (ztunnel, cni-agent, controlplane, waypoint).
 var imagePaths = map[string]string{manifests.CNIPluginBinary: "cni-plugin"}
 
-// componentPod is one Pod the stand-in runs.
-type componentPod struct {
-	Workload string
-	Node     *Node // nil: the control-plane node (root netns)
-	Pod      *corev1.Pod
-	Proc     *Proc
-	Ready    bool
-	hash     string
-	// sandbox is the pod's own netns (nil: a host-network pod, which runs
-	// in its node's netns). It outlives container restarts.
+// container is what the runtime keeps of a pod: its (single) container's
+// process and where it runs.
+type container struct {
+	node *Node // nil: the control-plane node (root netns)
+	proc *Proc
+	// sandbox is the pod's own netns (nil: it runs in its node's netns, or
+	// in the root netns). It outlives container restarts.
 	sandbox *podSandbox
 	// configMaps are the pod's ConfigMap volumes, refreshed while it runs
 	// as a kubelet does (components may re-read them).
 	configMaps []configMapVolume
 }
+
+// componentPod is a pod of the mesh's or a waypoint's workload.
+type componentPod = kubestandin.Pod[*container]
 
 type configMapVolume struct {
 	name  string
@@ -77,296 +77,103 @@ type configMapVolume struct {
 	paths pathMap
 }
 
+// kubelet is the stand-in's Runtime.
 type kubelet struct {
 	m     *Mesh
-	mu    sync.Mutex
-	pods  map[string]*componentPod // by namespace/name
 	cpDir string
 }
 
-func podKey(ns, name string) string { return ns + "/" + name }
-
-// podPlan is a pod the stand-in should run.
-type podPlan struct {
-	namespace, workload, name string
-	node                      *Node // nil: the control-plane node
-	ownNetns                  bool
-	tmpl                      corev1.PodTemplateSpec
-	hash                      string
+// newStandIn runs the mesh's workloads (in its namespace) and the
+// waypoints' (in any) on the mesh's nodes.
+func (m *Mesh) newStandIn() *kubestandin.StandIn[*container] {
+	o := kubestandin.Options{
+		Client: m.Client,
+		Selects: func(w client.Object) bool {
+			if _, ok := w.GetLabels()[meshv1alpha1.LabelWaypoint]; ok {
+				return true
+			}
+			return w.GetNamespace() == m.Namespace && manifests.MeshSelector(MeshName).Matches(labels.Set(w.GetLabels()))
+		},
+		// The control plane listens in the root netns, where the nodes'
+		// forwarders reach it.
+		HostNetworkOn: func(d *appsv1.Deployment) string {
+			if _, ok := d.Labels[meshv1alpha1.LabelWaypoint]; ok {
+				return ""
+			}
+			return ControlPlaneNode
+		},
+	}
+	for _, n := range m.Nodes {
+		o.Nodes = append(o.Nodes, kubestandin.Node{Name: n.Name, Labels: nodeLabels(n.Name)})
+	}
+	return kubestandin.New[*container](o, m.kubelet)
 }
 
-// sync is one pass: create missing pods, start processes, probe, report.
-func (k *kubelet) sync(ctx context.Context) error {
-	cs := k.m.Clientset
-	ns := k.m.Namespace
-	meshOnly := manifests.MeshSelector(MeshName).String() + ",!" + meshv1alpha1.LabelWaypoint
-	deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: meshOnly})
-	if err != nil {
-		return err
-	}
-	dss, err := cs.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{LabelSelector: meshOnly})
-	if err != nil {
-		return err
-	}
-	waypoints, err := cs.AppsV1().Deployments("").List(ctx, metav1.ListOptions{LabelSelector: meshv1alpha1.LabelWaypoint})
-	if err != nil {
-		return err
-	}
-	var plans []podPlan
-	for i := range deps.Items {
-		d := &deps.Items[i]
-		plans = append(plans, podPlan{namespace: ns, workload: d.Name, name: d.Name + "-" + shortHash(templateHash(d.Spec.Template)),
-			tmpl: d.Spec.Template, hash: templateHash(d.Spec.Template)})
-	}
-	for i := range dss.Items {
-		ds := &dss.Items[i]
-		for _, n := range k.m.Nodes {
-			plans = append(plans, podPlan{namespace: ns, workload: ds.Name, name: ds.Name + "-" + strings.TrimPrefix(n.Name, "am-"),
-				node: n, tmpl: ds.Spec.Template, hash: templateHash(ds.Spec.Template)})
+// Sandbox places the pod: a waypoint's pod gets its own netns through
+// its node's CNI chain; the others run in their node's netns.
+func (k *kubelet) Sandbox(ctx context.Context, p *componentPod) (string, string, error) {
+	pod := p.Object
+	if p.State == nil {
+		p.State = &container{node: k.m.Node(pod.Spec.NodeName)}
+		if p.Kind == kubestandin.KindDeployment && p.State.node != nil {
+			p.State.sandbox = &podSandbox{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID), Node: p.State.node,
+				Netns: podNetnsName(pod.Namespace, pod.Name)}
 		}
 	}
-	var errs []error
-	var live []*appsv1.Deployment
-	for i := range waypoints.Items {
-		d := &waypoints.Items[i]
-		// No garbage collector runs here: a Deployment whose owner is gone is
-		// deleted with the owner's other objects, as the collector would.
-		if orphan, err := k.m.collectOrphan(ctx, d); orphan || err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		live = append(live, d)
-		plans = append(plans, k.deploymentPods(d)...)
+	hostIP := "127.0.0.1"
+	if n := p.State.node; n != nil {
+		hostIP = n.UnderlayIP
 	}
-	want := map[string]bool{}
-	for _, p := range plans {
-		want[podKey(p.namespace, p.name)] = true
-		errs = append(errs, k.ensurePod(ctx, p))
+	if p.State.sandbox == nil {
+		return hostIP, hostIP, nil
 	}
-	for _, d := range live {
-		for _, old := range k.outdatedPods(d) {
-			want[podKey(d.Namespace, old.Pod.Name)] = true
-		}
+	if err := k.m.addSandbox(ctx, p.State.sandbox); err != nil {
+		return "", "", err
 	}
-	errs = append(errs, k.reapDeleted(ctx, want))
-	for i := range deps.Items {
-		errs = append(errs, k.deploymentStatus(ctx, &deps.Items[i]))
-	}
-	for _, d := range live {
-		errs = append(errs, k.deploymentStatus(ctx, d))
-	}
-	for i := range dss.Items {
-		errs = append(errs, k.daemonSetStatus(ctx, &dss.Items[i]))
-	}
-	return errors.Join(errs...)
+	return p.State.sandbox.IP, hostIP, nil
 }
 
-// templateHash is the operator's hash annotation of a pod template, or one
-// computed the same way when the template has none (waypoint templates).
-func templateHash(t corev1.PodTemplateSpec) string {
-	if h := t.Annotations[manifests.AnnotationTemplateHash]; h != "" {
-		return h
-	}
-	return manifests.TemplateHash(t)
-}
-
-func shortHash(h string) string {
-	if len(h) > 10 {
-		h = h[:10]
-	}
-	return h
-}
-
-// deploymentPods places a Deployment's replicas of its current template,
-// round robin over the nodes its nodeSelector admits, each in its own netns.
-func (k *kubelet) deploymentPods(d *appsv1.Deployment) []podPlan {
-	hash := templateHash(d.Spec.Template)
-	var nodes []*Node
-	for _, n := range k.m.Nodes {
-		if labels.SelectorFromSet(d.Spec.Template.Spec.NodeSelector).Matches(labels.Set(nodeLabels(n.Name))) {
-			nodes = append(nodes, n)
+// Run starts the container when it does not run, else refreshes its
+// ConfigMap volumes, and probes it.
+func (k *kubelet) Run(ctx context.Context, p *componentPod) (bool, error) {
+	if c := p.State; c.proc == nil || c.proc.Exited() {
+		if err := k.start(ctx, p); err != nil {
+			return false, err
 		}
+	} else if err := k.refreshConfigMaps(ctx, p); err != nil {
+		return false, err
 	}
-	if len(nodes) == 0 {
-		return nil // unschedulable, as with a scheduler
-	}
-	var out []podPlan
-	for i := range int(ptr.Deref(d.Spec.Replicas, 1)) {
-		out = append(out, podPlan{namespace: d.Namespace, workload: d.Name, name: fmt.Sprintf("%s-%s-%d", d.Name, shortHash(hash), i),
-			node: nodes[i%len(nodes)], ownNetns: true, tmpl: d.Spec.Template, hash: hash})
-	}
-	return out
+	return k.probe(p), nil
 }
 
-// outdatedPods are the pods of a Deployment's previous templates that a
-// rolling update keeps until every replica of the current template is
-// ready (maxUnavailable 0, as the waypoint's Deployment asks).
-func (k *kubelet) outdatedPods(d *appsv1.Deployment) []*componentPod {
-	hash := templateHash(d.Spec.Template)
-	var current int32
-	var old []*componentPod
-	for _, cp := range k.componentPodsIn(d.Namespace, d.Name) {
-		switch {
-		case cp.hash != hash:
-			old = append(old, cp)
-		case cp.Ready:
-			current++
-		}
-	}
-	if current >= ptr.Deref(d.Spec.Replicas, 1) {
+// Stop stops the container within grace and removes the pod's netns.
+func (k *kubelet) Stop(ctx context.Context, p *componentPod, _ kubestandin.StopReason, grace time.Duration) error {
+	c := p.State
+	if c == nil {
 		return nil
 	}
-	return old
-}
-
-// ensurePod creates the Pod object when missing, starts its process
-// when its volumes can be filled, and probes it.
-func (k *kubelet) ensurePod(ctx context.Context, plan podPlan) error {
-	cs := k.m.Clientset
-	ns, name, node, tmpl := plan.namespace, plan.name, plan.node, plan.tmpl
-	key := podKey(ns, name)
-	k.mu.Lock()
-	cp := k.pods[key]
-	k.mu.Unlock()
-	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		if cp != nil {
-			k.stopPod(cp)
-		}
-		pod = &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: tmpl.Labels, Annotations: tmpl.Annotations},
-			Spec:       *tmpl.Spec.DeepCopy(),
-		}
-		pod.Spec.NodeName = ControlPlaneNode
-		if node != nil {
-			pod.Spec.NodeName = node.Name
-		}
-		if pod, err = cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("creating pod %s/%s: %w", ns, name, err)
-		}
-		cp = k.track(plan, pod)
-	case err != nil:
-		return err
-	case cp == nil || cp.Pod.UID != pod.UID:
-		if cp != nil {
-			k.stopPod(cp)
-		}
-		cp = k.track(plan, pod)
+	if c.proc != nil {
+		c.proc.Stop(grace)
 	}
-	cp.Pod = pod
-	if pod.DeletionTimestamp != nil {
-		return k.finishDeletion(ctx, cp)
+	if c.sandbox != nil {
+		return k.m.removeSandbox(ctx, c.sandbox)
 	}
-	if cp.Proc == nil || cp.Proc.Exited() {
-		if err := k.start(ctx, cp); err != nil {
-			return fmt.Errorf("pod %s/%s: %w", ns, name, err)
-		}
-	} else if err := k.refreshConfigMaps(ctx, cp); err != nil {
-		return err
-	}
-	return k.probe(ctx, cp)
-}
-
-func (k *kubelet) track(plan podPlan, pod *corev1.Pod) *componentPod {
-	cp := &componentPod{Workload: plan.workload, Node: plan.node, Pod: pod, hash: plan.hash}
-	if plan.ownNetns {
-		cp.sandbox = &podSandbox{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID), Node: plan.node,
-			Netns: podNetnsName(pod.Namespace, pod.Name)}
-	}
-	k.mu.Lock()
-	k.pods[podKey(pod.Namespace, pod.Name)] = cp
-	k.mu.Unlock()
-	return cp
-}
-
-// stopPod stops the pod's container and removes its netns (an untracked
-// pod's leftovers: its object was replaced or removed behind our back).
-func (k *kubelet) stopPod(cp *componentPod) {
-	if cp.Proc != nil {
-		cp.Proc.Stop(10 * time.Second)
-	}
-	if cp.sandbox != nil {
-		if err := k.m.removeSandbox(context.Background(), cp.sandbox); err != nil {
-			k.m.debugf("%s: removing its netns: %v", cp.Pod.Name, err)
-		}
-	}
-}
-
-// finishDeletion does what a kubelet does for a pod being deleted: stop its
-// container within the grace period, tear its network down, then remove
-// the object.
-func (k *kubelet) finishDeletion(ctx context.Context, cp *componentPod) error {
-	if cp.Proc != nil {
-		grace := time.Duration(ptr.Deref(cp.Pod.DeletionGracePeriodSeconds, 30)) * time.Second
-		cp.Proc.Stop(grace)
-	}
-	if cp.sandbox != nil {
-		if err := k.m.removeSandbox(ctx, cp.sandbox); err != nil {
-			return fmt.Errorf("pod %s/%s: %w", cp.Pod.Namespace, cp.Pod.Name, err)
-		}
-	}
-	err := k.m.Clientset.CoreV1().Pods(cp.Pod.Namespace).Delete(ctx, cp.Pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
-	k.mu.Lock()
-	delete(k.pods, podKey(cp.Pod.Namespace, cp.Pod.Name))
-	k.mu.Unlock()
 	return nil
 }
 
-// reapDeleted deletes the pods no workload wants any more (scaled down,
-// replaced by a rollout, or of a deleted workload: the workload
-// controllers' and the garbage collector's part). The delete is graceful
-// first, so that the control plane sees the pod terminating while its
-// container drains, then final.
-func (k *kubelet) reapDeleted(ctx context.Context, want map[string]bool) error {
-	k.mu.Lock()
-	var gone []*componentPod
-	for key, cp := range k.pods {
-		if !want[key] {
-			gone = append(gone, cp)
-		}
-	}
-	k.mu.Unlock()
-	var errs []error
-	for _, cp := range gone {
-		pods := k.m.Clientset.CoreV1().Pods(cp.Pod.Namespace)
-		if err := pods.Delete(ctx, cp.Pod.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, err)
-			continue
-		}
-		if pod, err := pods.Get(ctx, cp.Pod.Name, metav1.GetOptions{}); err == nil {
-			cp.Pod = pod
-		}
-		errs = append(errs, k.finishDeletion(ctx, cp))
-	}
-	return errors.Join(errs...)
-}
-
 // start fills the pod's volumes and starts its (single) container.
-func (k *kubelet) start(ctx context.Context, cp *componentPod) error {
-	pod := cp.Pod
+func (k *kubelet) start(ctx context.Context, p *componentPod) error {
+	pod := p.Object
 	if len(pod.Spec.Containers) != 1 {
 		return fmt.Errorf("expected one container, found %d", len(pod.Spec.Containers))
 	}
-	if cp.sandbox != nil && cp.sandbox.IP == "" {
-		if err := k.m.addSandbox(ctx, cp.sandbox); err != nil {
-			return err
-		}
-		// The IP is known before the container starts, as with a runtime.
-		if err := k.m.setPodStatus(ctx, cp.Pod, cp.sandbox.IP, k.hostIP(cp), false); err != nil {
-			return err
-		}
-	}
 	c := pod.Spec.Containers[0]
 	dir := filepath.Join(k.m.StateDir, "pods", pod.Namespace, pod.Name)
-	paths, err := k.volumes(ctx, cp, dir, c)
+	paths, err := k.volumes(ctx, p, dir, c)
 	if err != nil {
 		return err
 	}
-	env, err := k.env(ctx, cp, dir, c)
+	env, err := k.env(ctx, p, dir, c)
 	if err != nil {
 		return err
 	}
@@ -382,17 +189,17 @@ func (k *kubelet) start(ctx context.Context, cp *componentPod) error {
 	bin := filepath.Join(k.m.BinDir, c.Name)
 	netns := ""
 	switch {
-	case cp.sandbox != nil:
-		netns = cp.sandbox.Netns
-	case cp.Node != nil:
-		netns = cp.Node.Name
+	case p.State.sandbox != nil:
+		netns = p.State.sandbox.Netns
+	case p.State.node != nil:
+		netns = p.State.node.Name
 	}
 	k.m.debugf("%s: paths %v", pod.Name, paths)
 	proc, err := startProc(k.m.state, k.m.LogDir(), pod.Name, netns, bin, args, env)
 	if err != nil {
 		return err
 	}
-	cp.Proc, cp.Ready = proc, false
+	p.State.proc, p.Ready = proc, false
 	k.m.logf("started %s (pid %d) on %s", pod.Name, proc.PID(), pod.Spec.NodeName)
 	return nil
 }
@@ -428,13 +235,13 @@ func expandVars(s string, values map[string]string) string {
 }
 
 // volumes writes each mounted volume into dir and returns the path map.
-func (k *kubelet) volumes(ctx context.Context, cp *componentPod, dir string, c corev1.Container) (pathMap, error) {
+func (k *kubelet) volumes(ctx context.Context, p *componentPod, dir string, c corev1.Container) (pathMap, error) {
 	var paths pathMap
 	for image, bin := range imagePaths {
 		paths.add(image, filepath.Join(k.m.BinDir, bin))
 	}
 	byName := map[string]corev1.Volume{}
-	for _, v := range cp.Pod.Spec.Volumes {
+	for _, v := range p.Object.Spec.Volumes {
 		byName[v.Name] = v
 	}
 	var configFiles []string
@@ -446,12 +253,12 @@ func (k *kubelet) volumes(ctx context.Context, cp *componentPod, dir string, c c
 		src := filepath.Join(dir, "volumes", v.Name)
 		switch {
 		case v.HostPath != nil:
-			src = k.hostPath(cp.Node, v.HostPath.Path)
+			src = k.hostPath(p.State.node, v.HostPath.Path)
 			if err := os.MkdirAll(src, 0o755); err != nil {
 				return nil, err
 			}
 		case v.ConfigMap != nil:
-			files, err := k.configMapFiles(ctx, cp.Pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Items)
+			files, err := k.configMapFiles(ctx, p.Object.Namespace, v.ConfigMap.Name, v.ConfigMap.Items)
 			if err != nil {
 				return nil, err
 			}
@@ -462,7 +269,7 @@ func (k *kubelet) volumes(ctx context.Context, cp *componentPod, dir string, c c
 				configFiles = append(configFiles, filepath.Join(src, name))
 			}
 		case v.Secret != nil:
-			files, err := k.secretFiles(ctx, cp.Pod.Namespace, v.Secret.SecretName, v.Secret.Items)
+			files, err := k.secretFiles(ctx, p.Object.Namespace, v.Secret.SecretName, v.Secret.Items)
 			if err != nil {
 				return nil, err
 			}
@@ -470,7 +277,7 @@ func (k *kubelet) volumes(ctx context.Context, cp *componentPod, dir string, c c
 				return nil, err
 			}
 		case v.Projected != nil:
-			files, err := k.projectedFiles(ctx, cp.Pod, v.Projected)
+			files, err := k.projectedFiles(ctx, p.Object, v.Projected)
 			if err != nil {
 				return nil, err
 			}
@@ -497,10 +304,10 @@ func (k *kubelet) volumes(ctx context.Context, cp *componentPod, dir string, c c
 			return nil, err
 		}
 	}
-	cp.configMaps = nil
-	for _, v := range cp.Pod.Spec.Volumes {
+	p.State.configMaps = nil
+	for _, v := range p.Object.Spec.Volumes {
 		if v.ConfigMap != nil {
-			cp.configMaps = append(cp.configMaps, configMapVolume{name: v.ConfigMap.Name, items: v.ConfigMap.Items,
+			p.State.configMaps = append(p.State.configMaps, configMapVolume{name: v.ConfigMap.Name, items: v.ConfigMap.Items,
 				dir: filepath.Join(dir, "volumes", v.Name), paths: paths})
 		}
 	}
@@ -509,9 +316,9 @@ func (k *kubelet) volumes(ctx context.Context, cp *componentPod, dir string, c c
 
 // refreshConfigMaps rewrites a running pod's ConfigMap volumes when the
 // ConfigMaps changed, as the kubelet's volume sync does.
-func (k *kubelet) refreshConfigMaps(ctx context.Context, cp *componentPod) error {
-	for _, v := range cp.configMaps {
-		files, err := k.configMapFiles(ctx, cp.Pod.Namespace, v.name, v.items)
+func (k *kubelet) refreshConfigMaps(ctx context.Context, p *componentPod) error {
+	for _, v := range p.State.configMaps {
+		files, err := k.configMapFiles(ctx, p.Object.Namespace, v.name, v.items)
 		if err != nil {
 			continue // a deleted ConfigMap leaves the last content, like the kubelet
 		}
@@ -645,8 +452,8 @@ func (m *Mesh) podToken(ctx context.Context, pod *corev1.Pod, audience string, s
 // KUBECONFIG: a kubeconfig with the pod's service-account token, which
 // stands in for the in-cluster config (there is no cluster network); not
 // for a pod whose spec turns the token's automount off.
-func (k *kubelet) env(ctx context.Context, cp *componentPod, dir string, c corev1.Container) ([]string, error) {
-	pod := cp.Pod
+func (k *kubelet) env(ctx context.Context, p *componentPod, dir string, c corev1.Container) ([]string, error) {
+	pod := p.Object
 	var env []string
 	for _, e := range c.Env {
 		value := e.Value
@@ -661,7 +468,7 @@ func (k *kubelet) env(ctx context.Context, cp *componentPod, dir string, c corev
 			case "spec.serviceAccountName":
 				value = pod.Spec.ServiceAccountName
 			case "status.podIP":
-				value = k.podIP(cp)
+				value = p.IP
 			default:
 				return nil, fmt.Errorf("env %s: field %s not supported", e.Name, e.ValueFrom.FieldRef.FieldPath)
 			}
@@ -682,197 +489,76 @@ func (k *kubelet) env(ctx context.Context, cp *componentPod, dir string, c corev
 	return append(env, "KUBECONFIG="+kubeconfig), nil
 }
 
-// podIP is the pod's own address, or its node's for a host-network pod.
-func (k *kubelet) podIP(cp *componentPod) string {
-	if cp.sandbox != nil {
-		return cp.sandbox.IP
-	}
-	return k.hostIP(cp)
-}
-
-func (k *kubelet) hostIP(cp *componentPod) string {
-	if cp.Node == nil {
-		return "127.0.0.1"
-	}
-	return cp.Node.UnderlayIP
-}
-
 // netnsPath is where the pod's container runs ("": the root netns).
-func (cp *componentPod) netnsPath() string {
+func (c *container) netnsPath() string {
 	switch {
-	case cp.sandbox != nil:
-		return cp.sandbox.NetnsPath()
-	case cp.Node != nil:
-		return cp.Node.NetnsPath()
+	case c == nil:
+		return ""
+	case c.sandbox != nil:
+		return c.sandbox.NetnsPath()
+	case c.node != nil:
+		return c.node.NetnsPath()
 	}
 	return ""
 }
 
-// probe runs the container's HTTP readiness probe (inside the pod's netns)
-// and reports the result in the Pod's status.
-func (k *kubelet) probe(ctx context.Context, cp *componentPod) error {
-	c := cp.Pod.Spec.Containers[0]
-	ready := false
-	if cp.Proc != nil && !cp.Proc.Exited() {
-		ready = true
-		if p := c.ReadinessProbe; p != nil && p.HTTPGet != nil {
-			url := fmt.Sprintf("http://127.0.0.1:%d%s", p.HTTPGet.Port.IntValue(), p.HTTPGet.Path)
-			client := &http.Client{Timeout: time.Second}
-			if path := cp.netnsPath(); path != "" {
-				client = HTTPClientIn(path, time.Second)
-			}
-			resp, err := client.Get(url)
-			ready = err == nil && resp.StatusCode < 400
-			if err == nil {
-				resp.Body.Close()
-			}
-		}
+// probe runs the container's HTTP readiness probe (inside the pod's netns).
+func (k *kubelet) probe(p *componentPod) bool {
+	if c := p.State; c.proc == nil || c.proc.Exited() {
+		return false
 	}
-	if ready == cp.Ready && cp.Pod.Status.Phase == corev1.PodRunning {
-		return nil
+	probe := p.Object.Spec.Containers[0].ReadinessProbe
+	if probe == nil || probe.HTTPGet == nil {
+		return true
 	}
-	cp.Ready = ready
-	return k.m.setPodStatus(ctx, cp.Pod, k.podIP(cp), k.hostIP(cp), ready)
-}
-
-// setPodStatus writes what a kubelet reports: Running, the IPs, readiness.
-func (m *Mesh) setPodStatus(ctx context.Context, pod *corev1.Pod, ip, hostIP string, ready bool) error {
-	cond := corev1.ConditionFalse
-	if ready {
-		cond = corev1.ConditionTrue
+	url := fmt.Sprintf("http://127.0.0.1:%d%s", probe.HTTPGet.Port.IntValue(), probe.HTTPGet.Path)
+	hc := &http.Client{Timeout: time.Second}
+	if path := p.State.netnsPath(); path != "" {
+		hc = HTTPClientIn(path, time.Second)
 	}
-	now := metav1.Now()
-	p := pod.DeepCopy()
-	p.Status.Phase = corev1.PodRunning
-	p.Status.PodIP = ip
-	p.Status.PodIPs = []corev1.PodIP{{IP: ip}}
-	p.Status.HostIP = hostIP
-	p.Status.HostIPs = []corev1.HostIP{{IP: hostIP}}
-	if p.Status.StartTime == nil {
-		p.Status.StartTime = &now
-	}
-	p.Status.Conditions = []corev1.PodCondition{
-		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: corev1.ContainersReady, Status: cond, LastTransitionTime: now},
-		{Type: corev1.PodReady, Status: cond, LastTransitionTime: now},
-	}
-	var statuses []corev1.ContainerStatus
-	for _, c := range p.Spec.Containers {
-		statuses = append(statuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image, Ready: ready, Started: ptr.To(true),
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: *p.Status.StartTime}}})
-	}
-	p.Status.ContainerStatuses = statuses
-	updated, err := m.Clientset.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	resp, err := hc.Get(url)
 	if err != nil {
-		return fmt.Errorf("pod %s status: %w", p.Name, err)
+		return false
 	}
-	*pod = *updated
-	return nil
+	resp.Body.Close()
+	return resp.StatusCode < 400
 }
 
-func (k *kubelet) counts(namespace, workload, hash string) (total, ready, updated int32) {
-	for _, cp := range k.componentPodsIn(namespace, workload) {
-		total++
-		if cp.hash == hash {
-			updated++
-		}
-		if cp.Ready {
-			ready++
-		}
-	}
-	return
-}
-
-func (k *kubelet) deploymentStatus(ctx context.Context, d *appsv1.Deployment) error {
-	total, ready, updated := k.counts(d.Namespace, d.Name, templateHash(d.Spec.Template))
-	s := appsv1.DeploymentStatus{
-		ObservedGeneration: d.Generation, Replicas: total, UpdatedReplicas: updated,
-		ReadyReplicas: ready, AvailableReplicas: ready, UnavailableReplicas: total - ready,
-	}
-	if d.Status.ObservedGeneration == s.ObservedGeneration && d.Status.Replicas == s.Replicas &&
-		d.Status.ReadyReplicas == s.ReadyReplicas && d.Status.UpdatedReplicas == s.UpdatedReplicas {
-		return nil
-	}
-	d.Status = s
-	_, err := k.m.Clientset.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
-	return ignoreConflict(err)
-}
-
-func (k *kubelet) daemonSetStatus(ctx context.Context, ds *appsv1.DaemonSet) error {
-	total, ready, updated := k.counts(ds.Namespace, ds.Name, templateHash(ds.Spec.Template))
-	desired := int32(len(k.m.Nodes))
-	s := appsv1.DaemonSetStatus{
-		ObservedGeneration: ds.Generation, DesiredNumberScheduled: desired, CurrentNumberScheduled: total,
-		NumberReady: ready, NumberAvailable: ready, UpdatedNumberScheduled: updated, NumberUnavailable: max(desired-ready, 0),
-	}
-	old := ds.Status
-	if old.ObservedGeneration == s.ObservedGeneration && old.DesiredNumberScheduled == s.DesiredNumberScheduled &&
-		old.CurrentNumberScheduled == s.CurrentNumberScheduled && old.NumberReady == s.NumberReady &&
-		old.UpdatedNumberScheduled == s.UpdatedNumberScheduled {
-		return nil
-	}
-	ds.Status = s
-	_, err := k.m.Clientset.AppsV1().DaemonSets(ds.Namespace).UpdateStatus(ctx, ds, metav1.UpdateOptions{})
-	return ignoreConflict(err)
-}
-
-func ignoreConflict(err error) error {
-	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
-}
-
-// componentPods returns the mesh's component pods whose workload is name
-// (and on node, when node is not empty), sorted by pod name.
-func (k *kubelet) componentPods(workload, node string) []*componentPod {
+// componentPods returns the pods of a workload in namespace (and on node,
+// when node is not empty), sorted by name.
+func (m *Mesh) componentPods(namespace, workload, node string) []*componentPod {
 	var out []*componentPod
-	for _, cp := range k.componentPodsIn(k.m.Namespace, workload) {
-		if node == "" || cp.Pod.Spec.NodeName == node {
-			out = append(out, cp)
+	for _, p := range m.standin.Pods() {
+		if p.Object.Namespace == namespace && p.Workload == workload && (node == "" || p.Object.Spec.NodeName == node) {
+			out = append(out, p)
 		}
 	}
-	return out
-}
-
-// componentPodsIn returns the pods of a workload in namespace, sorted by name.
-func (k *kubelet) componentPodsIn(namespace, workload string) []*componentPod {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	var out []*componentPod
-	for _, cp := range k.pods {
-		if cp.Workload == workload && cp.Pod.Namespace == namespace {
-			out = append(out, cp)
-		}
-	}
-	slices.SortFunc(out, func(a, b *componentPod) int { return strings.Compare(a.Pod.Name, b.Pod.Name) })
 	return out
 }
 
 // stopAll stops every component process (the control plane last). Pod
 // netns are left to Down, which deletes every netns the mesh made.
-func (k *kubelet) stopAll(grace time.Duration) {
-	k.mu.Lock()
-	pods := make([]*componentPod, 0, len(k.pods))
-	for _, cp := range k.pods {
-		pods = append(pods, cp)
-	}
-	k.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, cp := range pods {
-		if cp.sandbox != nil {
-			cp.sandbox.closeForwarder()
+func (m *Mesh) stopAll(grace time.Duration) {
+	var running []*container
+	for _, p := range m.standin.Pods() {
+		if p.State != nil {
+			running = append(running, p.State)
 		}
-		if cp.Proc != nil && cp.Node != nil {
+	}
+	var wg sync.WaitGroup
+	for _, c := range running {
+		if c.sandbox != nil {
+			c.sandbox.closeForwarder()
+		}
+		if c.proc != nil && c.node != nil {
 			wg.Add(1)
-			go func() { defer wg.Done(); cp.Proc.Stop(grace) }()
+			go func() { defer wg.Done(); c.proc.Stop(grace) }()
 		}
 	}
 	wg.Wait()
-	for _, cp := range pods {
-		if cp.Proc != nil {
-			cp.Proc.Stop(grace)
+	for _, c := range running {
+		if c.proc != nil {
+			c.proc.Stop(grace)
 		}
 	}
 }
@@ -880,14 +566,24 @@ func (k *kubelet) stopAll(grace time.Duration) {
 // Component returns the running process of a workload's pod on node
 // ("" for the control-plane node's Deployment pod).
 func (m *Mesh) Component(workload, node string) (*Proc, error) {
+	p, err := m.runningPod(workload, node)
+	if err != nil {
+		return nil, err
+	}
+	return p.State.proc, nil
+}
+
+// runningPod is the mesh workload's first pod on node ("": the
+// control-plane node) that has a process.
+func (m *Mesh) runningPod(workload, node string) (*componentPod, error) {
 	if node == "" {
 		node = ControlPlaneNode
 	}
-	pods := m.kubelet.componentPods(workload, node)
-	if len(pods) == 0 || pods[0].Proc == nil {
+	pods := m.componentPods(m.Namespace, workload, node)
+	if len(pods) == 0 || pods[0].State == nil || pods[0].State.proc == nil {
 		return nil, fmt.Errorf("no %s pod runs on %s", workload, node)
 	}
-	return pods[0].Proc, nil
+	return pods[0], nil
 }
 
 // RestartComponent restarts a component's container the way a kubelet
@@ -895,18 +591,14 @@ func (m *Mesh) Component(workload, node string) (*Proc, error) {
 // With surge, the new process starts right after SIGTERM, beside the
 // draining one, as a rolling DaemonSet update with surge does.
 func (m *Mesh) RestartComponent(ctx context.Context, workload, node string, grace time.Duration, surge bool) error {
-	if node == "" {
-		node = ControlPlaneNode
+	p, err := m.runningPod(workload, node)
+	if err != nil {
+		return err
 	}
-	pods := m.kubelet.componentPods(workload, node)
-	if len(pods) == 0 || pods[0].Proc == nil {
-		return fmt.Errorf("no %s pod runs on %s", workload, node)
-	}
-	cp := pods[0]
-	old := cp.Proc
+	old := p.State.proc
 	if surge {
 		_ = old.cmd.Process.Signal(syscall.SIGTERM)
-		if err := m.kubelet.start(ctx, cp); err != nil {
+		if err := m.kubelet.start(ctx, p); err != nil {
 			return err
 		}
 		go old.Stop(grace)
@@ -920,8 +612,8 @@ func (m *Mesh) RestartComponent(ctx context.Context, workload, node string, grac
 // process that passes its readiness probe.
 func (m *Mesh) WaitComponentReady(ctx context.Context, workload, node string, timeout time.Duration) error {
 	return testwait.Until(timeout, func() error {
-		pods := m.kubelet.componentPods(workload, node)
-		if len(pods) == 0 || pods[0].Proc == nil || pods[0].Proc.Exited() || !pods[0].Ready {
+		p, err := m.runningPod(workload, node)
+		if err != nil || p.State.proc.Exited() || !p.Ready {
 			return fmt.Errorf("%s on %s is not ready (see %s)", workload, node, m.LogDir())
 		}
 		return nil
@@ -930,12 +622,10 @@ func (m *Mesh) WaitComponentReady(ctx context.Context, workload, node string, ti
 
 // ComponentPIDs lists the PIDs of every component process still running.
 func (m *Mesh) ComponentPIDs() []int {
-	m.kubelet.mu.Lock()
-	defer m.kubelet.mu.Unlock()
 	var out []int
-	for _, cp := range m.kubelet.pods {
-		if cp.Proc != nil && !cp.Proc.Exited() {
-			out = append(out, cp.Proc.PID())
+	for _, p := range m.standin.Pods() {
+		if c := p.State; c != nil && c.proc != nil && !c.proc.Exited() {
+			out = append(out, c.proc.PID())
 		}
 	}
 	return out
@@ -954,9 +644,12 @@ type WorkloadPod struct {
 // WorkloadPods lists the pods of a Deployment or DaemonSet, sorted by name.
 func (m *Mesh) WorkloadPods(namespace, workload string) []WorkloadPod {
 	var out []WorkloadPod
-	for _, cp := range m.kubelet.componentPodsIn(namespace, workload) {
-		out = append(out, WorkloadPod{Name: cp.Pod.Name, Node: cp.Pod.Spec.NodeName, IP: m.kubelet.podIP(cp),
-			NetnsPath: cp.netnsPath(), Ready: cp.Ready, Proc: cp.Proc})
+	for _, p := range m.componentPods(namespace, workload, "") {
+		wp := WorkloadPod{Name: p.Object.Name, Node: p.Object.Spec.NodeName, IP: p.IP, Ready: p.Ready}
+		if p.State != nil {
+			wp.NetnsPath, wp.Proc = p.State.netnsPath(), p.State.proc
+		}
+		out = append(out, wp)
 	}
 	return out
 }

@@ -5,9 +5,11 @@
 // each running the real ztunnel and CNI node agent, and the pods of
 // waypoints' Deployments (the real waypoint proxy) and of the tests, each
 // in its own network namespace on a node. The harness plays the kubelet
-// (see kubelet.go, sandbox.go and pods.go) and the garbage collector
-// (gc.go). `make demo` and `make test-e2e` both bring it up through Up;
-// Down (or `make demo-down`) removes it from its state file.
+// and the workload controllers (test/testenv/kubestandin, running pods
+// through kubelet.go and sandbox.go; the tests' pods: pods.go) and the
+// garbage collector (kubestandin for pods, gc.go for waypoints). `make
+// demo` and `make test-e2e` both bring it up through Up; Down (or `make
+// demo-down`) removes it from its state file.
 package localmesh
 
 import (
@@ -38,6 +40,7 @@ import (
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
+	"github.com/ambientmesh/ambient-operator/test/testenv/kubestandin"
 )
 
 // MeshName is the AmbientMesh singleton's name.
@@ -77,6 +80,7 @@ type Mesh struct {
 	state      *State
 	log        io.Writer
 	kubelet    *kubelet
+	standin    *kubestandin.StandIn[*container]
 	forwarders []*Forwarder
 	system     []*Proc // cert-manager, operator
 	stopSync   context.CancelFunc
@@ -144,7 +148,7 @@ func Up(ctx context.Context, o Options) (m *Mesh, err error) {
 	m = &Mesh{StateDir: o.StateDir, BinDir: o.BinDir, RepoRoot: o.RepoRoot,
 		Namespace: meshv1alpha1.DefaultNamespace, log: o.Log,
 		state: &State{dir: o.StateDir, DriverPID: os.Getpid()}}
-	m.kubelet = &kubelet{m: m, pods: map[string]*componentPod{}, cpDir: filepath.Join(o.StateDir, "nodes", ControlPlaneNode)}
+	m.kubelet = &kubelet{m: m, cpDir: filepath.Join(o.StateDir, "nodes", ControlPlaneNode)}
 	if err := m.state.update(func(*State) {}); err != nil {
 		return nil, err
 	}
@@ -363,6 +367,8 @@ func (m *Mesh) applySample(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The stand-in needs the API client and the nodes, which exist by now.
+	m.standin = m.newStandIn()
 	sctx, cancel := context.WithCancel(context.Background())
 	m.stopSync, m.syncDone = cancel, make(chan struct{})
 	go m.syncLoop(sctx)
@@ -377,7 +383,7 @@ func (m *Mesh) syncLoop(ctx context.Context) {
 	defer logf.Close()
 	last := ""
 	for ctx.Err() == nil {
-		if err := m.kubelet.sync(ctx); err != nil && ctx.Err() == nil && err.Error() != last {
+		if err := m.syncWorkloads(ctx); err != nil && ctx.Err() == nil && err.Error() != last {
 			last = err.Error()
 			fmt.Fprintf(logf, "%s %v\n", time.Now().Format(time.RFC3339), err)
 		}
@@ -438,7 +444,9 @@ func (m *Mesh) Down() {
 		if m.apps != nil {
 			m.apps.close()
 		}
-		m.kubelet.stopAll(5 * time.Second)
+		if m.standin != nil {
+			m.stopAll(5 * time.Second)
+		}
 		for i := len(m.system) - 1; i >= 0; i-- {
 			m.system[i].Stop(10 * time.Second)
 		}

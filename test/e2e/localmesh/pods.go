@@ -17,6 +17,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/ambientmesh/ambient-operator/test/testenv/kubestandin"
 )
 
 // debianCNIDir holds Debian's containernetworking-plugins.
@@ -135,7 +137,7 @@ func (m *Mesh) addPod(ctx context.Context, namespace, name, sa string, node *Nod
 	if err := serve(p); err != nil {
 		return nil, err
 	}
-	if err := m.setPodStatus(ctx, created, p.IP, node.UnderlayIP, true); err != nil {
+	if err := kubestandin.WritePodStatus(ctx, m.Client, created, p.IP, node.UnderlayIP, true); err != nil {
 		return nil, err
 	}
 	m.apps.mu.Lock()
