@@ -10,20 +10,16 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/bootstrap"
 	"github.com/ambientmesh/ambient-operator/dataplane/waypoint"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/version"
-	"github.com/ambientmesh/ambient-operator/internal/workers"
 )
 
 type options struct {
@@ -36,7 +32,6 @@ type options struct {
 	drainPeriod    time.Duration
 	minDrainPeriod time.Duration
 	accessLog      bool
-	showVersion    bool
 }
 
 func bindFlags(fs *flag.FlagSet) *options {
@@ -51,38 +46,15 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.minDrainPeriod, "min-drain-period", 2*time.Second,
 		"On SIGTERM, how long new connections are still accepted (with HTTP/1.1 \"Connection: close\") while the mesh learns the pod is terminating.")
 	fs.BoolVar(&o.accessLog, "access-log", true, "Write one JSON access-log line per request to stdout.")
-	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	return o
 }
 
 func main() {
 	o := bindFlags(flag.CommandLine)
 	flag.Parse()
-	if o.showVersion {
-		fmt.Println(version.String("waypoint"))
-		return
-	}
-	log := funcr.NewJSON(func(obj string) { fmt.Fprintln(os.Stderr, obj) }, funcr.Options{LogTimestamp: true, Verbosity: o.cp.Verbosity})
-	// The performance devices, each on unless its AMBIENT_PERF_* variable says off
-	// (docs/performance.md). Like ztunnel, the waypoint serves in short bursts: keep the
-	// runtime's monitor from deep sleep (see bootstrap.SysmonAwake).
-	perf, err := bootstrap.PerfDevicesFromEnv(os.Getenv)
-	if err != nil {
-		log.Error(err, "waypoint failed")
-		os.Exit(1)
-	}
-	if perf.SysmonAwake {
-		if err := bootstrap.KeepSysmonAwake(); err != nil {
-			log.Error(err, "running with the Go runtime's default monitor thread; requests take longer")
-		}
-	}
-	workers.SetReuse(perf.Workers)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx, o, log); err != nil {
-		log.Error(err, "waypoint failed")
-		os.Exit(1)
-	}
+	bootstrap.Main("waypoint", &o.cp, func(ctx context.Context, log logr.Logger, _ bootstrap.PerfDevices) error {
+		return run(ctx, o, log)
+	})
 }
 
 // applyMeshConfig fills options the flags left empty from the mesh config (or its defaults).

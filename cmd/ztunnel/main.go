@@ -10,13 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/bootstrap"
@@ -24,7 +21,6 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/inpod"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/version"
-	"github.com/ambientmesh/ambient-operator/internal/workers"
 )
 
 type options struct {
@@ -37,7 +33,6 @@ type options struct {
 	handoverGrace  time.Duration
 	lazyStart      time.Duration
 	workerThreads  int
-	showVersion    bool
 }
 
 func bindFlags(fs *flag.FlagSet) *options {
@@ -55,40 +50,18 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.handoverGrace, "handover-grace", 2*time.Second, "On SIGTERM, how long to keep accepting while a successor takes over the pods.")
 	fs.DurationVar(&o.lazyStart, "lazy-start-timeout", 10*time.Second, "How long a connection waits for its workload's configuration and certificate.")
 	fs.IntVar(&o.workerThreads, "worker-threads", 0, "Threads running Go code (GOMAXPROCS); 0: half the CPUs available to the process, at least 1 ($GOMAXPROCS, when set, wins over that default).")
-	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	return o
 }
 
 func main() {
 	o := bindFlags(flag.CommandLine)
 	flag.Parse()
-	if o.showVersion {
-		fmt.Println(version.String("ztunnel"))
-		return
-	}
-	log := funcr.NewJSON(func(obj string) { fmt.Fprintln(os.Stderr, obj) }, funcr.Options{LogTimestamp: true, Verbosity: o.cp.Verbosity})
-	// The performance devices, each on unless its AMBIENT_PERF_* variable says off
-	// (docs/performance.md).
-	perf, err := bootstrap.PerfDevicesFromEnv(os.Getenv)
-	if err != nil {
-		log.Error(err, "ztunnel failed")
-		os.Exit(1)
-	}
-	if perf.SysmonAwake {
-		if err := bootstrap.KeepSysmonAwake(); err != nil {
-			log.Error(err, "running with the Go runtime's default monitor thread; new connections take longer")
+	bootstrap.Main("ztunnel", &o.cp, func(ctx context.Context, log logr.Logger, perf bootstrap.PerfDevices) error {
+		if n := workerThreads(o.workerThreads, os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)); n > 0 {
+			runtime.GOMAXPROCS(n)
 		}
-	}
-	workers.SetReuse(perf.Workers)
-	if n := workerThreads(o.workerThreads, os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)); n > 0 {
-		runtime.GOMAXPROCS(n)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx, o, perf, log); err != nil {
-		log.Error(err, "ztunnel failed")
-		os.Exit(1)
-	}
+		return run(ctx, o, perf, log)
+	})
 }
 
 // applyMeshConfig fills options the flags left empty from the mesh config (or its defaults).

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/pemcert"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 )
 
@@ -74,25 +75,16 @@ func ClampTTL(requested, def, minTTL, maxTTL time.Duration) time.Duration {
 	return min(max(ttl, minTTL), maxTTL)
 }
 
-// SplitPEMCertificates parses every CERTIFICATE block of a PEM bundle, in order.
+// SplitPEMCertificates parses every CERTIFICATE block of a PEM bundle, in order, and
+// returns each certificate also as a PEM block of its own.
 func SplitPEMCertificates(data []byte) ([]*x509.Certificate, []string, error) {
-	var certs []*x509.Certificate
-	var pems []string
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, nil, err
-		}
-		certs = append(certs, c)
-		pems = append(pems, string(pem.EncodeToMemory(block)))
+	certs, err := pemcert.Parse(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	pems := make([]string, len(certs))
+	for i, c := range certs {
+		pems[i] = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 	}
 	return certs, pems, nil
 }

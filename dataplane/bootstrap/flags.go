@@ -14,7 +14,8 @@ import (
 )
 
 // Flags are the command-line settings both proxies share: where the mesh config is, how
-// to reach and trust the control plane, the certificate lifetime and the log verbosity.
+// to reach and trust the control plane, the certificate lifetime, the log verbosity and
+// -version.
 // Empty values are filled from the mesh config by Resolve.
 type Flags struct {
 	MeshConfig    string
@@ -26,6 +27,7 @@ type Flags struct {
 	TokenFile     string
 	CertTTL       time.Duration
 	Verbosity     int
+	ShowVersion   bool
 	// The proxy's own local endpoints; "-" disables one.
 	AdminAddress, MetricsAddress, ReadinessAddress string
 }
@@ -44,6 +46,7 @@ func (f *Flags) Bind(fs *flag.FlagSet, who string) {
 	fs.StringVar(&f.MetricsAddress, "metrics-address", "", `Prometheus metrics (default :15020; "-" disables).`)
 	fs.StringVar(&f.ReadinessAddress, "readiness-address", "", `Readiness /healthz/ready (default :15021; "-" disables).`)
 	fs.IntVar(&f.Verbosity, "v", 0, "Log verbosity.")
+	fs.BoolVar(&f.ShowVersion, "version", false, "Print the version and exit.")
 	fs.Func("log-level", "debug, info, warn or error (debug sets -v=1; the operator passes it).", func(level string) error {
 		switch level {
 		case "debug":

@@ -1,11 +1,18 @@
 package bootstrap
 
-import "fmt"
+import (
+	"fmt"
+	"os"
+
+	"github.com/go-logr/logr"
+
+	"github.com/ambientmesh/ambient-operator/internal/workers"
+)
 
 // PerfDevices says which of the proxies' performance devices are on (docs/performance.md
 // describes each, with the measurement behind it). All are on by default; each has an
-// environment variable that turns it off, read once at start by cmd/ztunnel and
-// cmd/waypoint:
+// environment variable that turns it off, read once at start by Main (cmd/ztunnel and
+// cmd/waypoint):
 //
 //	AMBIENT_PERF_SYSMON=off          no re-exec with SysmonAwake (ztunnel, waypoint)
 //	AMBIENT_PERF_WORKERS=off         a new goroutine for each connection's work instead of a
@@ -51,4 +58,23 @@ func PerfDevicesFromEnv(getenv func(string) string) (PerfDevices, error) {
 		}
 	}
 	return d, nil
+}
+
+// startPerfDevices reads the switches from the environment and starts the devices both
+// proxies share: SysmonAwake, which re-executes the process and so must come before the
+// proxy starts anything, and goroutine reuse. The proxy's own devices (spare sockets) are
+// the caller's to apply from the result. A bad switch is an error; a failed re-exec is
+// only logged, since the proxy works without SysmonAwake, just slower.
+func startPerfDevices(log logr.Logger) (PerfDevices, error) {
+	perf, err := PerfDevicesFromEnv(os.Getenv)
+	if err != nil {
+		return PerfDevices{}, err
+	}
+	if perf.SysmonAwake {
+		if err := KeepSysmonAwake(); err != nil {
+			log.Error(err, "running with the Go runtime's default monitor thread; each burst of traffic takes longer")
+		}
+	}
+	workers.SetReuse(perf.Workers)
+	return perf, nil
 }

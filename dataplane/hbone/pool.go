@@ -36,21 +36,9 @@ type PoolConfig struct {
 	// IdleTimeout closes a connection that has had no stream for this long.
 	// Default 5 minutes; negative disables.
 	IdleTimeout time.Duration
-	// PingInterval sends an HTTP/2 PING when nothing was received for this
-	// long, and PingTimeout closes the connection if the PING is not answered.
-	// Defaults 30s and 15s; a negative PingInterval disables keepalives.
-	PingInterval time.Duration
-	PingTimeout  time.Duration
-	// HandshakeTimeout bounds TCP connect + TLS handshake (default 10s) on
-	// top of the caller's context.
-	HandshakeTimeout time.Duration
-	// MaxReadFrameSize is the largest DATA frame the pool accepts from
-	// servers (default 1 MiB: fewer frames per byte on bulk transfers).
-	MaxReadFrameSize uint32
-	// StreamWindow and ConnWindow are the HTTP/2 receive windows of the
-	// download direction (defaults 4 MiB and 16 MiB).
-	StreamWindow int32
-	ConnWindow   int32
+	// ConnSettings: handshake timeout, keepalives, frame size and the receive
+	// windows (of the download direction), the same as the Server's.
+	ConnSettings
 }
 
 // DialRequest describes one tunneled stream.
@@ -143,26 +131,8 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		cfg.Dial = d.DialContext
 	}
 	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 5*time.Minute)
-	cfg.PingInterval = orDefault(cfg.PingInterval, 30*time.Second)
-	cfg.PingTimeout = orDefault(cfg.PingTimeout, 15*time.Second)
-	cfg.HandshakeTimeout = orDefault(cfg.HandshakeTimeout, 10*time.Second)
-	if cfg.MaxReadFrameSize == 0 {
-		cfg.MaxReadFrameSize = 1 << 20
-	}
-	if cfg.StreamWindow == 0 {
-		cfg.StreamWindow = 4 << 20
-	}
-	if cfg.ConnWindow == 0 {
-		cfg.ConnWindow = 16 << 20
-	}
+	cfg.ConnSettings = cfg.ConnSettings.withDefaults()
 	return &Pool{cfg: cfg, conns: map[poolKey][]*poolConn{}, dialing: map[poolKey]*dialCall{}}, nil
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 // Dial opens a tunneled stream to d.Target through d.Via and returns once the

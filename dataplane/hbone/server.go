@@ -71,8 +71,6 @@ type ServerConfig struct {
 	// MaxPendingHandshakes bounds the TLS handshakes in progress (default
 	// 128); the server closes more at once.
 	MaxPendingHandshakes int
-	// HandshakeTimeout bounds the TLS handshake (default 10s).
-	HandshakeTimeout time.Duration
 	// WriteTimeout ends a connection on which a write has not completed for
 	// this long (default 30s; it may fire after half of it): the client
 	// stopped reading. Negative disables.
@@ -81,17 +79,10 @@ type ServerConfig struct {
 	// (default 10 minutes, twice the Pool's own idle timeout; negative:
 	// never).
 	IdleTimeout time.Duration
-	// PingInterval / PingTimeout detect dead clients (defaults 30s / 15s;
-	// negative PingInterval disables).
-	PingInterval time.Duration
-	PingTimeout  time.Duration
-	// MaxReadFrameSize is the largest DATA frame accepted (default 1 MiB).
-	MaxReadFrameSize uint32
-	// StreamWindow and ConnWindow are the HTTP/2 receive windows (defaults
-	// 4 MiB and 16 MiB): large enough to keep a fast stream busy.
-	StreamWindow int32
-	ConnWindow   int32
-	Logger       logr.Logger
+	// ConnSettings: handshake timeout, keepalives, frame size and receive
+	// windows, the same as the Pool's.
+	ConnSettings
+	Logger logr.Logger
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -127,20 +118,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxPendingHandshakes <= 0 {
 		cfg.MaxPendingHandshakes = 128
 	}
-	cfg.HandshakeTimeout = orDefault(cfg.HandshakeTimeout, 10*time.Second)
 	cfg.WriteTimeout = orDefault(cfg.WriteTimeout, 30*time.Second)
 	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 10*time.Minute)
-	cfg.PingInterval = orDefault(cfg.PingInterval, 30*time.Second)
-	cfg.PingTimeout = orDefault(cfg.PingTimeout, 15*time.Second)
-	if cfg.MaxReadFrameSize == 0 {
-		cfg.MaxReadFrameSize = 1 << 20
-	}
-	if cfg.StreamWindow == 0 {
-		cfg.StreamWindow = 4 << 20
-	}
-	if cfg.ConnWindow == 0 {
-		cfg.ConnWindow = 16 << 20
-	}
+	cfg.ConnSettings = cfg.ConnSettings.withDefaults()
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = logr.Discard()
 	}

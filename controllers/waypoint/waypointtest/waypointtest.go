@@ -2,7 +2,8 @@
 // needs from the mesh without running the AmbientMesh controller (which
 // needs cert-manager): an AmbientMesh whose status says it is ready, the
 // mesh ConfigMap and the control plane's CA Secret. It also plays the
-// Deployment controller, which envtest does not run.
+// Deployment controller, which envtest does not run, and starts the suites of
+// the controllers that provision waypoints (suite.go).
 package waypointtest
 
 import (

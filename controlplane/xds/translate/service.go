@@ -48,7 +48,7 @@ func Service(mesh Mesh, svc *corev1.Service, ns *corev1.Namespace, waypoints map
 		Vips:      vips(svc),
 	}
 	for _, sp := range svc.Spec.Ports {
-		if !isTCP(sp.Protocol) {
+		if !IsTCP(sp.Protocol) {
 			continue
 		}
 		out.Ports = append(out.Ports, &pb.Port{ServicePort: uint32(sp.Port), TargetPort: numericTargetPort(sp)})

@@ -160,10 +160,10 @@ func servicesOf(mesh Mesh, pod *corev1.Pod, services []corev1.Service) map[strin
 		}
 		var ports []*pb.Port
 		for _, sp := range svc.Spec.Ports {
-			if !isTCP(sp.Protocol) {
+			if !IsTCP(sp.Protocol) {
 				continue
 			}
-			if target := resolveTargetPort(pod, sp); target != 0 {
+			if target := TargetPort(pod, sp); target != 0 {
 				ports = append(ports, &pb.Port{ServicePort: uint32(sp.Port), TargetPort: target})
 			}
 		}
@@ -175,12 +175,15 @@ func servicesOf(mesh Mesh, pod *corev1.Pod, services []corev1.Service) map[strin
 	return out
 }
 
-func isTCP(p corev1.Protocol) bool { return p == "" || p == corev1.ProtocolTCP }
+// IsTCP reports whether a Service or container port carries TCP, the only protocol the
+// mesh proxies; Kubernetes leaves the protocol empty for TCP.
+func IsTCP(p corev1.Protocol) bool { return p == "" || p == corev1.ProtocolTCP }
 
-// resolveTargetPort maps a service port to the pod's port: a number as is (the service
-// port itself when unset), a name through the pod's container ports; 0 when the pod has
-// no port of that name (Kubernetes then has no endpoint either).
-func resolveTargetPort(pod *corev1.Pod, sp corev1.ServicePort) uint32 {
+// TargetPort maps a Service port to the pod's port: a number as is (the Service port
+// itself when unset), a name through the pod's TCP container ports; 0 when the pod has
+// no port of that name (Kubernetes then has no endpoint either). ztunnel's workload
+// entries and the waypoint's endpoints both use it, so they agree on the pod port.
+func TargetPort(pod *corev1.Pod, sp corev1.ServicePort) uint32 {
 	tp := sp.TargetPort
 	if tp.StrVal == "" {
 		if tp.IntVal == 0 {
@@ -190,7 +193,7 @@ func resolveTargetPort(pod *corev1.Pod, sp corev1.ServicePort) uint32 {
 	}
 	for _, c := range pod.Spec.Containers {
 		for _, cp := range c.Ports {
-			if cp.Name == tp.StrVal && isTCP(cp.Protocol) {
+			if cp.Name == tp.StrVal && IsTCP(cp.Protocol) {
 				return uint32(cp.ContainerPort)
 			}
 		}

@@ -77,7 +77,7 @@ func Build(mesh Mesh, wp *meshv1.Waypoint, st *State) (res Resources, err error)
 		policies := policiesFor(st.Policies, wp, sc)
 		host := translate.Hostname(mesh, svc)
 		for _, sp := range svc.Spec.Ports {
-			if !isTCP(sp.Protocol) {
+			if !translate.IsTCP(sp.Protocol) {
 				continue
 			}
 			name := ListenerName(host, sp.Port)
@@ -206,7 +206,7 @@ func workloadPorts(pod *corev1.Pod, st *State) []workloadPort {
 	protocols := map[int32]Protocol{}
 	for _, c := range pod.Spec.Containers {
 		for _, cp := range c.Ports {
-			if isTCP(cp.Protocol) {
+			if translate.IsTCP(cp.Protocol) {
 				protocols[cp.ContainerPort] = max(protocols[cp.ContainerPort], protocolOfName(cp.Name))
 			}
 		}
@@ -217,7 +217,7 @@ func workloadPorts(pod *corev1.Pod, st *State) []workloadPort {
 			continue
 		}
 		for _, sp := range svc.Spec.Ports {
-			if p := int32(targetPort(pod, sp)); p != 0 && isTCP(sp.Protocol) {
+			if p := int32(translate.TargetPort(pod, sp)); p != 0 && translate.IsTCP(sp.Protocol) {
 				protocols[p] = max(protocols[p], PortProtocol(sp))
 			}
 		}

@@ -140,7 +140,7 @@ func buildLoadAssignment(mesh Mesh, b backend, st *State) *endpointv3.ClusterLoa
 			if pod.Status.PodIP == "" || isFinished(pod) {
 				continue
 			}
-			if port := targetPort(pod, b.port); port != 0 {
+			if port := translate.TargetPort(pod, b.port); port != 0 {
 				eps = append(eps, lbEndpoint(mesh, pod, st.namespace(pod.Namespace), port))
 			}
 		}
@@ -201,28 +201,6 @@ func healthOf(pod *corev1.Pod) corev3.HealthStatus {
 	}
 	return corev3.HealthStatus_UNHEALTHY
 }
-
-// targetPort maps a Service port to the pod's port: a number as is (the Service port when
-// unset), a name through the pod's TCP container ports; 0 when the pod has no such port.
-func targetPort(pod *corev1.Pod, sp corev1.ServicePort) uint32 {
-	tp := sp.TargetPort
-	if tp.StrVal == "" {
-		if tp.IntVal == 0 {
-			return uint32(sp.Port)
-		}
-		return uint32(tp.IntVal)
-	}
-	for _, c := range pod.Spec.Containers {
-		for _, cp := range c.Ports {
-			if cp.Name == tp.StrVal && isTCP(cp.Protocol) {
-				return uint32(cp.ContainerPort)
-			}
-		}
-	}
-	return 0
-}
-
-func isTCP(p corev1.Protocol) bool { return p == "" || p == corev1.ProtocolTCP }
 
 func socketAddress(ip string, port uint32) *corev3.Address {
 	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{

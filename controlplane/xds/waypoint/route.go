@@ -17,6 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/ambientmesh/ambient-operator/controlplane/xds/translate"
 )
 
 // FaultFilterName is the HTTP fault filter; routes carry their faults as its per-route
@@ -810,7 +812,7 @@ func resolveBackend(mesh Mesh, st *State, namespace string, ref gatewayv1.Backen
 		return backend{}, &backendProblem{gatewayv1.RouteReasonBackendNotFound, fmt.Sprintf("backend %s: port is required", ref.Name)}
 	}
 	for _, sp := range svc.Spec.Ports {
-		if sp.Port == *ref.Port && isTCP(sp.Protocol) {
+		if sp.Port == *ref.Port && translate.IsTCP(sp.Protocol) {
 			return serviceBackend(mesh, svc, sp), nil
 		}
 	}

@@ -107,7 +107,7 @@ func acceptedCondition(r routeInfo, ref gatewayv1.ParentReference, st *State) me
 	}
 	var ports, httpPorts []string
 	for _, sp := range svc.Spec.Ports {
-		if !isTCP(sp.Protocol) || (ref.Port != nil && *ref.Port != sp.Port) || (ref.SectionName != nil && string(*ref.SectionName) != sp.Name) {
+		if !translate.IsTCP(sp.Protocol) || (ref.Port != nil && *ref.Port != sp.Port) || (ref.SectionName != nil && string(*ref.SectionName) != sp.Name) {
 			continue
 		}
 		ports = append(ports, fmt.Sprint(sp.Port))

@@ -213,12 +213,10 @@ func (p *pod) call(dst, msg string) (string, error) {
 // --- ztunnel processes ------------------------------------------------------------------
 
 type ztProc struct {
-	cmd       *exec.Cmd
-	logPath   string
+	*proc
 	readiness string
 	metrics   string
 	adminAddr string
-	done      chan error
 }
 
 func freePort(t testing.TB) string {
@@ -234,16 +232,12 @@ func freePort(t testing.TB) string {
 // live in the pods' namespaces it is handed).
 func (c *cluster) startZtunnel(n *node, suffix string) *ztProc {
 	t := c.t
-	z := &ztProc{logPath: filepath.Join(c.dir, "ztunnel-"+n.name+suffix+".log"), readiness: freePort(t), metrics: freePort(t), adminAddr: freePort(t), done: make(chan error, 1)}
-	logf, err := os.Create(z.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	z := &ztProc{readiness: freePort(t), metrics: freePort(t), adminAddr: freePort(t)}
 	bin := ztunnelBin
 	if v := os.Getenv("ZTUNNEL_BIN"); v != "" {
 		bin = v // to compare two builds in one sitting (docs/benchmarks.md)
 	}
-	z.cmd = exec.Command(bin,
+	cmd := exec.Command(bin,
 		"--node", "node-"+n.name,
 		"--insecure-control-plane",
 		"--xds-address", c.xds.Addr,
@@ -258,46 +252,9 @@ func (c *cluster) startZtunnel(n *node, suffix string) *ztProc {
 		"--lazy-start-timeout", "5s",
 		"--cert-ttl", "1h",
 	)
-	z.cmd.Stdout, z.cmd.Stderr = logf, logf
-	if err := z.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { z.done <- z.cmd.Wait(); logf.Close() }()
-	t.Cleanup(func() {
-		z.stop(t)
-		if t.Failed() {
-			b, _ := os.ReadFile(z.logPath)
-			t.Logf("ztunnel %s%s log (tail):\n%s", n.name, suffix, tail(string(b), 40))
-		}
-	})
+	z.proc = startProc(t, "ztunnel "+n.name+suffix, cmd, filepath.Join(c.dir, "ztunnel-"+n.name+suffix+".log"), 20*time.Second)
 	n.zt = z
 	return z
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// stop sends SIGTERM (by PID) and waits for the drain to finish.
-func (z *ztProc) stop(t testing.TB) {
-	select {
-	case <-z.done:
-		return
-	default:
-	}
-	_ = z.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-z.done:
-	case <-time.After(20 * time.Second):
-		_ = z.cmd.Process.Kill()
-		<-z.done
-		t.Errorf("ztunnel pid %d did not stop within 20s of SIGTERM", z.cmd.Process.Pid)
-	}
-	z.done <- nil // later stop calls return at once
 }
 
 func (z *ztProc) ready() bool {

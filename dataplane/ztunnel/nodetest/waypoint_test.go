@@ -7,14 +7,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -182,10 +179,8 @@ func setEnvoyResource(t testing.TB, s *xdstest.Server, r proto.Message) {
 // --- the waypoint process ------------------------------------------------------------------
 
 type waypointProc struct {
-	pod     *pod
-	cmd     *exec.Cmd
-	logPath string
-	done    chan error
+	*proc
+	pod *pod
 	// client reaches the waypoint's admin, metrics and readiness endpoints inside its pod.
 	client *http.Client
 }
@@ -194,16 +189,12 @@ type waypointProc struct {
 // (HBONE :15008, metrics :15020, readiness :15021, admin 127.0.0.1:15000).
 func (c *cluster) startWaypoint(p *pod, xdsAddr, caAddr string) *waypointProc {
 	t := c.t
-	w := &waypointProc{pod: p, logPath: filepath.Join(c.dir, "waypoint.log"), done: make(chan error, 1)}
+	w := &waypointProc{pod: p}
 	w.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext:       func(_ context.Context, _, addr string) (net.Conn, error) { return p.ns.Dial(addr, 0) },
 	}}
-	logf, err := os.Create(w.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.cmd = p.ns.Cmd(waypointBin,
+	cmd := p.ns.Cmd(waypointBin,
 		"--insecure-control-plane",
 		"--namespace", "shop", "--name", "waypoint", "--service-account", p.sa, "--pod-name", "waypoint-0",
 		"--token-file", filepath.Join(c.dir, "token"),
@@ -212,38 +203,8 @@ func (c *cluster) startWaypoint(p *pod, xdsAddr, caAddr string) *waypointProc {
 		"--cert-ttl", "1h",
 		"--drain-period", "2s",
 	)
-	w.cmd.Stdout, w.cmd.Stderr = logf, logf
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { w.done <- w.cmd.Wait(); logf.Close() }()
-	t.Cleanup(func() {
-		w.stop(t)
-		if t.Failed() {
-			b, _ := os.ReadFile(w.logPath)
-			t.Logf("waypoint log (tail):\n%s", tail(string(b), 40))
-		}
-	})
+	w.proc = startProc(t, "waypoint", cmd, filepath.Join(c.dir, "waypoint.log"), 10*time.Second)
 	return w
-}
-
-// stop sends SIGTERM (by PID: `ip netns exec` execs the waypoint in place) and waits for
-// the drain to finish.
-func (w *waypointProc) stop(t testing.TB) {
-	select {
-	case <-w.done:
-		return
-	default:
-	}
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-w.done:
-	case <-time.After(10 * time.Second):
-		_ = w.cmd.Process.Kill()
-		<-w.done
-		t.Errorf("waypoint pid %d did not stop within 10s of SIGTERM", w.cmd.Process.Pid)
-	}
-	w.done <- nil // later stop calls return at once
 }
 
 func (w *waypointProc) ready() bool {

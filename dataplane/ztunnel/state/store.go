@@ -6,7 +6,6 @@ package state
 
 import (
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -19,6 +18,7 @@ import (
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/authz"
+	"github.com/ambientmesh/ambient-operator/internal/pemcert"
 )
 
 // Store holds the current configuration. Returned messages are shared: never modify them.
@@ -259,27 +259,14 @@ func (s *Store) applyBundles(upserts map[string]any, removed []string) {
 func parseRoots(pems []string) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	for i, p := range pems {
-		rest := []byte(p)
-		found := false
-		for {
-			var block *pem.Block
-			block, rest = pem.Decode(rest)
-			if block == nil {
-				break
-			}
-			if block.Type != "CERTIFICATE" {
-				continue
-			}
-			c, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("roots[%d]: %w", i, err)
-			}
-			out = append(out, c)
-			found = true
+		certs, err := pemcert.Parse([]byte(p))
+		if err != nil {
+			return nil, fmt.Errorf("roots[%d]: %w", i, err)
 		}
-		if !found {
+		if len(certs) == 0 {
 			return nil, fmt.Errorf("roots[%d]: no PEM certificate", i)
 		}
+		out = append(out, certs...)
 	}
 	return out, nil
 }
