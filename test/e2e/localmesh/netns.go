@@ -14,7 +14,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
-// NetnsDir is where `ip netns` bind-mounts named namespaces.
+// NetnsDir is where `ip netns` bind-mounts named namespaces: the
+// machine's, shared with every other test. A node's CNI agent sees its own
+// (Node.HostPath).
 const NetnsDir = "/var/run/netns"
 
 // NetnsPath is the bind-mount path of a named network namespace.

@@ -56,6 +56,9 @@ func (m *Mesh) addSandbox(ctx context.Context, s *podSandbox) error {
 			return err
 		}
 	}
+	if err := s.Node.linkPodNetns(s.Netns); err != nil {
+		return err
+	}
 	res, err := m.cni(ctx, s, true)
 	if err != nil {
 		return fmt.Errorf("CNI ADD for %s on %s: %w", s, s.Node.Name, err)
@@ -79,7 +82,7 @@ func (m *Mesh) addSandbox(ctx context.Context, s *podSandbox) error {
 }
 
 // removeSandbox runs CNI DEL and deletes the pod's netns (with every rule
-// and socket inside) and its hosts file.
+// and socket inside), its link in the node's netns dir and its hosts file.
 func (m *Mesh) removeSandbox(ctx context.Context, s *podSandbox) error {
 	s.closeForwarder()
 	var delErr error
@@ -87,7 +90,8 @@ func (m *Mesh) removeSandbox(ctx context.Context, s *podSandbox) error {
 		_, delErr = m.cni(ctx, s, false)
 		s.IP = ""
 	}
-	return errors.Join(delErr, deleteNetns(s.Netns), os.RemoveAll(filepath.Join("/etc/netns", s.Netns)))
+	return errors.Join(delErr, s.Node.unlinkPodNetns(s.Netns), deleteNetns(s.Netns),
+		os.RemoveAll(filepath.Join("/etc/netns", s.Netns)))
 }
 
 func (s *podSandbox) closeForwarder() {

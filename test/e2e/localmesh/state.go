@@ -124,6 +124,11 @@ func Down(dir string, grace time.Duration) error {
 	pids = append(pids, processesNaming(dir)...)
 	stopPIDs(pids, grace)
 	var errs []error
+	// The nodes' links to their pods' namespaces first, so none outlives
+	// its namespace (the agents are stopped: nobody reads them now).
+	for _, view := range podNetnsViews(dir) {
+		errs = append(errs, os.RemoveAll(view))
+	}
 	for _, name := range s.Netns {
 		errs = append(errs, deleteNetns(name))
 	}
@@ -209,7 +214,8 @@ func processesNaming(dir string) []int {
 }
 
 // Leftovers lists what a torn-down mesh left behind: network namespaces
-// named am-*, processes naming dir, /etc/netns/am-* entries.
+// named am-*, the nodes' links to them, processes naming dir,
+// /etc/netns/am-* entries.
 func Leftovers(dir string) []string {
 	var out []string
 	entries, _ := os.ReadDir(NetnsDir)
@@ -217,6 +223,9 @@ func Leftovers(dir string) []string {
 		if strings.HasPrefix(e.Name(), "am-") {
 			out = append(out, "network namespace "+e.Name())
 		}
+	}
+	for _, view := range podNetnsViews(dir) {
+		out = append(out, "node netns dir "+view)
 	}
 	for _, pid := range processesNaming(dir) {
 		out = append(out, fmt.Sprintf("process %d: %s", pid, cmdline(pid)))

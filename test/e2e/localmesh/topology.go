@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/ambientmesh/ambient-operator/internal/meshconfig"
 )
 
 // Names and addresses of the local topology. Private addresses are used
@@ -33,7 +35,8 @@ type Node struct {
 	PodCIDR    string
 	Gateway    string
 	// HostDir holds what would be the node's own files: CNI bin and conf
-	// dirs, /var/run/ambientmesh, host-local IPAM state.
+	// dirs, /var/run/ambientmesh, host-local IPAM state, and its views of
+	// the kernel: /var/run/netns (links to its pods' namespaces) and /proc.
 	HostDir string
 	// UnderlayIf is the node's underlay interface (inside the node netns).
 	UnderlayIf string
@@ -42,15 +45,14 @@ type Node struct {
 // NetnsPath is the node's netns path.
 func (n *Node) NetnsPath() string { return NetnsPath(n.Name) }
 
-// HostPath maps a path on the node's host filesystem to where it lives:
-// the kernel's views (/proc, the netns dir) are shared; everything else is
-// the node's own directory.
-func (n *Node) HostPath(p string) string {
-	if p == "/proc" || strings.HasPrefix(p, "/proc/") || p == NetnsDir || strings.HasPrefix(p, NetnsDir+"/") {
-		return p
-	}
-	return filepath.Join(n.HostDir, p)
-}
+// HostPath maps a path on the node's host filesystem to the node's own
+// directory, /var/run/netns and /proc included: the machine's are shared
+// with every other test and cluster on it, and the CNI agent removes its
+// rules from every namespace it finds there when the mesh is uninstalled.
+// The node's /var/run/netns holds its pods' namespaces (see linkPodNetns),
+// as a container runtime's does; its /proc stays empty, since every pod
+// here has a named namespace.
+func (n *Node) HostPath(p string) string { return filepath.Join(n.HostDir, p) }
 
 func newNode(stateDir string, i int) *Node {
 	name := fmt.Sprintf("am-n%d", i)
@@ -59,9 +61,44 @@ func newNode(stateDir string, i int) *Node {
 		UnderlayIP: fmt.Sprintf("%s%d", underlayPrefix, 10+i),
 		PodCIDR:    fmt.Sprintf("%s%d.0/24", podNetPrefix, i),
 		Gateway:    fmt.Sprintf("%s%d.1", podNetPrefix, i),
-		HostDir:    filepath.Join(stateDir, "nodes", name),
+		HostDir:    nodeHostDir(stateDir, name),
 		UnderlayIf: "eth0",
 	}
+}
+
+func nodeHostDir(stateDir, name string) string { return filepath.Join(stateDir, "nodes", name) }
+
+// podNetnsView is the node's /var/run/netns: what its CNI agent sees.
+func (n *Node) podNetnsView() string { return n.HostPath(meshconfig.NetNSDir) }
+
+// podNetnsViews are the nodes' /var/run/netns under a mesh's state dir.
+func podNetnsViews(stateDir string) []string {
+	views, _ := filepath.Glob(filepath.Join(nodeHostDir(stateDir, "*"), meshconfig.NetNSDir))
+	return views
+}
+
+// linkPodNetns shows a pod's namespace in its node's /var/run/netns. The
+// agent opens the link like the bind mount a runtime would leave there;
+// the namespace itself stays in the machine's netns dir, where `ip netns`
+// and the CNI plugin (which accepts only /var/run/netns/<name>) name it.
+func (n *Node) linkPodNetns(name string) error {
+	if err := os.MkdirAll(n.podNetnsView(), 0o755); err != nil {
+		return err
+	}
+	link := filepath.Join(n.podNetnsView(), name)
+	if err := os.Remove(link); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return os.Symlink(NetnsPath(name), link)
+}
+
+// unlinkPodNetns hides a pod's namespace from its node before it goes: a
+// stale link would name whatever namespace takes the name next.
+func (n *Node) unlinkPodNetns(name string) error {
+	if err := os.Remove(filepath.Join(n.podNetnsView(), name)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
 }
 
 // buildTopology creates the underlay netns with its bridge and one netns per
