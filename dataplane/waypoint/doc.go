@@ -9,8 +9,9 @@
 //	  ServeHBONE: the CONNECT target picks the listener (its address or additional_addresses)
 //	  HTTP listener: net/http serves HTTP/1.1 or h2c (prior knowledge, told by its preface) on the stream
 //	    jwt_authn → RBAC (DENY filter, then ALLOW filter) → fault → router (RDS)
-//	    router: weighted cluster, rewrites, header ops, mirrors, timeout, retries (httputil.ReverseProxy
-//	            over roundTrip: pick a host of the cluster, try, classify, retry with back-off)
+//	    router: weighted cluster, rewrites, header ops, mirrors, timeout, retries (proxyDirect or
+//	            httputil.ReverseProxy over roundTrip: pick a host of the cluster, try, classify,
+//	            retry with back-off)
 //	  TCP listener: network RBAC, then tcp_proxy to a host of its cluster (hbone.Join)
 //	waypoint ──HBONE (its own identity, peer = endpoint's identity, Forwarded: for=<client>)──▶ pod's ztunnel :15008
 //
@@ -22,7 +23,9 @@
 // through the waypoint's own small client (h1client.go: net/http's request writer and
 // response parser on the handler's goroutine, one write per request); everything else
 // (h2c, plain-TCP endpoints, streamed bodies, upgrades, mirrors) goes through net/http's
-// Transports.
+// Transports. The HTTP/1.1 requests h1Client can carry are proxied by proxyDirect
+// (direct.go: ReverseProxy's header, trailer and 1xx rules without its per-request
+// copies); the others by httputil.ReverseProxy.
 //
 // The pieces, each compiled from its xDS resource and unit-tested on its own: route (RDS),
 // rbac (the RBAC filters), jwt (jwt_authn), upstream (CDS/EDS: load balancing, outlier

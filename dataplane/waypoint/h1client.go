@@ -58,36 +58,48 @@ func newH1Client(dial func(context.Context, netip.AddrPort) (net.Conn, error), m
 // sendsDirect says whether the h1Client can carry the HTTP/1.1 request out; body is its
 // whole body when that is in memory (nil: no body, or one not in memory). Requests that
 // need more than one write followed by one read go to http.Transport: bodies streamed
-// or of unknown length (body nil while out has one), "Expect: 100-continue" (the body
-// waits for the endpoint), and upgrades and CONNECT (the connection becomes a tunnel).
+// or of unknown length (body nil while out has one), and those oneExchange refuses.
 func sendsDirect(out *http.Request, body []byte) bool {
 	hasBody := out.Body != nil && out.Body != http.NoBody
-	return (body != nil || !hasBody) &&
-		out.Method != http.MethodConnect &&
-		out.Header.Get("Upgrade") == "" &&
-		!strings.EqualFold(out.Header.Get("Expect"), "100-continue")
+	return (body != nil || !hasBody) && oneExchange(out)
 }
 
-// send sends req, whose whole body is body (nil: none; it replaces req.Body), to the
-// endpoint req.URL.Host and returns its answer. The answer's body must be read to its
-// end or closed. Cancelling req's context ends the exchange at any point, as with
-// http.Transport.
-func (h *h1Client) send(req *http.Request, body []byte) (*http.Response, error) {
+// oneExchange says whether the request is one write and one read on its connection:
+// not "Expect: 100-continue" (the body waits for the endpoint), an upgrade or CONNECT
+// (the connection becomes a tunnel).
+func oneExchange(r *http.Request) bool {
+	return r.Method != http.MethodConnect &&
+		r.Header.Get("Upgrade") == "" &&
+		!strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+}
+
+// interimSink receives the informational (1xx) answers that come before the final one.
+type interimSink interface {
+	interim(code int, header http.Header) error
+}
+
+// send sends req, whose whole body is body (nil: none), to the endpoint req.URL.Host
+// and returns its answer (see sendTo).
+func (h *h1Client) send(req *http.Request, body []byte, interim interimSink) (*http.Response, error) {
 	addr, err := netip.ParseAddrPort(req.URL.Host)
 	if err != nil {
 		return nil, fmt.Errorf("endpoint address %q: %w", req.URL.Host, err)
 	}
-	ctx := req.Context()
+	return h.sendTo(req.Context(), addr, req, body, interim)
+}
+
+// sendTo sends req, whose whole body is body (nil: none; req.Body is not read), to the
+// endpoint addr (req.URL is not used for it) and returns its answer. The answer's body
+// must be read to its end or closed. Cancelling ctx ends the exchange at any point, as
+// a request's context does with http.Transport. Informational answers go to interim,
+// or when it is nil to ctx's httptrace.ClientTrace, if any.
+func (h *h1Client) sendTo(ctx context.Context, addr netip.AddrPort, req *http.Request, body []byte, interim interimSink) (*http.Response, error) {
 	for first := true; ; first = false {
 		c, reused, err := h.conn(ctx, addr, !first)
 		if err != nil {
 			return nil, err
 		}
-		req.Body = nil
-		if body != nil {
-			req.Body = io.NopCloser(bytes.NewReader(body))
-		}
-		resp, err := h.exchange(ctx, c, addr, req)
+		resp, err := h.exchange(ctx, c, addr, req, body, interim)
 		if err == nil {
 			return resp, nil
 		}
@@ -127,11 +139,12 @@ func (h *h1Client) conn(ctx context.Context, addr netip.AddrPort, fresh bool) (c
 	c = &h1Conn{conn: conn}
 	c.br = bufio.NewReader(c)
 	c.bw = bufio.NewWriter(c)
+	c.bodyReader = io.NopCloser(&c.body) // a body net/http knows to be in memory
 	return c, false, nil
 }
 
-// exchange writes req on c and reads its answer. On an error c is closed.
-func (h *h1Client) exchange(ctx context.Context, c *h1Conn, addr netip.AddrPort, req *http.Request) (*http.Response, error) {
+// exchange writes req with body on c and reads its answer. On an error c is closed.
+func (h *h1Client) exchange(ctx context.Context, c *h1Conn, addr netip.AddrPort, req *http.Request, body []byte, interim interimSink) (*http.Response, error) {
 	// A blocked write or read returns once the context ends: the connection closes.
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
 	fail := func(err error) (*http.Response, error) {
@@ -140,7 +153,7 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, addr netip.AddrPort,
 		return nil, err
 	}
 	c.written = 0
-	if err := req.Write(c.bw); err != nil {
+	if err := c.write(req, body); err != nil {
 		return fail(err)
 	}
 	if err := c.bw.Flush(); err != nil {
@@ -160,12 +173,13 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, addr netip.AddrPort,
 		if resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
-		// An informational answer: passed on as http.Transport does (the reverse proxy
+		// An informational answer: passed on as http.Transport does (the proxy
 		// forwards it to the client), and the final answer follows.
-		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
-				return fail(err)
-			}
+		passed, err := passInterim(ctx, interim, resp)
+		if err != nil {
+			return fail(err)
+		}
+		if passed {
 			c.readLimit = maxResponseHeaderBytes
 		}
 	}
@@ -180,6 +194,18 @@ func (h *h1Client) exchange(ctx context.Context, c *h1Conn, addr netip.AddrPort,
 	}
 	resp.Body = b
 	return resp, nil
+}
+
+// passInterim hands an informational answer to interim, or to the context's trace;
+// passed is false when neither takes it.
+func passInterim(ctx context.Context, interim interimSink, resp *http.Response) (passed bool, err error) {
+	if interim != nil {
+		return true, interim.interim(resp.StatusCode, resp.Header)
+	}
+	if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+		return true, trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header))
+	}
+	return false, nil
 }
 
 // sendAgain says whether req, which failed with err on a reused connection, may be sent
@@ -255,6 +281,10 @@ type h1Conn struct {
 	readLimit int64 // bytes the response headers may still take
 	written   int64 // bytes of the current request written to conn
 	idleSince time.Time
+	// body reads the request body being written; bodyReader is it as a Request.Body,
+	// made once per connection rather than per request.
+	body       bytes.Reader
+	bodyReader io.ReadCloser
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -276,6 +306,21 @@ func (c *h1Conn) Write(p []byte) (int, error) {
 		err = &nothingWrittenError{err: err}
 	}
 	return n, err
+}
+
+// write writes req with body (req.Body is set for the write only, to the connection's
+// reusable reader, and restored).
+func (c *h1Conn) write(req *http.Request, body []byte) error {
+	saved := req.Body
+	req.Body = nil
+	if body != nil {
+		c.body.Reset(body)
+		req.Body = c.bodyReader
+	}
+	err := req.Write(c.bw)
+	req.Body = saved
+	c.body.Reset(nil) // keeps no reference to body
+	return err
 }
 
 // longAgo is a deadline that has passed.

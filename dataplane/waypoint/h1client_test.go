@@ -113,7 +113,7 @@ func fetch(h *h1Client, req *http.Request, body []byte) (int, string, error) {
 	if body != nil {
 		req.ContentLength = int64(len(body))
 	}
-	resp, err := h.send(req, body)
+	resp, err := h.send(req, body, nil)
 	if err != nil {
 		return 0, "", err
 	}
@@ -176,7 +176,7 @@ func TestH1ClientClosesAnAbandonedAnswerWithoutReadingIt(t *testing.T) {
 		}
 	}}
 	h := e.client(t)
-	resp, err := h.send(newRequest(t, context.Background(), http.MethodGet), nil)
+	resp, err := h.send(newRequest(t, context.Background(), http.MethodGet), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestH1ClientClosesAnAbandonedAnswerWithoutReadingIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	within(t, "closing the answer", func() { resp.Body.Close() })
-	resp, err = h.send(newRequest(t, context.Background(), http.MethodGet), nil)
+	resp, err = h.send(newRequest(t, context.Background(), http.MethodGet), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestH1ClientEndsTheExchangeWhenTheContextEnds(t *testing.T) {
 		cancel()
 	}()
 	var err error
-	within(t, "the request", func() { _, err = h.send(newRequest(t, ctx, http.MethodGet), nil) })
+	within(t, "the request", func() { _, err = h.send(newRequest(t, ctx, http.MethodGet), nil, nil) })
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("send = %v, want context.Canceled", err)
 	}
@@ -391,7 +391,7 @@ func FuzzH1ClientAnswer(f *testing.F) {
 		defer h.close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		resp, err := h.send(newRequest(t, ctx, http.MethodGet), nil)
+		resp, err := h.send(newRequest(t, ctx, http.MethodGet), nil, nil)
 		complete := err == nil
 		if err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)

@@ -7,7 +7,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +47,18 @@ type exchange struct {
 	retry    *route.RetryPolicy
 	body     []byte // the buffered request body, when replayable
 	replay   bool
-	h2       bool
+	// bodyBuffer holds body when it came from the pool; bodyShared: a mirror or
+	// http.Transport got body and may read it after the request ends, so the buffer
+	// is not recycled.
+	bodyBuffer *[]byte
+	bodyShared bool
+	h2         bool
+	direct     bool // sent by proxyDirect, not ReverseProxy
+
+	// interimMu guards interimDone: informational answers are passed on until the
+	// final answer is in (see interim).
+	interimMu   sync.Mutex
+	interimDone bool
 
 	sw              statusWriter
 	received        countingBody // the request body as it arrived, for istio_request_bytes
@@ -56,6 +69,7 @@ type exchange struct {
 	traceID, spanID string
 	upstart         time.Time
 	upstreamTime    time.Duration // until the upstream's response headers
+	attrs           rbac.Attributes
 }
 
 type exchangeKey struct{}
@@ -206,7 +220,8 @@ func (w *Waypoint) authorize(chain *httpChain, r *http.Request, x *exchange, cla
 	if len(chain.rbac) == 0 {
 		return rbac.Decision{Allowed: true}
 	}
-	attrs := &rbac.Attributes{
+	attrs := &x.attrs // part of the exchange's allocation
+	*attrs = rbac.Attributes{
 		Principal: x.d.principal, RemoteIP: x.d.clientIP, DirectRemoteIP: x.d.direct,
 		DestinationIP: x.d.target.Addr(), DestinationPort: x.d.target.Port(),
 		Method: r.Method, Host: r.Host, Path: r.URL.RequestURI(), Scheme: "http", Header: r.Header,
@@ -264,19 +279,21 @@ func (w *Waypoint) forward(rw *statusWriter, r *http.Request, rt *route.Route, x
 		plain(rw, fwd.ClusterNotFoundStatus, "cluster "+x.weighted.Name+" not found")
 		return
 	}
-	done, err := x.cluster.StartRequest()
-	if err != nil {
+	if err := x.cluster.AdmitRequest(); err != nil {
 		x.flags = telemetry.FlagUpstreamOverflow
 		plain(rw, http.StatusServiceUnavailable, "upstream overflow")
 		return
 	}
-	defer done()
+	defer x.cluster.EndRequest()
 	x.retry = fwd.Retry
 	if x.retry != nil || len(fwd.Mirrors) > 0 || r.ContentLength > 0 && r.ContentLength <= maxInlineBody {
-		x.body, x.replay = bufferBody(r)
+		x.bufferBody(r)
+		defer x.recycleBody()
 	}
+	x.direct = w.goesDirect(r, x)
 	for _, m := range fwd.Mirrors {
 		if (x.replay || r.Body == nil || r.Body == http.NoBody) && rand.Uint32N(1_000_000) < m.PerMillion {
+			x.bodyShared = true
 			w.mirror(r, x.body, m)
 		}
 	}
@@ -287,24 +304,41 @@ func (w *Waypoint) forward(rw *statusWriter, r *http.Request, rt *route.Route, x
 		defer cancel()
 	}
 	x.upstart = time.Now()
+	if x.direct {
+		w.proxyDirect(rw, r, ctx, x)
+		return
+	}
 	w.proxy.ServeHTTP(rw, r.WithContext(ctx))
 }
 
-// bufferBody reads a request body of known, small size into memory so that it can be
-// sent more than once.
-func bufferBody(r *http.Request) ([]byte, bool) {
+// goesDirect says whether proxyDirect, rather than ReverseProxy, sends the request: an
+// HTTP/1.1 request that h1Client can carry (ReverseProxy keeps HTTP/2, upgrades,
+// streamed bodies and 100-continue, and every request while the benchmark's
+// transport-only switch is on).
+func (w *Waypoint) goesDirect(r *http.Request, x *exchange) bool {
+	inMemory := r.ContentLength == 0 || x.body != nil // (r.Body is wrapped: not a test)
+	return !x.h2 && !w.transports.transportOnly.Load() && inMemory && oneExchange(r)
+}
+
+// bufferBody reads a request body of known, small size into memory (x.body, x.replay)
+// so that it can be sent more than once; each try sends it from there (see send). When
+// it cannot (the client sent less than it announced), r.Body is what arrived, sent once.
+func (x *exchange) bufferBody(r *http.Request) {
+	x.replay = true
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil, true
+		return
 	}
+	x.replay = false
 	if r.ContentLength < 0 || r.ContentLength > maxReplayBody {
-		return nil, false
+		return
 	}
 	var b []byte
 	var err error
 	if r.ContentLength <= maxInlineBody {
 		// Read into a buffer of the announced size: no growing. Larger bodies grow as
 		// they arrive, so that a client announcing a megabyte does not get it allocated.
-		b = make([]byte, r.ContentLength)
+		x.bodyBuffer = getBodyBuffer(int(r.ContentLength))
+		b = *x.bodyBuffer
 		var n int
 		n, err = io.ReadFull(r.Body, b)
 		b = b[:n]
@@ -314,10 +348,20 @@ func bufferBody(r *http.Request) ([]byte, bool) {
 	if err != nil || int64(len(b)) != r.ContentLength {
 		// The client went away or lied about the length: send what there is, once.
 		r.Body = io.NopCloser(bytes.NewReader(b))
-		return nil, false
+		x.bodyShared = true
+		return
 	}
-	r.Body = io.NopCloser(bytes.NewReader(b))
-	return b, true
+	x.body, x.replay = b, true
+}
+
+// recycleBody hands the body's buffer back to the pool when nothing can read it any
+// more: h1Client has written it (its writes are done when its answer is in), no mirror
+// or http.Transport has it.
+func (x *exchange) recycleBody() {
+	if x.bodyBuffer != nil && !x.bodyShared {
+		putBodyBuffer(x.bodyBuffer)
+	}
+	x.bodyBuffer, x.body = nil, nil
 }
 
 // roundTrip is the router's upstream step for one request: pick a healthy endpoint of the
@@ -378,26 +422,9 @@ func (w *Waypoint) try(out *http.Request, x *exchange, try int) (*http.Response,
 	if x.retry != nil && x.retry.PerTryTimeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, x.retry.PerTryTimeout)
 	}
-	// A shallow copy with the endpoint's address: the transports do not modify requests,
-	// so the tries share the headers.
-	req := out.WithContext(ctx)
-	u := *out.URL
-	u.Host = host.Addr.String()
-	req.URL = &u
-	if try > 0 {
-		req.Body = nil // a retry is only made with a replayable body
-		if x.body != nil {
-			req.Body = io.NopCloser(bytes.NewReader(x.body))
-		}
-	}
 	pool := w.transports.get(transportKey{clientIP: x.d.clientIP, tunnel: host.Tunnel, peer: host.PeerID, h2: x.h2})
 	host.Begin()
-	var resp *http.Response
-	if pool.h1 != nil && !w.transports.transportOnly.Load() && sendsDirect(req, x.body) {
-		resp, err = pool.h1.send(req, x.body)
-	} else {
-		resp, err = pool.rt.RoundTrip(req)
-	}
+	resp, err := w.send(ctx, out, x, host, pool)
 	o := outcomeOf(resp, err)
 	host.End(upstream.Outcome{Status: o.Status, ConnectFailure: o.ConnectFailure, Reset: o.Reset})
 	if cancel != nil {
@@ -408,6 +435,49 @@ func (w *Waypoint) try(out *http.Request, x *exchange, try int) (*http.Response,
 		}
 	}
 	return resp, o, err
+}
+
+// trace passes the informational answers http.Transport reports on to the client.
+func (x *exchange) trace() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
+		return x.interim(code, http.Header(header))
+	}}
+}
+
+// send sends one try of out to host: with the pool's h1Client when it can carry it,
+// else with its RoundTripper on a shallow copy of out addressed to host (the
+// transports do not modify requests, so the tries share the headers). A buffered body
+// is sent from x.body each time.
+func (w *Waypoint) send(ctx context.Context, out *http.Request, x *exchange, host *upstream.Host, pool *pooledTransport) (*http.Response, error) {
+	if pool.h1 != nil && !w.transports.transportOnly.Load() && sendsDirect(out, x.body) {
+		var interim interimSink
+		if x.direct {
+			interim = x
+		}
+		req := out
+		if req.Host == "" {
+			// An HTTP/1.0 request without Host: http.Transport names the endpoint.
+			req = out.WithContext(ctx)
+			req.Host = host.AddrString()
+		}
+		return pool.h1.sendTo(ctx, host.Addr, req, x.body, interim)
+	}
+	if x.direct {
+		// A direct request to an endpoint h1Client does not serve (plain TCP): its
+		// informational answers reach the client through the Transport's trace.
+		ctx = httptrace.WithClientTrace(ctx, x.trace())
+	}
+	req := out.WithContext(ctx)
+	u := *out.URL
+	u.Scheme, u.Host = "http", host.AddrString()
+	req.URL = &u
+	if x.body != nil {
+		x.bodyShared = true // the Transport may still be writing it after the answer
+		req.Body = io.NopCloser(bytes.NewReader(x.body))
+	} else if x.attempts > 1 {
+		req.Body = nil // a retry is only made with a replayable body: here, none
+	}
+	return pool.rt.RoundTrip(req)
 }
 
 func outcomeOf(resp *http.Response, err error) route.Outcome {
@@ -548,7 +618,7 @@ func (w *Waypoint) observe(sw *statusWriter, r *http.Request, x *exchange, metho
 		e.UpstreamCluster = x.cluster.Name()
 	}
 	if x.host != nil {
-		e.UpstreamHost = x.host.Addr.String()
+		e.UpstreamHost = x.host.AddrString()
 		e.UpstreamServiceTime = x.upstreamTime
 	}
 	w.accessLog.Log(e)

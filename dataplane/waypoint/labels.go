@@ -14,7 +14,7 @@ import (
 // endpoint's expected identity and the telemetry names of its endpoint metadata.
 func (w *Waypoint) labels(d *downstream, host *upstream.Host, protocol string) telemetry.Labels {
 	l := telemetry.Labels{
-		SourcePrincipal:          d.peer.String(),
+		SourcePrincipal:          d.principal,
 		SourceWorkloadNamespace:  d.peer.Namespace,
 		DestinationService:       serviceHost(d.listener.name),
 		RequestProtocol:          protocol,

@@ -76,7 +76,8 @@ func (c *Cluster) apply(cfg *clusterConfig, la *loadAssignment) {
 				st = &hostState{cluster: c}
 			}
 			delete(old, ep.addr)
-			h := &Host{Addr: ep.addr, Tunnel: ep.tunnel, PeerID: ep.identity, Workload: ep.workload, health: ep.health, state: st}
+			h := &Host{Addr: ep.addr, Tunnel: ep.tunnel, PeerID: ep.identity, Workload: ep.workload,
+				addr: ep.addr.String(), health: ep.health, state: st}
 			if !ep.identity.IsZero() {
 				h.Identity = ep.identity.String()
 			}
@@ -196,14 +197,32 @@ func (c *Cluster) leastRequest(hosts []*Host) *Host {
 // downstream request, covering all its attempts, and call done when the
 // request ends.
 func (c *Cluster) StartRequest() (done func(), err error) {
+	if err := c.AdmitRequest(); err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(c.EndRequest) }, nil
+}
+
+// AdmitRequest is StartRequest without a done function to allocate: a request it
+// admits must call EndRequest exactly once.
+func (c *Cluster) AdmitRequest() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.rqActive >= c.cfg.limits.maxRequests {
 		c.rqOverflow++
-		return nil, fmt.Errorf("%w: max_requests %d", ErrOverflow, c.cfg.limits.maxRequests)
+		return fmt.Errorf("%w: max_requests %d", ErrOverflow, c.cfg.limits.maxRequests)
 	}
 	c.rqTotal++
-	return c.hold(&c.rqActive), nil
+	c.rqActive++
+	return nil
+}
+
+// EndRequest ends a request AdmitRequest admitted.
+func (c *Cluster) EndRequest() {
+	c.mu.Lock()
+	c.rqActive--
+	c.mu.Unlock()
 }
 
 // StartPending admits a request that waits for an upstream connection under

@@ -38,8 +38,18 @@ type Host struct {
 	PeerID   spiffe.ID // Identity, parsed
 	Workload Workload  // how telemetry names the host's workload
 
+	addr   string // Addr as text, formatted once (see AddrString)
 	health corev3.HealthStatus
 	state  *hostState
+}
+
+// AddrString is Addr as text ("ip:port"): requests and access-log lines name the host
+// with it, and a Host made by its cluster formats it once instead of per request.
+func (h *Host) AddrString() string {
+	if h.addr != "" {
+		return h.addr
+	}
+	return h.Addr.String()
 }
 
 // Workload names a host's workload for telemetry, as the endpoint metadata's
