@@ -56,11 +56,15 @@ func appPods(ctx context.Context, app string) []corev1.Pod {
 }
 
 // capture is tcpdump printing payloads of every TCP packet on all of a
-// node's interfaces: its eth0 and every pod's host-side veth.
+// node's interfaces: its eth0 and every pod's host-side veth. Loopback
+// traffic is left out: it never carries pods' traffic (their redirection to
+// ztunnel happens inside the pod's own namespace), but it does carry the
+// kubelet's exec streams from containerd's streaming server on 127.0.0.1 in
+// plaintext, and with them what an exec'd echo client prints of its request.
 type capture struct{ *localmesh.Capture }
 
 func startCapture(node string) *capture {
-	c, err := localmesh.StartTcpdump(node, "any", filepath.Join(GinkgoT().TempDir(), node+".txt"))
+	c, err := localmesh.StartTcpdump(node, "any", "tcp and not net 127.0.0.0/8", filepath.Join(GinkgoT().TempDir(), node+".txt"))
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { _, _ = c.Stop() }) // when the spec fails before stop
 	return &capture{c}

@@ -116,7 +116,7 @@ type Capture struct {
 // node's netns) and returns once it is capturing.
 func (m *Mesh) StartCapture(node *Node) (*Capture, error) {
 	path := filepath.Join(m.StateDir, fmt.Sprintf("capture-%s-%d.txt", node.Name, time.Now().UnixNano()))
-	c, err := StartTcpdump(node.Name, node.UnderlayIf, path)
+	c, err := StartTcpdump(node.Name, node.UnderlayIf, "tcp", path)
 	if err != nil {
 		return nil, err
 	}
@@ -131,16 +131,16 @@ func (m *Mesh) StartCapture(node *Node) (*Capture, error) {
 }
 
 // StartTcpdump runs tcpdump on iface ("any": every interface) inside the
-// named network namespace, printing each TCP packet with its payload into
-// path, and returns once it is capturing. A tcpdump that ends or stays
+// named network namespace, printing each packet the pcap filter selects with
+// its payload into path, and returns once it is capturing. A tcpdump that ends or stays
 // silent before it captures is an error, never an empty capture: a test
 // that looks for what must not be on the wire would then pass unseen.
-func StartTcpdump(netns, iface, path string) (*Capture, error) {
+func StartTcpdump(netns, iface, filter, path string) (*Capture, error) {
 	out, err := os.Create(path)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("ip", "netns", "exec", netns, "tcpdump", "-i", iface, "-nn", "-l", "-A", "-s", "0", "tcp")
+	cmd := exec.Command("ip", "netns", "exec", netns, "tcpdump", "-i", iface, "-nn", "-l", "-A", "-s", "0", filter)
 	cmd.Stdout = out
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

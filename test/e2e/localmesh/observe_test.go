@@ -17,7 +17,7 @@ func TestStartTcpdump(t *testing.T) {
 		t.Skip("needs tcpdump")
 	}
 	n := netnstest.New(t, "cap")
-	c, err := StartTcpdump(n.Name, "lo", filepath.Join(t.TempDir(), "lo.txt"))
+	c, err := StartTcpdump(n.Name, "lo", "tcp", filepath.Join(t.TempDir(), "lo.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestStartTcpdump(t *testing.T) {
 		t.Fatalf("capture = %v, %d packets, want the payload %q:\n%s", err, PacketCount(text), secret, text)
 	}
 
-	if _, err := StartTcpdump(n.Name, "nosuch0", filepath.Join(t.TempDir(), "none.txt")); err == nil || !strings.Contains(err.Error(), "nosuch0") {
+	if _, err := StartTcpdump(n.Name, "nosuch0", "tcp", filepath.Join(t.TempDir(), "none.txt")); err == nil || !strings.Contains(err.Error(), "nosuch0") {
 		t.Fatalf("tcpdump on a missing interface: %v, want an error naming it", err)
 	}
 }
