@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/ambientmesh/ambient-operator/internal/ascii"
 )
 
 // proxyDirect is the router's last step for the HTTP/1.1 requests h1Client carries
@@ -103,7 +105,7 @@ func streamed(resp *http.Response) bool {
 		return true
 	}
 	base, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
-	return asciiEqualFold(strings.TrimSpace(base), "text/event-stream")
+	return ascii.EqualFold(strings.TrimSpace(base), "text/event-stream")
 }
 
 // copyBody copies the answer's body with a pooled buffer; flush sends the headers at
@@ -226,27 +228,6 @@ func reencodeQuery(q string) string {
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// asciiEqualFold compares s and t ignoring the case of ASCII letters: for the ASCII
-// media types compared here, the same answer as mime.ParseMediaType's lower-casing.
-func asciiEqualFold(s, t string) bool {
-	if len(s) != len(t) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if lower(s[i]) != lower(t[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func lower(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }
 
 // interim passes an informational (1xx) answer of the endpoint on to the client, as

@@ -12,6 +12,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/ambientmesh/ambient-operator/internal/ascii"
 )
 
 // compileString compiles an Envoy StringMatcher. ignore_case folds ASCII
@@ -22,26 +24,26 @@ func compileString(m *matcherv3.StringMatcher) (func(string) bool, error) {
 	case *matcherv3.StringMatcher_Exact:
 		want := p.Exact
 		if ignoreCase {
-			return func(s string) bool { return equalFoldASCII(s, want) }, nil
+			return func(s string) bool { return ascii.EqualFold(s, want) }, nil
 		}
 		return func(s string) bool { return s == want }, nil
 	case *matcherv3.StringMatcher_Prefix:
 		want := p.Prefix
 		if ignoreCase {
-			return func(s string) bool { return len(s) >= len(want) && equalFoldASCII(s[:len(want)], want) }, nil
+			return func(s string) bool { return ascii.HasPrefixFold(s, want) }, nil
 		}
 		return func(s string) bool { return strings.HasPrefix(s, want) }, nil
 	case *matcherv3.StringMatcher_Suffix:
 		want := p.Suffix
 		if ignoreCase {
-			return func(s string) bool { return len(s) >= len(want) && equalFoldASCII(s[len(s)-len(want):], want) }, nil
+			return func(s string) bool { return len(s) >= len(want) && ascii.EqualFold(s[len(s)-len(want):], want) }, nil
 		}
 		return func(s string) bool { return strings.HasSuffix(s, want) }, nil
 	case *matcherv3.StringMatcher_Contains:
 		want := p.Contains
 		if ignoreCase {
-			want = lowerASCII(want)
-			return func(s string) bool { return strings.Contains(lowerASCII(s), want) }, nil
+			want = ascii.ToLower(want)
+			return func(s string) bool { return strings.Contains(ascii.ToLower(s), want) }, nil
 		}
 		return func(s string) bool { return strings.Contains(s, want) }, nil
 	case *matcherv3.StringMatcher_SafeRegex:
@@ -64,33 +66,6 @@ func compileRegex(r *matcherv3.RegexMatcher) (func(string) bool, error) {
 		return nil, fmt.Errorf("safe_regex: %w", err)
 	}
 	return re.MatchString, nil
-}
-
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		b[i] = lowerByte(c)
-	}
-	return string(b)
-}
-
-func equalFoldASCII(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		if lowerByte(a[i]) != lowerByte(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func lowerByte(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }
 
 // compileHeader compiles an Envoy HeaderMatcher with Envoy's rules for

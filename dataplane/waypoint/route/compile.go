@@ -13,6 +13,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/ambientmesh/ambient-operator/internal/ascii"
 )
 
 // Table is a compiled RouteConfiguration. It is immutable and safe for
@@ -58,7 +60,7 @@ func (t *Table) Match(r *http.Request) *Route {
 // wildcard, longest prefix wildcard, then "*"; a host with a port that
 // matches none of the first three is tried again without its port.
 func (t *Table) virtualHostFor(host string) *virtualHost {
-	host = asciiLower(host)
+	host = ascii.ToLower(host)
 	if t.ignorePort {
 		host, _ = splitHostPort(host)
 	}
@@ -180,7 +182,7 @@ func compileTable(rc *routev3.RouteConfiguration) (*Table, error) {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		for _, domain := range vhc.GetDomains() {
-			domain = asciiLower(domain)
+			domain = ascii.ToLower(domain)
 			if other, dup := seen[domain]; dup {
 				return nil, fmt.Errorf("%s (#%d): domain %q is also in virtual host %q", where, i, domain, other)
 			}
@@ -422,7 +424,7 @@ func compileRedirect(ra *routev3.RedirectAction, rewriteLen int) (*Redirect, err
 	if ra.GetHttpsRedirect() {
 		rd.scheme = "https"
 	} else if s := ra.GetSchemeRedirect(); s != "" {
-		rd.scheme = asciiLower(s)
+		rd.scheme = ascii.ToLower(s)
 	}
 	switch spec := ra.GetPathRewriteSpecifier().(type) {
 	case *routev3.RedirectAction_PathRedirect:

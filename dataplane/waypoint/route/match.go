@@ -10,6 +10,8 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/ambientmesh/ambient-operator/internal/ascii"
 )
 
 // routeMatch is a compiled RouteMatch: every part must accept the request.
@@ -63,7 +65,7 @@ func (m *pathMatcher) matches(path string) bool {
 		if m.caseSensitive {
 			return path == m.value
 		}
-		return len(path) == len(m.value) && asciiHasPrefixFold(path, m.value)
+		return ascii.EqualFold(path, m.value)
 	case pathRegex:
 		return m.regex.MatchString(path)
 	case pathSeparatedPrefix:
@@ -80,7 +82,7 @@ func (m *pathMatcher) hasPrefix(path string) bool {
 	if m.caseSensitive {
 		return strings.HasPrefix(path, m.value)
 	}
-	return asciiHasPrefixFold(path, m.value)
+	return ascii.HasPrefixFold(path, m.value)
 }
 
 // rewriteLen is how much of a matched path prefix_rewrite replaces: the
@@ -274,7 +276,7 @@ func compileStringMatcher(sm *matcherv3.StringMatcher) (stringMatcher, error) {
 		return m, fmt.Errorf("unsupported string match kind %T", p)
 	}
 	if m.ignoreCase {
-		m.value = asciiLower(m.value)
+		m.value = ascii.ToLower(m.value)
 	}
 	return m, nil
 }
@@ -284,7 +286,7 @@ func (m *stringMatcher) matches(s string) bool {
 		return m.regex.MatchString(s)
 	}
 	if m.ignoreCase {
-		s = asciiLower(s)
+		s = ascii.ToLower(s)
 	}
 	switch m.kind {
 	case stringPrefix:
@@ -405,44 +407,10 @@ func requestHost(r *http.Request) string {
 // when it had one, else from the connection.
 func requestScheme(r *http.Request) string {
 	if r.URL != nil && r.URL.Scheme != "" {
-		return asciiLower(r.URL.Scheme)
+		return ascii.ToLower(r.URL.Scheme)
 	}
 	if r.TLS != nil {
 		return "https"
 	}
 	return "http"
-}
-
-func asciiLower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if 'A' <= s[i] && s[i] <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if 'A' <= b[j] && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
-}
-
-func asciiHasPrefixFold(s, prefix string) bool {
-	if len(s) < len(prefix) {
-		return false
-	}
-	for i := 0; i < len(prefix); i++ {
-		a, b := s[i], prefix[i]
-		if 'A' <= a && a <= 'Z' {
-			a += 'a' - 'A'
-		}
-		if 'A' <= b && b <= 'Z' {
-			b += 'a' - 'A'
-		}
-		if a != b {
-			return false
-		}
-	}
-	return true
 }
