@@ -762,7 +762,11 @@ func TestForcedCertRenewalKeepsOpenConnections(t *testing.T) {
 
 func TestCertRenewOnlyByPOST(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	testwait.For(t, "ready", 10*time.Second, func() bool { return ready(m.a) })
+	// Both nodes' first certificates are requested after readiness too; count from when
+	// they are in, so that only a renewal could move the count.
+	testwait.For(t, "both nodes' certificates", 10*time.Second, func() bool {
+		return certSerials(t, m.a)[clientID.String()] != "" && certSerials(t, m.b)[serverID.String()] != ""
+	})
 	before := m.ca.Requests()
 	for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
 		rec := httptest.NewRecorder()
