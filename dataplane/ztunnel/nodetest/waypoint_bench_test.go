@@ -21,7 +21,9 @@ import (
 // (make bench-waypoint). Load comes from fortio (FORTIO: its binary, which the make target
 // builds) inside the client pod: 1 KB HTTP/1.1 POSTs, echoed by `fortio server` processes in
 // server-a and server-b, on 16 keep-alive connections, to Service echo (the waypoint's) or
-// Service echo-l4 (no waypoint).
+// Service echo-l4 (no waypoint). A details line gives the floor: the same load to Service
+// echo-tcp, whose waypoint listener only relays the connection's bytes (tcp_proxy), so that
+// path has every hop and process wake-up of the waypoint path and none of its HTTP work.
 func BenchmarkWaypoint(b *testing.B) {
 	bin := os.Getenv("FORTIO")
 	if bin == "" {
@@ -38,7 +40,8 @@ func BenchmarkWaypoint(b *testing.B) {
 	client := m.pods["client"]
 	l4 := fortioTarget{name: "l4", url: "http://" + echoL4VIP.String() + "/"}
 	wp := fortioTarget{name: "waypoint", url: "http://" + echoVIP.String() + "/"}
-	for _, target := range []fortioTarget{l4, wp} { // certificates, pooled connections
+	tcp := fortioTarget{name: "waypoint-tcp", url: "http://" + echoTCPVIP.String() + "/"}
+	for _, target := range []fortioTarget{l4, wp, tcp} { // certificates, pooled connections
 		client.fortioLoad(b, m.dir, bin, target, fortioRun{qps: 200, duration: 2 * time.Second})
 	}
 
@@ -49,8 +52,8 @@ func BenchmarkWaypoint(b *testing.B) {
 	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "waypoint" {
 		b.Fatalf("pid %d is %q, not the waypoint: its CPU and RSS would be someone else's", pid, comm)
 	}
-	var l4Lat, wpLat []time.Duration
-	var wpCPU, wpWall, wpQPS, l4Wall float64
+	var l4Lat, wpLat, tcpLat []time.Duration
+	var wpCPU, wpWall, wpQPS, l4Wall, tcpCPU, tcpWall, tcpQPS float64
 	var l4ZT, wpZT cpuUse // the ztunnels' CPU on each path, for the details line
 	for range rounds {
 		zt0, start := m.cpuUse(), time.Now()
@@ -63,6 +66,12 @@ func BenchmarkWaypoint(b *testing.B) {
 		wpZT = wpZT.add(m.cpuUse().sub(zt0))
 		wpQPS += r.qps / rounds
 		wpLat = append(wpLat, r.latencies...)
+		cpu0, start = cpuSeconds(pid), time.Now()
+		r = client.fortioLoad(b, m.dir, bin, tcp, fortioRun{qps: 1000, duration: 10 * time.Second})
+		tcpCPU += cpuSeconds(pid) - cpu0
+		tcpWall += time.Since(start).Seconds()
+		tcpQPS += r.qps / rounds
+		tcpLat = append(tcpLat, r.latencies...)
 	}
 	// The peak before the max-rps runs: what the waypoint needed at 1,000 rps.
 	peakRSS, rss := procStatusMB(b, pid, "VmHWM"), procStatusMB(b, pid, "VmRSS")
@@ -82,6 +91,8 @@ func BenchmarkWaypoint(b *testing.B) {
 	fmt.Printf("waypoint_max_rps_ratio_vs_l4: %.2f\n", median(wpMax)/median(l4Max))
 	b.Logf("details: at 1,000 rps (%d requests per path): p50 l4 %v waypoint %v, p99 l4 %v waypoint %v; waypoint CPU %.2f s over %.1f s at %.0f rps; RSS idle %.1f MB, peak %.1f MB, after the runs %.1f MB",
 		len(wpLat), pct(l4Lat, 50), pct(wpLat, 50), pct(l4Lat, 99), pct(wpLat, 99), wpCPU, wpWall, wpQPS, idleRSS, peakRSS, rss)
+	b.Logf("details: the floor, through the waypoint's TCP listener (no HTTP) at 1,000 rps: added p50 %.0f µs, p99 %.0f µs (p50 %v, p99 %v); waypoint %.3f cores per 1,000 rps",
+		us(pct(tcpLat, 50)-pct(l4Lat, 50)), us(pct(tcpLat, 99)-pct(l4Lat, 99)), pct(tcpLat, 50), pct(tcpLat, 99), tcpCPU/tcpWall/(tcpQPS/1000))
 	b.Logf("details: after the 1,000 rps runs the waypoint's Go heap in use is %.1f MB, goroutine stacks %.1f MB", heapMB, stackMB)
 	b.Logf("details: ztunnels' CPU at 1,000 rps (cores, node a + node b): l4 path %.3f + %.3f, waypoint path %.3f + %.3f",
 		l4ZT.ztA/l4Wall, l4ZT.ztB/l4Wall, wpZT.ztA/wpWall, wpZT.ztB/wpWall)

@@ -39,9 +39,12 @@ import (
 // (10.100.2.40, service account waypoint) on node b. The waypoint pod is not captured: Istio
 // does not capture waypoints, whose own traffic goes straight to the endpoints' ztunnels.
 // Service echo (VIP 10.96.0.50:80 → 8080) names the waypoint; Service echo-l4
-// (10.96.0.51:80 → 8080) selects the same two servers without one (the L4-only path).
+// (10.96.0.51:80 → 8080) selects the same two servers without one (the L4-only path);
+// Service echo-tcp (10.96.0.52:80 → 8080) names the waypoint too, whose listener for it is
+// TCP only (tcp_proxy): the same hops as echo's, with no HTTP in the waypoint.
 const (
 	echoHost        = "echo.shop.svc.cluster.local"
+	echoTCPHost     = "echo-tcp.shop.svc.cluster.local"
 	echoL4Service   = "shop/echo-l4.shop.svc.cluster.local"
 	waypointPodIP   = "10.100.2.40"
 	waypointMetrics = "127.0.0.1:15020" // cmd/waypoint's defaults, inside the waypoint pod
@@ -51,6 +54,7 @@ const (
 var (
 	echoVIP    = netip.MustParseAddrPort("10.96.0.50:80")
 	echoL4VIP  = netip.MustParseAddrPort("10.96.0.51:80")
+	echoTCPVIP = netip.MustParseAddrPort("10.96.0.52:80")
 	waypointID = spiffe.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "waypoint"}
 	serverID   = spiffe.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "server"}
 	clientID   = spiffe.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "client"}
@@ -82,6 +86,7 @@ func newWaypointMesh(t testing.TB, workloadWaypoint bool) *waypointMesh {
 	gateway := &pb.GatewayAddress{Address: waypointPodIP, HbonePort: pb.DefaultHBONEPort, Identity: waypointID.String()}
 	port := []*pb.Port{{ServicePort: 80, TargetPort: 8080}}
 	echoService := pb.ServiceResourceName("shop", echoHost)
+	echoTCPService := pb.ServiceResourceName("shop", echoTCPHost)
 	workloads := map[string]proto.Message{
 		// The waypoint is a workload reached over HBONE (as Istio publishes it), only not
 		// captured.
@@ -92,7 +97,7 @@ func newWaypointMesh(t testing.TB, workloadWaypoint bool) *waypointMesh {
 		p := c.pods[name]
 		w := &pb.Workload{Uid: p.uid, Name: p.name, Namespace: "shop", ServiceAccount: p.sa, Node: p.node.name,
 			Addresses: []string{p.ip.String()}, TunnelProtocol: pb.TunnelProtocol_TUNNEL_PROTOCOL_HBONE,
-			Services: map[string]*pb.PortList{echoService: {Ports: port}, echoL4Service: {Ports: port}}}
+			Services: map[string]*pb.PortList{echoService: {Ports: port}, echoL4Service: {Ports: port}, echoTCPService: {Ports: port}}}
 		if workloadWaypoint {
 			w.Waypoint = gateway
 		}
@@ -103,6 +108,8 @@ func newWaypointMesh(t testing.TB, workloadWaypoint bool) *waypointMesh {
 		echoService: &pb.Service{Name: "echo", Namespace: "shop", Hostname: echoHost, Vips: []string{echoVIP.Addr().String()}, Ports: port, Waypoint: gateway},
 		echoL4Service: &pb.Service{Name: "echo-l4", Namespace: "shop", Hostname: "echo-l4.shop.svc.cluster.local",
 			Vips: []string{echoL4VIP.Addr().String()}, Ports: port},
+		echoTCPService: &pb.Service{Name: "echo-tcp", Namespace: "shop", Hostname: echoTCPHost,
+			Vips: []string{echoTCPVIP.Addr().String()}, Ports: port, Waypoint: gateway},
 	})
 	for _, name := range []string{"a", "b"} {
 		c.startZtunnel(c.nodes[name], "")
@@ -128,12 +135,14 @@ func newWaypointMesh(t testing.TB, workloadWaypoint bool) *waypointMesh {
 	return m
 }
 
-// echoWaypointConfig is the waypoint's configuration for Service echo, as the control
-// plane makes it: a listener on the VIP whose RBAC filter denies paths under /admin, a
-// route to the Service's cluster, and its endpoints (server-a and server-b, over HBONE
-// with the servers' identity).
+// echoWaypointConfig is the waypoint's configuration for Services echo and echo-tcp, as the
+// control plane makes it: for echo, a listener on the VIP whose RBAC filter denies paths
+// under /admin, a route to the Service's cluster, and its endpoints (server-a and server-b,
+// over HBONE with the servers' identity); for echo-tcp, a TCP listener to its cluster of the
+// same endpoints.
 func echoWaypointConfig(c *cluster) []proto.Message {
 	cluster := wt.ClusterName(echoHost, echoVIP.Port())
+	tcpCluster := wt.ClusterName(echoTCPHost, echoTCPVIP.Port())
 	var endpoints []*wt.Backend
 	for _, name := range []string{"server-a", "server-b"} {
 		endpoints = append(endpoints, &wt.Backend{ID: serverID, App: netip.AddrPortFrom(c.pods[name].ip, 8080)})
@@ -151,6 +160,9 @@ func echoWaypointConfig(c *cluster) []proto.Message {
 		wt.Endpoints(cluster, endpoints...),
 		wt.HTTPListener(echoHost, echoVIP, wt.HTTPFilter("envoy.filters.http.rbac", denyAdmin)),
 		wt.RouteConfig(listenerName, wt.PrefixRoute("default", "/", cluster)),
+		wt.Cluster(tcpCluster),
+		wt.Endpoints(tcpCluster, endpoints...),
+		wt.TCPListener(echoTCPHost, echoTCPVIP, tcpCluster),
 	}
 }
 
