@@ -293,7 +293,9 @@ test-cluster: cluster-bin ## The real-cluster suite (root): a fresh TEST_CLUSTER
 # test binary, e.g. CONFORMANCE_ARGS='-args --run-test=MeshPorts' runs one of its tests.
 CONFORMANCE_STATE   ?= $(CURDIR)/.cluster-conformance
 CONFORMANCE_NODES   ?= 2
-GATEWAY_API_VERSION := $(shell go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api)
+# Evaluated on first use only, then kept (the deferred simple expansion idiom): targets that
+# do not name the report, make help among them, run no go list.
+GATEWAY_API_VERSION = $(eval GATEWAY_API_VERSION := $$(shell go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api))$(GATEWAY_API_VERSION)
 CONFORMANCE_REPORT  ?= $(CURDIR)/docs/conformance/ambient-operator-$(CLUSTER_IMAGE_TAG)-gateway-api-$(GATEWAY_API_VERSION)-mesh-report.yaml
 # The suite's echo image reference, e.g. gcr.io/k8s-staging-gateway-api/echo-advanced:v2024...
 CONFORMANCE_ECHO_IMAGE = $(shell sed -nE 's/^ *image: *([^ ]*\/echo-advanced:[^ ]*)$$/\1/p' \

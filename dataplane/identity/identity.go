@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/pemcert"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 )
 
@@ -307,22 +308,16 @@ func parseResponse(resp *pb.CreateCertificateResponse, id spiffe.ID, key *ecdsa.
 	return cert, leaf, roots, nil
 }
 
+// parsePEMs is the certificates of every PEM bundle in order; an error names the
+// bundle's index in the answer's list.
 func parsePEMs(pems []string) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	for i, p := range pems {
-		rest := []byte(p)
-		for {
-			var block *pem.Block
-			block, rest = pem.Decode(rest)
-			if block == nil {
-				break
-			}
-			c, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("[%d]: %w", i, err)
-			}
-			out = append(out, c)
+		certs, err := pemcert.Parse([]byte(p))
+		if err != nil {
+			return nil, fmt.Errorf("[%d]: %w", i, err)
 		}
+		out = append(out, certs...)
 	}
 	return out, nil
 }

@@ -109,10 +109,10 @@ func controlPlaneDeployment(mesh *meshv1alpha1.AmbientMesh, version string) *app
 			configVolume(),
 			{Name: volumeTLS, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: ControlPlaneTLSName}}},
 		},
-		NodeSelector:    nodeSelector(spec.NodeSelector),
+		NodeSelector:    NodeSelector(spec.NodeSelector),
 		Tolerations:     spec.Tolerations,
 		SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: runtimeDefaultSeccomp()},
-		Affinity:        spreadAcrossNodes(selectorLabels(mesh, ControlPlaneName)),
+		Affinity:        SpreadAcrossNodes(selectorLabels(mesh, ControlPlaneName)),
 	}
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
@@ -190,7 +190,7 @@ func ztunnelDaemonSet(mesh *meshv1alpha1.AmbientMesh, version string) *appsv1.Da
 				Items:      []corev1.KeyToPath{{Key: "ca.crt", Path: "root-cert.pem"}},
 			}}},
 		},
-		NodeSelector: nodeSelector(spec.NodeSelector),
+		NodeSelector: NodeSelector(spec.NodeSelector),
 		Tolerations:  nodeAgentTolerations(spec.Tolerations),
 	}
 	annotations := map[string]string{
@@ -252,7 +252,7 @@ func cniDaemonSet(mesh *meshv1alpha1.AmbientMesh, version string) *appsv1.Daemon
 			hostPathVolume(volumeRunDir, meshconfig.RunDir, corev1.HostPathDirectoryOrCreate),
 			hostPathVolume(volumeProc, "/proc", corev1.HostPathDirectory),
 		},
-		NodeSelector: nodeSelector(spec.NodeSelector),
+		NodeSelector: NodeSelector(spec.NodeSelector),
 		Tolerations:  nodeAgentTolerations(spec.Tolerations),
 	}
 	return &appsv1.DaemonSet{
@@ -362,7 +362,8 @@ func hostPathVolume(name, path string, t corev1.HostPathType) corev1.Volume {
 	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path, Type: &t}}}
 }
 
-func nodeSelector(user map[string]string) map[string]string {
+// NodeSelector pins a component's pods to Linux nodes, plus the nodes the user selects.
+func NodeSelector(user map[string]string) map[string]string {
 	s := map[string]string{corev1.LabelOSStable: "linux"}
 	maps.Copy(s, user)
 	return s
@@ -390,7 +391,9 @@ func runtimeDefaultSeccomp() *corev1.SeccompProfile {
 	return &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
 }
 
-func spreadAcrossNodes(selector map[string]string) *corev1.Affinity {
+// SpreadAcrossNodes prefers a node the selected pods do not run on yet, so replicas
+// survive the loss of one node.
+func SpreadAcrossNodes(selector map[string]string) *corev1.Affinity {
 	return &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
 		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
 			Weight: 100,

@@ -17,7 +17,6 @@ package manifests
 
 import (
 	"fmt"
-	"maps"
 	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -264,13 +263,13 @@ func deployment(in Input) *appsv1.Deployment {
 				}}},
 			}}},
 		},
-		NodeSelector: nodeSelector(spec.NodeSelector),
+		NodeSelector: meshmanifests.NodeSelector(spec.NodeSelector),
 		Tolerations:  spec.Tolerations,
 		SecurityContext: &corev1.PodSecurityContext{
 			RunAsNonRoot:   ptr.To(true),
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
-		Affinity: spreadAcrossNodes(SelectorLabels(p.Name)),
+		Affinity: meshmanifests.SpreadAcrossNodes(SelectorLabels(p.Name)),
 	}
 	podLabels := ObjectLabels(p.Name)
 	podLabels[meshmanifests.LabelVersion] = version
@@ -352,22 +351,4 @@ func autoscaler(p Proxy) *autoscalingv2.HorizontalPodAutoscaler {
 			}},
 		},
 	}
-}
-
-func nodeSelector(user map[string]string) map[string]string {
-	s := map[string]string{corev1.LabelOSStable: "linux"}
-	maps.Copy(s, user)
-	return s
-}
-
-func spreadAcrossNodes(selector map[string]string) *corev1.Affinity {
-	return &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
-		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
-			Weight: 100,
-			PodAffinityTerm: corev1.PodAffinityTerm{
-				LabelSelector: &metav1.LabelSelector{MatchLabels: selector},
-				TopologyKey:   corev1.LabelHostname,
-			},
-		}},
-	}}
 }

@@ -15,7 +15,7 @@ func IsMeshService(svc *corev1.Service) bool {
 	if len(svc.Spec.Selector) == 0 || svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return false
 	}
-	return len(vips(svc)) > 0
+	return len(ServiceVIPs(svc)) > 0
 }
 
 // Hostname is the Service's cluster DNS name, <name>.<namespace>.svc.<cluster domain>.
@@ -45,7 +45,7 @@ func Service(mesh Mesh, svc *corev1.Service, ns *corev1.Namespace, waypoints map
 		Name:      svc.Name,
 		Namespace: svc.Namespace,
 		Hostname:  Hostname(mesh, svc),
-		Vips:      vips(svc),
+		Vips:      ServiceVIPs(svc),
 	}
 	for _, sp := range svc.Spec.Ports {
 		if !IsTCP(sp.Protocol) {
@@ -57,7 +57,8 @@ func Service(mesh Mesh, svc *corev1.Service, ns *corev1.Namespace, waypoints map
 	return out
 }
 
-func vips(svc *corev1.Service) []string {
+// ServiceVIPs are the Service's cluster IPs (both families when dual-stack).
+func ServiceVIPs(svc *corev1.Service) []string {
 	var out []string
 	for _, ip := range svc.Spec.ClusterIPs {
 		if ip != "" && ip != corev1.ClusterIPNone {

@@ -146,7 +146,7 @@ func ResolveWaypoint(mesh Mesh, wp *meshv1.Waypoint, svc *corev1.Service, servic
 	}
 	info.Identity = pb.SpiffeID(mesh.TrustDomain, wp.Namespace, serviceAccount)
 	if svc != nil {
-		if ips := vips(svc); len(ips) > 0 {
+		if ips := ServiceVIPs(svc); len(ips) > 0 {
 			info.Address = ips[0]
 		}
 	}

@@ -72,7 +72,7 @@ func Build(mesh Mesh, wp *meshv1.Waypoint, st *State) (res Resources, err error)
 	jwksURIs := map[string]bool{}
 	routes := compileRoutes(st)
 	for _, svc := range ServedServices(wp, st) {
-		addresses := serviceVIPs(svc)
+		addresses := translate.ServiceVIPs(svc)
 		sc := scope{namespace: svc.Namespace, service: svc.Name}
 		policies := policiesFor(st.Policies, wp, sc)
 		host := translate.Hostname(mesh, svc)
@@ -166,20 +166,6 @@ func defaultRouteConfig(name, cluster string) *routev3.RouteConfiguration {
 		Domains: []string{"*"},
 		Routes:  []*routev3.Route{defaultRoute(cluster)},
 	}}}
-}
-
-// serviceVIPs are the Service's cluster IPs (both families when dual-stack).
-func serviceVIPs(svc *corev1.Service) []string {
-	var out []string
-	for _, ip := range svc.Spec.ClusterIPs {
-		if ip != "" && ip != corev1.ClusterIPNone {
-			out = append(out, ip)
-		}
-	}
-	if len(out) == 0 && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
-		out = append(out, svc.Spec.ClusterIP)
-	}
-	return out
 }
 
 // podIPs are the pod's addresses, the primary first.

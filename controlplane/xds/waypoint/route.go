@@ -71,15 +71,35 @@ type compiledRoute struct {
 	unsupported []string
 }
 
-// compileHTTPRoute normalizes an HTTPRoute.
-func compileHTTPRoute(r *gatewayv1.HTTPRoute) compiledRoute {
+// newCompiledRoute starts a route's translation with its reference; a fault annotation the
+// waypoint cannot read makes the route unsupported.
+func newCompiledRoute(meta *metav1.ObjectMeta) (compiledRoute, routeRef) {
 	var out compiledRoute
-	ref := routeRef{namespace: r.Namespace, name: r.Name, created: r.CreationTimestamp}
-	fault, err := parseFaultAnnotations(r.Annotations)
+	ref := routeRef{namespace: meta.Namespace, name: meta.Name, created: meta.CreationTimestamp}
+	fault, err := parseFaultAnnotations(meta.Annotations)
 	if err != nil {
 		out.unsupported = append(out.unsupported, err.Error())
 	}
 	ref.fault = fault
+	return out, ref
+}
+
+// addRule keeps a normalized rule with what it uses that the waypoint does not support.
+// Its Envoy routes are built and validated only while the route has no other problem.
+func (c *compiledRoute) addRule(field string, rr routeRule, sessionPersistence bool) {
+	c.unsupported = append(c.unsupported, ruleProblems(field, &rr)...)
+	if sessionPersistence {
+		c.unsupported = append(c.unsupported, field+".sessionPersistence is not supported")
+	}
+	if len(c.unsupported) == 0 {
+		c.unsupported = envoyProblems(field, &rr)
+	}
+	c.rules = append(c.rules, rr)
+}
+
+// compileHTTPRoute normalizes an HTTPRoute.
+func compileHTTPRoute(r *gatewayv1.HTTPRoute) compiledRoute {
+	out, ref := newCompiledRoute(&r.ObjectMeta)
 	for i := range r.Spec.Rules {
 		rule := &r.Spec.Rules[i]
 		rr := routeRule{route: ref, index: i, filters: rule.Filters, backends: rule.BackendRefs, timeouts: rule.Timeouts, retry: rule.Retry}
@@ -95,14 +115,7 @@ func compileHTTPRoute(r *gatewayv1.HTTPRoute) compiledRoute {
 			}
 			rr.matches = append(rr.matches, m)
 		}
-		out.unsupported = append(out.unsupported, ruleProblems(field, &rr)...)
-		if rule.SessionPersistence != nil {
-			out.unsupported = append(out.unsupported, field+".sessionPersistence is not supported")
-		}
-		if len(out.unsupported) == 0 {
-			out.unsupported = envoyProblems(field, &rr)
-		}
-		out.rules = append(out.rules, rr)
+		out.addRule(field, rr, rule.SessionPersistence != nil)
 	}
 	return out
 }
@@ -110,13 +123,7 @@ func compileHTTPRoute(r *gatewayv1.HTTPRoute) compiledRoute {
 // compileGRPCRoute normalizes a GRPCRoute: a method match is a path match on
 // /<service>/<method>.
 func compileGRPCRoute(r *gatewayv1.GRPCRoute) compiledRoute {
-	var out compiledRoute
-	ref := routeRef{namespace: r.Namespace, name: r.Name, created: r.CreationTimestamp}
-	fault, err := parseFaultAnnotations(r.Annotations)
-	if err != nil {
-		out.unsupported = append(out.unsupported, err.Error())
-	}
-	ref.fault = fault
+	out, ref := newCompiledRoute(&r.ObjectMeta)
 	for i := range r.Spec.Rules {
 		rule := &r.Spec.Rules[i]
 		field := fmt.Sprintf("spec.rules[%d]", i)
@@ -138,14 +145,7 @@ func compileGRPCRoute(r *gatewayv1.GRPCRoute) compiledRoute {
 		for j := range matches {
 			rr.matches = append(rr.matches, grpcMatch(&matches[j]))
 		}
-		out.unsupported = append(out.unsupported, ruleProblems(field, &rr)...)
-		if rule.SessionPersistence != nil {
-			out.unsupported = append(out.unsupported, field+".sessionPersistence is not supported")
-		}
-		if len(out.unsupported) == 0 {
-			out.unsupported = envoyProblems(field, &rr)
-		}
-		out.rules = append(out.rules, rr)
+		out.addRule(field, rr, rule.SessionPersistence != nil)
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -386,26 +387,17 @@ func (s *Store) Snapshot() Dump {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var d Dump
-	for _, k := range sortedKeys(s.workloads) {
+	for _, k := range slices.Sorted(maps.Keys(s.workloads)) {
 		d.Workloads = append(d.Workloads, s.workloads[k])
 	}
-	for _, k := range sortedKeys(s.services) {
+	for _, k := range slices.Sorted(maps.Keys(s.services)) {
 		d.Services = append(d.Services, s.services[k])
 	}
-	for _, k := range sortedKeys(s.policies) {
+	for _, k := range slices.Sorted(maps.Keys(s.policies)) {
 		d.Authorizations = append(d.Authorizations, s.policies[k].Source)
 	}
-	for _, k := range sortedKeys(s.bundles) {
+	for _, k := range slices.Sorted(maps.Keys(s.bundles)) {
 		d.TrustBundles = append(d.TrustBundles, s.bundles[k])
 	}
 	return d
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

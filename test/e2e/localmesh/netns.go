@@ -2,6 +2,7 @@ package localmesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -36,10 +37,17 @@ func inNetns(netns string, args ...string) error {
 	return run("ip", append([]string{"netns", "exec", netns}, args...)...)
 }
 
-// addNetns creates a named network namespace with its loopback up.
-func addNetns(name string) error {
+// createNetns creates a named network namespace with its loopback up and records it in
+// st once it exists, so the state names exactly the namespaces this mesh made: Down after
+// a partial Up deletes them all, and never one that `ip netns add` refused because it
+// already existed (another mesh's am-ul, say). If the record cannot be written, the new
+// namespace is deleted again; one whose loopback failed stays recorded for Down.
+func createNetns(st *State, name string) error {
 	if err := run("ip", "netns", "add", name); err != nil {
 		return err
+	}
+	if err := st.addNetns(name); err != nil {
+		return errors.Join(err, deleteNetns(name))
 	}
 	return inNetns(name, "ip", "link", "set", "lo", "up")
 }

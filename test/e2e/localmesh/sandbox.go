@@ -49,10 +49,7 @@ func podNetnsName(namespace, name string) string {
 // control plane reachable from it.
 func (m *Mesh) addSandbox(ctx context.Context, s *podSandbox) error {
 	if _, err := os.Stat(s.NetnsPath()); err != nil {
-		if err := m.state.addNetns(s.Netns); err != nil {
-			return err
-		}
-		if err := addNetns(s.Netns); err != nil {
+		if err := createNetns(m.state, s.Netns); err != nil {
 			return err
 		}
 	}

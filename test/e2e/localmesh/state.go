@@ -80,8 +80,13 @@ func (s *State) removeProc(pid int) error {
 	})
 }
 
+// addNetns records a namespace once, however often a pod's sandbox is made again.
 func (s *State) addNetns(name string) error {
-	return s.update(func(s *State) { s.Netns = append(s.Netns, name) })
+	return s.update(func(s *State) {
+		if !slices.Contains(s.Netns, name) {
+			s.Netns = append(s.Netns, name)
+		}
+	})
 }
 
 func (s *State) addPath(path string) error {

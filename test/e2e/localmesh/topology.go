@@ -104,10 +104,7 @@ func (n *Node) unlinkPodNetns(name string) error {
 // buildTopology creates the underlay netns with its bridge and one netns per
 // node linked to it, with routes to every other node's pod CIDR.
 func buildTopology(st *State, nodes []*Node) error {
-	if err := st.addNetns(UnderlayNetns); err != nil {
-		return err
-	}
-	if err := addNetns(UnderlayNetns); err != nil {
+	if err := createNetns(st, UnderlayNetns); err != nil {
 		return err
 	}
 	steps := [][]string{
@@ -115,10 +112,7 @@ func buildTopology(st *State, nodes []*Node) error {
 		{"ip", "-n", UnderlayNetns, "link", "set", underlayBridge, "up"},
 	}
 	for _, n := range nodes {
-		if err := st.addNetns(n.Name); err != nil {
-			return err
-		}
-		if err := addNetns(n.Name); err != nil {
+		if err := createNetns(st, n.Name); err != nil {
 			return err
 		}
 		peer := "ul-" + strings.TrimPrefix(n.Name, "am-")
