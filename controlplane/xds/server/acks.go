@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -52,11 +51,11 @@ type Sync struct {
 // ResourceVersion is the version the caches give a resource (a hash of its
 // deterministic encoding), which clients ACK.
 func ResourceVersion(m proto.Message) string {
-	raw, err := cache.MarshalResource(m)
+	r, err := encodeResource(m)
 	if err != nil {
 		return "" // never held by a client: the cache cannot send it either
 	}
-	return cache.HashResource(raw)
+	return r.version
 }
 
 // ackTracker follows what every delta stream's client holds. It sees only admitted

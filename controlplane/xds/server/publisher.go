@@ -1,33 +1,36 @@
 package server
 
 import (
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
-// Publisher feeds translated resources into the linear caches. It drops updates that
-// change nothing (so a reconcile that recomputes an unchanged Workload pushes nothing) and
-// debounces the rest: changes arriving within one window are applied to each cache in a
-// single UpdateResources call, and a resource changed several times in the window is sent
-// once, in its last state.
+// Publisher feeds translated resources into the workload API's caches. It keeps each
+// resource as its deterministic encoding (shared with the cache, which sends it as is),
+// drops updates that change nothing (so a reconcile that recomputes an unchanged Workload
+// pushes nothing) and debounces the rest: changes arriving within one window are applied
+// to each cache in a single flush, and a resource changed several times in the window is
+// sent once, in its last state.
 type Publisher struct {
 	caches   map[string]resourceCache
 	debounce time.Duration
 	updates  *prometheus.CounterVec
 
 	mu      sync.Mutex
-	current map[string]map[string]proto.Message // type → name → what the cache has or will have
-	pending map[string]map[string]proto.Message // type → name → new value; nil = delete
+	current map[string]map[string]deltaResource // type → name → what the cache has or will have
+	pending map[string]map[string]deltaResource // type → name → new state; a zero value removes
 	timer   *time.Timer
 }
 
-// resourceCache is the part of cache.LinearCache the publisher uses.
+// resourceCache is what the publisher flushes into (deltaCache).
 type resourceCache interface {
-	UpdateResources(toUpdate map[string]types.Resource, toDelete []string) error
+	apply(changes map[string]deltaResource)
 }
 
 func newPublisher(caches map[string]resourceCache, debounce time.Duration, updates *prometheus.CounterVec) *Publisher {
@@ -35,19 +38,28 @@ func newPublisher(caches map[string]resourceCache, debounce time.Duration, updat
 		caches:   caches,
 		debounce: debounce,
 		updates:  updates,
-		current:  map[string]map[string]proto.Message{},
-		pending:  map[string]map[string]proto.Message{},
+		current:  map[string]map[string]deltaResource{},
+		pending:  map[string]map[string]deltaResource{},
 	}
 	for t := range caches {
-		p.current[t] = map[string]proto.Message{}
-		p.pending[t] = map[string]proto.Message{}
+		p.current[t] = map[string]deltaResource{}
+		p.pending[t] = map[string]deltaResource{}
 	}
 	return p
 }
 
 // Set publishes resource name of type typeURL; a nil m removes it. It reports whether
-// anything changed. Unknown types are ignored (false).
+// anything changed. Unknown types are ignored (false), and so is a message that cannot be
+// encoded (a string field that is not UTF-8), which would leave the published one as it
+// was.
 func (p *Publisher) Set(typeURL, name string, m proto.Message) bool {
+	var next deltaResource
+	if m != nil {
+		var err error
+		if next, err = encodeResource(m); err != nil {
+			return false
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	current, ok := p.current[typeURL]
@@ -58,35 +70,43 @@ func (p *Publisher) Set(typeURL, name string, m proto.Message) bool {
 	switch {
 	case m == nil && !had:
 		return false
-	case m != nil && had && proto.Equal(old, m):
+	case m != nil && had && old.version == next.version:
 		return false
 	}
 	if m == nil {
 		delete(current, name)
 	} else {
-		current[name] = m
+		current[name] = next
 	}
-	p.pending[typeURL][name] = m
+	p.pending[typeURL][name] = next
 	p.scheduleLocked()
 	return true
 }
 
-// Get returns the resource as last published (nil when absent).
+// Get returns the resource as last published (nil when absent), decoded anew.
 func (p *Publisher) Get(typeURL, name string) proto.Message {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.current[typeURL][name]
+	r, ok := p.current[typeURL][name]
+	p.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByURL(typeURL)
+	if err != nil {
+		return nil
+	}
+	m := mt.New().Interface()
+	if err := proto.Unmarshal(r.raw, m); err != nil {
+		return nil // not reached: the bytes are the encoding of such a message
+	}
+	return m
 }
 
 // Names lists the published resource names of a type.
 func (p *Publisher) Names(typeURL string) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	names := make([]string, 0, len(p.current[typeURL]))
-	for n := range p.current[typeURL] {
-		names = append(names, n)
-	}
-	return names
+	return slices.Collect(maps.Keys(p.current[typeURL]))
 }
 
 func (p *Publisher) scheduleLocked() {
@@ -116,19 +136,8 @@ func (p *Publisher) flushLocked() {
 		if len(changes) == 0 {
 			continue
 		}
-		toUpdate := map[string]types.Resource{}
-		var toDelete []string
-		for name, m := range changes {
-			if m == nil {
-				toDelete = append(toDelete, name)
-			} else {
-				toUpdate[name] = m
-			}
-		}
-		// The linear cache only errors when it cannot version a resource it was given,
-		// which is a bug in translation; the stream then reports it to the client.
-		_ = p.caches[typeURL].UpdateResources(toUpdate, toDelete)
+		p.caches[typeURL].apply(changes)
 		p.updates.WithLabelValues(shortType(typeURL)).Add(float64(len(changes)))
-		p.pending[typeURL] = map[string]proto.Message{}
+		p.pending[typeURL] = map[string]deltaResource{}
 	}
 }

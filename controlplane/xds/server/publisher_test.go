@@ -6,14 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/prometheus/client_golang/prometheus"
 
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
-// recordingCache records UpdateResources calls (the publisher's only use of a cache).
+// recordingCache records the flushes it is given.
 type recordingCache struct {
 	mu    sync.Mutex
 	calls []call
@@ -24,17 +23,20 @@ type call struct {
 	deleted []string
 }
 
-func (c *recordingCache) UpdateResources(toUpdate map[string]types.Resource, toDelete []string) error {
+func (c *recordingCache) apply(changes map[string]deltaResource) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var names []string
-	for n := range toUpdate {
-		names = append(names, n)
+	var updated, deleted []string
+	for name, r := range changes {
+		if r.version == "" {
+			deleted = append(deleted, name)
+		} else {
+			updated = append(updated, name)
+		}
 	}
-	sort.Strings(names)
-	sort.Strings(toDelete)
-	c.calls = append(c.calls, call{names, toDelete})
-	return nil
+	sort.Strings(updated)
+	sort.Strings(deleted)
+	c.calls = append(c.calls, call{updated, deleted})
 }
 
 func (c *recordingCache) snapshot() []call {

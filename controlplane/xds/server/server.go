@@ -1,5 +1,5 @@
-// Package server serves delta ADS with go-control-plane: the workload API (one
-// LinearCache per resource type, shared by every ztunnel) and, on the same port, each
+// Package server serves delta ADS with go-control-plane: the workload API (one deltaCache
+// per resource type, shared by every ztunnel: deltacache.go) and, on the same port, each
 // waypoint's Envoy resources (LDS/RDS/CDS/EDS, one LinearCache per waypoint and type,
 // chosen by the node cluster "waypoint/<namespace>/<name>") and the mesh's trust bundle
 // as the SDS Secret ROOTCA (one LinearCache shared by every waypoint), all behind one
@@ -9,9 +9,9 @@
 // waypoint's service account; a ztunnel gets the workload API, and only when it
 // authenticated as a node agent bound to the node it names; nobody else gets anything.
 //
-// Pushes never block on a slow client: a LinearCache answers each watch at most once on a
-// buffered channel and then forgets it, and the client's stream goroutine opens the next
-// watch only after it has sent the previous response. While a client is slow, its next
+// Pushes never block on a slow client: each cache (deltaCache, LinearCache) answers a
+// watch at most once on a buffered channel and then forgets it, and the client's stream
+// goroutine opens the next watch only after it has sent the previous response. While a client is slow, its next
 // response simply carries every resource that changed in the meantime.
 //
 // The server also follows what every delta client holds (acks.go): the versions of each
@@ -64,7 +64,7 @@ const MaxRequestSize = 16 << 20
 // Server is the delta ADS server: the workload API for ztunnels, and each waypoint's
 // Envoy resources for that waypoint (see waypointCaches).
 type Server struct {
-	caches    map[string]*cache.LinearCache
+	caches    map[string]*deltaCache
 	xds       serverv3.Server
 	publisher *Publisher
 	waypoints *WaypointPublisher
@@ -82,12 +82,12 @@ func New(ctx context.Context, opts Options) *Server {
 		opts.Log = logr.Discard()
 	}
 	m := newMetrics(opts.Registerer)
-	s := &Server{caches: map[string]*cache.LinearCache{}, metrics: m, acks: newAckTracker(), started: time.Now()}
+	s := &Server{caches: map[string]*deltaCache{}, metrics: m, acks: newAckTracker(), started: time.Now()}
 	muxed := map[string]cache.Cache{}
 	forPublisher := map[string]resourceCache{}
 	cacheLog := cacheLogger{opts.Log.WithName("cache")}
 	for _, t := range pb.TypeURLs {
-		c := cache.NewLinearCache(t, cache.WithLogger(cacheLog))
+		c := newDeltaCache(t)
 		s.caches[t], muxed[t], forPublisher[t] = c, c, c
 	}
 	wc := newWaypointCaches(cacheLog)
