@@ -1,6 +1,8 @@
 // Command operator installs and runs the ambient mesh: a controller-runtime
-// manager whose controllers (added by setupControllers) own the AmbientMesh,
-// Waypoint and MeshPolicy kinds.
+// manager whose controllers (added by setupControllers) reconcile AmbientMeshes,
+// Waypoints and, when the cluster serves the Gateway API, the GatewayClass
+// ambientmesh-waypoint and its Gateways. MeshPolicies have no controller here:
+// the control plane translates them and writes their status.
 package main
 
 import (
