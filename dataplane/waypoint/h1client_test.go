@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
+
 	"github.com/ambientmesh/ambient-operator/dataplane/hbone"
 	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
@@ -259,12 +261,7 @@ func waitClosedIdle(t *testing.T, h *h1Client) {
 	if len(idle) != 1 {
 		t.Fatalf("%d idle connections, want 1", len(idle))
 	}
-	for deadline := time.Now().Add(5 * time.Second); idle[0].stillOpen(); {
-		if time.Now().After(deadline) {
-			t.Fatal("the endpoint's end of the connection did not arrive")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.For(t, "the endpoint's end of the connection", 5*time.Second, func() bool { return !idle[0].stillOpen() })
 }
 
 func TestH1ClientSendsAgainOnlyWhatIsSafeToSendAgain(t *testing.T) {

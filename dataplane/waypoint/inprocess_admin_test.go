@@ -11,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -164,7 +167,7 @@ func TestAccessLogLinePerRequest(t *testing.T) {
 	for _, path := range []string{"/a", "/b?x=1"} {
 		get(t, client, path, nil)
 	}
-	eventually(t, "two access log lines", func() bool { return len(log.lines()) == 2 })
+	testwait.For(t, "two access log lines", 5*time.Second, func() bool { return len(log.lines()) == 2 })
 	for i, line := range log.lines() {
 		var e map[string]any
 		if err := json.Unmarshal([]byte(line), &e); err != nil {

@@ -3,6 +3,7 @@ package waypoint_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
@@ -48,7 +51,7 @@ func TestListenerThatDoesNotCompileIsNACKedAndTheOldOneServes(t *testing.T) {
 	if nacks := m.Push(wt.HTTPListener(reviews, reviewsVIP)); len(nacks) > 0 {
 		t.Fatalf("the corrected listener was NACKed: %v", nacks)
 	}
-	eventually(t, "ready once the listener is accepted", func() bool { return m.Waypoint.Ready(context.Background()) == nil })
+	testwait.ForNoError(t, "ready once the listener is accepted", 5*time.Second, func() error { return m.Waypoint.Ready(context.Background()) })
 }
 
 // metricValue reads a waypoint metric by the value of its type label.
@@ -176,11 +179,11 @@ func TestDrainKeepsAcceptingForMinDrainPeriod(t *testing.T) {
 	}
 
 	ready := func() error { return m.Waypoint.Ready(context.Background()) }
-	eventually(t, "the waypoint ready", func() bool { return ready() == nil })
+	testwait.ForNoError(t, "the waypoint ready", 5*time.Second, ready)
 	start := time.Now()
 	stopped := make(chan error, 1)
 	go func() { stopped <- m.Stop() }()
-	eventually(t, "the stopping waypoint to report draining", func() bool {
+	testwait.For(t, "the stopping waypoint to report draining", 5*time.Second, func() bool {
 		err := ready()
 		return err != nil && strings.Contains(err.Error(), "draining")
 	})
@@ -229,17 +232,12 @@ func TestXDSReconnectResumes(t *testing.T) {
 	next.Serve(t, addr)
 	m.XDS = next
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, body := wt.Get(client, url, nil)
-		if code == http.StatusOK && strings.HasPrefix(body, "v2") {
-			break
+	testwait.ForNoError(t, "v2's answer after the control plane came back (the route changed while it was down)", 10*time.Second, func() error {
+		if code, body := wt.Get(client, url, nil); code != http.StatusOK || !strings.HasPrefix(body, "v2") {
+			return fmt.Errorf("got %d %q", code, body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the control plane came back: %d %q, want v2's answer (the route changed while it was down)", code, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if nacks := next.Nacks(); len(nacks) > 0 {
 		t.Fatalf("the waypoint NACKed the restarted control plane: %v", nacks)
 	}

@@ -170,15 +170,3 @@ func metric(t *testing.T, m *wt.Mesh, name string, want map[string]string) float
 	}
 	return sum
 }
-
-// eventually polls cond until it holds or 5 s have passed.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

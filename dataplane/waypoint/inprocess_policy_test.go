@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -269,7 +271,7 @@ func TestTCPListenerRelaysAndDeniesByPrincipal(t *testing.T) {
 	if got := b.Requests.Load(); got != 1 {
 		t.Errorf("the backend accepted %d connections, want 1", got)
 	}
-	eventually(t, "the TCP connection's metrics", func() bool {
+	testwait.For(t, "the TCP connection's metrics", 5*time.Second, func() bool {
 		return metric(t, m, "istio_tcp_connections_closed_total", map[string]string{"source_principal": wt.ClientID.String(), "destination_principal": b.ID.String()}) == 1 &&
 			metric(t, m, "istio_tcp_received_bytes_total", nil) == float64(len(msg))
 	})

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -334,7 +336,7 @@ func TestMirrorGetsACopyWithoutSlowingThePrimary(t *testing.T) {
 			t.Errorf("request %d: got %d from %q after %v, want v1's 200 at once", i, a.status, a.header.Get("X-Served-By"), a.duration)
 		}
 	}
-	eventually(t, "the mirror to receive every copy", func() bool {
+	testwait.For(t, "the mirror to receive every copy", 5*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(shadowHosts) == requests

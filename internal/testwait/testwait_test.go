@@ -1,6 +1,7 @@
 package testwait
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -71,5 +72,69 @@ func TestUntilReturnsTheLastErrorAfterTheTimeout(t *testing.T) {
 	}
 	if !errors.Is(err, last) || !strings.Contains(err.Error(), "300ms") {
 		t.Fatalf("Until = %v, want the last error (%v) and the timeout", err, last)
+	}
+}
+
+func TestForNoErrorFailsWithTheLastError(t *testing.T) {
+	r := &recorder{}
+	calls := 0
+	func() {
+		defer func() {
+			if p := recover(); p != r {
+				panic(p)
+			}
+		}()
+		ForNoError(r, "the door", 100*time.Millisecond, func() error {
+			calls++
+			return fmt.Errorf("locked (try %d)", calls)
+		})
+	}()
+	want := fmt.Sprintf("locked (try %d)", calls)
+	if !strings.Contains(r.failure, "waiting for the door") || !strings.HasSuffix(r.failure, want) {
+		t.Fatalf("failure %q does not name what and end with the last error %q", r.failure, want)
+	}
+}
+
+func TestForNoErrorReturnsOnceTryIsNil(t *testing.T) {
+	calls := 0
+	ForNoError(t, "the third try", 5*time.Second, func() error {
+		if calls++; calls < 3 {
+			return errNotYet
+		}
+		return nil
+	})
+	if calls != 3 {
+		t.Fatalf("try called %d times, want 3", calls)
+	}
+}
+
+// For's pauses start short, so a condition that holds a moment later costs
+// a moment, and settle at 20 ms.
+func TestForPausesDoubleFromAMillisecondToTwenty(t *testing.T) {
+	var got []time.Duration
+	for pause, i := forPace.first, 0; i < 7; pause, i = forPace.after(pause), i+1 {
+		got = append(got, pause)
+	}
+	want := []time.Duration{1, 2, 4, 8, 16, 20, 20}
+	for i := range want {
+		if got[i] != want[i]*time.Millisecond {
+			t.Fatalf("pauses %v, want %v ms", got, want)
+		}
+	}
+}
+
+func TestUntilContextStopsWhenTheContextEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	failed := errors.New("not there")
+	start := time.Now()
+	err := UntilContext(ctx, time.Minute, func() error {
+		cancel()
+		return failed
+	})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "not there") {
+		t.Fatalf("UntilContext = %v, want the context's error and the last one", err)
+	}
+	if elapsed := time.Since(start); elapsed > 10*time.Second {
+		t.Fatalf("returned after %v, not when the context ended", elapsed)
 	}
 }

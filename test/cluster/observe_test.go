@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
-	"github.com/ambientmesh/ambient-operator/test/e2e/localmesh"
+	"github.com/ambientmesh/ambient-operator/internal/tcpdump"
 )
 
 // ztunnelMetrics fetches the metrics of the ztunnel on node from its pod IP
@@ -61,10 +61,10 @@ func appPods(ctx context.Context, app string) []corev1.Pod {
 // ztunnel happens inside the pod's own namespace), but it does carry the
 // kubelet's exec streams from containerd's streaming server on 127.0.0.1 in
 // plaintext, and with them what an exec'd echo client prints of its request.
-type capture struct{ *localmesh.Capture }
+type capture struct{ *tcpdump.Capture }
 
 func startCapture(node string) *capture {
-	c, err := localmesh.StartTcpdump(node, "any", "tcp and not net 127.0.0.0/8", filepath.Join(GinkgoT().TempDir(), node+".txt"))
+	c, err := tcpdump.Start(node, "any", "tcp and not net 127.0.0.0/8", filepath.Join(GinkgoT().TempDir(), node+".txt"))
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { _, _ = c.Stop() }) // when the spec fails before stop
 	return &capture{c}

@@ -59,7 +59,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
-	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -68,6 +67,7 @@ import (
 
 	"github.com/ambientmesh/ambient-operator/internal/applyobj"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 const (
@@ -280,17 +280,17 @@ func olmApply(ctx context.Context, c client.Client, obj client.Object) error {
 }
 
 func waitEstablished(ctx context.Context, c client.Client, name string) error {
-	err := wait.PollUntilContextTimeout(ctx, time.Second, olmWaitTimeout, true, func(ctx context.Context) (bool, error) {
+	err := testwait.UntilContext(ctx, olmWaitTimeout, func() error {
 		var crd apiextensionsv1.CustomResourceDefinition
 		if err := c.Get(ctx, client.ObjectKey{Name: name}, &crd); err != nil {
-			return false, client.IgnoreNotFound(err)
+			return err
 		}
 		for _, cond := range crd.Status.Conditions {
 			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-				return true, nil
+				return nil
 			}
 		}
-		return false, nil
+		return errors.New("no Established=True condition")
 	})
 	if err != nil {
 		return fmt.Errorf("CRD %s not Established: %w", name, err)
@@ -306,12 +306,16 @@ func deleteAndWait(ctx context.Context, c client.Client, objs []client.Object) e
 		}
 	}
 	for _, obj := range objs {
-		err := wait.PollUntilContextTimeout(ctx, time.Second, olmWaitTimeout, true, func(ctx context.Context) (bool, error) {
+		err := testwait.UntilContext(ctx, olmWaitTimeout, func() error {
 			err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj.DeepCopyObject().(client.Object))
-			if apierrors.IsNotFound(err) {
-				return true, nil
+			switch {
+			case apierrors.IsNotFound(err):
+				return nil
+			case err == nil:
+				return errors.New("found")
+			default:
+				return err
 			}
-			return false, err
 		})
 		if err != nil {
 			return fmt.Errorf("%T %s still there: %w", obj, client.ObjectKeyFromObject(obj), err)

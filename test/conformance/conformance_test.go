@@ -12,6 +12,7 @@ package conformance
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -21,7 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/gateway-api/conformance"
 	confv1 "sigs.k8s.io/gateway-api/conformance/apis/v1"
@@ -30,6 +30,7 @@ import (
 
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 )
 
 // waypointName is the Waypoint each of the suite's namespaces gets, and the
@@ -137,11 +138,14 @@ func enroll(ctx context.Context, t *testing.T, c client.Client, ns string) {
 	if err := c.Create(ctx, wp); err != nil {
 		t.Fatalf("waypoint %s/%s: %v", ns, waypointName, err)
 	}
-	err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := testwait.UntilContext(ctx, 3*time.Minute, func() error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(wp), wp); err != nil {
-			return false, err
+			return err
 		}
-		return meta.IsStatusConditionTrue(wp.Status.Conditions, meshv1.WaypointConditionReady), nil
+		if !meta.IsStatusConditionTrue(wp.Status.Conditions, meshv1.WaypointConditionReady) {
+			return errors.New("not Ready")
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("waypoint %s/%s is not Ready: %v (conditions %v)", ns, waypointName, err, wp.Status.Conditions)

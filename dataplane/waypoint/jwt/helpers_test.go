@@ -238,15 +238,3 @@ func newJWKSServer(t testing.TB, jwks string) *jwksServer {
 	t.Cleanup(s.Close)
 	return s
 }
-
-// eventually polls cond until it holds or five seconds pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

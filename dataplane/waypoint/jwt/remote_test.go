@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
+
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 )
 
@@ -84,11 +86,11 @@ func TestRemoteJWKSRefreshAndStaleWhileError(t *testing.T) {
 
 	// After cache_duration the keys are fetched again without any request asking.
 	server.body.Store(jwksJSON(t, key1, key2))
-	eventually(t, "the refreshed JWKS is loaded", func() bool { return status().KeysLoaded == 2 })
+	testwait.For(t, "the refreshed JWKS is loaded", 5*time.Second, func() bool { return status().KeysLoaded == 2 })
 
 	// The server fails: the keys held stay in use and the error is recorded.
 	server.failing.Store(true)
-	eventually(t, "the failed refresh is recorded", func() bool { return status().LastError != "" })
+	testwait.For(t, "the failed refresh is recorded", 5*time.Second, func() bool { return status().LastError != "" })
 	if s := status(); s.KeysLoaded != 2 || !strings.Contains(s.LastError, "500") {
 		t.Errorf("status while the server fails = %+v", s)
 	}
@@ -98,7 +100,7 @@ func TestRemoteJWKSRefreshAndStaleWhileError(t *testing.T) {
 
 	// It recovers: the error is cleared.
 	server.failing.Store(false)
-	eventually(t, "the recovered refresh is recorded", func() bool { return status().LastError == "" })
+	testwait.For(t, "the recovered refresh is recorded", 5*time.Second, func() bool { return status().LastError == "" })
 
 	// Close stops the refresher.
 	a.Close()

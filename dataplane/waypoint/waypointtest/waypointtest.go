@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -396,13 +398,7 @@ func (m *Mesh) Push(resources ...proto.Message) []string {
 	for _, typeURL := range order {
 		before := m.XDS.Acks() + len(m.XDS.Nacks())
 		m.XDS.Set(t, typeURL, byType[typeURL])
-		deadline := time.Now().Add(10 * time.Second)
-		for m.XDS.Acks()+len(m.XDS.Nacks()) == before {
-			if time.Now().After(deadline) {
-				t.Fatalf("the waypoint did not answer the %s push", typeURL)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
+		m.waitAnswer(before, "the waypoint to answer the "+typeURL+" push")
 	}
 	return m.XDS.Nacks()[nacksBefore:]
 }
@@ -414,30 +410,20 @@ func (m *Mesh) Delete(typeURL string, names ...string) {
 	t.Helper()
 	before := m.XDS.Acks() + len(m.XDS.Nacks())
 	m.XDS.Delete(t, typeURL, names...)
-	deadline := time.Now().Add(10 * time.Second)
-	for m.XDS.Acks()+len(m.XDS.Nacks()) == before {
-		if time.Now().After(deadline) {
-			t.Fatalf("the waypoint did not answer the %s removal", typeURL)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	m.waitAnswer(before, "the waypoint to answer the "+typeURL+" removal")
+}
+
+// waitAnswer waits for an answer (ACK or NACK) beyond the before already counted.
+func (m *Mesh) waitAnswer(before int, what string) {
+	m.t.Helper()
+	testwait.For(m.t, what, 10*time.Second, func() bool { return m.XDS.Acks()+len(m.XDS.Nacks()) > before })
 }
 
 // WaitReady waits until the waypoint reports ready (configuration of every type and a
 // certificate).
 func (m *Mesh) WaitReady() {
 	m.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := m.Waypoint.Ready(context.Background())
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			m.t.Fatalf("waypoint not ready: %v", err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.ForNoError(m.t, "the waypoint ready", 10*time.Second, func() error { return m.Waypoint.Ready(context.Background()) })
 }
 
 func typeOf(r proto.Message) string {

@@ -13,8 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"github.com/ambientmesh/ambient-operator/dataplane/ztunnel/internal/echoapp"
 	"github.com/ambientmesh/ambient-operator/internal/catest"
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
+	"github.com/ambientmesh/ambient-operator/internal/tcpdump"
 	"github.com/ambientmesh/ambient-operator/internal/testca"
 	"github.com/ambientmesh/ambient-operator/internal/xdstest"
 )
@@ -343,47 +342,27 @@ func sendPods(cl *handoff.Client, pods []*pod) error {
 
 // --- underlay capture ------------------------------------------------------------------------
 
-// capture runs tcpdump on a node's underlay link until stop is called, which returns the
-// raw pcap bytes and tcpdump's text decoding.
-func capture(t testing.TB, n *node, dir string) (stop func() (raw []byte, text string)) {
-	path := filepath.Join(dir, "underlay-"+netnstest.UniqueName("")+".pcap")
-	cmd := n.ns.Cmd("tcpdump", "--immediate-mode", "-i", n.underlay, "-U", "-n", "-Z", "root", "-w", path, "tcp")
-	stderr, err := cmd.StderrPipe()
+// capture runs tcpdump on a node's underlay link until stop is called, which returns what
+// it printed: a header line per packet, then the payload as ASCII.
+func capture(t testing.TB, n *node, dir string) (stop func() (text string)) {
+	t.Helper()
+	c, err := tcpdump.Start(n.ns.Name, n.underlay, "tcp", filepath.Join(dir, "underlay-"+netnstest.UniqueName("")+".txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	listening := make(chan struct{})
-	go func() {
-		s := bufio.NewScanner(stderr)
-		once := sync.Once{}
-		for s.Scan() {
-			if strings.Contains(s.Text(), "listening on") {
-				once.Do(func() { close(listening) })
-			}
-		}
-	}()
-	select {
-	case <-listening:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatal("tcpdump did not start")
-	}
 	stopped := false
-	stopFn := func() ([]byte, string) {
+	t.Cleanup(func() {
 		if !stopped {
-			stopped = true
-			time.Sleep(200 * time.Millisecond) // let the last packets be written
-			_ = cmd.Process.Signal(syscall.SIGINT)
-			_ = cmd.Wait()
+			_, _ = c.Stop()
 		}
-		raw, _ := os.ReadFile(path)
-		text, _ := exec.Command("tcpdump", "-r", path, "-n").CombinedOutput()
-		return raw, string(text)
+	})
+	return func() string {
+		t.Helper()
+		stopped = true
+		text, err := c.Stop()
+		if err != nil {
+			t.Fatalf("the underlay capture: %v", err)
+		}
+		return text
 	}
-	t.Cleanup(func() { stopFn() })
-	return stopFn
 }

@@ -40,6 +40,7 @@ import (
 	meshv1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
 	pb "github.com/ambientmesh/ambient-operator/api/workload/v1alpha1"
 	"github.com/ambientmesh/ambient-operator/dataplane/xdsclient"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 	"github.com/ambientmesh/ambient-operator/test/controlplane/meshenv"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
 )
@@ -170,7 +171,9 @@ func runBench(b *testing.B, count int) {
 	}, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(time.Second) // let the namespace and Service reach the control plane's cache
+	// The pods' Workloads name the Service: start the clock once the control plane has it.
+	service := pb.ServiceResourceName(benchNS, "app."+benchNS+".svc."+clusterDomain)
+	testwait.For(b, "the client to hold Service "+service, time.Minute, func() bool { return !seen.get(service).IsZero() })
 	bytesBefore := workloadBytes.Load()
 
 	b.ResetTimer()
@@ -234,21 +237,24 @@ func startControlPlane(ctx context.Context, b *testing.B, env *meshenv.Env, logs
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(monPort) + "/healthz/ready")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return cmd, xdsAddr
-			}
-		}
-		if time.Now().After(deadline) {
-			stopProcess(cmd)
-			b.Fatalf("control plane not ready after 2m; see %s", logs.Name())
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := testwait.Until(2*time.Minute, func() error { return httpOK("http://127.0.0.1:" + strconv.Itoa(monPort) + "/healthz/ready") }); err != nil {
+		stopProcess(cmd)
+		b.Fatalf("control plane not ready: %v; see %s", err, logs.Name())
 	}
+	return cmd, xdsAddr
+}
+
+// httpOK says why a GET of url did not answer 200 OK, if it did not.
+func httpOK(url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 func stopProcess(cmd *exec.Cmd) {
@@ -372,14 +378,15 @@ func createPods(ctx context.Context, b *testing.B, cs *kubernetes.Clientset, cou
 	return created
 }
 
-// arrivals records when the client first held each Workload.
+// arrivals records when the client first held each Workload (by UID) and Service (by
+// its resource name).
 type arrivals struct {
 	mu sync.Mutex
 	at map[string]time.Time
 }
 
 func (a *arrivals) Apply(typeURL string, upserts map[string]*anypb.Any, _ []string) error {
-	if typeURL != pb.WorkloadTypeURL {
+	if typeURL != pb.WorkloadTypeURL && typeURL != pb.ServiceTypeURL {
 		return nil
 	}
 	now := time.Now()
@@ -400,24 +407,25 @@ func (a *arrivals) get(uid string) time.Time {
 }
 
 func (a *arrivals) waitAll(want map[string]time.Time, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		missing := 0
-		a.mu.Lock()
-		for uid := range want {
-			if _, ok := a.at[uid]; !ok {
-				missing++
-			}
+	return testwait.Until(limit, func() error {
+		if missing := a.missing(want); missing > 0 {
+			return fmt.Errorf("%d of %d Workloads have not reached the client", missing, len(want))
 		}
-		a.mu.Unlock()
-		if missing == 0 {
-			return nil
+		return nil
+	})
+}
+
+// missing counts the UIDs in want the client does not hold.
+func (a *arrivals) missing(want map[string]time.Time) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for uid := range want {
+		if _, ok := a.at[uid]; !ok {
+			n++
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d Workloads never reached the client", missing, len(want))
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	return n
 }
 
 func percentile(sorted []float64, p float64) float64 {

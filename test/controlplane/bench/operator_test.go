@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -133,14 +134,7 @@ func startOperator(ctx context.Context, b *testing.B, kubeconfig string, logs *o
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	err = poll(ctx, 2*time.Minute, func() (bool, error) {
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(probePort) + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	})
+	err = testwait.UntilContext(ctx, 2*time.Minute, func() error { return httpOK("http://127.0.0.1:" + strconv.Itoa(probePort) + "/readyz") })
 	if err != nil {
 		stopProcess(cmd)
 		b.Fatalf("operator not ready: %v; see %s", err, logs.Name())
@@ -152,13 +146,15 @@ func startOperator(ctx context.Context, b *testing.B, kubeconfig string, logs *o
 // returns its pod template's hash, which an up-to-date ztunnel pod carries.
 func ztunnelTemplateHash(ctx context.Context, b *testing.B, c client.Client) string {
 	var hash string
-	err := poll(ctx, 2*time.Minute, func() (bool, error) {
+	err := testwait.UntilContext(ctx, 2*time.Minute, func() error {
 		ds := &appsv1.DaemonSet{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: meshv1.DefaultNamespace, Name: manifests.ZTunnelName}, ds); err != nil {
-			return false, client.IgnoreNotFound(err)
+			return err
 		}
-		hash = ds.Spec.Template.Annotations[manifests.AnnotationTemplateHash]
-		return hash != "", nil
+		if hash = ds.Spec.Template.Annotations[manifests.AnnotationTemplateHash]; hash == "" {
+			return fmt.Errorf("no %s annotation on its pod template", manifests.AnnotationTemplateHash)
+		}
+		return nil
 	})
 	if err != nil {
 		b.Fatalf("ztunnel DaemonSet: %v", err)
@@ -230,33 +226,17 @@ func createReadyZTunnelPod(ctx context.Context, b *testing.B, cs *kubernetes.Cli
 
 // waitForZTunnelCounted waits until the mesh status counts the ztunnel pod as updated.
 func waitForZTunnelCounted(ctx context.Context, b *testing.B, c client.Client) {
-	err := poll(ctx, 10*time.Minute, func() (bool, error) {
+	err := testwait.UntilContext(ctx, 10*time.Minute, func() error {
 		mesh := &meshv1.AmbientMesh{}
 		if err := c.Get(ctx, client.ObjectKey{Name: meshv1.MeshName}, mesh); err != nil {
-			return false, err
+			return err
 		}
-		return mesh.Status.Components.ZTunnel.Updated == 1, nil
+		if n := mesh.Status.Components.ZTunnel.Updated; n != 1 {
+			return fmt.Errorf("%d ztunnel pods counted as updated", n)
+		}
+		return nil
 	})
 	if err != nil {
 		b.Fatalf("the operator did not count the ztunnel pod: %v", err)
-	}
-}
-
-// poll calls done every 200ms until it reports true or an error, or limit passes.
-func poll(ctx context.Context, limit time.Duration, done func() (bool, error)) error {
-	deadline := time.Now().Add(limit)
-	for {
-		ok, err := done()
-		if ok || err != nil {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not done after %v", limit)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
 	}
 }

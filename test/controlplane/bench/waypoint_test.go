@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -215,11 +217,10 @@ func createRoutes(ctx context.Context, b *testing.B, env *meshenv.Env) *gatewayv
 // its current generation, so that the edits meet a control plane at rest rather than one
 // still working through the routes just created.
 func waitRouteStatuses(ctx context.Context, b *testing.B, env *meshenv.Env) {
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
+	err := testwait.UntilContext(ctx, 5*time.Minute, func() error {
 		var routes gatewayv1.HTTPRouteList
 		if err := env.Client.List(ctx, &routes, client.InNamespace(waypointNS)); err != nil {
-			b.Fatal(err)
+			return err
 		}
 		pending := 0
 		for i := range routes.Items {
@@ -227,13 +228,13 @@ func waitRouteStatuses(ctx context.Context, b *testing.B, env *meshenv.Env) {
 				pending++
 			}
 		}
-		if pending == 0 {
-			return
+		if pending > 0 {
+			return fmt.Errorf("%d of %d HTTPRoutes have no status for their generation", pending, len(routes.Items))
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d HTTPRoutes have no status for their generation after 5m", pending, len(routes.Items))
-		}
-		time.Sleep(time.Second)
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
 }
 

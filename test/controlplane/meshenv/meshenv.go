@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/ambientmesh/ambient-operator/internal/meshscheme"
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
 	"github.com/ambientmesh/ambient-operator/test/testenv"
 )
 
@@ -97,25 +98,21 @@ func (e *Env) installCA(ctx context.Context) error {
 			return fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
 		}
 	}
-	deadline := time.Now().Add(issueDeadline)
-	for {
-		var issuer cmapi.Issuer
-		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: CAIssuer}, &issuer); err == nil {
-			for _, c := range issuer.Status.Conditions {
-				if c.Type == cmapi.IssuerConditionReady && c.Status == cmmeta.ConditionTrue {
-					return nil
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("CA Issuer %s/%s not Ready after %v", Namespace, CAIssuer, issueDeadline)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+	return testwait.UntilContext(ctx, issueDeadline, func() error { return e.caIssuerReady(ctx) })
+}
+
+// caIssuerReady says why the CA Issuer cannot issue yet, if it cannot.
+func (e *Env) caIssuerReady(ctx context.Context) error {
+	var issuer cmapi.Issuer
+	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: CAIssuer}, &issuer); err != nil {
+		return err
+	}
+	for _, c := range issuer.Status.Conditions {
+		if c.Type == cmapi.IssuerConditionReady && c.Status == cmmeta.ConditionTrue {
+			return nil
 		}
 	}
+	return fmt.Errorf("CA Issuer %s/%s not Ready", Namespace, CAIssuer)
 }
 
 // RootCAPEM returns the mesh root certificate (ca.crt of the root CA secret).

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ambientmesh/ambient-operator/internal/testwait"
+
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -412,25 +414,35 @@ func MeshReady(mesh *meshv1alpha1.AmbientMesh) bool {
 }
 
 func (m *Mesh) waitReady(ctx context.Context) error {
+	// The limit bounds each request as well as the wait.
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
-	for {
+	err := testwait.UntilContext(ctx, 4*time.Minute, func() error {
 		mesh, err := m.AmbientMesh(ctx)
-		if err == nil && MeshReady(mesh) {
-			return nil
+		if err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			msg := "no status"
-			if mesh != nil {
-				for _, c := range mesh.Status.Conditions {
-					msg += fmt.Sprintf("; %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
-				}
-			}
-			return fmt.Errorf("the AmbientMesh did not become Ready (%s); logs in %s", msg, m.LogDir())
-		case <-time.After(time.Second):
+		if !MeshReady(mesh) {
+			return fmt.Errorf("generation %d: %s", mesh.Generation, conditions(mesh))
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("the AmbientMesh did not become Ready: %w; logs in %s", err, m.LogDir())
 	}
+	return nil
+}
+
+// conditions lists the mesh's status conditions for a message.
+func conditions(mesh *meshv1alpha1.AmbientMesh) string {
+	if len(mesh.Status.Conditions) == 0 {
+		return "no status"
+	}
+	var out []string
+	for _, c := range mesh.Status.Conditions {
+		out = append(out, fmt.Sprintf("%s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message))
+	}
+	return strings.Join(out, "; ")
 }
 
 // Down stops everything Up started and removes the state (logs are kept

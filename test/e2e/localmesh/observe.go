@@ -1,18 +1,16 @@
 package localmesh
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/tcpdump"
 )
 
 // ZtunnelGet fetches a path from the ztunnel on node: the admin endpoint
@@ -105,95 +103,22 @@ func (m *Mesh) CaptureEcho(from *AppPod, addr, secret string, timeout time.Durat
 	return text, err
 }
 
-// Capture is a tcpdump running in a network namespace.
-type Capture struct {
-	cmd  *exec.Cmd
-	path string
-	done chan struct{}
-}
-
 // StartCapture runs tcpdump on the node's underlay interface (inside the
 // node's netns) and returns once it is capturing.
-func (m *Mesh) StartCapture(node *Node) (*Capture, error) {
+func (m *Mesh) StartCapture(node *Node) (*tcpdump.Capture, error) {
 	path := filepath.Join(m.StateDir, fmt.Sprintf("capture-%s-%d.txt", node.Name, time.Now().UnixNano()))
-	c, err := StartTcpdump(node.Name, node.UnderlayIf, "tcp", path)
+	c, err := tcpdump.Start(node.Name, node.UnderlayIf, "tcp", path)
 	if err != nil {
 		return nil, err
 	}
 	// Recorded so that a later run kills it if this one dies before Stop.
-	pid := c.cmd.Process.Pid
+	pid := c.Pid()
 	_ = m.state.addProc(ProcRecord{Name: "tcpdump", Node: node.Name, PID: pid, Binary: "tcpdump"})
 	go func() {
-		<-c.done
+		<-c.Done()
 		_ = m.state.removeProc(pid)
 	}()
 	return c, nil
-}
-
-// StartTcpdump runs tcpdump on iface ("any": every interface) inside the
-// named network namespace, printing each packet the pcap filter selects with
-// its payload into path, and returns once it is capturing. A tcpdump that ends or stays
-// silent before it captures is an error, never an empty capture: a test
-// that looks for what must not be on the wire would then pass unseen.
-func StartTcpdump(netns, iface, filter, path string) (*Capture, error) {
-	out, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command("ip", "netns", "exec", netns, "tcpdump", "-i", iface, "-nn", "-l", "-A", "-s", "0", filter)
-	cmd.Stdout = out
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		_ = out.Close()
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		_ = out.Close()
-		return nil, fmt.Errorf("tcpdump: %w", err)
-	}
-	c := &Capture{cmd: cmd, path: path, done: make(chan struct{})}
-	listening := make(chan struct{})
-	var said []string // what tcpdump printed before it listened, for the error
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on") {
-				close(listening)
-				_, _ = io.Copy(io.Discard, stderr)
-				break
-			}
-			said = append(said, sc.Text())
-		}
-		_ = cmd.Wait()
-		_ = out.Close()
-		close(c.done)
-	}()
-	select {
-	case <-listening:
-		return c, nil
-	case <-c.done:
-		return nil, fmt.Errorf("tcpdump on %s in %s ended before it captured: %s", iface, netns, strings.Join(said, "; "))
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-c.done
-		return nil, fmt.Errorf("tcpdump on %s in %s did not start capturing within 10s", iface, netns)
-	}
-}
-
-// Stop ends the capture and returns what it printed (one header line per
-// packet, then the payload as ASCII).
-func (c *Capture) Stop() (string, error) {
-	time.Sleep(300 * time.Millisecond) // let the last packets be printed
-	_ = c.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-c.done:
-	case <-time.After(5 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
-	data, err := os.ReadFile(c.path)
-	_ = os.Remove(c.path)
-	return string(data), err
 }
 
 // PacketCount counts the packet header lines of a capture.
