@@ -132,6 +132,8 @@ func describeMesh(upgrade bool) {
 		expectMutualTLS(ctx, nodes, "http://server."+appNamespace)
 	})
 
+	describeAmbientctl()
+
 	It("sends the namespace's service traffic through a Waypoint, which enforces an L7 policy", func(ctx SpecContext) {
 		_, err := kubectl(ctx, "", "-n", appNamespace, "apply", "-f", filepath.Join(e.repo, "config/samples/mesh_v1alpha1_waypoint.yaml"))
 		Expect(err).NotTo(HaveOccurred())
@@ -157,6 +159,7 @@ func describeMesh(upgrade bool) {
 		Expect(r.Headers.Get("X-Shop-Check")).To(Equal("via-waypoint"))
 		Expect(r.Headers.Get("Traceparent")).NotTo(BeEmpty(), "the waypoint sets traceparent: %v", r.Headers)
 		Expect(r.Headers.Get("X-Request-Id")).NotTo(BeEmpty(), "the waypoint sets x-request-id: %v", r.Headers)
+		expectAmbientctlShowsWaypoint(ctx)
 
 		_, err = kubectl(ctx, "", "label", "namespace", appNamespace, meshv1alpha1.LabelUseWaypoint+"-")
 		Expect(err).NotTo(HaveOccurred())
