@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
@@ -91,7 +90,12 @@ func (r *PolicyReconciler) ztunnelEnforcement(ctx context.Context, p *meshv1.Mes
 	selected := translate.SelectedWorkloads(r.Mesh, p, pods, namespaces)
 	authzName := pb.AuthorizationResourceName(p.Namespace, p.Name)
 	authz := translate.Authorization(r.Mesh, p)
-	authzPublished := authz == nil || proto.Equal(r.Proxies.Published(pb.AuthorizationTypeURL, authzName), authz)
+	var authzVersion string
+	if authz != nil {
+		authzVersion = xdsserver.ResourceVersion(authz)
+	}
+	_, publishedAuthz := r.Proxies.Published(pb.AuthorizationTypeURL, authzName)
+	authzPublished := authz == nil || (authzVersion != "" && publishedAuthz == authzVersion)
 	namesPolicy := p.Spec.Selector != nil && len(p.Spec.Rules) > 0
 
 	type nodeWant struct {
@@ -104,14 +108,15 @@ func (r *PolicyReconciler) ztunnelEnforcement(ctx context.Context, p *meshv1.Mes
 		if nw == nil {
 			nw = &nodeWant{sent: authzPublished, want: map[string]map[string]string{}}
 			if authz != nil {
-				nw.want[pb.AuthorizationTypeURL] = map[string]string{authzName: xdsserver.ResourceVersion(authz)}
+				nw.want[pb.AuthorizationTypeURL] = map[string]string{authzName: authzVersion}
 			}
 			byNode[pod.Spec.NodeName] = nw
 		}
 		if !namesPolicy && p.Spec.MTLS == nil {
 			continue
 		}
-		w, _ := r.Proxies.Published(pb.WorkloadTypeURL, string(pod.UID)).(*pb.Workload)
+		published, version := r.Proxies.Published(pb.WorkloadTypeURL, string(pod.UID))
+		w, _ := published.(*pb.Workload)
 		if w == nil || (namesPolicy && !slices.Contains(w.GetAuthorizationPolicies(), authzName)) ||
 			(p.Spec.MTLS != nil && w.GetMtlsMode() != translate.MTLSModeFor(r.Mesh, pod, mtlsPolicies)) {
 			nw.sent = false
@@ -120,7 +125,7 @@ func (r *PolicyReconciler) ztunnelEnforcement(ctx context.Context, p *meshv1.Mes
 		if nw.want[pb.WorkloadTypeURL] == nil {
 			nw.want[pb.WorkloadTypeURL] = map[string]string{}
 		}
-		nw.want[pb.WorkloadTypeURL][w.GetUid()] = xdsserver.ResourceVersion(w)
+		nw.want[pb.WorkloadTypeURL][w.GetUid()] = version
 	}
 	enf := translate.Enforcement{Workloads: len(selected)}
 	for _, node := range slices.Sorted(maps.Keys(byNode)) {

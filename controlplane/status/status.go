@@ -125,8 +125,9 @@ type Proxies interface {
 	Waypoint(namespace, name string) xdsserver.WaypointState
 	// ZTunnel: whether the ztunnel of node holds want (type URL → name → version).
 	ZTunnel(node string, want map[string]map[string]string) xdsserver.Sync
-	// Published returns a workload API resource as published (nil when absent).
-	Published(typeURL, name string) proto.Message
+	// Published returns a workload API resource as published and its version (nil and ""
+	// when absent).
+	Published(typeURL, name string) (proto.Message, string)
 	// WatchAcks announces clients whose held configuration may have changed.
 	WatchAcks(ctx context.Context) <-chan xdsserver.AckChange
 	// Started is when the xDS server started serving clients' state.

@@ -52,8 +52,12 @@ func (f *fakeProxies) ZTunnel(node string, want map[string]map[string]string) xd
 	return xdsserver.Sync{Connected: 1, Synced: true}
 }
 
-func (f *fakeProxies) Published(typeURL, name string) proto.Message {
-	return f.published[typeURL+" "+name]
+func (f *fakeProxies) Published(typeURL, name string) (proto.Message, string) {
+	m, ok := f.published[typeURL+" "+name]
+	if !ok {
+		return nil, ""
+	}
+	return m, xdsserver.ResourceVersion(m)
 }
 
 func (f *fakeProxies) WatchAcks(context.Context) <-chan xdsserver.AckChange { return nil }

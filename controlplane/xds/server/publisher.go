@@ -83,23 +83,24 @@ func (p *Publisher) Set(typeURL, name string, m proto.Message) bool {
 	return true
 }
 
-// Get returns the resource as last published (nil when absent), decoded anew.
-func (p *Publisher) Get(typeURL, name string) proto.Message {
+// Get returns the resource as last published, decoded anew, and its version
+// (ResourceVersion); nil and "" when absent.
+func (p *Publisher) Get(typeURL, name string) (proto.Message, string) {
 	p.mu.Lock()
 	r, ok := p.current[typeURL][name]
 	p.mu.Unlock()
 	if !ok {
-		return nil
+		return nil, ""
 	}
 	mt, err := protoregistry.GlobalTypes.FindMessageByURL(typeURL)
 	if err != nil {
-		return nil
+		return nil, ""
 	}
 	m := mt.New().Interface()
 	if err := proto.Unmarshal(r.raw, m); err != nil {
-		return nil // not reached: the bytes are the encoding of such a message
+		return nil, "" // not reached: the bytes are the encoding of such a message
 	}
-	return m
+	return m, r.version
 }
 
 // Names lists the published resource names of a type.

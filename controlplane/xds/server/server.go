@@ -11,8 +11,9 @@
 //
 // Pushes never block on a slow client: each cache (deltaCache, LinearCache) answers a
 // watch at most once on a buffered channel and then forgets it, and the client's stream
-// goroutine opens the next watch only after it has sent the previous response. While a client is slow, its next
-// response simply carries every resource that changed in the meantime.
+// goroutine opens the next watch only after it has sent the previous response. While a
+// client is slow, its next response simply carries every resource that changed in the
+// meantime.
 //
 // The server also follows what every delta client holds (acks.go): the versions of each
 // response it ACKed, the versions it announced on reconnecting, and its last NACK. The
@@ -178,8 +179,11 @@ func (s *Server) Register(g *grpc.Server) {
 // Publisher is where translated resources go.
 func (s *Server) Publisher() *Publisher { return s.publisher }
 
-// Published returns a workload API resource as last published (nil when absent).
-func (s *Server) Published(typeURL, name string) proto.Message { return s.publisher.Get(typeURL, name) }
+// Published returns a workload API resource as last published and its version
+// (ResourceVersion); nil and "" when absent.
+func (s *Server) Published(typeURL, name string) (proto.Message, string) {
+	return s.publisher.Get(typeURL, name)
+}
 
 // ResourceCount is the number of resources of a type in the cache (after the last flush).
 func (s *Server) ResourceCount(typeURL string) int {
