@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	meshv1alpha1 "github.com/ambientmesh/ambient-operator/api/v1alpha1"
+	"github.com/ambientmesh/ambient-operator/internal/spiffe"
 )
 
 // ambientctlBin is the ambientctl binary built from this tree for the current
@@ -158,7 +159,7 @@ func certsCoverPods(out string, pods []corev1.Pod) error {
 	}
 	want := map[string]int{}
 	for _, p := range pods {
-		want[fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/%s", p.Namespace, p.Spec.ServiceAccountName)]++
+		want[spiffe.ID{TrustDomain: "cluster.local", Namespace: p.Namespace, ServiceAccount: p.Spec.ServiceAccountName}.String()]++
 	}
 	for id, n := range want {
 		if !slices.ContainsFunc(certs, func(c cert) bool {
@@ -252,13 +253,14 @@ func serverEndpoints(out string, servers []corev1.Pod) (uint64, error) {
 	if err := json.Unmarshal([]byte(out), &clusters); err != nil {
 		return 0, fmt.Errorf("waypoint clusters: %w: %s", err, out)
 	}
+	serverID := spiffe.ID{TrustDomain: "cluster.local", Namespace: appNamespace, ServiceAccount: "server"}.String()
 	successes := uint64(0)
 	for _, p := range servers {
 		found := false
 		for _, c := range clusters {
 			for _, h := range c.Hosts {
 				if strings.HasPrefix(h.Address, p.Status.PodIP+":") {
-					if h.Identity != "spiffe://cluster.local/ns/"+appNamespace+"/sa/server" {
+					if h.Identity != serverID {
 						return 0, fmt.Errorf("endpoint %s has identity %q: %s", h.Address, h.Identity, out)
 					}
 					found = true
