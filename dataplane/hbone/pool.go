@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -130,7 +131,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		d := &net.Dialer{Timeout: 10 * time.Second}
 		cfg.Dial = d.DialContext
 	}
-	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 5*time.Minute)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 5*time.Minute)
 	cfg.ConnSettings = cfg.ConnSettings.withDefaults()
 	return &Pool{cfg: cfg, conns: map[poolKey][]*poolConn{}, dialing: map[poolKey]*dialCall{}}, nil
 }

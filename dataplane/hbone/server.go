@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -118,8 +119,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxPendingHandshakes <= 0 {
 		cfg.MaxPendingHandshakes = 128
 	}
-	cfg.WriteTimeout = orDefault(cfg.WriteTimeout, 30*time.Second)
-	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 10*time.Minute)
+	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, 30*time.Second)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 10*time.Minute)
 	cfg.ConnSettings = cfg.ConnSettings.withDefaults()
 	if cfg.Logger.GetSink() == nil {
 		cfg.Logger = logr.Discard()

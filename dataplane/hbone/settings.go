@@ -1,6 +1,9 @@
 package hbone
 
-import "time"
+import (
+	"cmp"
+	"time"
+)
 
 // ConnSettings are the settings of one HBONE connection that the Pool (the client end) and
 // the Server share. Both configs embed them and fill them with the same defaults, so the
@@ -23,27 +26,14 @@ type ConnSettings struct {
 	ConnWindow   int32
 }
 
-// withDefaults is s with each zero setting replaced by its default.
+// withDefaults is s with each zero setting replaced by its default; a negative duration
+// (disabled) stays.
 func (s ConnSettings) withDefaults() ConnSettings {
-	s.HandshakeTimeout = orDefault(s.HandshakeTimeout, 10*time.Second)
-	s.PingInterval = orDefault(s.PingInterval, 30*time.Second)
-	s.PingTimeout = orDefault(s.PingTimeout, 15*time.Second)
-	if s.MaxReadFrameSize == 0 {
-		s.MaxReadFrameSize = 1 << 20
-	}
-	if s.StreamWindow == 0 {
-		s.StreamWindow = 4 << 20
-	}
-	if s.ConnWindow == 0 {
-		s.ConnWindow = 16 << 20
-	}
+	s.HandshakeTimeout = cmp.Or(s.HandshakeTimeout, 10*time.Second)
+	s.PingInterval = cmp.Or(s.PingInterval, 30*time.Second)
+	s.PingTimeout = cmp.Or(s.PingTimeout, 15*time.Second)
+	s.MaxReadFrameSize = cmp.Or(s.MaxReadFrameSize, 1<<20)
+	s.StreamWindow = cmp.Or(s.StreamWindow, 4<<20)
+	s.ConnWindow = cmp.Or(s.ConnWindow, 16<<20)
 	return s
-}
-
-// orDefault is d, or def when d is zero; a negative d (disabled) stays.
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
