@@ -83,9 +83,14 @@ func (p *Publisher) Set(typeURL, name string, m proto.Message) bool {
 	return true
 }
 
-// Get returns the resource as last published, decoded anew, and its version
-// (ResourceVersion); nil and "" when absent.
-func (p *Publisher) Get(typeURL, name string) (proto.Message, string) {
+// Get returns the resource as last published, decoded anew (nil when absent).
+func (p *Publisher) Get(typeURL, name string) proto.Message {
+	m, _ := p.GetWithVersion(typeURL, name)
+	return m
+}
+
+// GetWithVersion is Get, and the resource's version (ResourceVersion; "" when absent).
+func (p *Publisher) GetWithVersion(typeURL, name string) (proto.Message, string) {
 	p.mu.Lock()
 	r, ok := p.current[typeURL][name]
 	p.mu.Unlock()

@@ -92,7 +92,7 @@ func TestPublisherDebouncesIntoOneUpdate(t *testing.T) {
 	if want := []string{"a", "b"}; !equal(calls[0].updated, want) || !equal(calls[0].deleted, []string{"c"}) {
 		t.Fatalf("update = %+v, want updated %v deleted [c]", calls[0], want)
 	}
-	got, version := p.Get(pb.WorkloadTypeURL, "a")
+	got, version := p.GetWithVersion(pb.WorkloadTypeURL, "a")
 	if got.(*pb.Workload).GetNode() != "n2" || version != ResourceVersion(got) {
 		t.Fatalf("published node %q, want the last state n2", got)
 	}

@@ -182,7 +182,7 @@ func (s *Server) Publisher() *Publisher { return s.publisher }
 // Published returns a workload API resource as last published and its version
 // (ResourceVersion); nil and "" when absent.
 func (s *Server) Published(typeURL, name string) (proto.Message, string) {
-	return s.publisher.Get(typeURL, name)
+	return s.publisher.GetWithVersion(typeURL, name)
 }
 
 // ResourceCount is the number of resources of a type in the cache (after the last flush).
