@@ -32,7 +32,6 @@ type options struct {
 	drainPeriod    time.Duration
 	handoverGrace  time.Duration
 	lazyStart      time.Duration
-	workerThreads  int
 }
 
 func bindFlags(fs *flag.FlagSet) *options {
@@ -49,7 +48,6 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.drainPeriod, "drain-period", 30*time.Second, "On SIGTERM, how long open connections may finish.")
 	fs.DurationVar(&o.handoverGrace, "handover-grace", 2*time.Second, "On SIGTERM, how long to keep accepting while a successor takes over the pods.")
 	fs.DurationVar(&o.lazyStart, "lazy-start-timeout", 10*time.Second, "How long a connection waits for its workload's configuration and certificate.")
-	fs.IntVar(&o.workerThreads, "worker-threads", 0, "Threads running Go code (GOMAXPROCS); 0: half the CPUs available to the process, at least 1 ($GOMAXPROCS, when set, wins over that default).")
 	return o
 }
 
@@ -57,9 +55,6 @@ func main() {
 	o := bindFlags(flag.CommandLine)
 	flag.Parse()
 	bootstrap.Main("ztunnel", &o.cp, func(ctx context.Context, log logr.Logger, perf bootstrap.PerfDevices) error {
-		if n := workerThreads(o.workerThreads, os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)); n > 0 {
-			runtime.GOMAXPROCS(n)
-		}
 		return run(ctx, o, perf, log)
 	})
 }
@@ -72,22 +67,6 @@ func applyMeshConfig(o *options) (inpod.Ports, error) {
 	}
 	bootstrap.OrDefault(&o.handoffSocket, mc.CNI.HandoffSocket)
 	return inpod.Ports{Outbound: uint16(mc.Ports.Outbound), Inbound: uint16(mc.Ports.InboundPlaintext), HBONE: uint16(mc.Ports.HBONE)}, nil
-}
-
-// workerThreads is the GOMAXPROCS to set (0: leave the runtime's). ztunnel shares its node
-// with the apps whose traffic it carries, and every byte it moves an app moves too, so by
-// default it runs Go code on half the CPUs the runtime would use. On small nodes this also
-// spares the Go scheduler's wake-ups of idle threads, measured as most of a new
-// connection's added latency (docs/benchmarks.md). Istio's ztunnel likewise runs a fixed
-// two worker threads.
-func workerThreads(flagValue int, envGOMAXPROCS string, available int) int {
-	switch {
-	case flagValue > 0:
-		return flagValue
-	case envGOMAXPROCS != "":
-		return 0
-	}
-	return max(1, (available+1)/2)
 }
 
 func run(ctx context.Context, o *options, perf bootstrap.PerfDevices, log logr.Logger) error {

@@ -14,8 +14,8 @@ import (
 )
 
 // Flags are the command-line settings both proxies share: where the mesh config is, how
-// to reach and trust the control plane, the certificate lifetime, the log verbosity and
-// -version.
+// to reach and trust the control plane, the certificate lifetime, the worker threads, the
+// log verbosity and -version.
 // Empty values are filled from the mesh config by Resolve.
 type Flags struct {
 	MeshConfig    string
@@ -26,6 +26,7 @@ type Flags struct {
 	InsecurePlain bool
 	TokenFile     string
 	CertTTL       time.Duration
+	WorkerThreads int // GOMAXPROCS; 0: see workerThreads
 	Verbosity     int
 	ShowVersion   bool
 	// The proxy's own local endpoints; "-" disables one.
@@ -45,6 +46,7 @@ func (f *Flags) Bind(fs *flag.FlagSet, who string) {
 	fs.StringVar(&f.AdminAddress, "admin-address", "", `Admin endpoint (default 127.0.0.1:15000; "-" disables).`)
 	fs.StringVar(&f.MetricsAddress, "metrics-address", "", `Prometheus metrics (default :15020; "-" disables).`)
 	fs.StringVar(&f.ReadinessAddress, "readiness-address", "", `Readiness /healthz/ready (default :15021; "-" disables).`)
+	fs.IntVar(&f.WorkerThreads, "worker-threads", 0, "Threads running Go code (GOMAXPROCS); 0: half the CPUs available to the process, at least 1 ($GOMAXPROCS, when set, wins over that default).")
 	fs.IntVar(&f.Verbosity, "v", 0, "Log verbosity.")
 	fs.BoolVar(&f.ShowVersion, "version", false, "Print the version and exit.")
 	fs.Func("log-level", "debug, info, warn or error (debug sets -v=1; the operator passes it).", func(level string) error {

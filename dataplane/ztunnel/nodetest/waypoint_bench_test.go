@@ -24,6 +24,8 @@ import (
 // Service echo-l4 (no waypoint). A details line gives the floor: the same load to Service
 // echo-tcp, whose waypoint listener only relays the connection's bytes (tcp_proxy), so that
 // path has every hop and process wake-up of the waypoint path and none of its HTTP work.
+// Another gives the figures at 1,000 rps again with the requests spread evenly over time
+// (fortio -uniform) instead of sent by all 16 connections at once.
 func BenchmarkWaypoint(b *testing.B) {
 	bin := os.Getenv("FORTIO")
 	if bin == "" {
@@ -38,40 +40,40 @@ func BenchmarkWaypoint(b *testing.B) {
 	}
 	idleRSS := procStatusMB(b, m.wp.cmd.Process.Pid, "VmRSS") // configured, certificate issued, no traffic yet
 	client := m.pods["client"]
-	l4 := fortioTarget{name: "l4", url: "http://" + echoL4VIP.String() + "/"}
-	wp := fortioTarget{name: "waypoint", url: "http://" + echoVIP.String() + "/"}
-	tcp := fortioTarget{name: "waypoint-tcp", url: "http://" + echoTCPVIP.String() + "/"}
-	for _, target := range []fortioTarget{l4, wp, tcp} { // certificates, pooled connections
+	l4Target := fortioTarget{name: "l4", url: "http://" + echoL4VIP.String() + "/"}
+	wpTarget := fortioTarget{name: "waypoint", url: "http://" + echoVIP.String() + "/"}
+	tcpTarget := fortioTarget{name: "waypoint-tcp", url: "http://" + echoTCPVIP.String() + "/"}
+	for _, target := range []fortioTarget{l4Target, wpTarget, tcpTarget} { // certificates, pooled connections
 		client.fortioLoad(b, m.dir, bin, target, fortioRun{qps: 200, duration: 2 * time.Second})
 	}
 
-	// Both paths are measured interleaved, run by run, so that both see the same load from
+	// The paths are measured interleaved, run by run, so that all see the same load from
 	// whatever else shares the two CPUs.
 	const rounds = 3
 	pid := m.wp.cmd.Process.Pid
 	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "waypoint" {
 		b.Fatalf("pid %d is %q, not the waypoint: its CPU and RSS would be someone else's", pid, comm)
 	}
-	var l4Lat, wpLat, tcpLat []time.Duration
-	var wpCPU, wpWall, wpQPS, l4Wall, tcpCPU, tcpWall, tcpQPS float64
-	var l4ZT, wpZT cpuUse // the ztunnels' CPU on each path, for the details line
-	for range rounds {
-		zt0, start := m.cpuUse(), time.Now()
-		l4Lat = append(l4Lat, client.fortioLoad(b, m.dir, bin, l4, fortioRun{qps: 1000, duration: 10 * time.Second}).latencies...)
-		l4ZT, l4Wall = l4ZT.add(m.cpuUse().sub(zt0)), l4Wall+time.Since(start).Seconds()
+	// Each path twice: with fortio's default schedule, where the 16 connections send at the
+	// same instants (bursts of 16, the load of the printed figures), and with -uniform,
+	// where their requests are spread evenly over time (details only).
+	var l4, wp, tcp, l4Spread, wpSpread, tcpSpread atRate
+	measure := func(a *atRate, target fortioTarget, spread bool) {
 		zt0, cpu0, start := m.cpuUse(), cpuSeconds(pid), time.Now()
-		r := client.fortioLoad(b, m.dir, bin, wp, fortioRun{qps: 1000, duration: 10 * time.Second})
-		wpCPU += cpuSeconds(pid) - cpu0
-		wpWall += time.Since(start).Seconds()
-		wpZT = wpZT.add(m.cpuUse().sub(zt0))
-		wpQPS += r.qps / rounds
-		wpLat = append(wpLat, r.latencies...)
-		cpu0, start = cpuSeconds(pid), time.Now()
-		r = client.fortioLoad(b, m.dir, bin, tcp, fortioRun{qps: 1000, duration: 10 * time.Second})
-		tcpCPU += cpuSeconds(pid) - cpu0
-		tcpWall += time.Since(start).Seconds()
-		tcpQPS += r.qps / rounds
-		tcpLat = append(tcpLat, r.latencies...)
+		r := client.fortioLoad(b, m.dir, bin, target, fortioRun{qps: 1000, duration: 10 * time.Second, spread: spread})
+		a.cpu += cpuSeconds(pid) - cpu0
+		a.wall += time.Since(start).Seconds()
+		a.zt = a.zt.add(m.cpuUse().sub(zt0))
+		a.qps += r.qps / rounds
+		a.lat = append(a.lat, r.latencies...)
+	}
+	for range rounds {
+		measure(&l4, l4Target, false)
+		measure(&wp, wpTarget, false)
+		measure(&tcp, tcpTarget, false)
+		measure(&l4Spread, l4Target, true)
+		measure(&wpSpread, wpTarget, true)
+		measure(&tcpSpread, tcpTarget, true)
 	}
 	// The peak before the max-rps runs: what the waypoint needed at 1,000 rps.
 	peakRSS, rss := procStatusMB(b, pid, "VmHWM"), procStatusMB(b, pid, "VmRSS")
@@ -80,24 +82,41 @@ func BenchmarkWaypoint(b *testing.B) {
 	stackMB := sumMetric(metrics, "go_memstats_stack_inuse_bytes") / (1 << 20)
 	var l4Max, wpMax []float64
 	for range rounds {
-		l4Max = append(l4Max, client.fortioLoad(b, m.dir, bin, l4, fortioRun{qps: 0, duration: 5 * time.Second}).qps)
-		wpMax = append(wpMax, client.fortioLoad(b, m.dir, bin, wp, fortioRun{qps: 0, duration: 5 * time.Second}).qps)
+		l4Max = append(l4Max, client.fortioLoad(b, m.dir, bin, l4Target, fortioRun{qps: 0, duration: 5 * time.Second}).qps)
+		wpMax = append(wpMax, client.fortioLoad(b, m.dir, bin, wpTarget, fortioRun{qps: 0, duration: 5 * time.Second}).qps)
 	}
 
-	fmt.Printf("waypoint_added_latency_p50_us: %.0f\n", us(pct(wpLat, 50)-pct(l4Lat, 50)))
-	fmt.Printf("waypoint_added_latency_p99_us: %.0f\n", us(pct(wpLat, 99)-pct(l4Lat, 99)))
-	fmt.Printf("waypoint_cpu_cores_per_1k_rps: %.3f\n", wpCPU/wpWall/(wpQPS/1000))
+	fmt.Printf("waypoint_added_latency_p50_us: %.0f\n", addedUS(wp, l4, 50))
+	fmt.Printf("waypoint_added_latency_p99_us: %.0f\n", addedUS(wp, l4, 99))
+	fmt.Printf("waypoint_cpu_cores_per_1k_rps: %.3f\n", wp.coresPer1k())
 	fmt.Printf("waypoint_rss_mb_at_1k_rps: %.1f\n", peakRSS)
 	fmt.Printf("waypoint_max_rps_ratio_vs_l4: %.2f\n", median(wpMax)/median(l4Max))
 	b.Logf("details: at 1,000 rps (%d requests per path): p50 l4 %v waypoint %v, p99 l4 %v waypoint %v; waypoint CPU %.2f s over %.1f s at %.0f rps; RSS idle %.1f MB, peak %.1f MB, after the runs %.1f MB",
-		len(wpLat), pct(l4Lat, 50), pct(wpLat, 50), pct(l4Lat, 99), pct(wpLat, 99), wpCPU, wpWall, wpQPS, idleRSS, peakRSS, rss)
+		len(wp.lat), pct(l4.lat, 50), pct(wp.lat, 50), pct(l4.lat, 99), pct(wp.lat, 99), wp.cpu, wp.wall, wp.qps, idleRSS, peakRSS, rss)
 	b.Logf("details: the floor, through the waypoint's TCP listener (no HTTP) at 1,000 rps: added p50 %.0f µs, p99 %.0f µs (p50 %v, p99 %v); waypoint %.3f cores per 1,000 rps",
-		us(pct(tcpLat, 50)-pct(l4Lat, 50)), us(pct(tcpLat, 99)-pct(l4Lat, 99)), pct(tcpLat, 50), pct(tcpLat, 99), tcpCPU/tcpWall/(tcpQPS/1000))
+		addedUS(tcp, l4, 50), addedUS(tcp, l4, 99), pct(tcp.lat, 50), pct(tcp.lat, 99), tcp.coresPer1k())
+	b.Logf("details: requests spread evenly (fortio -uniform) at 1,000 rps: added p50 %.0f µs, p99 %.0f µs (p50 l4 %v waypoint %v, p99 l4 %v waypoint %v); waypoint %.3f cores per 1,000 rps; the floor adds p50 %.0f µs, p99 %.0f µs, waypoint %.3f cores per 1,000 rps",
+		addedUS(wpSpread, l4Spread, 50), addedUS(wpSpread, l4Spread, 99), pct(l4Spread.lat, 50), pct(wpSpread.lat, 50), pct(l4Spread.lat, 99), pct(wpSpread.lat, 99),
+		wpSpread.coresPer1k(), addedUS(tcpSpread, l4Spread, 50), addedUS(tcpSpread, l4Spread, 99), tcpSpread.coresPer1k())
 	b.Logf("details: after the 1,000 rps runs the waypoint's Go heap in use is %.1f MB, goroutine stacks %.1f MB", heapMB, stackMB)
 	b.Logf("details: ztunnels' CPU at 1,000 rps (cores, node a + node b): l4 path %.3f + %.3f, waypoint path %.3f + %.3f",
-		l4ZT.ztA/l4Wall, l4ZT.ztB/l4Wall, wpZT.ztA/wpWall, wpZT.ztB/wpWall)
+		l4.zt.ztA/l4.wall, l4.zt.ztB/l4.wall, wp.zt.ztA/wp.wall, wp.zt.ztB/wp.wall)
 	b.Logf("details: max rps with 16 connections (runs): l4 %.0f, waypoint %.0f", l4Max, wpMax)
 }
+
+// atRate is what the runs of one path at 1,000 rps measured.
+type atRate struct {
+	lat  []time.Duration // every request's
+	cpu  float64         // the waypoint's CPU seconds
+	wall float64         // seconds
+	qps  float64         // the mean of the runs
+	zt   cpuUse          // the ztunnels' CPU
+}
+
+func (a atRate) coresPer1k() float64 { return a.cpu / a.wall / (a.qps / 1000) }
+
+// addedUS is how much later than base's the p-th percentile of a's latencies is, in µs.
+func addedUS(a, base atRate, p int) float64 { return us(pct(a.lat, p) - pct(base.lat, p)) }
 
 // serveFortio runs `fortio server` on :8080 inside the pod (its echo handler answers a POST
 // with its body) until the benchmark ends.
@@ -122,10 +141,13 @@ func (p *pod) serveFortio(t testing.TB, dir, bin string) {
 
 type fortioTarget struct{ name, url string }
 
-// fortioRun is one load run: qps 0 is as fast as the 16 connections go.
+// fortioRun is one load run: qps 0 is as fast as the 16 connections go; spread staggers
+// the connections' schedules evenly (-uniform) instead of fortio's default, where all 16
+// send at the same instants.
 type fortioRun struct {
 	qps      int
 	duration time.Duration
+	spread   bool
 }
 
 type fortioResult struct {
@@ -139,7 +161,7 @@ type fortioResult struct {
 func (p *pod) fortioLoad(t testing.TB, dir, bin string, target fortioTarget, run fortioRun) fortioResult {
 	t.Helper()
 	base := filepath.Join(dir, fmt.Sprintf("fortio-%s-%d", target.name, time.Now().UnixNano()))
-	cmd := p.ns.Cmd(bin, "load", "-qps", fmt.Sprint(run.qps), "-c", "16", "-t", run.duration.String(),
+	cmd := p.ns.Cmd(bin, "load", "-qps", fmt.Sprint(run.qps), "-c", "16", "-t", run.duration.String(), "-uniform="+strconv.FormatBool(run.spread),
 		"-payload-size", "1024", "-json", base+".json", "-access-log-file", base+".log", "-access-log-format", "json", "-quiet", target.url)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("fortio load %s: %v\n%s", target.url, err, out)

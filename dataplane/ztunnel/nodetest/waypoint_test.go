@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -373,6 +374,11 @@ func TestWaypointOnRealNamespaces(t *testing.T) {
 		}
 		if !containsLine(metrics, "istio_requests_total{", `reporter="waypoint"`, client, `response_code="403"`) {
 			t.Fatalf("the denied requests are not counted as 403 from the client's identity:\n%s", grep(metrics, "istio_requests_total"))
+		}
+		// The default worker threads, as ztunnel's: half the CPUs, at least one.
+		want := fmt.Sprintf("go_sched_gomaxprocs_threads %d", max(1, (runtime.GOMAXPROCS(0)+1)/2))
+		if !strings.Contains(metrics, "\n"+want+"\n") {
+			t.Fatalf("the waypoint's GOMAXPROCS: want %q in\n%s", want, grep(metrics, "gomaxprocs"))
 		}
 	})
 
