@@ -113,11 +113,21 @@ func (t *transports) closeAll() {
 func (t *transports) newTransport(k transportKey) *pooledTransport {
 	host := &upstream.Host{Tunnel: k.tunnel, PeerID: k.peer}
 	dial := func(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
+		slot, err := connectionSlot(ctx)
+		if err != nil {
+			return nil, err
+		}
 		c, err := t.dialer.dial(ctx, ap, host, k.clientIP)
 		if err != nil {
+			if slot != nil {
+				slot.Release()
+			}
 			return nil, &connectError{err: err}
 		}
-		return trackConn(ctx, c), nil
+		if slot == nil {
+			return c, nil
+		}
+		return &countedConn{Conn: c, slot: slot}, nil
 	}
 	dialAddr := func(ctx context.Context, addr string) (net.Conn, error) {
 		ap, err := netip.ParseAddrPort(addr)
@@ -173,32 +183,28 @@ type connectError struct{ err error }
 func (e *connectError) Error() string { return "upstream connect error: " + e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
 
-// trackConn counts an upstream connection opened for a request of the router against
-// its cluster's max_connections (mirrored requests are not counted); the slot is
-// released when the connection closes.
-func trackConn(ctx context.Context, c net.Conn) net.Conn {
+// connectionSlot waits for room under the request's cluster's max_connections before
+// an upstream connection is opened for it (see upstream.Cluster.WaitConnection).
+// Mirrored requests are not counted: nil.
+func connectionSlot(ctx context.Context) (*upstream.ConnSlot, error) {
 	x := exchangeFrom(ctx)
 	if x == nil || x.cluster == nil {
-		return c
+		return nil, nil
 	}
-	done, err := x.cluster.StartConnection()
-	if err != nil {
-		// Over max_connections: the request still proceeds on this connection (Envoy
-		// counts the overflow and goes on too); the counter records it.
-		return c
-	}
-	return &countedConn{Conn: c, done: done}
+	return x.cluster.WaitConnection(ctx)
 }
 
+// countedConn is an upstream connection that holds a slot of its cluster's
+// max_connections until it closes.
 type countedConn struct {
 	net.Conn
-	once sync.Once
-	done func()
+	slot *upstream.ConnSlot
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(c.done)
-	return c.Conn.Close()
+	err := c.Conn.Close()
+	c.slot.Release()
+	return err
 }
 
 // CloseWrite keeps half-close working through the wrapper.

@@ -127,7 +127,7 @@ func (h *h1Client) conn(ctx context.Context, addr netip.AddrPort, fresh bool) (c
 		idle[len(idle)-1] = nil
 		h.idle[addr] = idle[:len(idle)-1]
 		h.mu.Unlock()
-		if now.Sub(c.idleSince) < h.idleTimeout && c.stillOpen() {
+		if c.claim() && now.Sub(c.idleSince) < h.idleTimeout && c.stillOpen() {
 			return c, true, nil
 		}
 		c.conn.Close()
@@ -232,6 +232,10 @@ func sendAgain(req *http.Request, err error) bool {
 // put keeps c for the next request to addr, or closes it when enough are idle.
 func (h *h1Client) put(addr netip.AddrPort, c *h1Conn) {
 	c.idleSince = time.Now()
+	// Idle before the connection is in the list, where another request may take it.
+	if cc, ok := c.conn.(*countedConn); ok {
+		cc.slot.Idle(func() { c.conn.Close() })
+	}
 	h.mu.Lock()
 	if h.closed || len(h.idle[addr]) >= h.maxIdle {
 		h.mu.Unlock()
@@ -240,6 +244,13 @@ func (h *h1Client) put(addr netip.AddrPort, c *h1Conn) {
 	}
 	h.idle[addr] = append(h.idle[addr], c)
 	h.mu.Unlock()
+}
+
+// claim takes an idle connection back from its cluster's accounting: false when the
+// cluster closed it to make room for another request (see upstream.ConnSlot).
+func (c *h1Conn) claim() bool {
+	cc, ok := c.conn.(*countedConn)
+	return !ok || cc.slot.Claim()
 }
 
 // closeIdle closes the connections idle since before t.

@@ -485,7 +485,10 @@ func outcomeOf(resp *http.Response, err error) route.Outcome {
 		return route.Outcome{Status: resp.StatusCode}
 	}
 	var ce *connectError
-	if errors.As(err, &ce) {
+	switch {
+	case errors.Is(err, upstream.ErrOverflow):
+		return route.Outcome{} // refused here, before any endpoint: not retried, not the host's failure
+	case errors.As(err, &ce):
 		return route.Outcome{ConnectFailure: true}
 	}
 	return route.Outcome{Reset: true}
@@ -511,6 +514,9 @@ func (w *Waypoint) upstreamError(rw http.ResponseWriter, r *http.Request, err er
 	case errors.Is(err, upstream.ErrNoHealthyUpstream):
 		x.flags = telemetry.FlagNoHealthyUpstream
 		plain(rw, http.StatusServiceUnavailable, "no healthy upstream")
+	case errors.Is(err, upstream.ErrOverflow):
+		x.flags = telemetry.FlagUpstreamOverflow
+		plain(rw, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow")
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(r.Context().Err(), context.DeadlineExceeded):
 		x.flags = telemetry.FlagUpstreamRequestTimeout
 		plain(rw, http.StatusGatewayTimeout, "upstream request timeout")

@@ -474,3 +474,58 @@ func TestCircuitBreakerMaxRequests(t *testing.T) {
 		t.Errorf("istio_requests_total{response_code=503,response_flags=UO} = %v, want 1", got)
 	}
 }
+
+func TestCircuitBreakerMaxConnectionsAndMaxPendingRequests(t *testing.T) {
+	m := wt.Start(t, wt.Options{})
+	g := newGate()
+	b := m.Backend("reviews-v1", g.handler("v1"))
+	cluster := wt.Cluster("v1")
+	cluster.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		MaxConnections: wrapperspb.UInt32(1), MaxPendingRequests: wrapperspb.UInt32(1)}}}
+	pushReviews(t, m, nil, []*routev3.Route{route("cb", prefix("/"), toCluster("v1"))}, cluster, wt.Endpoints("v1", b))
+	client := m.Client(wt.ClientID, netip.Addr{}, false)
+
+	// The first request holds the only upstream connection; the second waits for it.
+	held := make(chan answer, 1)
+	go func() { held <- send(client, http.MethodGet, "/hold", nil, "") }()
+	<-g.held
+	waiting := make(chan answer, 1)
+	go func() { waiting <- send(client, http.MethodGet, "/", nil, "") }()
+	testwait.For(t, "a pending request in /clusters", 5*time.Second, func() bool {
+		return clustersDump(t, m)["v1"].RqPendingActive == 1
+	})
+	// A third finds the pending queue full.
+	if a := get(t, client, "/", nil); a.status != http.StatusServiceUnavailable || !strings.Contains(a.body, "overflow") {
+		t.Errorf("a request over max_pending_requests 1 got %d %q, want 503 ... overflow", a.status, a.body)
+	}
+	select {
+	case a := <-waiting:
+		t.Fatalf("the pending request was answered (%d %v) while the only connection was busy", a.status, a.err)
+	default:
+	}
+	close(g.release)
+	for name, ch := range map[string]chan answer{"held": held, "pending": waiting} {
+		if a := <-ch; a.status != http.StatusOK {
+			t.Errorf("the %s request got %d %v, want 200", name, a.status, a.err)
+		}
+	}
+	if got := metric(t, m, "istio_requests_total", map[string]string{"response_code": "503", "response_flags": "UO"}); got != 1 {
+		t.Errorf("istio_requests_total{response_code=503,response_flags=UO} = %v, want 1", got)
+	}
+	if cs := clustersDump(t, m)["v1"]; cs.RqPendingOverflow != 1 || cs.CxOverflow != 1 || cs.CxActive != 1 {
+		t.Errorf("/clusters: pending overflow %d, connection overflow %d, connections %d; want 1, 1, 1 (one idle)",
+			cs.RqPendingOverflow, cs.CxOverflow, cs.CxActive)
+	}
+
+	// The connection is now idle in the first client's pool (the waypoint keeps upstream
+	// connections per client). Another client's request closes it to take its slot rather
+	// than wait for its 90 s idle timeout.
+	other := m.Client(wt.ClientID, netip.MustParseAddr("127.0.50.8"), false)
+	other.Timeout = 5 * time.Second
+	if a := get(t, other, "/", nil); a.status != http.StatusOK {
+		t.Fatalf("another client's request got %d %v, want 200", a.status, a.err)
+	}
+	if cs := clustersDump(t, m)["v1"]; cs.CxActive != 1 {
+		t.Errorf("/clusters: %d connections open, want 1 (max_connections)", cs.CxActive)
+	}
+}

@@ -15,7 +15,6 @@ import (
 func TestCircuitBreakers(t *testing.T) {
 	type starter func(*Cluster) (func(), error)
 	startRequest := (*Cluster).StartRequest
-	startPending := (*Cluster).StartPending
 	startConnection := (*Cluster).StartConnection
 	startRetry := func(c *Cluster) (func(), error) {
 		// Retries are limited by, and belong to, active requests.
@@ -35,8 +34,6 @@ func TestCircuitBreakers(t *testing.T) {
 			func(cs ClusterStatus) uint64 { return cs.RqOverflow }},
 		{"max_requests default 1024", nil, startRequest, 1024,
 			func(cs ClusterStatus) uint64 { return cs.RqOverflow }},
-		{"max_pending_requests", &clusterv3.CircuitBreakers_Thresholds{MaxPendingRequests: u32(2)}, startPending, 2,
-			func(cs ClusterStatus) uint64 { return cs.RqPendingOverflow }},
 		{"max_connections", &clusterv3.CircuitBreakers_Thresholds{MaxConnections: u32(5)}, startConnection, 5,
 			func(cs ClusterStatus) uint64 { return cs.CxOverflow }},
 		{"max_connections default 1024", nil, startConnection, 1024,

@@ -42,6 +42,12 @@ type Cluster struct {
 	rqTotal, rqOverflow, rqPendingOverflow       uint64
 	cxTotal, cxOverflow, retries, retryOverflow  uint64
 	ejectionsOverflow                            uint64
+
+	// The connections counted in cxActive that are idle (see ConnSlot), and the
+	// channel closed when a slot frees or a connection becomes idle (nil: nobody
+	// waits).
+	idleConns map[*ConnSlot]struct{}
+	slotEvent chan struct{}
 }
 
 // Name returns the cluster's name, outbound|<port>||<hostname>.
@@ -65,6 +71,7 @@ func (c *Cluster) apply(cfg *clusterConfig, la *loadAssignment) {
 		old[h.Addr] = h.state
 	}
 	c.cfg = cfg
+	c.signalSlotLocked() // max_connections may have grown
 	c.overprovisioningFactor = defaultOverprovisioningFactor
 	c.hosts = nil
 	if la != nil {
@@ -225,21 +232,9 @@ func (c *Cluster) EndRequest() {
 	c.mu.Unlock()
 }
 
-// StartPending admits a request that waits for an upstream connection under
-// max_pending_requests; call done once it has one (or gives up). The request
-// must also hold a StartRequest.
-func (c *Cluster) StartPending() (done func(), err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.rqPending >= c.cfg.limits.maxPendingRequests {
-		c.rqPendingOverflow++
-		return nil, fmt.Errorf("%w: max_pending_requests %d", ErrOverflow, c.cfg.limits.maxPendingRequests)
-	}
-	return c.hold(&c.rqPending), nil
-}
-
-// StartConnection counts an open upstream connection under max_connections;
-// call done when it closes.
+// StartConnection counts a TCP listener's upstream connection under
+// max_connections, refusing at the limit (Envoy's tcp_proxy); call done when it
+// closes. HTTP connections wait for a slot instead (WaitConnection).
 func (c *Cluster) StartConnection() (done func(), err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -247,8 +242,7 @@ func (c *Cluster) StartConnection() (done func(), err error) {
 		c.cxOverflow++
 		return nil, fmt.Errorf("%w: max_connections %d", ErrOverflow, c.cfg.limits.maxConnections)
 	}
-	c.cxTotal++
-	return c.hold(&c.cxActive), nil
+	return c.newConnSlotLocked().Release, nil
 }
 
 // StartRetry admits a retry attempt, under the retry budget when the

@@ -80,10 +80,12 @@
 // The first circuit_breakers.thresholds entry with priority DEFAULT (HIGH is
 // ignored: every request is DEFAULT): max_requests, max_pending_requests,
 // max_connections (each default 1024) and max_retries (default 3), each a
-// limit on a gauge the caller holds through a done function. Deviation from
-// Envoy: max_requests counts requests, not upstream attempts (retries are
-// limited separately), and a pending request (StartPending, waiting for a
-// connection) is also an active one. A retry_budget replaces max_retries:
+// limit on a gauge the caller holds through a done function or a ConnSlot. At
+// max_connections a new HTTP connection waits as a pending request
+// (WaitConnection, which closes idle connections to make room) and a TCP one is
+// refused (StartConnection). Deviation from Envoy: max_requests counts
+// requests, not upstream attempts (retries are limited separately), and a
+// pending request is also an active one. A retry_budget replaces max_retries:
 // concurrent retries may reach budget_percent (default 20) of the active
 // requests, but never fall below min_retry_concurrency (default 3). Because
 // retries are not requests, budget 100% at most doubles the load.
