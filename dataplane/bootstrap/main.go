@@ -45,7 +45,7 @@ func Main(name string, f *Flags, serve func(ctx context.Context, log logr.Logger
 // the apps whose bytes it carries, and the waypoint wakes per request. So by default they
 // run Go code on half the CPUs the runtime would use. On small nodes this also spares the
 // Go scheduler's wake-ups of idle threads, measured as most of a ztunnel's new-connection
-// latency and a fifth to a third of the waypoint's CPU per request (docs/benchmarks.md). Istio's
+// latency and 22–38 % of the waypoint's CPU per request (docs/benchmarks.md). Istio's
 // ztunnel likewise runs a fixed two worker threads.
 func workerThreads(flagValue int, envGOMAXPROCS string, available int) int {
 	switch {
