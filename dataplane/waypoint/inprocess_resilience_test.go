@@ -341,6 +341,10 @@ func TestMirrorGetsACopyWithoutSlowingThePrimary(t *testing.T) {
 		defer mu.Unlock()
 		return len(shadowHosts) == requests
 	})
+	// The copies' connections are not the primary cluster's (its max_connections).
+	if got := clustersDump(t, m)["v1"].CxTotal; got != 1 {
+		t.Errorf("/clusters: v1 opened %d connections, want 1 (the client's keep-alive one)", got)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	for _, got := range shadowHosts {
