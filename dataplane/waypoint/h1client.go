@@ -234,7 +234,7 @@ func (h *h1Client) put(addr netip.AddrPort, c *h1Conn) {
 	c.idleSince = time.Now()
 	// Idle before the connection is in the list, where another request may take it.
 	if cc, ok := c.conn.(*countedConn); ok {
-		cc.slot.Idle(func() { c.conn.Close() })
+		cc.slot.Idle(cc)
 	}
 	h.mu.Lock()
 	if h.closed || len(h.idle[addr]) >= h.maxIdle {

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"fmt"
+	"io"
 )
 
 // ConnSlot is one upstream connection counted under the cluster's max_connections.
@@ -11,7 +12,7 @@ import (
 type ConnSlot struct {
 	c *Cluster
 	// Guarded by c.mu.
-	closeIdle func() // set while the connection is idle
+	idleConn  io.Closer // set while the connection is idle
 	evicted   bool   // the cluster closed it while idle
 	released  bool
 }
@@ -45,7 +46,7 @@ func (c *Cluster) WaitConnection(ctx context.Context) (*ConnSlot, error) {
 		event := c.slotEvent
 		c.mu.Unlock()
 		if evict != nil {
-			evict() // its Release frees a slot
+			_ = evict.Close() // its Release frees a slot
 		}
 		select {
 		case <-event:
@@ -71,15 +72,15 @@ func (c *Cluster) newConnSlotLocked() *ConnSlot {
 	return &ConnSlot{c: c}
 }
 
-// evictIdleLocked takes one idle connection away from its pool and returns the
-// function that closes it (nil: none is idle).
-func (c *Cluster) evictIdleLocked() func() {
+// evictIdleLocked takes one idle connection away from its pool, for the caller to
+// close (nil: none is idle).
+func (c *Cluster) evictIdleLocked() io.Closer {
 	for s := range c.idleConns {
 		delete(c.idleConns, s)
 		s.evicted = true
-		closeIdle := s.closeIdle
-		s.closeIdle = nil
-		return closeIdle
+		idle := s.idleConn
+		s.idleConn = nil
+		return idle
 	}
 	return nil
 }
@@ -92,16 +93,16 @@ func (c *Cluster) signalSlotLocked() {
 	}
 }
 
-// Idle marks the slot's connection idle in a pool: closeConn closes it, which must
-// Release the slot. A waiting request is woken to take the room.
-func (s *ConnSlot) Idle(closeConn func()) {
+// Idle marks the slot's connection idle in a pool: closing conn must Release the
+// slot. A waiting request is woken to take the room.
+func (s *ConnSlot) Idle(conn io.Closer) {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s.released || s.evicted {
 		return
 	}
-	s.closeIdle = closeConn
+	s.idleConn = conn
 	if c.idleConns == nil {
 		c.idleConns = map[*ConnSlot]struct{}{}
 	}
@@ -116,7 +117,7 @@ func (s *ConnSlot) Claim() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.idleConns, s)
-	s.closeIdle = nil
+	s.idleConn = nil
 	return !s.evicted && !s.released
 }
 

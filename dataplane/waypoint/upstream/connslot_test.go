@@ -20,6 +20,11 @@ func limitedCluster(t *testing.T, maxConnections, maxPending uint32) (*fixture, 
 	return f, c
 }
 
+// closer is an io.Closer that runs f.
+type closer func()
+
+func (f closer) Close() error { f(); return nil }
+
 // waitInBackground calls WaitConnection on its own goroutine.
 func waitInBackground(ctx context.Context, c *Cluster) <-chan error {
 	got := make(chan error, 1)
@@ -69,7 +74,7 @@ func TestWaitConnectionClosesAnIdleConnectionToMakeRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	closed := make(chan struct{})
-	idle.Idle(func() { close(closed); idle.Release() })
+	idle.Idle(closer(func() { close(closed); idle.Release() }))
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	s, err := c.WaitConnection(ctx)
@@ -93,7 +98,7 @@ func TestWaitConnectionLeavesAClaimedConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Idle(func() { t.Error("a claimed connection was closed") })
+	s.Idle(closer(func() { t.Error("a claimed connection was closed") }))
 	if !s.Claim() {
 		t.Fatal("Claim of an idle connection = false, want true")
 	}
@@ -104,7 +109,7 @@ func TestWaitConnectionLeavesAClaimedConnection(t *testing.T) {
 	}
 	// A connection that becomes idle wakes the waiter, which closes it and takes its slot.
 	waiter := waitInBackground(t.Context(), c)
-	s.Idle(s.Release)
+	s.Idle(closer(s.Release))
 	if err := <-waiter; err != nil {
 		t.Fatalf("after the connection went idle: %v", err)
 	}
