@@ -12,9 +12,9 @@ import (
 type ConnSlot struct {
 	c *Cluster
 	// Guarded by c.mu.
-	idleConn  io.Closer // set while the connection is idle
-	evicted   bool   // the cluster closed it while idle
-	released  bool
+	idleConn io.Closer // set while the connection is idle
+	evicted  bool      // the cluster closed it while idle
+	released bool
 }
 
 // WaitConnection admits a new upstream HTTP connection under max_connections, as
