@@ -110,8 +110,10 @@ func TestMeshOnRealNamespaces(t *testing.T) {
 				if c.pods["server-a"].app.Connections() != before+1 {
 					t.Fatal("server-a's app did not get the connection")
 				}
-				// The destination ztunnel counts the connection once its dial to the app has
-				// returned, which may be after the app saw it: poll.
+				// Polled: once (CI, 7 Dec) the line was missing when read right after the
+				// echo came back, although the destination ztunnel counts a connection before
+				// it relays a byte; the cause was not found. A count that never comes still
+				// fails here.
 				testwait.For(t, "the same-node connection carried over HBONE to server-a (destination metrics)", 5*time.Second, func() bool {
 					return containsLine(c.nodes["a"].zt.scrape(t), "istio_tcp_connections_opened_total{", `reporter="destination"`, `destination_workload="server-a"`, `source_principal="spiffe://cluster.local/ns/shop/sa/client"`)
 				})
