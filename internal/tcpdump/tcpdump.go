@@ -119,26 +119,36 @@ func (c *Capture) Stop() (string, error) {
 
 // waitCaughtUp waits until tcpdump has printed what the kernel had handed it
 // when the call began (tcpdump exits on SIGINT without reading what is still
-// queued for it), or has printed nothing more between two of its reports: a
-// backlog it is working through would have moved its count. The second covers
-// packets libpcap counts but skips without printing (on loopback, each one's
-// outgoing copy). Traffic that keeps matching the filter can hold both off; the
-// wait then ends after 5 s, as a capture must end.
+// queued for it), or has printed nothing more for quietPeriod: a backlog it is
+// working through would have moved its count. The second covers packets libpcap
+// counts but skips without printing (on loopback, each one's outgoing copy); it
+// needs a period, not two reports in a row, because on a busy machine tcpdump
+// may not run at all between two reports. Traffic that keeps matching the filter
+// can hold both off; the wait then ends after 5 s, as a capture must end.
 func (c *Capture) waitCaughtUp() {
 	first, err := c.counts()
 	if err != nil {
 		return // it exited, or prints no statistics: nothing to wait for
 	}
-	given, last := first.received-first.dropped, first
+	given, last, moved := first.received-first.dropped, first, time.Now()
 	_ = testwait.Until(5*time.Second, func() error {
 		now, err := c.counts()
-		if err != nil || now.caughtUp(last, given) {
+		if err != nil {
 			return nil
 		}
-		last = now
+		if now.captured != last.captured {
+			last, moved = now, time.Now()
+		}
+		if now.caughtUp(given, time.Since(moved)) {
+			return nil
+		}
 		return fmt.Errorf("tcpdump is still reading: %d packets printed of %d given", now.captured, given)
 	})
 }
+
+// quietPeriod is how long tcpdump's printed count must stay the same before
+// waitCaughtUp takes it as done with what it was given.
+const quietPeriod = 250 * time.Millisecond
 
 // counts asks tcpdump for its counts (SIGUSR1) and reads them.
 func (c *Capture) counts() (counts, error) {
@@ -175,7 +185,8 @@ func parseCounts(line string) (counts, error) {
 	return counts{captured: n[0], received: n[1], dropped: n[2]}, nil
 }
 
-// caughtUp: tcpdump has printed the given packets, or printed none since last.
-func (n counts) caughtUp(last counts, given int) bool {
-	return n.captured >= given || n.captured == last.captured
+// caughtUp: tcpdump has printed the given packets, or its printed count has not
+// moved for quietPeriod.
+func (n counts) caughtUp(given int, unmovedFor time.Duration) bool {
+	return n.captured >= given || unmovedFor >= quietPeriod
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ambientmesh/ambient-operator/internal/netnstest"
 )
@@ -46,29 +47,25 @@ func TestCaptureShowsThePayloadSentBeforeStop(t *testing.T) {
 	}
 }
 
-func TestCaughtUpOncePrintedWhatWasGivenOrNothingMoved(t *testing.T) {
+func TestCaughtUpOncePrintedWhatWasGivenOrNothingMovedForAWhile(t *testing.T) {
 	const given = 6 // received − dropped when Stop began
 	for _, tc := range []struct {
-		line, last string
+		line       string
+		unmovedFor time.Duration
 		want       bool
 	}{
-		{line: "tcpdump: 6 packets captured, 9 packets received by filter, 0 packets dropped by kernel",
-			last: "tcpdump: 4 packets captured, 6 packets received by filter, 0 packets dropped by kernel", want: true},
-		{line: "tcpdump: 5 packets captured, 9 packets received by filter, 0 packets dropped by kernel",
-			last: "tcpdump: 4 packets captured, 6 packets received by filter, 0 packets dropped by kernel", want: false},
-		{line: "tcpdump: 4 packets captured, 8 packets received by filter, 0 packets dropped by kernel",
-			last: "tcpdump: 4 packets captured, 6 packets received by filter, 0 packets dropped by kernel", want: true},
+		{"tcpdump: 6 packets captured, 9 packets received by filter, 0 packets dropped by kernel", 0, true},
+		{"tcpdump: 5 packets captured, 9 packets received by filter, 0 packets dropped by kernel", 0, false},
+		// Not scheduled between two reports is not done.
+		{"tcpdump: 4 packets captured, 8 packets received by filter, 0 packets dropped by kernel", 20 * time.Millisecond, false},
+		{"tcpdump: 4 packets captured, 8 packets received by filter, 0 packets dropped by kernel", quietPeriod, true},
 	} {
 		now, err := parseCounts(tc.line)
 		if err != nil {
 			t.Fatal(err)
 		}
-		last, err := parseCounts(tc.last)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := now.caughtUp(last, given); got != tc.want {
-			t.Errorf("%q after %q: caught up %v, want %v", tc.line, tc.last, got, tc.want)
+		if got := now.caughtUp(given, tc.unmovedFor); got != tc.want {
+			t.Errorf("%q, unmoved for %v: caught up %v, want %v", tc.line, tc.unmovedFor, got, tc.want)
 		}
 	}
 	if _, err := parseCounts("tcpdump: listening on lo"); err == nil {
