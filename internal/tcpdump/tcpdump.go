@@ -130,14 +130,14 @@ func (c *Capture) waitCaughtUp() {
 	if err != nil {
 		return // it exited, or prints no statistics: nothing to wait for
 	}
-	given, last, moved := first.received-first.dropped, first, time.Now()
+	given, printed, moved := first.received-first.dropped, first.captured, time.Now()
 	_ = testwait.Until(5*time.Second, func() error {
 		now, err := c.counts()
 		if err != nil {
 			return nil
 		}
-		if now.captured != last.captured {
-			last, moved = now, time.Now()
+		if now.captured != printed {
+			printed, moved = now.captured, time.Now()
 		}
 		if now.caughtUp(given, time.Since(moved)) {
 			return nil

@@ -396,7 +396,7 @@ func (m *Mesh) Push(resources ...proto.Message) []string {
 	}
 	nacksBefore := len(m.XDS.Nacks())
 	for _, typeURL := range order {
-		before := m.XDS.Acks() + len(m.XDS.Nacks())
+		before := m.answers()
 		m.XDS.Set(t, typeURL, byType[typeURL])
 		m.waitAnswer(before, "the waypoint to answer the "+typeURL+" push")
 	}
@@ -408,15 +408,18 @@ func (m *Mesh) Push(resources ...proto.Message) []string {
 func (m *Mesh) Delete(typeURL string, names ...string) {
 	t := m.t
 	t.Helper()
-	before := m.XDS.Acks() + len(m.XDS.Nacks())
+	before := m.answers()
 	m.XDS.Delete(t, typeURL, names...)
 	m.waitAnswer(before, "the waypoint to answer the "+typeURL+" removal")
 }
 
+// answers counts the waypoint's answers (ACKs and NACKs) so far.
+func (m *Mesh) answers() int { return m.XDS.Acks() + len(m.XDS.Nacks()) }
+
 // waitAnswer waits for an answer (ACK or NACK) beyond the before already counted.
 func (m *Mesh) waitAnswer(before int, what string) {
 	m.t.Helper()
-	testwait.For(m.t, what, 10*time.Second, func() bool { return m.XDS.Acks()+len(m.XDS.Nacks()) > before })
+	testwait.For(m.t, what, 10*time.Second, func() bool { return m.answers() > before })
 }
 
 // WaitReady waits until the waypoint reports ready (configuration of every type and a
