@@ -782,7 +782,11 @@ func TestCertRenewOnlyByPOST(t *testing.T) {
 
 func TestCertRenewReportsFailure(t *testing.T) {
 	m := newMesh(t, true, 5*time.Second)
-	testwait.For(t, "client certificate", 10*time.Second, func() bool { return certSerials(t, m.a)[clientID.String()] != "" })
+	// Both nodes share the CA: wait for node-b's first certificate too, or its request
+	// could take the one failure meant for node-a's renewal.
+	testwait.For(t, "client and server certificates", 10*time.Second, func() bool {
+		return certSerials(t, m.a)[clientID.String()] != "" && certSerials(t, m.b)[serverID.String()] != ""
+	})
 	before := certSerials(t, m.a)[clientID.String()]
 	m.ca.FailNext(1)
 	rec := httptest.NewRecorder()
