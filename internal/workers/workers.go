@@ -23,6 +23,9 @@ type Pool struct {
 	handoff chan func()
 	// idleTimeout is how long an idle worker waits for more work before it ends.
 	idleTimeout time.Duration
+	// live counts the pool's workers, idle or busy: the process's goroutine count cannot
+	// tell them apart from other goroutines that start and end at the same time.
+	live atomic.Int32
 }
 
 // NewPool makes a pool whose workers end after idleTimeout without work.
@@ -58,11 +61,13 @@ func (p *Pool) Go(fn func()) {
 	select {
 	case p.handoff <- fn:
 	default:
+		p.live.Add(1)
 		go p.work(fn)
 	}
 }
 
 func (p *Pool) work(fn func()) {
+	defer p.live.Add(-1)
 	idle := time.NewTimer(p.idleTimeout)
 	defer idle.Stop()
 	for {
