@@ -16,9 +16,9 @@ import (
 
 // Main is the part of main both proxies share, called after flag.Parse: with -version it
 // prints the version of the named proxy and returns; otherwise it sets the worker threads,
-// starts the performance devices and runs serve until SIGTERM or SIGINT. serve gets the JSON log and the
-// switches of the devices it applies itself. When either step fails, Main logs why and
-// exits the process with status 1.
+// starts the performance devices and runs serve until SIGTERM or SIGINT. serve gets the
+// JSON log and the switches of the devices it applies itself. When either step fails, Main
+// logs why and exits the process with status 1.
 func Main(name string, f *Flags, serve func(ctx context.Context, log logr.Logger, perf PerfDevices) error) {
 	if f.ShowVersion {
 		fmt.Println(version.String(name))
